@@ -1,0 +1,616 @@
+//! The v1 event catalogue: every event type and its data, as typed Rust.
+//!
+//! The [`catalogue!`] invocation at the bottom is the one registry of types: the type
+//! strings, the data structs, the schemas and the decoder all come from it.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::nhs::NhsNumber;
+use crate::time::{Date, Timestamp};
+
+/// A person identifier issued by a local system (hospital MRN, council case id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct LocalId {
+    /// The issuing system, as a URI (e.g. `https://rx1.nhs.uk/id/mrn`) or a name.
+    #[schemars(length(min = 1))]
+    pub system: String,
+    /// The identifier within that system.
+    #[schemars(length(min = 1))]
+    pub value: String,
+}
+
+macro_rules! kebab_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $variant),+ }
+        impl $name {
+            /// The wire code.
+            pub fn as_str(&self) -> &'static str { match self { $(Self::$variant => $s),+ } }
+            /// Every code, in order.
+            pub const CODES: &'static [&'static str] = &[$($s),+];
+        }
+        impl JsonSchema for $name {
+            fn inline_schema() -> bool { true }
+            fn schema_name() -> std::borrow::Cow<'static, str> { stringify!($name).into() }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "enum": [$($s),+] })
+            }
+        }
+    };
+}
+
+kebab_enum!(
+    /// How the patient was admitted.
+    AdmissionMethod { /// Emergency admission.
+    Emergency = "emergency", /// Elective (planned) admission.
+    Elective = "elective", /// Maternity admission.
+    Maternity = "maternity", /// Transfer from another provider.
+    Transfer = "transfer", /// Any other method.
+    Other = "other" });
+
+kebab_enum!(
+    /// Where the patient went on discharge.
+    Destination { /// Their usual place of residence.
+    UsualResidence = "usual-residence", /// A care home.
+    CareHome = "care-home", /// A community (intermediate care) bed.
+    CommunityBed = "community-bed", /// A hospice.
+    Hospice = "hospice", /// The patient died.
+    Died = "died", /// Anywhere else.
+    Other = "other" });
+
+kebab_enum!(
+    /// Who a delay is attributed to.
+    Attribution { /// The NHS.
+    Nhs = "nhs", /// The council (social care).
+    Council = "council", /// Both.
+    Joint = "joint" });
+
+kebab_enum!(
+    /// Why a patient past their discharge ready date is still in hospital.
+    DelayReason {
+    /// Awaiting a social care or health assessment.
+    AwaitingAssessment = "awaiting-assessment",
+    /// Awaiting a home care package.
+    AwaitingCarePackage = "awaiting-care-package",
+    /// Awaiting reablement.
+    AwaitingReablement = "awaiting-reablement",
+    /// Awaiting a residential home bed.
+    AwaitingResidentialBed = "awaiting-residential-bed",
+    /// Awaiting a nursing home bed.
+    AwaitingNursingBed = "awaiting-nursing-bed",
+    /// Awaiting a community rehabilitation bed.
+    AwaitingCommunityRehabBed = "awaiting-community-rehab-bed",
+    /// Awaiting equipment or adaptations.
+    AwaitingEquipment = "awaiting-equipment",
+    /// Awaiting transport.
+    AwaitingTransport = "awaiting-transport",
+    /// Awaiting medicines to take home.
+    AwaitingMedicines = "awaiting-medicines",
+    /// Awaiting the discharge summary.
+    AwaitingDischargeSummary = "awaiting-discharge-summary",
+    /// A hospital process.
+    HospitalProcess = "hospital-process",
+    /// Patient or family choice.
+    PatientFamilyChoice = "patient-family-choice",
+    /// Housing.
+    Housing = "housing",
+    /// A safeguarding matter.
+    Safeguarding = "safeguarding",
+    /// Anything else.
+    Other = "other" });
+
+kebab_enum!(
+    /// Referral urgency.
+    Urgency { /// Routine.
+    Routine = "routine", /// Urgent.
+    Urgent = "urgent" });
+
+kebab_enum!(
+    /// Kind of Care Act assessment.
+    AssessmentType { /// s9 needs assessment.
+    Needs = "needs", /// s10 carer's assessment.
+    Carer = "carer", /// Occupational therapy assessment.
+    OccupationalTherapy = "occupational-therapy", /// Financial assessment.
+    Financial = "financial" });
+
+kebab_enum!(
+    /// Outcome of an assessment.
+    AssessmentOutcome { /// Eligible needs (s13).
+    Eligible = "eligible", /// Not eligible.
+    NotEligible = "not-eligible", /// No assessment needed.
+    NoAssessmentNeeded = "no-assessment-needed" });
+
+kebab_enum!(
+    /// Kind of care package.
+    ServiceType { /// Home care (domiciliary).
+    HomeCare = "home-care", /// Reablement (free for the first six weeks).
+    Reablement = "reablement", /// Residential care home placement.
+    Residential = "residential", /// Nursing home placement.
+    Nursing = "nursing", /// Community bed-based rehabilitation.
+    CommunityBed = "community-bed", /// Equipment.
+    Equipment = "equipment", /// Anything else.
+    Other = "other" });
+
+/// A D2A pathway, 0 to 3.
+pub type Pathway = u8;
+
+/// `handover.person.identified.v1`: who the person is, as a source system knows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PersonIdentified {
+    /// UK Core NHS number verification status code (e.g. `01` number present and verified).
+    #[schemars(length(min = 1, max = 2))]
+    pub nhs_number_status: String,
+    /// The person's identifiers in local systems.
+    #[schemars(length(min = 1))]
+    pub local_ids: Vec<LocalId>,
+    /// Given name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// Family name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    /// Date of birth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Date>,
+    /// Postcode of the usual address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postcode: Option<String>,
+    /// ODS code of the registered GP practice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gp_practice: Option<String>,
+}
+
+/// `handover.person.linked.v1`: a local id now known to belong to the subject's NHS number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PersonLinked {
+    /// The local identifier being linked.
+    pub local_id: LocalId,
+}
+
+/// `handover.person.nhs-number-changed.v1`: the subject replaces a previous NHS number (merge).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NhsNumberChanged {
+    /// The NHS number now superseded by the subject.
+    pub previous_nhs_number: NhsNumber,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.discharge.admitted.v1`: the start of a hospital stay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Admitted {
+    /// The hospital's encounter (spell) id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// ODS site code.
+    #[schemars(length(min = 1))]
+    pub site: String,
+    /// When the patient was admitted.
+    pub admitted_at: Timestamp,
+    /// Ward on admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ward: Option<String>,
+    /// How the patient was admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_method: Option<AdmissionMethod>,
+    /// GSS code of the council responsible for the person's social care.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible_council: Option<String>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.discharge.transferred.v1`: a ward move.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Transferred {
+    /// The encounter id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// The new ward.
+    #[schemars(length(min = 1))]
+    pub ward: String,
+    /// The ward left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_ward: Option<String>,
+    /// When the move happened (defaults to the event time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// An event that refers to an encounter and nothing else (cancellations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EncounterRef {
+    /// The encounter id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.discharge.ready-date-recorded.v1`: the discharge ready date (DRD).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadyDateRecorded {
+    /// The encounter id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// The date the patient stopped meeting the criteria to reside.
+    pub discharge_ready_date: Date,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.discharge.pathway-assigned.v1`: the D2A pathway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PathwayAssigned {
+    /// The encounter id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// Pathway 0 (home, no new support) to 3 (care home for the first time).
+    #[schemars(range(min = 0, max = 3))]
+    pub pathway: Pathway,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.discharge.expected-date-set.v1`: the expected discharge date.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExpectedDateSet {
+    /// The encounter id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// The expected date of discharge.
+    pub expected_discharge_date: Date,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.discharge.delay-recorded.v1`: why a ready patient is still in hospital.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DelayRecorded {
+    /// The encounter id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// The delay reason code.
+    pub reason: DelayReason,
+    /// Who the delay is attributed to.
+    pub attributed_to: Attribution,
+    /// Free-text note (clinical detail; minimised for some roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.discharge.discharged.v1`: the end of a hospital stay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Discharged {
+    /// The encounter id.
+    #[schemars(length(min = 1))]
+    pub encounter_id: String,
+    /// When the patient left.
+    pub discharged_at: Timestamp,
+    /// UK Core discharge method, 1 (clinical advice) to 5 (stillbirth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 5))]
+    pub method: Option<u8>,
+    /// Where the patient went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// The pathway they left on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3))]
+    pub pathway: Option<Pathway>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.referral.sent.v1`: a hospital refers a person to a council.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReferralSent {
+    /// The referral id.
+    #[schemars(length(min = 1))]
+    pub referral_id: String,
+    /// GSS code of the council referred to.
+    #[schemars(length(min = 1))]
+    pub to_council: String,
+    /// ODS code of the referring organisation.
+    #[schemars(length(min = 1))]
+    pub from_org: String,
+    /// The encounter the referral is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter_id: Option<String>,
+    /// Why the person is referred (clinical detail; minimised for some roles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Routine or urgent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<Urgency>,
+    /// Community Living Dataset route of access code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_of_access: Option<String>,
+    /// The proposed discharge date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposed_discharge_date: Option<Date>,
+    /// Whether the person consented to the referral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_obtained: Option<bool>,
+    /// Whether there is a safeguarding concern.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safeguarding_concern: Option<bool>,
+    /// Whether a carer is involved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carer_involved: Option<bool>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.referral.accepted.v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReferralAccepted {
+    /// The referral id.
+    #[schemars(length(min = 1))]
+    pub referral_id: String,
+    /// The council team that took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.referral.declined.v1` and `handover.referral.withdrawn.v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReferralClosed {
+    /// The referral id.
+    #[schemars(length(min = 1))]
+    pub referral_id: String,
+    /// Why.
+    #[schemars(length(min = 1))]
+    pub reason: String,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.referral.assessment-completed.v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssessmentCompleted {
+    /// The referral id.
+    #[schemars(length(min = 1))]
+    pub referral_id: String,
+    /// Kind of assessment.
+    pub assessment_type: AssessmentType,
+    /// Its outcome.
+    pub outcome: AssessmentOutcome,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.care-package.requested.v1`: brokerage is asked to source a package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PackageRequested {
+    /// The package id.
+    #[schemars(length(min = 1))]
+    pub package_id: String,
+    /// Kind of service.
+    pub service_type: ServiceType,
+    /// The referral it follows from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral_id: Option<String>,
+    /// Hours of care per week.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 168.0))]
+    pub hours_per_week: Option<f64>,
+    /// Calls (visits) per day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 24))]
+    pub calls_per_day: Option<u8>,
+    /// Carers per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4))]
+    pub carers_per_call: Option<u8>,
+    /// When the package is needed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_start: Option<Date>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.care-package.sourced.v1`: a provider has agreed to deliver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PackageSourced {
+    /// The package id.
+    #[schemars(length(min = 1))]
+    pub package_id: String,
+    /// The provider (CQC location id or name).
+    #[schemars(length(min = 1))]
+    pub provider: String,
+    /// The agreed start date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreed_start: Option<Date>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.care-package.started.v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PackageStarted {
+    /// The package id.
+    #[schemars(length(min = 1))]
+    pub package_id: String,
+    /// The date care started.
+    pub started_on: Date,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// `handover.care-package.{suspended,resumed,ended,cancelled}.v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PackageChange {
+    /// The package id.
+    #[schemars(length(min = 1))]
+    pub package_id: String,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// The domains of the catalogue; the second token of a NATS subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Domain {
+    /// Person identity.
+    Person,
+    /// Hospital stays and discharge.
+    Discharge,
+    /// Referrals to social care.
+    Referral,
+    /// Care packages and brokerage.
+    CarePackage,
+}
+
+impl Domain {
+    /// The subject token.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Domain::Person => "person",
+            Domain::Discharge => "discharge",
+            Domain::Referral => "referral",
+            Domain::CarePackage => "care-package",
+        }
+    }
+}
+
+macro_rules! catalogue {
+    ($( $variant:ident => $ty:literal, $domain:ident, $name:literal, $data:ident; )+) => {
+        /// Every event type of the v1 catalogue.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType { $(
+            #[doc = concat!("`", $ty, "`")]
+            $variant
+        ),+ }
+
+        /// Typed event data, one variant per event type.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum EventData { $(
+            #[doc = concat!("`", $ty, "`")]
+            $variant($data)
+        ),+ }
+
+        impl EventType {
+            /// All types, in catalogue order.
+            pub const ALL: &'static [EventType] = &[$(EventType::$variant),+];
+
+            /// The CloudEvents `type` string.
+            pub fn as_str(&self) -> &'static str { match self { $(EventType::$variant => $ty),+ } }
+
+            /// Looks a `type` string up in the catalogue.
+            pub fn parse(s: &str) -> Option<EventType> { match s { $($ty => Some(EventType::$variant),)+ _ => None } }
+
+            /// The domain the type belongs to.
+            pub fn domain(&self) -> Domain { match self { $(EventType::$variant => Domain::$domain),+ } }
+
+            /// The event name within its domain (a subject token), e.g. `ready-date-recorded`.
+            pub fn name(&self) -> &'static str { match self { $(EventType::$variant => $name),+ } }
+
+            /// The JSON Schema of this type's `data`.
+            pub fn data_schema(&self) -> schemars::Schema {
+                match self { $(EventType::$variant => schemars::SchemaGenerator::default().into_root_schema_for::<$data>()),+ }
+            }
+
+            /// Decodes `data` of this type.
+            pub fn decode_data(&self, data: serde_json::Value) -> Result<EventData, serde_json::Error> {
+                match self { $(EventType::$variant => serde_json::from_value::<$data>(data).map(EventData::$variant)),+ }
+            }
+        }
+
+        impl EventData {
+            /// The type of this data.
+            pub fn event_type(&self) -> EventType { match self { $(EventData::$variant(_) => EventType::$variant),+ } }
+
+            /// Encodes this data as JSON.
+            pub fn to_json(&self) -> serde_json::Value {
+                let r = match self { $(EventData::$variant(d) => serde_json::to_value(d)),+ };
+                // Serialising these plain structs cannot fail: no maps with non-string keys.
+                r.unwrap_or(serde_json::Value::Null)
+            }
+        }
+    };
+}
+
+catalogue! {
+    PersonIdentified => "handover.person.identified.v1", Person, "identified", PersonIdentified;
+    PersonLinked => "handover.person.linked.v1", Person, "linked", PersonLinked;
+    NhsNumberChanged => "handover.person.nhs-number-changed.v1", Person, "nhs-number-changed", NhsNumberChanged;
+    Admitted => "handover.discharge.admitted.v1", Discharge, "admitted", Admitted;
+    Transferred => "handover.discharge.transferred.v1", Discharge, "transferred", Transferred;
+    AdmissionCancelled => "handover.discharge.admission-cancelled.v1", Discharge, "admission-cancelled", EncounterRef;
+    ReadyDateRecorded => "handover.discharge.ready-date-recorded.v1", Discharge, "ready-date-recorded", ReadyDateRecorded;
+    PathwayAssigned => "handover.discharge.pathway-assigned.v1", Discharge, "pathway-assigned", PathwayAssigned;
+    ExpectedDateSet => "handover.discharge.expected-date-set.v1", Discharge, "expected-date-set", ExpectedDateSet;
+    DelayRecorded => "handover.discharge.delay-recorded.v1", Discharge, "delay-recorded", DelayRecorded;
+    Discharged => "handover.discharge.discharged.v1", Discharge, "discharged", Discharged;
+    DischargeCancelled => "handover.discharge.discharge-cancelled.v1", Discharge, "discharge-cancelled", EncounterRef;
+    ReferralSent => "handover.referral.sent.v1", Referral, "sent", ReferralSent;
+    ReferralAccepted => "handover.referral.accepted.v1", Referral, "accepted", ReferralAccepted;
+    ReferralDeclined => "handover.referral.declined.v1", Referral, "declined", ReferralClosed;
+    ReferralWithdrawn => "handover.referral.withdrawn.v1", Referral, "withdrawn", ReferralClosed;
+    AssessmentCompleted => "handover.referral.assessment-completed.v1", Referral, "assessment-completed", AssessmentCompleted;
+    PackageRequested => "handover.care-package.requested.v1", CarePackage, "requested", PackageRequested;
+    PackageSourced => "handover.care-package.sourced.v1", CarePackage, "sourced", PackageSourced;
+    PackageStarted => "handover.care-package.started.v1", CarePackage, "started", PackageStarted;
+    PackageSuspended => "handover.care-package.suspended.v1", CarePackage, "suspended", PackageChange;
+    PackageResumed => "handover.care-package.resumed.v1", CarePackage, "resumed", PackageChange;
+    PackageEnded => "handover.care-package.ended.v1", CarePackage, "ended", PackageChange;
+    PackageCancelled => "handover.care-package.cancelled.v1", CarePackage, "cancelled", PackageChange;
+}
+
+impl EventData {
+    /// The `data.local_id` of the event, when its sender gave one.
+    pub fn local_id(&self) -> Option<&LocalId> {
+        use EventData::*;
+        match self {
+            PersonIdentified(d) => d.local_ids.first(),
+            PersonLinked(d) => Some(&d.local_id),
+            NhsNumberChanged(d) => d.local_id.as_ref(),
+            Admitted(d) => d.local_id.as_ref(),
+            Transferred(d) => d.local_id.as_ref(),
+            AdmissionCancelled(d) | DischargeCancelled(d) => d.local_id.as_ref(),
+            ReadyDateRecorded(d) => d.local_id.as_ref(),
+            PathwayAssigned(d) => d.local_id.as_ref(),
+            ExpectedDateSet(d) => d.local_id.as_ref(),
+            DelayRecorded(d) => d.local_id.as_ref(),
+            Discharged(d) => d.local_id.as_ref(),
+            ReferralSent(d) => d.local_id.as_ref(),
+            ReferralAccepted(d) => d.local_id.as_ref(),
+            ReferralDeclined(d) | ReferralWithdrawn(d) => d.local_id.as_ref(),
+            AssessmentCompleted(d) => d.local_id.as_ref(),
+            PackageRequested(d) => d.local_id.as_ref(),
+            PackageSourced(d) => d.local_id.as_ref(),
+            PackageStarted(d) => d.local_id.as_ref(),
+            PackageSuspended(d) | PackageResumed(d) | PackageEnded(d) | PackageCancelled(d) => {
+                d.local_id.as_ref()
+            }
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The CloudEvents 1.0 envelope (JSON structured mode): decoding with every problem named,
+//! and the normalised form Handover stores and emits.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+use crate::catalogue::{EventData, EventType, LocalId};
+use crate::nhs::NhsNumber;
+use crate::time::Timestamp;
+
+/// One problem with an incoming event, located by a JSON Pointer into it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    /// JSON Pointer to the offending member, e.g. `/data/encounter_id`.
+    pub pointer: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(pointer: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem found with one event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid event: {}", .0.iter().map(|e| format!("{} {}", e.pointer, e.message)).collect::<Vec<_>>().join("; "))]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+/// Who an event is about: the NHS number when the sender knows it, else a local id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PersonRef {
+    /// By NHS number (the CloudEvents `subject`).
+    Nhs(NhsNumber),
+    /// By a local system's id (`data.local_id`).
+    Local(LocalId),
+}
+
+/// A validated event of the catalogue with its envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unique per `source`; with it, identifies the event.
+    pub id: String,
+    /// The producing organisation and system, e.g. `urn:ods:RX1:pas`.
+    pub source: String,
+    /// The person's NHS number, when the sender knows it.
+    pub subject: Option<NhsNumber>,
+    /// When it happened in the source system.
+    pub time: Timestamp,
+    /// CloudEvents `sequence` extension, as sent.
+    pub sequence: Option<String>,
+    /// W3C trace context, as sent (dropped when malformed).
+    pub traceparent: Option<String>,
+    /// The typed data (which also fixes the type).
+    pub data: EventData,
+}
+
+const ATTRIBUTES: &[&str] = &[
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "sequence",
+    "traceparent",
+    "tracestate",
+    "data",
+];
+
+/// Longest accepted `id`, `source` or `sequence`, in bytes.
+pub const MAX_ATTRIBUTE_LEN: usize = 512;
+
+impl Event {
+    /// The event's type.
+    pub fn event_type(&self) -> EventType {
+        self.data.event_type()
+    }
+
+    /// Who the event is about.
+    pub fn person(&self) -> Option<PersonRef> {
+        match (&self.subject, self.data.local_id()) {
+            (Some(n), _) => Some(PersonRef::Nhs(*n)),
+            (None, Some(l)) => Some(PersonRef::Local(l.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Decodes and validates an event from its JSON text.
+    pub fn from_json_slice(bytes: &[u8]) -> Result<Event, ValidationErrors> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(v) => Event::from_json(v),
+            Err(e) => Err(ValidationErrors(vec![FieldError::new(
+                "",
+                format!("not valid JSON: {e}"),
+            )])),
+        }
+    }
+
+    /// Decodes and validates a CloudEvent, collecting every problem rather than the first.
+    pub fn from_json(value: Value) -> Result<Event, ValidationErrors> {
+        let Value::Object(mut obj) = value else {
+            return Err(ValidationErrors(vec![FieldError::new(
+                "",
+                "a CloudEvent must be a JSON object",
+            )]));
+        };
+        let mut errors = Vec::new();
+
+        match obj.get("specversion") {
+            Some(Value::String(v)) if v == "1.0" => {}
+            Some(Value::String(v)) => errors.push(FieldError::new(
+                "/specversion",
+                format!("unsupported CloudEvents version {v:?}: only \"1.0\""),
+            )),
+            Some(_) => errors.push(FieldError::new("/specversion", "must be the string \"1.0\"")),
+            None => errors.push(FieldError::new("/specversion", "is required")),
+        }
+        let id = required_string(&obj, "id", &mut errors);
+        let source = required_string(&obj, "source", &mut errors);
+        let event_type = match obj.get("type") {
+            Some(Value::String(t)) => match EventType::parse(t) {
+                Some(t) => Some(t),
+                None => {
+                    errors.push(FieldError::new(
+                        "/type",
+                        format!("unknown event type {t:?}: not in the Handover catalogue"),
+                    ));
+                    None
+                }
+            },
+            Some(_) => {
+                errors.push(FieldError::new("/type", "must be a string"));
+                None
+            }
+            None => {
+                errors.push(FieldError::new("/type", "is required"));
+                None
+            }
+        };
+        let subject = match obj.get("subject") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => match NhsNumber::parse(s) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    errors.push(FieldError::new(
+                        "/subject",
+                        format!("must be the person's NHS number: {e}"),
+                    ));
+                    None
+                }
+            },
+            Some(_) => {
+                errors.push(FieldError::new("/subject", "must be a string"));
+                None
+            }
+        };
+        let time = match obj.get("time") {
+            Some(Value::String(s)) => match Timestamp::parse(s) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.push(FieldError::new("/time", e.to_string()));
+                    None
+                }
+            },
+            Some(_) => {
+                errors.push(FieldError::new("/time", "must be a string"));
+                None
+            }
+            None => {
+                errors.push(FieldError::new(
+                    "/time",
+                    "is required: when the event happened in the source system",
+                ));
+                None
+            }
+        };
+        match obj.get("datacontenttype") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(ct)) => {
+                let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                if base != "application/json" && !base.ends_with("+json") {
+                    errors.push(FieldError::new(
+                        "/datacontenttype",
+                        format!("{ct:?} is not supported: data must be JSON"),
+                    ));
+                }
+            }
+            Some(_) => errors.push(FieldError::new("/datacontenttype", "must be a string")),
+        }
+        let sequence = optional_string(&obj, "sequence", &mut errors);
+        let traceparent = match obj.get("traceparent") {
+            Some(Value::String(tp)) if is_traceparent(tp) => Some(tp.clone()),
+            _ => None,
+        };
+        for key in obj.keys() {
+            if key == "data_base64" {
+                errors.push(FieldError::new("/data_base64", "binary data is not accepted: send JSON in data"));
+            } else if !ATTRIBUTES.contains(&key.as_str())
+                && !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            {
+                errors.push(FieldError::new(
+                    format!("/{key}"),
+                    "is not a valid CloudEvents attribute name (lower-case letters and digits)",
+                ));
+            }
+        }
+
+        let data = match (obj.remove("data"), event_type) {
+            (None | Some(Value::Null), _) => {
+                errors.push(FieldError::new("/data", "is required"));
+                None
+            }
+            (Some(d @ Value::Object(_)), Some(t)) => decode_data(t, d, &mut errors),
+            (Some(_), Some(_)) => {
+                errors.push(FieldError::new("/data", "must be a JSON object"));
+                None
+            }
+            (Some(_), None) => None,
+        };
+
+        if let Some(d) = &data {
+            if subject.is_none() && d.local_id().is_none() {
+                errors.push(FieldError::new(
+                    "/subject",
+                    "is required (the NHS number) unless data.local_id names the person",
+                ));
+            }
+            if matches!(d, EventData::PersonLinked(_) | EventData::NhsNumberChanged(_)) && subject.is_none() {
+                errors.push(FieldError::new("/subject", "is required for this type: the NHS number"));
+            }
+        }
+
+        match (id, source, time, data) {
+            (Some(id), Some(source), Some(time), Some(data)) if errors.is_empty() => Ok(Event {
+                id,
+                source,
+                subject,
+                time,
+                sequence,
+                traceparent,
+                data,
+            }),
+            _ => Err(ValidationErrors(errors)),
+        }
+    }
+
+    /// The normalised CloudEvent: attributes in canonical form, data re-encoded from the types.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::with_capacity(11);
+        let t = self.event_type();
+        m.insert("specversion".into(), "1.0".into());
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("source".into(), self.source.clone().into());
+        m.insert("type".into(), t.as_str().into());
+        if let Some(s) = &self.subject {
+            m.insert("subject".into(), s.as_string().into());
+        }
+        m.insert("time".into(), self.time.to_rfc3339().into());
+        m.insert("datacontenttype".into(), "application/json".into());
+        m.insert("dataschema".into(), format!("schemas/{}.json", t.as_str()).into());
+        if let Some(s) = &self.sequence {
+            m.insert("sequence".into(), s.clone().into());
+        }
+        if let Some(tp) = &self.traceparent {
+            m.insert("traceparent".into(), tp.clone().into());
+        }
+        m.insert("data".into(), self.data.to_json());
+        Value::Object(m)
+    }
+
+    /// The normalised CloudEvent as JSON bytes.
+    pub fn to_json_vec(&self) -> Vec<u8> {
+        // A `Value` always serialises.
+        serde_json::to_vec(&self.to_json()).unwrap_or_default()
+    }
+}
+
+fn required_string(obj: &Map<String, Value>, key: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match obj.get(key) {
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            errors.push(FieldError::new(format!("/{key}"), "must not be empty"));
+            None
+        }
+        Some(Value::String(s)) if s.len() > MAX_ATTRIBUTE_LEN => {
+            errors.push(FieldError::new(format!("/{key}"), format!("is longer than {MAX_ATTRIBUTE_LEN} bytes")));
+            None
+        }
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.push(FieldError::new(format!("/{key}"), "must be a string"));
+            None
+        }
+        None => {
+            errors.push(FieldError::new(format!("/{key}"), "is required"));
+            None
+        }
+    }
+}
+
+fn optional_string(obj: &Map<String, Value>, key: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_ATTRIBUTE_LEN => Some(s.clone()),
+        Some(Value::String(_)) => {
+            errors.push(FieldError::new(format!("/{key}"), format!("is longer than {MAX_ATTRIBUTE_LEN} bytes")));
+            None
+        }
+        // Be liberal: a numeric sequence is common from producers that count.
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            errors.push(FieldError::new(format!("/{key}"), "must be a string"));
+            None
+        }
+    }
+}
+
+/// Whether `s` is a W3C `traceparent` (version 00 layout).
+pub fn is_traceparent(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 4
+        && [2usize, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(n, p)| p.len() == *n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0')
+}
+
+fn validators() -> &'static HashMap<EventType, jsonschema::Validator> {
+    static V: OnceLock<HashMap<EventType, jsonschema::Validator>> = OnceLock::new();
+    V.get_or_init(|| {
+        EventType::ALL
+            .iter()
+            .filter_map(|t| {
+                let schema = serde_json::to_value(t.data_schema()).ok()?;
+                jsonschema::draft202012::new(&schema).ok().map(|v| (*t, v))
+            })
+            .collect()
+    })
+}
+
+fn decode_data(t: EventType, data: Value, errors: &mut Vec<FieldError>) -> Option<EventData> {
+    let before = errors.len();
+    if let Some(v) = validators().get(&t) {
+        for e in v.iter_errors(&data) {
+            errors.push(FieldError::new(format!("/data{}", e.instance_path), e.to_string()));
+        }
+    }
+    match t.decode_data(data) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if errors.len() == before {
+                // The schema passed but a semantic check in the types did not
+                // (an NHS number's check digit, an impossible date).
+                errors.push(FieldError::new("/data", e.to_string()));
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Validation names every bad field: data-driven checks with expected error lists.
+#![allow(clippy::unwrap_used)]
+
+use expect_test::{expect, Expect};
+use handover_events::{Event, EventData};
+use serde_json::json;
+
+fn check(input: serde_json::Value, expect: Expect) {
+    let actual = match Event::from_json(input) {
+        Ok(e) => format!("ok {}", e.to_json()),
+        Err(errs) => errs.0.iter().map(|e| format!("{}: {}\n", e.pointer, e.message)).collect(),
+    };
+    expect.assert_eq(&actual);
+}
+
+fn base(t: &str, data: serde_json::Value) -> serde_json::Value {
+    json!({"specversion":"1.0","id":"e1","source":"urn:ods:RX1:pas","type":t,"subject":"9434765919","time":"2026-11-20T09:14:00Z","data":data})
+}
+
+#[test]
+fn a_valid_event_is_normalised() {
+    check(
+        json!({"specversion":"1.0","id":"e1","source":"urn:ods:RX1:pas","type":"handover.discharge.admitted.v1",
+               "subject":"943 476 5919","time":"2026-07-20 09:14","data":{"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-07-20T09:14:00","unknown_field":1}}),
+        expect![[r#"ok {"data":{"admitted_at":"2026-07-20T09:14:00+01:00","encounter_id":"E1","site":"RX1CC"},"datacontenttype":"application/json","dataschema":"schemas/handover.discharge.admitted.v1.json","id":"e1","source":"urn:ods:RX1:pas","specversion":"1.0","subject":"9434765919","time":"2026-07-20T09:14:00+01:00","type":"handover.discharge.admitted.v1"}"#]],
+    );
+}
+
+#[test]
+fn every_envelope_problem_is_listed() {
+    check(
+        json!({"specversion":"0.3","id":"","type":"handover.discharge.admitted.v9","subject":"9434765918","time":"yesterday","data":{}}),
+        expect![[r#"
+            /specversion: unsupported CloudEvents version "0.3": only "1.0"
+            /id: must not be empty
+            /source: is required
+            /type: unknown event type "handover.discharge.admitted.v9": not in the Handover catalogue
+            /subject: must be the person's NHS number: the NHS number's check digit is wrong (Modulus 11)
+            /time: not a date-time: expected RFC 3339, e.g. 2026-11-20T09:14:00Z (no offset means UK local time)
+        "#]],
+    );
+}
+
+#[test]
+fn every_data_problem_is_listed_with_its_field() {
+    check(
+        base("handover.discharge.admitted.v1", json!({"site": 7, "admitted_at": "2026-11-20T09:14:00Z", "admission_method": "ambulance"})),
+        expect![[r#"
+            /data/admission_method: "ambulance" is not one of ["emergency","elective","maternity","transfer","other",null]
+            /data/site: 7 is not of type "string"
+            /data: "encounter_id" is a required property
+        "#]],
+    );
+    check(
+        base("handover.discharge.pathway-assigned.v1", json!({"encounter_id": "E1", "pathway": 4})),
+        expect![[r#"
+            /data/pathway: 4 is greater than the maximum of 3
+        "#]],
+    );
+    check(
+        base("handover.person.nhs-number-changed.v1", json!({"previous_nhs_number": "9434765918"})),
+        expect![[r#"
+            /data: the NHS number's check digit is wrong (Modulus 11)
+        "#]],
+    );
+    check(
+        base("handover.discharge.ready-date-recorded.v1", json!({"encounter_id": "E1", "discharge_ready_date": "2026-02-30"})),
+        expect![[r#"
+            /data: not a date: expected YYYY-MM-DD
+        "#]],
+    );
+}
+
+#[test]
+fn a_person_must_be_named_by_nhs_number_or_local_id() {
+    let mut ev = base("handover.referral.accepted.v1", json!({"referral_id": "R1"}));
+    ev.as_object_mut().unwrap().remove("subject");
+    check(
+        ev.clone(),
+        expect![[r#"
+            /subject: is required (the NHS number) unless data.local_id names the person
+        "#]],
+    );
+    ev["data"]["local_id"] = json!({"system": "urn:gss:E08000035:mosaic:person", "value": "MOS-1"});
+    let e = Event::from_json(ev).unwrap();
+    assert!(matches!(e.data, EventData::ReferralAccepted(_)));
+    assert!(matches!(e.person(), Some(handover_events::PersonRef::Local(_))));
+}
