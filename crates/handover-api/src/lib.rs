@@ -1,0 +1,258 @@
+//! The HTTP API: the only crate that serves HTTP.
+//!
+//! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on an already-bound
+//! listener until a shutdown future resolves, so tests bind port 0.
+
+pub mod auth;
+pub mod metrics;
+pub mod problem;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use handover_events::{Event, EventSink, FieldError, NhsNumber, SinkError};
+use handover_projections::Journeys;
+use handover_store::Tree;
+use serde::Serialize;
+
+pub use auth::{token_digest, Auth, Caller, Role, TokenConfig};
+pub use metrics::Metrics;
+pub use problem::ApiError;
+
+/// Largest request body accepted (a batch of a few thousand events).
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Largest number of events in one batch request.
+pub const MAX_BATCH: usize = 5_000;
+
+/// Whether the service can take traffic, as reported by its owner.
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when ready; otherwise what is not ready.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where accepted events go (JetStream in production).
+    pub sink: Arc<dyn EventSink>,
+    /// The journey projection (for reading).
+    pub journeys: Journeys,
+    /// The journey projection's tree.
+    pub journey_tree: Tree,
+    /// Token table.
+    pub auth: Arc<Auth>,
+    /// Readiness probe.
+    pub readiness: Arc<dyn Readiness>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/persons/{nhs_number}/journey", get(get_journey))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, finishing in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    duplicates: usize,
+    events: Vec<AcceptedEvent>,
+}
+
+#[derive(Serialize)]
+struct AcceptedEvent {
+    id: String,
+    source: String,
+    sequence: u64,
+    duplicate: bool,
+}
+
+async fn post_events(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = st.auth.authenticate(&headers)?;
+    if !caller.role.publishes() {
+        return Err(ApiError::Forbidden {
+            role: caller.role.as_str().into(),
+            action: "publish events",
+        });
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let batch_expected = match ct.as_str() {
+        "application/cloudevents-batch+json" => Some(true),
+        "application/cloudevents+json" => Some(false),
+        "application/json" => None,
+        _ => return Err(ApiError::UnsupportedMediaType),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    let (items, is_batch) = match (value, batch_expected) {
+        (serde_json::Value::Array(a), Some(true) | None) => (a, true),
+        (v @ serde_json::Value::Object(_), Some(false) | None) => (vec![v], false),
+        (_, Some(true)) => {
+            return Err(ApiError::BadRequest(
+                "a batch must be a JSON array of CloudEvents".into(),
+            ))
+        }
+        (_, _) => {
+            return Err(ApiError::BadRequest(
+                "a CloudEvent must be a JSON object".into(),
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::BadRequest("the batch is empty".into()));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "a batch holds at most {MAX_BATCH} events"
+        )));
+    }
+    let total = items.len();
+    let mut events = Vec::with_capacity(total);
+    let mut errors = Vec::new();
+    let mut invalid = 0;
+    for (i, item) in items.into_iter().enumerate() {
+        match Event::from_json(item) {
+            Ok(e) => events.push(e),
+            Err(errs) => {
+                invalid += 1;
+                errors.extend(errs.0.into_iter().map(|e| FieldError {
+                    pointer: if is_batch {
+                        format!("/{i}{}", e.pointer)
+                    } else {
+                        e.pointer
+                    },
+                    message: e.message,
+                }));
+            }
+        }
+    }
+    if invalid > 0 {
+        st.metrics
+            .events_rejected
+            .fetch_add(invalid as u64, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::InvalidEvents {
+            count: invalid,
+            total,
+            errors,
+        });
+    }
+    let stored = st.sink.publish(&events).await.map_err(|e| match e {
+        SinkError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "event log unavailable; refusing events");
+            ApiError::Unavailable
+        }
+        SinkError::Refused(cause) => {
+            ApiError::BadRequest(format!("the event log refused the events: {cause}"))
+        }
+    })?;
+    let duplicates = stored.iter().filter(|s| s.duplicate).count();
+    st.metrics
+        .record_stored(stored.len() - duplicates, duplicates);
+    let body = Accepted {
+        accepted: stored.len() - duplicates,
+        duplicates,
+        events: events
+            .iter()
+            .zip(&stored)
+            .map(|(e, s)| AcceptedEvent {
+                id: e.id.clone(),
+                source: e.source.clone(),
+                sequence: s.sequence,
+                duplicate: s.duplicate,
+            })
+            .collect(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn get_journey(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(nhs_number): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = st.auth.authenticate(&headers)?;
+    if !caller.role.reads_people() {
+        return Err(ApiError::Forbidden {
+            role: caller.role.as_str().into(),
+            action: "read people's records",
+        });
+    }
+    let reason = headers
+        .get("handover-access-reason")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|r| auth::ACCESS_REASONS.contains(r))
+        .ok_or(ApiError::ReasonRequired)?;
+    let nhs =
+        NhsNumber::parse(&nhs_number).map_err(|e| ApiError::InvalidNhsNumber(e.to_string()))?;
+    let journey = st
+        .journeys
+        .get(&st.journey_tree, &nhs)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or(ApiError::NotFound)?;
+    tracing::info!(user = %caller.name, organisation = %caller.organisation, role = caller.role.as_str(), reason, "journey read");
+    st.metrics
+        .journey_reads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let view = journey.view(handover_events::time::london_today());
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match st.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,166 @@
+//! RFC 9457 problem details: every client and server error the API returns.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use handover_events::FieldError;
+use serde::Serialize;
+
+/// Base of problem `type` URIs.
+pub const PROBLEM_BASE: &str = "https://handover.example.org/problems/";
+
+/// An API error, rendered as `application/problem+json`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or unknown bearer token.
+    #[error("a valid bearer token is required")]
+    Unauthenticated,
+    /// The caller's role may not do this.
+    #[error("the {role} role may not {action}")]
+    Forbidden {
+        /// The caller's role.
+        role: String,
+        /// What was refused.
+        action: &'static str,
+    },
+    /// Reading a person's record without a stated reason.
+    #[error("state a reason for access in the Handover-Access-Reason header: direct-care, safeguarding, vital-interests or explicit-consent")]
+    ReasonRequired,
+    /// Events failed validation.
+    #[error("{count} of {total} events are invalid; nothing was stored")]
+    InvalidEvents {
+        /// Invalid events.
+        count: usize,
+        /// Events submitted.
+        total: usize,
+        /// Every problem, with pointers into the request body.
+        errors: Vec<FieldError>,
+    },
+    /// The request itself is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The path's NHS number is not valid.
+    #[error("{0}")]
+    InvalidNhsNumber(String),
+    /// No such record.
+    #[error("no journey is recorded for this NHS number")]
+    NotFound,
+    /// The body's media type is not accepted.
+    #[error(
+        "send application/cloudevents+json, application/cloudevents-batch+json or application/json"
+    )]
+    UnsupportedMediaType,
+    /// The event log is unavailable: retry later.
+    #[error("the event log is unavailable; nothing was stored, retry later")]
+    Unavailable,
+    /// Anything else.
+    #[error("internal error")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<ProblemItem<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProblemItem<'a> {
+    pointer: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+            ),
+            Forbidden { .. } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Not permitted for this role",
+            ),
+            ReasonRequired => (
+                StatusCode::FORBIDDEN,
+                "access-reason-required",
+                "Reason for access required",
+            ),
+            InvalidEvents { .. } => (StatusCode::BAD_REQUEST, "invalid-events", "Invalid events"),
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            InvalidNhsNumber(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-nhs-number",
+                "Invalid NHS number",
+            ),
+            NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Event log unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %cause, "request failed");
+        }
+        let errors = match &self {
+            ApiError::InvalidEvents { errors, .. } => errors
+                .iter()
+                .map(|e| ProblemItem {
+                    pointer: &e.pointer,
+                    detail: &e.message,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let body = Problem {
+            kind: format!("{PROBLEM_BASE}{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors,
+        };
+        let mut resp = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        match self {
+            ApiError::Unauthenticated => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"handover\""),
+                );
+            }
+            ApiError::Unavailable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

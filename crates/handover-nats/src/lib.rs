@@ -1,0 +1,403 @@
+//! The JetStream event log: the only crate that talks to NATS.
+//!
+//! - [`EventLog::connect`] creates or updates the stream (file storage, replicas, duplicate
+//!   window) at start-up.
+//! - [`EventLog::publish`] stores events in order under pseudonymous subjects with
+//!   `Nats-Msg-Id` set from `source`+`id`, and returns only after every publish
+//!   acknowledgement: it is the [`EventSink`] adapters hand their events to.
+//! - [`EventLog::feed`] opens a durable pull consumer from a given stream position, for
+//!   projections that keep their own position.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use handover_events::subject::{subject_for, SUBJECT_ROOT};
+use handover_events::{Event, EventSink, PseudonymKey, SinkError, Stored};
+use sha2::{Digest, Sha256};
+
+/// How the event stream is set up.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Stream name (default `HANDOVER`).
+    pub stream: String,
+    /// Replicas: 1, or 3 on a cluster.
+    pub replicas: usize,
+    /// How long a resent `Nats-Msg-Id` is recognised as a duplicate by the server.
+    pub duplicate_window: Duration,
+    /// Longest time JetStream waits for a publish acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            stream: "HANDOVER".into(),
+            replicas: 1,
+            duplicate_window: Duration::from_secs(3600),
+            ack_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors talking to NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// Could not connect to the server.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// Why.
+        source: async_nats::ConnectError,
+    },
+    /// JetStream refused the stream configuration or is not enabled.
+    #[error("cannot set up stream {stream}: {message}")]
+    Stream {
+        /// Stream name.
+        stream: String,
+        /// Why.
+        message: String,
+    },
+    /// A consumer operation failed.
+    #[error("consumer {name}: {message}")]
+    Consumer {
+        /// Consumer name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The event log on JetStream.
+#[derive(Clone)]
+pub struct EventLog {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: LogConfig,
+    key: PseudonymKey,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("stream", &self.config.stream)
+            .finish()
+    }
+}
+
+/// The `Nats-Msg-Id` of an event: a digest of `source` and `id`, so a resent event is a
+/// duplicate whatever the length or content of its id.
+pub fn message_id(event: &Event) -> String {
+    let mut h = Sha256::new();
+    h.update(event.source.as_bytes());
+    h.update([0x1f]);
+    h.update(event.id.as_bytes());
+    hex::encode(&h.finalize()[..20])
+}
+
+impl EventLog {
+    /// Connects and creates or updates the stream.
+    pub async fn connect(
+        url: &str,
+        config: LogConfig,
+        key: PseudonymKey,
+    ) -> Result<EventLog, LogError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("handover")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|source| LogError::Connect {
+                url: redact_url(url),
+                source,
+            })?;
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(config.ack_timeout);
+        let log = EventLog {
+            client,
+            js,
+            config,
+            key,
+        };
+        log.ensure_stream().await?;
+        Ok(log)
+    }
+
+    async fn ensure_stream(&self) -> Result<(), LogError> {
+        let cfg = stream::Config {
+            name: self.config.stream.clone(),
+            subjects: vec![format!("{SUBJECT_ROOT}.>")],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            num_replicas: self.config.replicas,
+            duplicate_window: self.config.duplicate_window,
+            discard: stream::DiscardPolicy::New,
+            description: Some("Handover care events (CloudEvents 1.0 JSON)".into()),
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(cfg)
+            .await
+            .map(|_| ())
+            .map_err(|e| LogError::Stream {
+                stream: self.config.stream.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The pseudonym key in use.
+    pub fn pseudonym_key(&self) -> &PseudonymKey {
+        &self.key
+    }
+
+    /// The stream name.
+    pub fn stream_name(&self) -> &str {
+        &self.config.stream
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The NATS subject an event is stored under.
+    pub fn subject(&self, event: &Event) -> Option<String> {
+        event
+            .person()
+            .map(|p| subject_for(event.event_type(), &self.key.person_key(&p)))
+    }
+
+    /// Stores events in order; resolves once JetStream has acknowledged every one.
+    ///
+    /// All publishes are sent before the first acknowledgement is awaited, so a batch costs
+    /// about one round trip. If any acknowledgement fails the whole call fails and nothing in
+    /// it may be acknowledged to the sender; a retry is safe (duplicates are recognised).
+    pub async fn publish(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let subject = self
+                .subject(event)
+                .ok_or_else(|| SinkError::Refused("event names no person".into()))?;
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", message_id(event).as_str());
+            headers.insert("Content-Type", "application/cloudevents+json");
+            if let Some(tp) = &event.traceparent {
+                headers.insert("traceparent", tp.as_str());
+            }
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, Bytes::from(event.to_json_vec()))
+                .await
+                .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+            pending.push(ack);
+        }
+        let mut stored = Vec::with_capacity(pending.len());
+        for ack in pending {
+            let ack = ack
+                .await
+                .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+            stored.push(Stored {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            });
+        }
+        Ok(stored)
+    }
+
+    /// The sequence of the last message in the stream (0 when empty).
+    pub async fn last_sequence(&self) -> Result<u64, LogError> {
+        let mut s =
+            self.js
+                .get_stream(&self.config.stream)
+                .await
+                .map_err(|e| LogError::Stream {
+                    stream: self.config.stream.clone(),
+                    message: e.to_string(),
+                })?;
+        let info = s.info().await.map_err(|e| LogError::Stream {
+            stream: self.config.stream.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Opens the durable consumer `name` delivering every message after stream sequence
+    /// `after` (the caller's stored position), recreating it at that position so the
+    /// caller's position, not the server's, decides what is delivered.
+    pub async fn feed(
+        &self,
+        name: &str,
+        filter: Option<String>,
+        after: u64,
+    ) -> Result<Feed, LogError> {
+        let err = |message: String| LogError::Consumer {
+            name: name.to_string(),
+            message,
+        };
+        let stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        // Ignore "not found": the consumer is recreated at our position either way.
+        let _ = stream.delete_consumer(name).await;
+        let deliver_policy = if after == 0 {
+            consumer::DeliverPolicy::All
+        } else {
+            consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.to_string()),
+                description: Some("Handover projection".into()),
+                deliver_policy,
+                ack_policy: consumer::AckPolicy::All,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 20_000,
+                filter_subject: filter.unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(1000)
+            .messages()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Feed {
+            name: name.to_string(),
+            consumer,
+            messages,
+        })
+    }
+}
+
+/// A URL without credentials, for error messages.
+fn redact_url(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_creds, host)) => match scheme_creds.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => url.to_string(),
+    }
+}
+
+impl EventSink for EventLog {
+    fn publish<'a>(
+        &'a self,
+        events: &'a [Event],
+    ) -> handover_events::sink::BoxFuture<'a, Result<Vec<Stored>, SinkError>> {
+        Box::pin(EventLog::publish(self, events))
+    }
+}
+
+/// One message delivered to a projection.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Stream sequence.
+    pub sequence: u64,
+    /// The NATS subject (pseudonymous).
+    pub subject: String,
+    /// The CloudEvent JSON.
+    pub payload: Bytes,
+    /// Messages still pending for this consumer after this one.
+    pub pending: u64,
+}
+
+/// A batch of deliveries; acknowledge it only after its effects are durable.
+pub struct Batch {
+    /// The messages, in stream order.
+    pub deliveries: Vec<Delivery>,
+    last: Option<jetstream::Message>,
+}
+
+impl Batch {
+    /// Acknowledges every message of the batch (the consumer acknowledges cumulatively).
+    pub async fn ack(self) -> Result<(), LogError> {
+        if let Some(m) = self.last {
+            m.ack().await.map_err(|e| LogError::Consumer {
+                name: "ack".into(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A durable consumer's message feed.
+pub struct Feed {
+    name: String,
+    consumer: consumer::PullConsumer,
+    messages: consumer::pull::Stream,
+}
+
+impl Feed {
+    /// Waits for at least one message, then takes what else is ready, up to `max`.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Batch, LogError> {
+        let mut deliveries = Vec::new();
+        let mut last = None;
+        let first = self.messages.next().await;
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                None => {
+                    return Err(LogError::Consumer {
+                        name: self.name.clone(),
+                        message: "message stream ended".into(),
+                    })
+                }
+                Some(Err(e)) => {
+                    if deliveries.is_empty() {
+                        return Err(LogError::Consumer {
+                            name: self.name.clone(),
+                            message: e.to_string(),
+                        });
+                    }
+                    break;
+                }
+                Some(Ok(msg)) => {
+                    let (sequence, pending) = match msg.info() {
+                        Ok(i) => (i.stream_sequence, i.pending),
+                        Err(e) => {
+                            return Err(LogError::Consumer {
+                                name: self.name.clone(),
+                                message: format!("message without JetStream metadata: {e}"),
+                            })
+                        }
+                    };
+                    deliveries.push(Delivery {
+                        sequence,
+                        subject: msg.subject.to_string(),
+                        payload: msg.payload.clone(),
+                        pending,
+                    });
+                    last = Some(msg);
+                }
+            }
+            if deliveries.len() >= max {
+                break;
+            }
+            next = self.messages.next().now_or_never();
+        }
+        Ok(Batch { deliveries, last })
+    }
+
+    /// Messages the server still has for this consumer.
+    pub async fn pending(&mut self) -> Result<u64, LogError> {
+        self.consumer
+            .info()
+            .await
+            .map(|i| i.num_pending)
+            .map_err(|e| LogError::Consumer {
+                name: self.name.clone(),
+                message: e.to_string(),
+            })
+    }
+}

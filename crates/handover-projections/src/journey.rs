@@ -1,0 +1,643 @@
+//! The journey read model: one person's shared picture across hospital and council.
+//!
+//! A [`Journey`] keeps the person's events (the timeline, ordered by event time then stream
+//! sequence, without duplicates by `source`+`id`) and the state folded from them. Because
+//! the state is a fold over the time-ordered timeline, the order in which events *arrive*
+//! does not matter: an event that arrives late is slotted into place and the state is
+//! refolded. Applying an event twice changes nothing.
+
+use chrono::NaiveDate;
+use handover_events::catalogue::*;
+use handover_events::time::days_delayed;
+use handover_events::{Date, Event, EventData, EventType, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// One person's journey as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Journey {
+    /// The NHS number, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nhs_number: Option<String>,
+    /// What identity events said.
+    #[serde(default)]
+    pub identity: Identity,
+    /// Hospital stays, in order of admission.
+    #[serde(default)]
+    pub stays: Vec<Stay>,
+    /// Referrals to social care.
+    #[serde(default)]
+    pub referrals: Vec<Referral>,
+    /// Care packages.
+    #[serde(default)]
+    pub care_packages: Vec<Package>,
+    /// Every event about the person, in event-time order.
+    #[serde(default)]
+    pub timeline: Vec<Entry>,
+}
+
+/// Identifiers and demographics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// NHS number verification status (UK Core code).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nhs_number_status: Option<String>,
+    /// Local identifiers known for the person.
+    pub local_ids: Vec<LocalId>,
+    /// Given name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// Family name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    /// Date of birth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Date>,
+    /// Postcode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postcode: Option<String>,
+    /// Registered GP practice (ODS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gp_practice: Option<String>,
+    /// NHS numbers merged into this one.
+    pub previous_nhs_numbers: Vec<String>,
+}
+
+/// Where a stay is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StayStatus {
+    /// In hospital.
+    InHospital,
+    /// Discharged.
+    Discharged,
+    /// The admission was cancelled (entered in error).
+    Cancelled,
+}
+
+/// A recorded delay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delay {
+    /// Reason code.
+    pub reason: DelayReason,
+    /// Attribution.
+    pub attributed_to: Attribution,
+    /// Free-text note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// When it was recorded.
+    pub recorded_at: Timestamp,
+}
+
+/// One hospital stay (encounter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stay {
+    /// Encounter id.
+    pub encounter_id: String,
+    /// Status.
+    pub status: StayStatus,
+    /// The organisation that reported it (from the event source).
+    pub source: String,
+    /// ODS site code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Current ward.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ward: Option<String>,
+    /// Admission time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<Timestamp>,
+    /// Admission method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission_method: Option<AdmissionMethod>,
+    /// Council responsible for the person's social care.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responsible_council: Option<String>,
+    /// Discharge ready date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discharge_ready_date: Option<Date>,
+    /// D2A pathway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pathway: Option<u8>,
+    /// Expected discharge date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_discharge_date: Option<Date>,
+    /// The most recent delay recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_delay: Option<Delay>,
+    /// Discharge time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discharged_at: Option<Timestamp>,
+    /// Discharge method (1–5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discharge_method: Option<u8>,
+    /// Discharge destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+}
+
+/// Referral status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferralStatus {
+    /// Sent, not yet answered.
+    Sent,
+    /// Accepted by the council.
+    Accepted,
+    /// Declined by the council.
+    Declined,
+    /// Withdrawn by the referrer.
+    Withdrawn,
+}
+
+/// A completed assessment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// Kind.
+    pub assessment_type: AssessmentType,
+    /// Outcome.
+    pub outcome: AssessmentOutcome,
+    /// When it was completed.
+    pub completed_at: Timestamp,
+}
+
+/// A referral to social care.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Referral {
+    /// Referral id.
+    pub referral_id: String,
+    /// Status.
+    pub status: ReferralStatus,
+    /// Council referred to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_council: Option<String>,
+    /// Referring organisation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_org: Option<String>,
+    /// Encounter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encounter_id: Option<String>,
+    /// Reason for referral.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Urgency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<Urgency>,
+    /// Proposed discharge date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proposed_discharge_date: Option<Date>,
+    /// Consent obtained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consent_obtained: Option<bool>,
+    /// Safeguarding concern.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safeguarding_concern: Option<bool>,
+    /// Carer involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carer_involved: Option<bool>,
+    /// When sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<Timestamp>,
+    /// When accepted, declined or withdrawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub responded_at: Option<Timestamp>,
+    /// Council team.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Why it was declined or withdrawn.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closed_reason: Option<String>,
+    /// Assessments completed.
+    pub assessments: Vec<Assessment>,
+}
+
+/// Care package status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageStatus {
+    /// Requested from brokerage.
+    Requested,
+    /// A provider is agreed.
+    Sourced,
+    /// Care has started.
+    Started,
+    /// Suspended (e.g. during a hospital stay).
+    Suspended,
+    /// Ended.
+    Ended,
+    /// Cancelled before or after starting.
+    Cancelled,
+}
+
+/// A care package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Package {
+    /// Package id.
+    pub package_id: String,
+    /// Status.
+    pub status: PackageStatus,
+    /// Service type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<ServiceType>,
+    /// Referral it follows from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referral_id: Option<String>,
+    /// Hours per week.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours_per_week: Option<f64>,
+    /// Calls per day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_per_day: Option<u8>,
+    /// Carers per call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carers_per_call: Option<u8>,
+    /// Required start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_start: Option<Date>,
+    /// Provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Agreed start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreed_start: Option<Date>,
+    /// Actual start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_on: Option<Date>,
+    /// When requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Timestamp>,
+    /// Reason given with the latest suspension, end or cancellation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+}
+
+/// One timeline entry: an event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Event time.
+    pub time: Timestamp,
+    /// Event id.
+    pub id: String,
+    /// Event source.
+    pub source: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Event data (normalised).
+    pub data: serde_json::Value,
+}
+
+impl Journey {
+    /// A new journey for a person.
+    pub fn new(nhs_number: Option<String>) -> Journey {
+        Journey {
+            nhs_number,
+            ..Journey::default()
+        }
+    }
+
+    /// Applies an event stored at `seq`. Returns false when it was already applied.
+    pub fn apply(&mut self, seq: u64, event: &Event) -> bool {
+        if self.nhs_number.is_none() {
+            self.nhs_number = event.subject.map(|n| n.as_string());
+        }
+        if self
+            .timeline
+            .iter()
+            .any(|e| e.id == event.id && e.source == event.source)
+        {
+            return false;
+        }
+        let entry = Entry {
+            seq,
+            time: event.time,
+            id: event.id.clone(),
+            source: event.source.clone(),
+            event_type: event.event_type().as_str().to_string(),
+            data: event.data.to_json(),
+        };
+        let pos = self
+            .timeline
+            .partition_point(|e| (e.time, e.seq) <= (entry.time, entry.seq));
+        let at_end = pos == self.timeline.len();
+        self.timeline.insert(pos, entry);
+        if at_end {
+            self.fold(&event.data, &event.time, &event.source);
+        } else {
+            self.refold();
+        }
+        true
+    }
+
+    /// Absorbs another journey of the same person (a link or an NHS number merge).
+    pub fn merge(&mut self, other: Journey) {
+        for e in other.timeline {
+            if !self
+                .timeline
+                .iter()
+                .any(|x| x.id == e.id && x.source == e.source)
+            {
+                self.timeline.push(e);
+            }
+        }
+        self.timeline
+            .sort_by(|a, b| (a.time, a.seq).cmp(&(b.time, b.seq)));
+        self.refold();
+    }
+
+    /// Recomputes the state from the timeline.
+    pub fn refold(&mut self) {
+        let timeline = std::mem::take(&mut self.timeline);
+        let nhs = self.nhs_number.take();
+        *self = Journey::new(nhs);
+        for e in &timeline {
+            if let Some(t) = EventType::parse(&e.event_type) {
+                if let Ok(data) = t.decode_data(e.data.clone()) {
+                    self.fold(&data, &e.time, &e.source);
+                }
+            }
+        }
+        self.timeline = timeline;
+    }
+
+    fn stay(&mut self, encounter_id: &str, source: &str) -> &mut Stay {
+        let i = match self
+            .stays
+            .iter()
+            .position(|s| s.encounter_id == encounter_id)
+        {
+            Some(i) => i,
+            None => {
+                self.stays.push(Stay {
+                    encounter_id: encounter_id.to_string(),
+                    status: StayStatus::InHospital,
+                    source: source.to_string(),
+                    site: None,
+                    ward: None,
+                    admitted_at: None,
+                    admission_method: None,
+                    responsible_council: None,
+                    discharge_ready_date: None,
+                    pathway: None,
+                    expected_discharge_date: None,
+                    latest_delay: None,
+                    discharged_at: None,
+                    discharge_method: None,
+                    destination: None,
+                });
+                self.stays.len() - 1
+            }
+        };
+        &mut self.stays[i]
+    }
+
+    fn referral(&mut self, referral_id: &str) -> &mut Referral {
+        let i = match self
+            .referrals
+            .iter()
+            .position(|r| r.referral_id == referral_id)
+        {
+            Some(i) => i,
+            None => {
+                self.referrals.push(Referral {
+                    referral_id: referral_id.to_string(),
+                    status: ReferralStatus::Sent,
+                    to_council: None,
+                    from_org: None,
+                    encounter_id: None,
+                    reason: None,
+                    urgency: None,
+                    proposed_discharge_date: None,
+                    consent_obtained: None,
+                    safeguarding_concern: None,
+                    carer_involved: None,
+                    sent_at: None,
+                    responded_at: None,
+                    team: None,
+                    closed_reason: None,
+                    assessments: Vec::new(),
+                });
+                self.referrals.len() - 1
+            }
+        };
+        &mut self.referrals[i]
+    }
+
+    fn package(&mut self, package_id: &str) -> &mut Package {
+        let i = match self
+            .care_packages
+            .iter()
+            .position(|p| p.package_id == package_id)
+        {
+            Some(i) => i,
+            None => {
+                self.care_packages.push(Package {
+                    package_id: package_id.to_string(),
+                    status: PackageStatus::Requested,
+                    service_type: None,
+                    referral_id: None,
+                    hours_per_week: None,
+                    calls_per_day: None,
+                    carers_per_call: None,
+                    required_start: None,
+                    provider: None,
+                    agreed_start: None,
+                    started_on: None,
+                    requested_at: None,
+                    status_reason: None,
+                });
+                self.care_packages.len() - 1
+            }
+        };
+        &mut self.care_packages[i]
+    }
+
+    fn fold(&mut self, data: &EventData, time: &Timestamp, source: &str) {
+        use EventData as D;
+        match data {
+            D::PersonIdentified(d) => {
+                let id = &mut self.identity;
+                id.nhs_number_status = Some(d.nhs_number_status.clone());
+                for l in &d.local_ids {
+                    if !id.local_ids.contains(l) {
+                        id.local_ids.push(l.clone());
+                    }
+                }
+                macro_rules! latest {
+                    ($($f:ident),*) => { $( if d.$f.is_some() { id.$f = d.$f.clone(); } )* };
+                }
+                latest!(given_name, family_name, birth_date, postcode, gp_practice);
+            }
+            D::PersonLinked(d) => {
+                if !self.identity.local_ids.contains(&d.local_id) {
+                    self.identity.local_ids.push(d.local_id.clone());
+                }
+            }
+            D::NhsNumberChanged(d) => {
+                let prev = d.previous_nhs_number.as_string();
+                if !self.identity.previous_nhs_numbers.contains(&prev) {
+                    self.identity.previous_nhs_numbers.push(prev);
+                }
+            }
+            D::Admitted(d) => {
+                let s = self.stay(&d.encounter_id, source);
+                s.status = StayStatus::InHospital;
+                s.site = Some(d.site.clone());
+                s.admitted_at = Some(d.admitted_at);
+                if d.ward.is_some() {
+                    s.ward = d.ward.clone();
+                }
+                s.admission_method = d.admission_method.or(s.admission_method);
+                if d.responsible_council.is_some() {
+                    s.responsible_council = d.responsible_council.clone();
+                }
+            }
+            D::Transferred(d) => {
+                self.stay(&d.encounter_id, source).ward = Some(d.ward.clone());
+            }
+            D::AdmissionCancelled(d) => {
+                self.stay(&d.encounter_id, source).status = StayStatus::Cancelled
+            }
+            D::ReadyDateRecorded(d) => {
+                self.stay(&d.encounter_id, source).discharge_ready_date =
+                    Some(d.discharge_ready_date)
+            }
+            D::PathwayAssigned(d) => self.stay(&d.encounter_id, source).pathway = Some(d.pathway),
+            D::ExpectedDateSet(d) => {
+                self.stay(&d.encounter_id, source).expected_discharge_date =
+                    Some(d.expected_discharge_date)
+            }
+            D::DelayRecorded(d) => {
+                self.stay(&d.encounter_id, source).latest_delay = Some(Delay {
+                    reason: d.reason,
+                    attributed_to: d.attributed_to,
+                    note: d.note.clone(),
+                    recorded_at: *time,
+                })
+            }
+            D::Discharged(d) => {
+                let s = self.stay(&d.encounter_id, source);
+                s.status = StayStatus::Discharged;
+                s.discharged_at = Some(d.discharged_at);
+                s.discharge_method = d.method;
+                s.destination = d.destination;
+                if d.pathway.is_some() {
+                    s.pathway = d.pathway;
+                }
+            }
+            D::DischargeCancelled(d) => {
+                let s = self.stay(&d.encounter_id, source);
+                if s.status == StayStatus::Discharged {
+                    s.status = StayStatus::InHospital;
+                }
+                s.discharged_at = None;
+                s.discharge_method = None;
+                s.destination = None;
+            }
+            D::ReferralSent(d) => {
+                let r = self.referral(&d.referral_id);
+                r.to_council = Some(d.to_council.clone());
+                r.from_org = Some(d.from_org.clone());
+                r.encounter_id = d.encounter_id.clone().or(r.encounter_id.take());
+                r.reason = d.reason.clone();
+                r.urgency = d.urgency;
+                r.proposed_discharge_date = d.proposed_discharge_date;
+                r.consent_obtained = d.consent_obtained;
+                r.safeguarding_concern = d.safeguarding_concern;
+                r.carer_involved = d.carer_involved;
+                r.sent_at = Some(*time);
+            }
+            D::ReferralAccepted(d) => {
+                let r = self.referral(&d.referral_id);
+                r.status = ReferralStatus::Accepted;
+                r.responded_at = Some(*time);
+                r.team = d.team.clone();
+            }
+            D::ReferralDeclined(d) | D::ReferralWithdrawn(d) => {
+                let declined = matches!(data, D::ReferralDeclined(_));
+                let r = self.referral(&d.referral_id);
+                r.status = if declined {
+                    ReferralStatus::Declined
+                } else {
+                    ReferralStatus::Withdrawn
+                };
+                r.responded_at = Some(*time);
+                r.closed_reason = Some(d.reason.clone());
+            }
+            D::AssessmentCompleted(d) => {
+                self.referral(&d.referral_id).assessments.push(Assessment {
+                    assessment_type: d.assessment_type,
+                    outcome: d.outcome,
+                    completed_at: *time,
+                })
+            }
+            D::PackageRequested(d) => {
+                let p = self.package(&d.package_id);
+                p.service_type = Some(d.service_type);
+                p.referral_id = d.referral_id.clone();
+                p.hours_per_week = d.hours_per_week;
+                p.calls_per_day = d.calls_per_day;
+                p.carers_per_call = d.carers_per_call;
+                p.required_start = d.required_start;
+                p.requested_at = Some(*time);
+            }
+            D::PackageSourced(d) => {
+                let p = self.package(&d.package_id);
+                if matches!(p.status, PackageStatus::Requested) {
+                    p.status = PackageStatus::Sourced;
+                }
+                p.provider = Some(d.provider.clone());
+                p.agreed_start = d.agreed_start;
+            }
+            D::PackageStarted(d) => {
+                let p = self.package(&d.package_id);
+                p.status = PackageStatus::Started;
+                p.started_on = Some(d.started_on);
+            }
+            D::PackageSuspended(d) => {
+                self.package_status(&d.package_id, PackageStatus::Suspended, &d.reason)
+            }
+            D::PackageResumed(d) => {
+                self.package_status(&d.package_id, PackageStatus::Started, &d.reason)
+            }
+            D::PackageEnded(d) => {
+                self.package_status(&d.package_id, PackageStatus::Ended, &d.reason)
+            }
+            D::PackageCancelled(d) => {
+                self.package_status(&d.package_id, PackageStatus::Cancelled, &d.reason)
+            }
+        }
+    }
+
+    fn package_status(&mut self, id: &str, status: PackageStatus, reason: &Option<String>) {
+        let p = self.package(id);
+        p.status = status;
+        p.status_reason = reason.clone();
+    }
+
+    /// The current stay: the most recently admitted stay that was not cancelled.
+    pub fn current_stay(&self) -> Option<&Stay> {
+        self.stays
+            .iter()
+            .filter(|s| s.status != StayStatus::Cancelled)
+            .max_by_key(|s| s.admitted_at)
+    }
+
+    /// Days delayed for a stay (None without a DRD), as of `today`.
+    pub fn days_delayed(stay: &Stay, today: NaiveDate) -> Option<i64> {
+        stay.discharge_ready_date
+            .map(|drd| days_delayed(drd.0, stay.discharged_at.as_ref(), today))
+    }
+}
+
+/// The organisation and sector behind an event source such as `urn:ods:RX1:pas`
+/// (NHS, by ODS code) or `urn:gss:E08000035:mosaic` (council, by GSS code).
+pub fn source_org(source: &str) -> (String, &'static str) {
+    let mut parts = source.split(':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("urn"), Some("ods"), Some(code)) => (code.to_string(), "nhs"),
+        (Some("urn"), Some("gss"), Some(code)) => (code.to_string(), "council"),
+        _ => (source.to_string(), "other"),
+    }
+}

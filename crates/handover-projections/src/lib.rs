@@ -1,0 +1,15 @@
+//! Read models projected from the event log, and the runner that feeds them.
+//!
+//! - [`journey`]: the per-person read model and its fold (pure);
+//! - [`journeys`]: the projection over the store, with person keys and aliases;
+//! - [`view`]: what the API shows of a journey, with derived delays;
+//! - [`runner`]: JetStream → apply → atomic commit of changes and position → ack.
+
+pub mod journey;
+pub mod journeys;
+pub mod runner;
+pub mod view;
+
+pub use journey::Journey;
+pub use journeys::Journeys;
+pub use runner::{run_journeys, Progress, RunError};

@@ -1,0 +1,258 @@
+//! `handover.toml`: what a deployment runs and where. Unknown keys are rejected by name.
+//!
+//! ```toml
+//! [nats]
+//! url = "nats://127.0.0.1:4222"   # HANDOVER_NATS_URL and --nats-url override this
+//! stream = "HANDOVER"
+//! replicas = 1                     # 3 on a clustered JetStream
+//! duplicate_window_secs = 3600
+//!
+//! [pseudonym]
+//! key_file = "/etc/handover/pseudonym.key"   # or HANDOVER_PSEUDONYM_KEY (hex); secret
+//!
+//! [store]
+//! path = "/var/lib/handover/read-models"
+//!
+//! [api]
+//! listen = "127.0.0.1:8080"
+//!
+//! [projections]
+//! ready_max_lag = 1000
+//!
+//! [[tokens]]
+//! name = "rx1-discharge-hub"
+//! organisation = "RX1"
+//! role = "discharge-team"
+//! token_sha256 = "…64 hex digits…"   # sha256 of the token; never the token itself
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use handover_api::TokenConfig;
+use handover_events::PseudonymKey;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The NATS JetStream event log.
+    #[serde(default)]
+    pub nats: NatsConfig,
+    /// The pseudonym key for NATS subjects and read-model keys.
+    #[serde(default)]
+    pub pseudonym: PseudonymConfig,
+    /// The read-model store.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The HTTP API and web UI.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// The projections.
+    #[serde(default)]
+    pub projections: ProjectionsConfig,
+    /// API bearer tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[nats]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Stream name.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// Replicas (1 or 3).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// Duplicate window in seconds (at least 120).
+    #[serde(default = "default_dup_window")]
+    pub duplicate_window_secs: u64,
+}
+
+fn default_stream() -> String {
+    "HANDOVER".into()
+}
+fn default_replicas() -> usize {
+    1
+}
+fn default_dup_window() -> u64 {
+    3600
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            stream: default_stream(),
+            replicas: default_replicas(),
+            duplicate_window_secs: default_dup_window(),
+        }
+    }
+}
+
+/// `[pseudonym]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudonymConfig {
+    /// File holding the key as hex (at least 32 hex digits).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Directory of the sled database.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("./.handover/read-models")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Run the API (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[projections]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionsConfig {
+    /// Run the projections (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Readiness fails while a projection is more than this many events behind.
+    #[serde(default = "default_lag")]
+    pub ready_max_lag: u64,
+}
+
+fn default_lag() -> u64 {
+    1000
+}
+
+impl Default for ProjectionsConfig {
+    fn default() -> Self {
+        ProjectionsConfig {
+            enabled: true,
+            ready_max_lag: default_lag(),
+        }
+    }
+}
+
+/// The default NATS URL (contract §5).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl Config {
+    /// Reads a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// The file named by `--config`, else `HANDOVER_CONFIG`, else defaults; then the NATS URL
+    /// from `--nats-url`, else `HANDOVER_NATS_URL`, else the file.
+    pub fn resolve(
+        flag_config: Option<&Path>,
+        flag_nats_url: Option<&str>,
+    ) -> anyhow::Result<Config> {
+        let env_config = std::env::var_os("HANDOVER_CONFIG").map(PathBuf::from);
+        let mut cfg = match flag_config.map(Path::to_path_buf).or(env_config) {
+            Some(p) => Config::load(&p)?,
+            None => Config::default(),
+        };
+        if let Some(url) = flag_nats_url.map(str::to_string).or_else(|| {
+            std::env::var("HANDOVER_NATS_URL")
+                .ok()
+                .filter(|s| !s.is_empty())
+        }) {
+            cfg.nats.url = Some(url);
+        }
+        if cfg.nats.duplicate_window_secs < 120 {
+            anyhow::bail!(
+                "nats.duplicate_window_secs must be at least 120 (the contract's two minutes)"
+            );
+        }
+        if !matches!(cfg.nats.replicas, 1 | 3) {
+            anyhow::bail!("nats.replicas must be 1 or 3");
+        }
+        Ok(cfg)
+    }
+
+    /// The pseudonym key: `HANDOVER_PSEUDONYM_KEY` (hex), else `pseudonym.key_file`.
+    pub fn pseudonym_key(&self) -> anyhow::Result<PseudonymKey> {
+        let hex_key = match std::env::var("HANDOVER_PSEUDONYM_KEY").ok().filter(|s| !s.is_empty()) {
+            Some(k) => k,
+            None => match &self.pseudonym.key_file {
+                Some(p) => std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the pseudonym key file {}", p.display()))?,
+                None => anyhow::bail!(
+                    "no pseudonym key: set HANDOVER_PSEUDONYM_KEY (hex) or pseudonym.key_file in the configuration"
+                ),
+            },
+        };
+        let bytes = hex::decode(hex_key.trim()).context("the pseudonym key must be hex")?;
+        PseudonymKey::new(bytes).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = toml::from_str::<Config>("[nats]\nurll = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `urll`"), "{err}");
+        let cfg: Config =
+            toml::from_str("[nats]\nurl = \"nats://h:4222\"\nreplicas = 3\n").unwrap();
+        assert_eq!(cfg.nats.url.as_deref(), Some("nats://h:4222"));
+        assert_eq!(cfg.nats.replicas, 3);
+        assert_eq!(cfg.api.listen.port(), 8080);
+    }
+}

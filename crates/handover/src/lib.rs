@@ -1,0 +1,8 @@
+//! The `handover` command's library half: configuration, the runtime that ties the event
+//! log, projections and API together, `dev` mode, `publish`, and demo data.
+
+pub mod config;
+pub mod demo;
+pub mod dev;
+pub mod publish;
+pub mod runtime;

@@ -1,0 +1,201 @@
+//! The running backbone: the event log connection, the projections and the API, started
+//! together by `handover serve`, `handover dev` and the integration tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use handover_api::{AppState, Auth, Metrics, Readiness};
+use handover_nats::{EventLog, LogConfig};
+use handover_projections::{run_journeys, Journeys, Progress};
+use handover_store::Store;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, DEFAULT_NATS_URL};
+
+/// A running backbone.
+pub struct Runtime {
+    /// Where the API listens, when it runs.
+    pub api_addr: Option<SocketAddr>,
+    /// The event log.
+    pub log: EventLog,
+    /// The read-model store.
+    pub store: Store,
+    /// The journey projection's progress.
+    pub journey_progress: watch::Receiver<Progress>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct Ready {
+    log: EventLog,
+    progress: watch::Receiver<Progress>,
+    max_lag: u64,
+}
+
+impl Readiness for Ready {
+    fn check(&self) -> Result<(), String> {
+        if !self.log.is_connected() {
+            return Err("not connected to NATS".into());
+        }
+        let p = *self.progress.borrow();
+        if p.pending > self.max_lag {
+            return Err(format!("journey projection is {} events behind", p.pending));
+        }
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Connects to NATS, opens the store and starts the enabled components. The API serves
+    /// on `api_listener` when given, else binds the configured address.
+    pub async fn start(
+        cfg: &Config,
+        api_listener: Option<tokio::net::TcpListener>,
+    ) -> anyhow::Result<Runtime> {
+        let key = cfg.pseudonym_key()?;
+        let url = cfg
+            .nats
+            .url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NATS_URL.to_string());
+        let log = EventLog::connect(
+            &url,
+            LogConfig {
+                stream: cfg.nats.stream.clone(),
+                replicas: cfg.nats.replicas,
+                duplicate_window: Duration::from_secs(cfg.nats.duplicate_window_secs),
+                ..LogConfig::default()
+            },
+            key.clone(),
+        )
+        .await?;
+        let store = open_store(&cfg.store.path)?;
+        let journey_tree = store.tree(handover_projections::journeys::NAME)?;
+        let journeys = Journeys::new(key);
+        let metrics = Arc::new(Metrics::default());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (progress_tx, progress_rx) = watch::channel(Progress::default());
+        let progress_tx = Arc::new(progress_tx);
+        let mut tasks = Vec::new();
+
+        if cfg.projections.enabled {
+            let (log, tree, journeys, metrics) = (
+                log.clone(),
+                journey_tree.clone(),
+                journeys.clone(),
+                metrics.clone(),
+            );
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let stop_signal = {
+                        let mut stop = stop.clone();
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }
+                    };
+                    match run_journeys(log.clone(), tree.clone(), journeys.clone(), progress_tx.clone(), stop_signal).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            tracing::error!(error = %e, projection = "journey", "projection stopped; restarting");
+                            metrics.set_gauge("handover_projection_errors", "projection=\"journey\"", 1.0);
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }));
+        }
+
+        let mut api_addr = None;
+        if cfg.api.enabled {
+            let listener = match api_listener {
+                Some(l) => l,
+                None => tokio::net::TcpListener::bind(cfg.api.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?,
+            };
+            api_addr = Some(listener.local_addr()?);
+            let auth = Auth::new(&cfg.tokens).map_err(|e| anyhow::anyhow!(e))?;
+            let state = AppState {
+                sink: Arc::new(log.clone()),
+                journeys: journeys.clone(),
+                journey_tree: journey_tree.clone(),
+                auth: Arc::new(auth),
+                readiness: Arc::new(Ready {
+                    log: log.clone(),
+                    progress: progress_rx.clone(),
+                    max_lag: cfg.projections.ready_max_lag,
+                }),
+                metrics: metrics.clone(),
+            };
+            let app = handover_api::app(state);
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = handover_api::serve(listener, app, signal).await {
+                    tracing::error!(error = %e, "API server failed");
+                }
+            }));
+        }
+
+        Ok(Runtime {
+            api_addr,
+            log,
+            store,
+            journey_progress: progress_rx,
+            metrics,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Waits until the journey projection has applied stream position `seq`.
+    pub async fn projected(&self, seq: u64, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.journey_progress.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|p| p.position >= seq))
+            .await
+            .context("timed out waiting for the projection")?
+            .context("projection stopped")?;
+        Ok(())
+    }
+
+    /// Stops every component gracefully: in-flight requests and batches finish.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.store.flush().await;
+    }
+
+    /// Stops every component at once, as a crash would: no graceful shutdown and no flush;
+    /// a batch being applied is abandoned wherever it is. Returns once the tasks are gone.
+    pub async fn abort(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Opens the store, creating its directory.
+pub fn open_store(path: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    Store::open(path)
+        .with_context(|| format!("cannot open the read-model store at {}", path.display()))
+}
