@@ -1,1 +1,8 @@
+//! End-to-end tests: one binary, so the suite links once. Every test starts its own
+//! nats-server on a random port with a temporary store.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod ingest;
+mod journey;
+mod recovery;
+mod support;

@@ -1,0 +1,284 @@
+//! Building HL7 v2 acknowledgements (original-mode `ACK` messages).
+//!
+//! [`ack`] answers a parsed message using the message's own delimiters;
+//! [`ack_unparseable`] answers bytes that could not be parsed at all.
+//! Segments are terminated by `\r` (including the last one). Values taken
+//! from the original MSH (applications, facilities, processing id, version,
+//! control id) are copied as received, so their components and escapes are
+//! preserved; every other text is escaped with [`escape`].
+
+use crate::escape::{escape, Separators};
+use crate::message::Message;
+
+/// The acknowledgement code (MSA-1, HL7 table 0008, original mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckCode {
+    /// `AA`: application accept.
+    Aa,
+    /// `AE`: application error (the sender may correct and resend).
+    Ae,
+    /// `AR`: application reject (do not resend as is).
+    Ar,
+}
+
+impl AckCode {
+    /// The wire code: `AA`, `AE` or `AR`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aa => "AA",
+            Self::Ae => "AE",
+            Self::Ar => "AR",
+        }
+    }
+}
+
+/// Error condition codes from HL7 table 0357 (v2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 100 Segment sequence error.
+    SegmentSequenceError,
+    /// 101 Required field missing.
+    RequiredFieldMissing,
+    /// 102 Data type error.
+    DataTypeError,
+    /// 103 Table value not found.
+    TableValueNotFound,
+    /// 200 Unsupported message type.
+    UnsupportedMessageType,
+    /// 201 Unsupported event code.
+    UnsupportedEventCode,
+    /// 202 Unsupported processing id.
+    UnsupportedProcessingId,
+    /// 203 Unsupported version id.
+    UnsupportedVersionId,
+    /// 204 Unknown key identifier.
+    UnknownKeyIdentifier,
+    /// 205 Duplicate key identifier.
+    DuplicateKeyIdentifier,
+    /// 206 Application record locked.
+    ApplicationRecordLocked,
+    /// 207 Application internal error.
+    ApplicationInternalError,
+}
+
+impl ErrorCode {
+    /// The numeric code, e.g. `101`.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::SegmentSequenceError => 100,
+            Self::RequiredFieldMissing => 101,
+            Self::DataTypeError => 102,
+            Self::TableValueNotFound => 103,
+            Self::UnsupportedMessageType => 200,
+            Self::UnsupportedEventCode => 201,
+            Self::UnsupportedProcessingId => 202,
+            Self::UnsupportedVersionId => 203,
+            Self::UnknownKeyIdentifier => 204,
+            Self::DuplicateKeyIdentifier => 205,
+            Self::ApplicationRecordLocked => 206,
+            Self::ApplicationInternalError => 207,
+        }
+    }
+
+    /// The table's text, e.g. `Required field missing`.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::SegmentSequenceError => "Segment sequence error",
+            Self::RequiredFieldMissing => "Required field missing",
+            Self::DataTypeError => "Data type error",
+            Self::TableValueNotFound => "Table value not found",
+            Self::UnsupportedMessageType => "Unsupported message type",
+            Self::UnsupportedEventCode => "Unsupported event code",
+            Self::UnsupportedProcessingId => "Unsupported processing id",
+            Self::UnsupportedVersionId => "Unsupported version id",
+            Self::UnknownKeyIdentifier => "Unknown key identifier",
+            Self::DuplicateKeyIdentifier => "Duplicate key identifier",
+            Self::ApplicationRecordLocked => "Application record locked",
+            Self::ApplicationInternalError => "Application internal error",
+        }
+    }
+}
+
+/// Where in the original message an error was found (ERR-2 / ERR-1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ErrorLocation {
+    /// Segment name, e.g. `PID`.
+    pub segment: String,
+    /// Which occurrence of that segment (1-based).
+    pub sequence: u32,
+    /// Field number, if the error is about a field.
+    pub field: Option<u32>,
+    /// Field repetition (1-based), if known.
+    pub repetition: Option<u32>,
+    /// Component (1-based), if known.
+    pub component: Option<u32>,
+}
+
+impl ErrorLocation {
+    /// A location pointing at field `field` of the first `segment`.
+    pub fn field(segment: &str, field: u32) -> Self {
+        Self {
+            segment: segment.to_owned(),
+            sequence: 1,
+            field: Some(field),
+            repetition: None,
+            component: None,
+        }
+    }
+}
+
+/// An error to report in the ACK's `ERR` segment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AckError {
+    /// HL7 error condition (ERR-3, and ERR-1.4 for v2.3/v2.4).
+    pub code: ErrorCode,
+    /// Location of the problem, if known.
+    pub location: Option<ErrorLocation>,
+    /// Human-readable explanation (ERR-8); escaped when written.
+    pub message: String,
+}
+
+fn opt(n: Option<u32>) -> String {
+    n.map(|n| n.to_string()).unwrap_or_default()
+}
+
+/// Whether a version id predates v2.5's ERR layout (ERR-1 ELD only). An
+/// unknown version counts as old, so ERR-1 is filled just in case.
+fn is_legacy_version(version: &str) -> bool {
+    let mut parts = version.trim().split('.');
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(2), Some(minor)) => minor < 5,
+        (Some(major), Some(_)) => major < 2,
+        _ => true,
+    }
+}
+
+fn err_segment(error: &AckError, seps: &Separators, legacy: bool) -> String {
+    let (c, s, f) = (seps.component, seps.subcomponent, seps.field);
+    let esc = |t: &str| escape(t, seps);
+    let code = error.code.code();
+    let text = esc(error.code.text());
+    let loc = error.location.as_ref();
+    let seg = loc.map(|l| esc(&l.segment)).unwrap_or_default();
+    let seq = loc.map(|l| l.sequence.to_string()).unwrap_or_default();
+    let field = opt(loc.and_then(|l| l.field));
+    let err1 = if legacy {
+        format!("{seg}{c}{seq}{c}{field}{c}{code}{s}{text}{s}HL70357")
+    } else {
+        String::new()
+    };
+    let err2 = match loc {
+        Some(l) => format!(
+            "{seg}{c}{seq}{c}{field}{c}{rep}{c}{comp}",
+            rep = opt(l.repetition),
+            comp = opt(l.component)
+        ),
+        None => String::new(),
+    };
+    let err2 = err2.trim_end_matches(c);
+    let err3 = format!("{code}{c}{text}{c}HL70357");
+    let msg = esc(&error.message);
+    format!("ERR{f}{err1}{f}{err2}{f}{err3}{f}E{f}{f}{f}{f}{msg}")
+}
+
+/// Builds an ACK for `original`, using its delimiters.
+///
+/// * MSH: sending and receiving application/facility swapped (ACK MSH-3/4 =
+///   original MSH-5/6 and MSH-5/6 = original MSH-3/4), MSH-7 = `now` (an HL7
+///   DTM supplied by the caller), MSH-9 = `ACK^<trigger>^ACK`, MSH-10 =
+///   `control_id`, MSH-11 and MSH-12 echoed from the original.
+/// * MSA: `code` and the original MSH-10. For v2.3/v2.4 (or an unknown
+///   version) with an error, MSA-3 also carries the error text, which older
+///   receivers display.
+/// * ERR (only when `error` is given): ERR-2 location `SEG^seq^field^rep^comp`,
+///   ERR-3 `code^text^HL70357`, ERR-4 severity `E`, ERR-8 the message. For
+///   v2.3/v2.4 (or an unknown version) ERR-1 is filled as well, as an ELD
+///   `SEG^seq^field^code&text&HL70357`.
+pub fn ack(
+    original: &Message,
+    code: AckCode,
+    error: Option<&AckError>,
+    now: &str,
+    control_id: &str,
+) -> String {
+    let seps = original.separators();
+    let (f, c) = (seps.field, seps.component);
+    let raw = |n: usize| {
+        original
+            .segment("MSH")
+            .and_then(|msh| msh.field(n))
+            .map_or("", |field| field.raw())
+    };
+    let trigger = escape(original.trigger_event().unwrap_or(""), seps);
+    let legacy = is_legacy_version(original.version().unwrap_or(""));
+    let mut out = format!(
+        "MSH{f}{enc}{f}{app}{f}{fac}{f}{rapp}{f}{rfac}{f}{now}{f}{f}ACK{c}{trigger}{c}ACK{f}{id}{f}{pid}{f}{ver}\r",
+        enc = seps.encoding_characters(),
+        app = raw(5),
+        fac = raw(6),
+        rapp = raw(3),
+        rfac = raw(4),
+        now = escape(now, seps),
+        id = escape(control_id, seps),
+        pid = raw(11),
+        ver = raw(12),
+    );
+    out.push_str(&format!("MSA{f}{}{f}{}", code.as_str(), raw(10)));
+    if let (true, Some(e)) = (legacy, error) {
+        out.push(f);
+        out.push_str(&escape(&e.message, seps));
+    }
+    out.push('\r');
+    if let Some(e) = error {
+        out.push_str(&err_segment(e, seps, legacy));
+        out.push('\r');
+    }
+    out
+}
+
+/// Builds an ACK for a message that could not be parsed at all.
+///
+/// Uses the standard delimiters, empty applications and facilities, MSH-11
+/// `P`, MSH-12 `2.4` (old enough for every receiver we talk to) and an empty
+/// MSA-2 (the original control id is unknown). MSA-3 and an `ERR` segment in
+/// both the v2.3/2.4 and v2.5 layouts carry `text`, with error code
+/// `102^Data type error^HL70357`.
+pub fn ack_unparseable(code: AckCode, text: &str, now: &str, control_id: &str) -> String {
+    let seps = Separators::default();
+    let error = AckError {
+        code: ErrorCode::DataTypeError,
+        location: None,
+        message: text.to_owned(),
+    };
+    format!(
+        "MSH|^~\\&|||||{now}||ACK^^ACK|{id}|P|2.4\rMSA|{code}||{text}\r{err}\r",
+        now = escape(now, &seps),
+        id = escape(control_id, &seps),
+        code = code.as_str(),
+        text = escape(text, &seps),
+        err = err_segment(&error, &seps, true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_versions() {
+        for v in ["2.3", "2.3.1", "2.4", "2.1", "", "x", "1.0"] {
+            assert!(is_legacy_version(v), "{v}");
+        }
+        for v in ["2.5", "2.5.1", "2.6", "2.7.1", "2.8", "3.0"] {
+            assert!(!is_legacy_version(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn codes() {
+        assert_eq!(ErrorCode::ApplicationInternalError.code(), 207);
+        assert_eq!(AckCode::Ar.as_str(), "AR");
+    }
+}

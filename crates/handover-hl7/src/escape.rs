@@ -1,0 +1,234 @@
+//! HL7 v2 delimiters (MSH-1/MSH-2) and escape-sequence encoding/decoding.
+
+use std::borrow::Cow;
+
+/// The delimiters a message declares in MSH-1 and MSH-2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Separators {
+    /// Field separator (MSH-1), normally `|`.
+    pub field: char,
+    /// Component separator (MSH-2 position 1), normally `^`.
+    pub component: char,
+    /// Repetition separator (MSH-2 position 2), normally `~`.
+    pub repetition: char,
+    /// Escape character (MSH-2 position 3), normally `\`.
+    pub escape: char,
+    /// Subcomponent separator (MSH-2 position 4), normally `&`.
+    pub subcomponent: char,
+    /// Truncation character (MSH-2 position 5, HL7 v2.7+), normally `#` when
+    /// present; `None` when MSH-2 has only four characters.
+    pub truncation: Option<char>,
+}
+
+impl Default for Separators {
+    /// The standard `|^~\&` delimiters, without a truncation character.
+    fn default() -> Self {
+        Self {
+            field: '|',
+            component: '^',
+            repetition: '~',
+            escape: '\\',
+            subcomponent: '&',
+            truncation: None,
+        }
+    }
+}
+
+impl Separators {
+    /// The MSH-2 value: component, repetition, escape and subcomponent
+    /// characters, followed by the truncation character when there is one.
+    pub fn encoding_characters(&self) -> String {
+        let mut s = String::with_capacity(5);
+        s.push(self.component);
+        s.push(self.repetition);
+        s.push(self.escape);
+        s.push(self.subcomponent);
+        if let Some(t) = self.truncation {
+            s.push(t);
+        }
+        s
+    }
+
+    /// Whether `c` is one of the delimiters or the escape character.
+    pub fn is_special(&self, c: char) -> bool {
+        c == self.field
+            || c == self.component
+            || c == self.repetition
+            || c == self.escape
+            || c == self.subcomponent
+            || Some(c) == self.truncation
+    }
+}
+
+/// Escapes `text` for use as a single HL7 value (a field, component or
+/// subcomponent) written with `seps`.
+///
+/// Delimiters become `\F\`, `\S\`, `\R\`, `\T\`, `\E\` (and `\P\` for the
+/// truncation character), using the message's own escape character; a line
+/// feed becomes `\.br\`; a carriage return becomes `\X0D\` (a raw `\r` would
+/// end the segment). [`unescape`] reverses this exactly.
+pub fn escape(text: &str, seps: &Separators) -> String {
+    let mut out = String::with_capacity(text.len());
+    let e = seps.escape;
+    for c in text.chars() {
+        let code = if c == seps.field {
+            "F"
+        } else if c == seps.component {
+            "S"
+        } else if c == seps.repetition {
+            "R"
+        } else if c == seps.escape {
+            "E"
+        } else if c == seps.subcomponent {
+            "T"
+        } else if Some(c) == seps.truncation {
+            "P"
+        } else if c == '\n' {
+            ".br"
+        } else if c == '\r' {
+            "X0D"
+        } else {
+            out.push(c);
+            continue;
+        };
+        out.push(e);
+        out.push_str(code);
+        out.push(e);
+    }
+    out
+}
+
+/// Decodes the escape sequences in one HL7 value written with `seps`.
+///
+/// Recognised: `\F\ \S\ \T\ \R\ \E\` (and `\P\` when the message declares a
+/// truncation character), `\Xhh..\` (hex bytes, read as UTF-8 when valid,
+/// otherwise as ISO-8859-1), and `\.br\` (line break, decoded as `\n`).
+/// Anything else, including highlighting (`\H\`, `\N\`), other formatting
+/// commands, character-set switches and an escape character without a
+/// closing one, is kept literally.
+pub fn unescape<'a>(text: &'a str, seps: &Separators) -> Cow<'a, str> {
+    let e = seps.escape;
+    if !text.contains(e) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(e) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + e.len_utf8()..];
+        let Some(len) = after.find(e) else {
+            // No closing escape character: keep the remainder as is.
+            out.push_str(&rest[start..]);
+            return Cow::Owned(out);
+        };
+        let seq = &after[..len];
+        if !decode_sequence(seq, seps, &mut out) {
+            out.push(e);
+            out.push_str(seq);
+            out.push(e);
+        }
+        rest = &after[len + e.len_utf8()..];
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
+/// Appends the decoding of one escape sequence body to `out`; returns false
+/// (appending nothing) if the sequence is not recognised.
+fn decode_sequence(seq: &str, seps: &Separators, out: &mut String) -> bool {
+    let c = match seq {
+        "F" => seps.field,
+        "S" => seps.component,
+        "T" => seps.subcomponent,
+        "R" => seps.repetition,
+        "E" => seps.escape,
+        "P" => match seps.truncation {
+            Some(t) => t,
+            None => return false,
+        },
+        ".br" => '\n',
+        _ => {
+            return match seq.strip_prefix('X').and_then(decode_hex) {
+                Some(bytes) => {
+                    match String::from_utf8(bytes) {
+                        Ok(s) => out.push_str(&s),
+                        Err(err) => out.extend(err.as_bytes().iter().map(|&b| char::from(b))),
+                    }
+                    true
+                }
+                None => false,
+            };
+        }
+    };
+    out.push(c);
+    true
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let s = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(s, 16).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn un(s: &str) -> String {
+        unescape(s, &Separators::default()).into_owned()
+    }
+
+    #[test]
+    fn standard_sequences() {
+        assert_eq!(un(r"a\F\b\S\c\T\d\R\e\E\f"), r"a|b^c&d~e\f");
+        assert_eq!(un(r"line1\.br\line2"), "line1\nline2");
+        assert_eq!(un(r"\X41\\XC3A9\\XE9\"), "Aéé");
+        assert_eq!(un(r"\X0D0A\"), "\r\n");
+    }
+
+    #[test]
+    fn unknown_and_broken_sequences_are_literal() {
+        assert_eq!(un(r"\H\bold\N\"), r"\H\bold\N\");
+        assert_eq!(un(r"C:\temp"), r"C:\temp");
+        assert_eq!(un(r"\X4\"), r"\X4\");
+        assert_eq!(un(r"\XZZ\"), r"\XZZ\");
+        assert_eq!(un(r"\P\"), r"\P\");
+        assert_eq!(un(r"a\\b"), r"a\\b");
+    }
+
+    #[test]
+    fn truncation_character() {
+        let seps = Separators {
+            truncation: Some('#'),
+            ..Separators::default()
+        };
+        assert_eq!(escape("a#b", &seps), r"a\P\b");
+        assert_eq!(unescape(r"a\P\b", &seps), "a#b");
+        assert_eq!(seps.encoding_characters(), r"^~\&#");
+    }
+
+    #[test]
+    fn escape_examples() {
+        let seps = Separators::default();
+        assert_eq!(
+            escape("O'Neil & Sons | ^~\\\r\n", &seps),
+            r"O'Neil \T\ Sons \F\ \S\\R\\E\\X0D\\.br\"
+        );
+    }
+
+    #[test]
+    fn no_escape_char_borrows() {
+        assert!(matches!(
+            unescape("plain", &Separators::default()),
+            Cow::Borrowed("plain")
+        ));
+    }
+}

@@ -1,0 +1,334 @@
+//! MLLP (HL7 Minimal Lower Layer Protocol) framing: `0x0B <payload> 0x1C 0x0D`.
+//!
+//! [`MllpDecoder`] is a push-style streaming decoder: feed it whatever a read
+//! returned with [`MllpDecoder::push`] and drain complete frames with
+//! [`MllpDecoder::next_frame`]. It never does IO itself.
+//!
+//! Behaviour on imperfect input (senders in the wild are sloppy):
+//!
+//! * Bytes between frames are skipped. ASCII whitespace (a stray `\r\n`
+//!   between frames is common) is skipped silently; any other skipped byte is
+//!   counted in [`MllpDecoder::discarded_bytes`] so the caller can log it.
+//! * A frame ends at the first `0x1C`. The trailing `0x0D` is consumed when it
+//!   follows, but a **missing** `0x0D` is tolerated: the frame is emitted as
+//!   soon as `0x1C` arrives, without waiting for the next byte. This is safe
+//!   because `0x1C` can never occur inside an HL7 v2 payload (it is a control
+//!   character, and no UTF-8 or ISO-8859-1 multi-byte sequence contains it),
+//!   so `0x1C` alone unambiguously ends the frame; it also avoids a dead-lock
+//!   with a sender that omits `0x0D` and then waits for its ACK.
+//! * A `0x0B` inside a frame is payload data (only `0x1C` ends a frame).
+//! * A frame whose payload grows beyond `max_frame_len` yields
+//!   [`FrameError::TooLarge`] once; the rest of that frame is discarded and the
+//!   decoder resynchronises at the next `0x0B`. Memory use is bounded by
+//!   `max_frame_len` plus the frames already decoded but not yet drained.
+
+use std::collections::VecDeque;
+
+/// Start-of-block byte (vertical tab) that opens an MLLP frame.
+pub const START_BLOCK: u8 = 0x0B;
+/// End-of-block byte (file separator) that closes an MLLP frame.
+pub const END_BLOCK: u8 = 0x1C;
+/// Carriage return that follows [`END_BLOCK`] in a well-formed frame.
+pub const TRAILER: u8 = 0x0D;
+/// Default maximum payload length accepted by [`MllpDecoder::default`]: 1 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 1024 * 1024;
+
+/// Errors reported by [`MllpDecoder`] for a frame that could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The frame's payload exceeded the decoder's limit; it was discarded.
+    #[error("mllp frame exceeds the maximum length of {limit} bytes")]
+    TooLarge {
+        /// The configured maximum payload length in bytes.
+        limit: usize,
+    },
+    /// The stream ended in the middle of a frame (see [`MllpDecoder::finish`]).
+    #[error("stream ended inside an mllp frame after {len} payload bytes")]
+    Truncated {
+        /// Payload bytes received before the stream ended.
+        len: usize,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Outside a frame, looking for [`START_BLOCK`].
+    Idle,
+    /// Inside a frame, collecting payload until [`END_BLOCK`].
+    InFrame,
+    /// Just saw [`END_BLOCK`]; a [`TRAILER`] may follow.
+    AfterEnd,
+}
+
+/// Streaming MLLP frame decoder.
+///
+/// ```
+/// use handover_hl7::mllp::{encode, MllpDecoder};
+///
+/// let mut decoder = MllpDecoder::new(64 * 1024);
+/// let wire = encode(b"MSH|^~\\&|A\r");
+/// decoder.push(&wire[..5]);
+/// assert!(decoder.next_frame().is_none());
+/// decoder.push(&wire[5..]);
+/// assert_eq!(decoder.next_frame(), Some(Ok(b"MSH|^~\\&|A\r".to_vec())));
+/// ```
+#[derive(Debug, Clone)]
+pub struct MllpDecoder {
+    max_frame_len: usize,
+    state: State,
+    current: Vec<u8>,
+    ready: VecDeque<Result<Vec<u8>, FrameError>>,
+    discarded: u64,
+}
+
+impl Default for MllpDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl MllpDecoder {
+    /// Creates a decoder accepting payloads of at most `max_frame_len` bytes.
+    pub fn new(max_frame_len: usize) -> Self {
+        Self {
+            max_frame_len,
+            state: State::Idle,
+            current: Vec::new(),
+            ready: VecDeque::new(),
+            discarded: 0,
+        }
+    }
+
+    /// The maximum payload length this decoder accepts.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// Feeds bytes read from the connection; they may hold any part of any
+    /// number of frames.
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Idle => match bytes.iter().position(|&b| b == START_BLOCK) {
+                    Some(pos) => {
+                        self.discard(&bytes[..pos]);
+                        self.state = State::InFrame;
+                        self.current.clear();
+                        bytes = &bytes[pos + 1..];
+                    }
+                    None => {
+                        self.discard(bytes);
+                        bytes = &[];
+                    }
+                },
+                State::InFrame => {
+                    let (chunk, end) = match bytes.iter().position(|&b| b == END_BLOCK) {
+                        Some(pos) => (&bytes[..pos], Some(pos)),
+                        None => (bytes, None),
+                    };
+                    if self.current.len() + chunk.len() > self.max_frame_len {
+                        // Too large: report once, drop what we have and skip
+                        // everything up to the next start byte.
+                        self.ready.push_back(Err(FrameError::TooLarge {
+                            limit: self.max_frame_len,
+                        }));
+                        self.current = Vec::new();
+                        self.state = State::Idle;
+                        // The remainder of this chunk is re-scanned in Idle
+                        // (discarded up to the next 0x0B).
+                        continue;
+                    }
+                    self.current.extend_from_slice(chunk);
+                    match end {
+                        Some(pos) => {
+                            let frame = std::mem::take(&mut self.current);
+                            self.ready.push_back(Ok(frame));
+                            self.state = State::AfterEnd;
+                            bytes = &bytes[pos + 1..];
+                        }
+                        None => bytes = &[],
+                    }
+                }
+                State::AfterEnd => {
+                    if bytes.first() == Some(&TRAILER) {
+                        bytes = &bytes[1..];
+                    }
+                    self.state = State::Idle;
+                }
+            }
+        }
+    }
+
+    /// Returns the next decoded frame (or frame error), or `None` when more
+    /// bytes are needed.
+    pub fn next_frame(&mut self) -> Option<Result<Vec<u8>, FrameError>> {
+        self.ready.pop_front()
+    }
+
+    /// Whether a frame has been started but not yet finished.
+    pub fn has_partial_frame(&self) -> bool {
+        self.state == State::InFrame
+    }
+
+    /// Total number of non-whitespace bytes skipped outside frames so far
+    /// (including the remainder of oversized frames). Whitespace between
+    /// frames is not counted.
+    pub fn discarded_bytes(&self) -> u64 {
+        self.discarded
+    }
+
+    /// Signals the end of the stream. Returns [`FrameError::Truncated`] if a
+    /// frame was in progress (its bytes are dropped). Frames already decoded
+    /// stay available from [`MllpDecoder::next_frame`].
+    pub fn finish(&mut self) -> Option<FrameError> {
+        let was_in_frame = self.state == State::InFrame;
+        let len = self.current.len();
+        self.current = Vec::new();
+        self.state = State::Idle;
+        was_in_frame.then_some(FrameError::Truncated { len })
+    }
+
+    fn discard(&mut self, bytes: &[u8]) {
+        let counted = bytes.iter().filter(|b| !b.is_ascii_whitespace()).count();
+        self.discarded = self.discarded.saturating_add(counted as u64);
+    }
+}
+
+/// Wraps `payload` in an MLLP frame: `0x0B payload 0x1C 0x0D`.
+///
+/// The payload must not contain [`END_BLOCK`] (`0x1C`); HL7 v2 text never
+/// does. This function does not check it: a payload containing `0x1C` would
+/// be cut short by the receiver.
+pub fn encode(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 3);
+    out.push(START_BLOCK);
+    out.extend_from_slice(payload);
+    out.push(END_BLOCK);
+    out.push(TRAILER);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn drain(d: &mut MllpDecoder) -> Vec<Result<Vec<u8>, FrameError>> {
+        std::iter::from_fn(|| d.next_frame()).collect()
+    }
+
+    #[test]
+    fn two_frames_in_one_read_with_crlf_between() {
+        let mut d = MllpDecoder::default();
+        let mut wire = encode(b"one");
+        wire.extend_from_slice(b"\r\n");
+        wire.extend(encode(b"two"));
+        d.push(&wire);
+        assert_eq!(
+            drain(&mut d),
+            vec![Ok(b"one".to_vec()), Ok(b"two".to_vec())]
+        );
+        assert_eq!(d.discarded_bytes(), 0);
+        assert!(!d.has_partial_frame());
+    }
+
+    #[test]
+    fn byte_by_byte() {
+        let mut d = MllpDecoder::default();
+        for b in encode(b"MSH|x") {
+            d.push(&[b]);
+        }
+        assert_eq!(drain(&mut d), vec![Ok(b"MSH|x".to_vec())]);
+    }
+
+    #[test]
+    fn garbage_is_counted_and_skipped() {
+        let mut d = MllpDecoder::default();
+        d.push(b"junk\r\n");
+        d.push(&encode(b"a"));
+        d.push(b"xx");
+        d.push(&encode(b"b"));
+        assert_eq!(drain(&mut d), vec![Ok(b"a".to_vec()), Ok(b"b".to_vec())]);
+        assert_eq!(d.discarded_bytes(), 6);
+    }
+
+    #[test]
+    fn missing_trailer_is_tolerated_and_emitted_immediately() {
+        let mut d = MllpDecoder::default();
+        d.push(b"\x0Bfirst\x1C");
+        assert_eq!(drain(&mut d), vec![Ok(b"first".to_vec())]);
+        d.push(b"\x0Bsecond\x1C\x0Bthird\x1C\r");
+        assert_eq!(
+            drain(&mut d),
+            vec![Ok(b"second".to_vec()), Ok(b"third".to_vec())]
+        );
+        assert_eq!(d.discarded_bytes(), 0);
+    }
+
+    #[test]
+    fn trailer_split_from_end_block() {
+        let mut d = MllpDecoder::default();
+        d.push(b"\x0Bp\x1C");
+        d.push(b"\r\x0Bq\x1C\r");
+        assert_eq!(drain(&mut d), vec![Ok(b"p".to_vec()), Ok(b"q".to_vec())]);
+        assert_eq!(d.discarded_bytes(), 0);
+    }
+
+    #[test]
+    fn oversized_frame_reports_once_and_resyncs() {
+        let mut d = MllpDecoder::new(4);
+        d.push(b"\x0B12345");
+        d.push(b"6789\x1C\r");
+        d.push(&encode(b"1234"));
+        assert_eq!(
+            drain(&mut d),
+            vec![Err(FrameError::TooLarge { limit: 4 }), Ok(b"1234".to_vec())]
+        );
+        // "123456789" minus nothing kept, plus the 0x1C: all non-whitespace.
+        assert_eq!(d.discarded_bytes(), 10);
+    }
+
+    #[test]
+    fn oversized_then_next_frame_in_same_read() {
+        let mut d = MllpDecoder::new(3);
+        let mut wire = encode(b"toolong");
+        wire.extend(encode(b"ok"));
+        d.push(&wire);
+        assert_eq!(
+            drain(&mut d),
+            vec![Err(FrameError::TooLarge { limit: 3 }), Ok(b"ok".to_vec())]
+        );
+    }
+
+    #[test]
+    fn exact_limit_is_accepted() {
+        let mut d = MllpDecoder::new(3);
+        d.push(&encode(b"abc"));
+        assert_eq!(drain(&mut d), vec![Ok(b"abc".to_vec())]);
+    }
+
+    #[test]
+    fn finish_reports_truncation() {
+        let mut d = MllpDecoder::default();
+        d.push(b"\x0BMSH|");
+        assert!(d.has_partial_frame());
+        assert_eq!(d.finish(), Some(FrameError::Truncated { len: 4 }));
+        assert_eq!(d.finish(), None);
+        assert!(d.next_frame().is_none());
+    }
+
+    #[test]
+    fn empty_frame_is_delivered() {
+        let mut d = MllpDecoder::default();
+        d.push(&encode(b""));
+        assert_eq!(drain(&mut d), vec![Ok(Vec::new())]);
+    }
+
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            FrameError::TooLarge { limit: 10 }.to_string(),
+            "mllp frame exceeds the maximum length of 10 bytes"
+        );
+    }
+}

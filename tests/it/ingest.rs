@@ -1,0 +1,202 @@
+//! Ingest: 202 only once stored, duplicates stored once, every validation error listed,
+//! nothing stored from a batch with an invalid event; `handover publish` file reading.
+
+use handover_api::Role;
+use serde_json::{json, Value};
+
+use crate::support::{ev, token, Backbone};
+
+const NHS: &str = "9434765919";
+
+fn admitted(id: &str) -> Value {
+    ev(
+        id,
+        "urn:ods:RX1:pas",
+        "discharge.admitted",
+        NHS,
+        "2026-11-20T09:14:00Z",
+        json!({"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_event_is_accepted_once_and_stored_once() {
+    let b = Backbone::start().await;
+    let first: Value = b.post_events(&admitted("e1")).await.json().await.unwrap();
+    assert_eq!(first["accepted"], 1);
+    assert_eq!(first["events"][0]["duplicate"], false);
+    let r = b.post_events(&admitted("e1")).await;
+    assert_eq!(r.status(), 202);
+    let second: Value = r.json().await.unwrap();
+    assert_eq!(second["accepted"], 0);
+    assert_eq!(second["duplicates"], 1);
+    assert_eq!(
+        second["events"][0]["sequence"],
+        first["events"][0]["sequence"]
+    );
+    // the same id from another source is another event
+    let mut other = admitted("e1");
+    other["source"] = json!("urn:ods:RR8:epr");
+    let third: Value = b.post_events(&other).await.json().await.unwrap();
+    assert_eq!(third["accepted"], 1);
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 2);
+    b.caught_up().await;
+    let j: Value = b.journey(NHS).await.json().await.unwrap();
+    assert_eq!(j["timeline"].as_array().unwrap().len(), 2);
+    let m = b
+        .http
+        .get(format!("{}/metrics", b.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("handover_events_ingested_total{result=\"duplicate\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("handover_events_ingested_total{result=\"stored\"} 2"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_events_are_rejected_with_every_field_named_and_nothing_stored() {
+    let b = Backbone::start().await;
+    let mut unknown = admitted("e2");
+    unknown["type"] = json!("handover.discharge.teleported.v1");
+    let bad_data = ev(
+        "e3",
+        "urn:ods:RX1:pas",
+        "discharge.pathway-assigned",
+        "9434765918",
+        "2026-11-20T09:14:00Z",
+        json!({"pathway": 7}),
+    );
+    let batch = json!([admitted("e1"), unknown, bad_data]);
+    let r = b.post_events(&batch).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["type"],
+        "https://handover.example.org/problems/invalid-events"
+    );
+    assert_eq!(p["status"], 400);
+    assert_eq!(p["detail"], "2 of 3 events are invalid; nothing was stored");
+    let pointers: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pointers,
+        ["/1/type", "/2/subject", "/2/data/pathway", "/2/data"]
+    );
+    let details: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert!(details[0].contains("unknown event type"));
+    assert!(details[1].contains("check digit"));
+    assert!(details[2].contains("maximum of 3"));
+    assert!(details[3].contains("encounter_id"));
+    assert_eq!(
+        b.rt().log.last_sequence().await.unwrap(),
+        0,
+        "nothing from a bad batch is stored"
+    );
+
+    // not JSON, wrong media type, wrong role
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .bearer_auth(token(Role::Integration))
+        .header("content-type", "application/cloudevents+json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .bearer_auth(token(Role::Integration))
+        .header("content-type", "text/csv")
+        .body("a,b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .bearer_auth(token(Role::Broker))
+        .header("content-type", "application/cloudevents+json")
+        .body(admitted("e1").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .header("content-type", "application/cloudevents+json")
+        .body(admitted("e1").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_carry_no_identifiers() {
+    let b = Backbone::start().await;
+    assert_eq!(b.post_events(&admitted("e1")).await.status(), 202);
+    // read the raw message back from the stream and look at its subject and headers
+    let client = async_nats_probe(&b.nats.url()).await;
+    assert!(client.starts_with("care.discharge.admitted."), "{client}");
+    assert!(!client.contains(NHS));
+    assert_eq!(client.rsplit('.').next().unwrap().len(), 32);
+}
+
+async fn async_nats_probe(url: &str) -> String {
+    // Use the project's own log to open a consumer and read the first delivery's subject.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::support::config(url, &dir.path().join("s"));
+    let log = handover_nats::EventLog::connect(
+        url,
+        handover_nats::LogConfig::default(),
+        cfg.pseudonym_key().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut feed = log.feed("probe", None, 0).await.unwrap();
+    let batch = feed.next_batch(1).await.unwrap();
+    batch.deliveries[0].subject.clone()
+}
+
+#[test]
+fn publish_files_are_validated_in_full_with_lines_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.jsonl");
+    std::fs::write(&good, format!("{}\n\n{}\n", admitted("e1"), admitted("e2"))).unwrap();
+    assert_eq!(handover::publish::read_events(&good).unwrap().len(), 2);
+    let array = dir.path().join("array.json");
+    std::fs::write(&array, json!([admitted("e1")]).to_string()).unwrap();
+    assert_eq!(handover::publish::read_events(&array).unwrap().len(), 1);
+    let bad = dir.path().join("bad.jsonl");
+    let mut broken = admitted("e2");
+    broken["data"]["site"] = json!(42);
+    std::fs::write(&bad, format!("{}\n{}\n", admitted("e1"), broken)).unwrap();
+    let err = handover::publish::read_events(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad.jsonl: line 2: /data/site"), "{err}");
+}

@@ -1,0 +1,119 @@
+//! A whole backbone per test: nats-server, sled in a temp dir, the runtime and an HTTP client.
+
+use std::time::Duration;
+
+use handover::config::Config;
+use handover::runtime::Runtime;
+use handover_api::{token_digest, Role, TokenConfig};
+use handover_testkit::NatsServer;
+use serde_json::{json, Value};
+
+pub const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+pub fn token(role: Role) -> String {
+    format!("test-token-{}", role.as_str())
+}
+
+pub fn config(nats_url: &str, store: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.nats.url = Some(nats_url.to_string());
+    cfg.store.path = store.to_path_buf();
+    let key_file = store.with_extension("key");
+    std::fs::write(&key_file, KEY_HEX).unwrap();
+    cfg.pseudonym.key_file = Some(key_file);
+    for role in Role::ALL {
+        cfg.tokens.push(TokenConfig {
+            name: format!("test-{}", role.as_str()),
+            organisation: "RX1".into(),
+            role,
+            token_sha256: token_digest(&token(role)),
+        });
+    }
+    cfg
+}
+
+pub struct Backbone {
+    pub nats: NatsServer,
+    pub dir: tempfile::TempDir,
+    pub rt: Option<Runtime>,
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Backbone {
+    pub async fn start() -> Backbone {
+        let nats = tokio::task::spawn_blocking(NatsServer::start)
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Backbone {
+            nats,
+            dir,
+            rt: None,
+            http: reqwest::Client::new(),
+            base: String::new(),
+        };
+        b.start_runtime().await;
+        b
+    }
+
+    pub fn config(&self) -> Config {
+        config(&self.nats.url(), &self.dir.path().join("store"))
+    }
+
+    pub async fn start_runtime(&mut self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rt = Runtime::start(&self.config(), Some(listener))
+            .await
+            .unwrap();
+        self.base = format!("http://{}", rt.api_addr.unwrap());
+        self.rt = Some(rt);
+    }
+
+    pub fn rt(&self) -> &Runtime {
+        self.rt.as_ref().unwrap()
+    }
+
+    pub async fn post_events(&self, body: &Value) -> reqwest::Response {
+        let ct = if body.is_array() {
+            "application/cloudevents-batch+json"
+        } else {
+            "application/cloudevents+json"
+        };
+        self.http
+            .post(format!("{}/v1/events", self.base))
+            .bearer_auth(token(Role::Integration))
+            .header("content-type", ct)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until everything in the stream is projected.
+    pub async fn caught_up(&self) {
+        let last = self.rt().log.last_sequence().await.unwrap();
+        self.rt()
+            .projected(last, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+
+    pub async fn journey(&self, nhs: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/persons/{nhs}/journey", self.base))
+            .bearer_auth(token(Role::DischargeTeam))
+            .header("handover-access-reason", "direct-care")
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A CloudEvent of `type` about `nhs`.
+pub fn ev(id: &str, source: &str, ty: &str, nhs: &str, time: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0", "id": id, "source": source,
+        "type": format!("handover.{ty}.v1"), "subject": nhs, "time": time, "data": data
+    })
+}
