@@ -1,6 +1,6 @@
 //! The v1 event catalogue: every event type and its data, as typed Rust.
 //!
-//! The [`catalogue!`] invocation at the bottom is the one registry of types: the type
+//! The `catalogue!` invocation at the bottom is the one registry of types: the type
 //! strings, the data structs, the schemas and the decoder all come from it.
 
 use schemars::JsonSchema;
@@ -10,7 +10,9 @@ use crate::nhs::NhsNumber;
 use crate::time::{Date, Timestamp};
 
 /// A person identifier issued by a local system (hospital MRN, council case id).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub struct LocalId {
     /// The issuing system, as a URI (e.g. `https://rx1.nhs.uk/id/mrn`) or a name.
     #[schemars(length(min = 1))]

@@ -126,16 +126,25 @@ mod tests {
     #[test]
     fn valid_numbers_parse_in_any_presentation() {
         for s in ["9434765919", "943 476 5919", "943-476-5919", " 9434765919 "] {
-            assert_eq!(NhsNumber::parse(s).map(|n| n.as_string()), Ok("9434765919".to_string()));
+            assert_eq!(
+                NhsNumber::parse(s).map(|n| n.as_string()),
+                Ok("9434765919".to_string())
+            );
         }
     }
 
     #[test]
     fn invalid_numbers_are_rejected_with_the_reason() {
-        assert_eq!(NhsNumber::parse("9434765918"), Err(NhsNumberError::CheckDigit));
+        assert_eq!(
+            NhsNumber::parse("9434765918"),
+            Err(NhsNumberError::CheckDigit)
+        );
         assert_eq!(NhsNumber::parse("943476591"), Err(NhsNumberError::Length));
         assert_eq!(NhsNumber::parse("94347659190"), Err(NhsNumberError::Length));
-        assert_eq!(NhsNumber::parse("94347659A9"), Err(NhsNumberError::NotDigits));
+        assert_eq!(
+            NhsNumber::parse("94347659A9"),
+            Err(NhsNumberError::NotDigits)
+        );
         // check digit 10 is never valid
         assert_eq!(check_digit(&[0, 0, 0, 0, 0, 0, 0, 0, 6]), None);
     }

@@ -52,8 +52,14 @@ fn merge_defs(defs: Value) -> Value {
     };
     let mut gen = schemars::SchemaGenerator::default();
     for (name, schema) in [
-        ("NhsNumber", <crate::nhs::NhsNumber as schemars::JsonSchema>::json_schema(&mut gen)),
-        ("Timestamp", <crate::time::Timestamp as schemars::JsonSchema>::json_schema(&mut gen)),
+        (
+            "NhsNumber",
+            <crate::nhs::NhsNumber as schemars::JsonSchema>::json_schema(&mut gen),
+        ),
+        (
+            "Timestamp",
+            <crate::time::Timestamp as schemars::JsonSchema>::json_schema(&mut gen),
+        ),
     ] {
         m.entry(name.to_string())
             .or_insert_with(|| serde_json::to_value(schema).unwrap_or(Value::Null));

@@ -84,7 +84,13 @@ pub fn person_filter(person_key: &str) -> String {
 /// The person key, the last token of a Handover subject.
 pub fn person_key_of_subject(subject: &str) -> Option<&str> {
     let mut parts = subject.split('.');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
         (Some(SUBJECT_ROOT), Some(_), Some(_), Some(k), None) => Some(k),
         _ => None,
     }

@@ -61,10 +61,11 @@ impl Timestamp {
     /// A UK local wall-clock time as a timestamp: the earlier instant when the clocks go back,
     /// and an hour later when it falls in the gap when they go forward.
     pub fn from_london(local: NaiveDateTime) -> Timestamp {
-        let resolved = London
-            .from_local_datetime(&local)
-            .earliest()
-            .or_else(|| London.from_local_datetime(&(local + chrono::Duration::hours(1))).earliest());
+        let resolved = London.from_local_datetime(&local).earliest().or_else(|| {
+            London
+                .from_local_datetime(&(local + chrono::Duration::hours(1)))
+                .earliest()
+        });
         match resolved {
             Some(t) => Timestamp(t.fixed_offset()),
             // Unreachable for Europe/London (gaps are one hour); fall back to reading it as UTC.
@@ -192,14 +193,19 @@ mod tests {
     use super::*;
 
     fn ts(s: &str) -> String {
-        Timestamp::parse(s).map(|t| t.to_rfc3339()).unwrap_or_else(|e| e.to_string())
+        Timestamp::parse(s)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|e| e.to_string())
     }
 
     #[test]
     fn accepts_the_layouts_uk_systems_send() {
         assert_eq!(ts("2026-11-20T09:14:00Z"), "2026-11-20T09:14:00Z");
         assert_eq!(ts("2026-11-20T09:14:00+00:00"), "2026-11-20T09:14:00Z");
-        assert_eq!(ts("2026-07-20T09:14:00.250+01:00"), "2026-07-20T09:14:00.250+01:00");
+        assert_eq!(
+            ts("2026-07-20T09:14:00.250+01:00"),
+            "2026-07-20T09:14:00.250+01:00"
+        );
         // no offset: UK local time, so BST in summer and GMT in winter
         assert_eq!(ts("2026-07-20T09:14:00"), "2026-07-20T09:14:00+01:00");
         assert_eq!(ts("2026-11-20 09:14"), "2026-11-20T09:14:00Z");
@@ -219,8 +225,14 @@ mod tests {
         assert_eq!(days_delayed(d("2026-11-20"), None, d("2026-11-23")), 3);
         // 23:30 UTC on 2026-07-20 is already 21 July in London
         let late = Timestamp::parse("2026-07-20T23:30:00Z").unwrap();
-        assert_eq!(days_delayed(d("2026-07-18"), Some(&late), d("2026-12-01")), 3);
+        assert_eq!(
+            days_delayed(d("2026-07-18"), Some(&late), d("2026-12-01")),
+            3
+        );
         // discharged before the DRD is not a negative delay
-        assert_eq!(days_delayed(d("2026-07-25"), Some(&late), d("2026-12-01")), 0);
+        assert_eq!(
+            days_delayed(d("2026-07-25"), Some(&late), d("2026-12-01")),
+            0
+        );
     }
 }

@@ -31,7 +31,10 @@ fn schemas_on_disk_match_the_types() {
     for entry in std::fs::read_dir(schemas_dir()).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if let Some(t) = name.strip_suffix(".json") {
-            assert!(EventType::parse(t).is_some(), "schemas/{name} is not a catalogue type");
+            assert!(
+                EventType::parse(t).is_some(),
+                "schemas/{name} is not a catalogue type"
+            );
         }
     }
     assert!(
@@ -50,9 +53,13 @@ fn every_type_has_an_example_that_validates_and_round_trips() {
         )
         .unwrap();
         let schema: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(schemas_dir().join(&name)).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(schemas_dir().join(&name)).unwrap())
+                .unwrap();
         let validator = jsonschema::draft202012::new(&schema).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&example).map(|e| format!("{} {e}", e.instance_path)).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&example)
+            .map(|e| format!("{} {e}", e.instance_path))
+            .collect();
         assert!(errors.is_empty(), "{name}: {errors:?}");
 
         let event = Event::from_json(example.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));

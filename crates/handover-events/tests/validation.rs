@@ -8,7 +8,11 @@ use serde_json::json;
 fn check(input: serde_json::Value, expect: Expect) {
     let actual = match Event::from_json(input) {
         Ok(e) => format!("ok {}", e.to_json()),
-        Err(errs) => errs.0.iter().map(|e| format!("{}: {}\n", e.pointer, e.message)).collect(),
+        Err(errs) => errs
+            .0
+            .iter()
+            .map(|e| format!("{}: {}\n", e.pointer, e.message))
+            .collect(),
     };
     expect.assert_eq(&actual);
 }
@@ -22,7 +26,9 @@ fn a_valid_event_is_normalised() {
     check(
         json!({"specversion":"1.0","id":"e1","source":"urn:ods:RX1:pas","type":"handover.discharge.admitted.v1",
                "subject":"943 476 5919","time":"2026-07-20 09:14","data":{"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-07-20T09:14:00","unknown_field":1}}),
-        expect![[r#"ok {"data":{"admitted_at":"2026-07-20T09:14:00+01:00","encounter_id":"E1","site":"RX1CC"},"datacontenttype":"application/json","dataschema":"schemas/handover.discharge.admitted.v1.json","id":"e1","source":"urn:ods:RX1:pas","specversion":"1.0","subject":"9434765919","time":"2026-07-20T09:14:00+01:00","type":"handover.discharge.admitted.v1"}"#]],
+        expect![[
+            r#"ok {"data":{"admitted_at":"2026-07-20T09:14:00+01:00","encounter_id":"E1","site":"RX1CC"},"datacontenttype":"application/json","dataschema":"schemas/handover.discharge.admitted.v1.json","id":"e1","source":"urn:ods:RX1:pas","specversion":"1.0","subject":"9434765919","time":"2026-07-20T09:14:00+01:00","type":"handover.discharge.admitted.v1"}"#
+        ]],
     );
 }
 
@@ -44,7 +50,10 @@ fn every_envelope_problem_is_listed() {
 #[test]
 fn every_data_problem_is_listed_with_its_field() {
     check(
-        base("handover.discharge.admitted.v1", json!({"site": 7, "admitted_at": "2026-11-20T09:14:00Z", "admission_method": "ambulance"})),
+        base(
+            "handover.discharge.admitted.v1",
+            json!({"site": 7, "admitted_at": "2026-11-20T09:14:00Z", "admission_method": "ambulance"}),
+        ),
         expect![[r#"
             /data/admission_method: "ambulance" is not one of ["emergency","elective","maternity","transfer","other",null]
             /data/site: 7 is not of type "string"
@@ -52,19 +61,28 @@ fn every_data_problem_is_listed_with_its_field() {
         "#]],
     );
     check(
-        base("handover.discharge.pathway-assigned.v1", json!({"encounter_id": "E1", "pathway": 4})),
+        base(
+            "handover.discharge.pathway-assigned.v1",
+            json!({"encounter_id": "E1", "pathway": 4}),
+        ),
         expect![[r#"
             /data/pathway: 4 is greater than the maximum of 3
         "#]],
     );
     check(
-        base("handover.person.nhs-number-changed.v1", json!({"previous_nhs_number": "9434765918"})),
+        base(
+            "handover.person.nhs-number-changed.v1",
+            json!({"previous_nhs_number": "9434765918"}),
+        ),
         expect![[r#"
             /data: the NHS number's check digit is wrong (Modulus 11)
         "#]],
     );
     check(
-        base("handover.discharge.ready-date-recorded.v1", json!({"encounter_id": "E1", "discharge_ready_date": "2026-02-30"})),
+        base(
+            "handover.discharge.ready-date-recorded.v1",
+            json!({"encounter_id": "E1", "discharge_ready_date": "2026-02-30"}),
+        ),
         expect![[r#"
             /data: not a date: expected YYYY-MM-DD
         "#]],
@@ -73,7 +91,10 @@ fn every_data_problem_is_listed_with_its_field() {
 
 #[test]
 fn a_person_must_be_named_by_nhs_number_or_local_id() {
-    let mut ev = base("handover.referral.accepted.v1", json!({"referral_id": "R1"}));
+    let mut ev = base(
+        "handover.referral.accepted.v1",
+        json!({"referral_id": "R1"}),
+    );
     ev.as_object_mut().unwrap().remove("subject");
     check(
         ev.clone(),
@@ -84,5 +105,8 @@ fn a_person_must_be_named_by_nhs_number_or_local_id() {
     ev["data"]["local_id"] = json!({"system": "urn:gss:E08000035:mosaic:person", "value": "MOS-1"});
     let e = Event::from_json(ev).unwrap();
     assert!(matches!(e.data, EventData::ReferralAccepted(_)));
-    assert!(matches!(e.person(), Some(handover_events::PersonRef::Local(_))));
+    assert!(matches!(
+        e.person(),
+        Some(handover_events::PersonRef::Local(_))
+    ));
 }

@@ -341,8 +341,7 @@ impl Journey {
                 self.timeline.push(e);
             }
         }
-        self.timeline
-            .sort_by(|a, b| (a.time, a.seq).cmp(&(b.time, b.seq)));
+        self.timeline.sort_by_key(|e| (e.time, e.seq));
         self.refold();
     }
 

@@ -1,7 +1,7 @@
 //! Read-model storage on sled: the only crate that talks to sled.
 //!
 //! Each projection owns one tree. A [`Tx`] collects a projection's reads and writes for a
-//! batch of events; [`Store::commit`] applies them **and the new stream position** in one
+//! batch of events; [`Tree::commit`] applies them **and the new stream position** in one
 //! atomic sled batch and flushes it to disk before returning, so a crash either keeps both
 //! or neither, and the caller acknowledges the stream only after `commit` returns.
 
