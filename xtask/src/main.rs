@@ -30,7 +30,9 @@ type Result = std::result::Result<(), String>;
 
 fn run(cmd: &mut Command) -> Result {
     eprintln!("$ {}", format!("{cmd:?}").replace('"', ""));
-    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -63,7 +65,11 @@ fn apt_install(packages: &[&str]) -> Result {
         ));
     }
     let apt = |args: &[&str]| {
-        let mut c = if sudo { Command::new("sudo") } else { Command::new("apt-get") };
+        let mut c = if sudo {
+            Command::new("sudo")
+        } else {
+            Command::new("apt-get")
+        };
         if sudo {
             c.arg("apt-get");
         }
@@ -91,14 +97,30 @@ fn cargo() -> Command {
 
 fn dev(extra: &[String]) -> Result {
     let mut c = cargo();
-    c.args(["run", "--release", "--quiet", "-p", "handover", "--", "dev", "--demo"]);
+    c.args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "handover",
+        "--",
+        "dev",
+        "--demo",
+    ]);
     c.args(extra);
     run(&mut c)
 }
 
 fn test() -> Result {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo()
         .args(["doc", "--workspace", "--no-deps", "--quiet"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
