@@ -6,3 +6,4 @@ mod ingest;
 mod journey;
 mod recovery;
 mod support;
+mod ui;

@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod metrics;
 pub mod problem;
+pub mod ui;
+pub mod worklists;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +54,10 @@ pub struct AppState {
     pub readiness: Arc<dyn Readiness>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The journey projection's progress (for readiness and live pages).
+    pub progress: tokio::sync::watch::Receiver<handover_projections::Progress>,
+    /// Web UI sessions.
+    pub sessions: Arc<ui::Sessions>,
 }
 
 /// The router.
@@ -59,6 +65,21 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/v1/persons/{nhs_number}/journey", get(get_journey))
+        .route("/v1/worklists/discharge-delays", get(worklists::get_delays))
+        .route("/v1/worklists/brokerage", get(worklists::get_brokerage))
+        .route("/v1/measures/flow", get(worklists::get_flow))
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
+        .route("/ui/", get(ui::index))
+        .route("/ui/login", get(ui::login_form).post(ui::login))
+        .route("/ui/logout", post(ui::logout))
+        .route("/ui/delays", get(ui::delays))
+        .route("/ui/brokerage", get(ui::brokerage))
+        .route("/ui/measures", get(ui::measures))
+        .route("/ui/persons/{nhs_number}", get(ui::person))
+        .route("/ui/updates", get(ui::updates))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -4,7 +4,13 @@
 //! Keys in the `journey` tree:
 //! - `p/<person-key>`: a [`Journey`] (JSON);
 //! - `a/<person-key>`: the person key it is an alias of (a local id linked to an NHS
-//!   number, or an NHS number merged into another).
+//!   number, or an NHS number merged into another);
+//! - `w/<person-key>`: the person's [`DelayRow`] while in hospital with a DRD;
+//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`] per package not yet started;
+//! - `m/<person-key>`: the person's [`PersonFacts`] for the measures.
+//!
+//! The rows are derived from the journey and written in the same batch, so they share the
+//! journey's stream position and can never disagree with it.
 
 use std::collections::HashMap;
 
@@ -13,6 +19,7 @@ use handover_events::{Event, EventData, NhsNumber, PersonRef, PseudonymKey};
 use handover_store::{StoreError, Tree, Tx};
 
 use crate::journey::Journey;
+use crate::rows::{brokerage_rows, delay_row, person_facts, BrokerageRow, DelayRow, PersonFacts};
 
 /// The journey projection.
 #[derive(Clone, Debug)]
@@ -34,11 +41,20 @@ fn alias_slot(key: &str) -> Vec<u8> {
     format!("a/{key}").into_bytes()
 }
 
+fn row_slot(kind: &str, key: &str, sub: Option<&str>) -> Vec<u8> {
+    match sub {
+        Some(s) => format!("{kind}/{key}/{s}").into_bytes(),
+        None => format!("{kind}/{key}").into_bytes(),
+    }
+}
+
 /// Journeys loaded during one batch, written back at its end.
 struct Batch<'t, 'a> {
     tx: &'t mut Tx<'a>,
     cache: HashMap<String, Option<Journey>>,
     aliases: HashMap<String, String>,
+    /// Package ids of journeys taken (merged away), whose rows must go.
+    taken_packages: Vec<(String, Vec<String>)>,
 }
 
 impl Batch<'_, '_> {
@@ -74,6 +90,14 @@ impl Batch<'_, '_> {
 
     fn take(&mut self, key: &str) -> Result<Option<Journey>, StoreError> {
         let j = self.load(key)?;
+        if let Some(j) = &j {
+            let ids = j
+                .care_packages
+                .iter()
+                .map(|p| p.package_id.clone())
+                .collect();
+            self.taken_packages.push((key.to_string(), ids));
+        }
         self.cache.insert(key.to_string(), None);
         Ok(j)
     }
@@ -94,20 +118,50 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    fn finish(self) {
+    fn finish(self, touched: &std::collections::HashSet<String>) {
         for (k, v) in self.aliases {
             self.tx.put(alias_slot(&k), v.into_bytes());
         }
+        for (k, ids) in self.taken_packages {
+            for id in ids {
+                self.tx.remove(row_slot("b", &k, Some(&id)));
+            }
+        }
         for (k, j) in self.cache {
             match j {
-                // Serialising a Journey cannot fail: plain structs and string-keyed maps.
-                Some(j) => self
-                    .tx
-                    .put(person_slot(&k), serde_json::to_vec(&j).unwrap_or_default()),
-                None => self.tx.remove(person_slot(&k)),
+                Some(j) if touched.contains(&k) => {
+                    match delay_row(&j) {
+                        Some(row) => self.tx.put(row_slot("w", &k, None), json(&row)),
+                        None => self.tx.remove(row_slot("w", &k, None)),
+                    }
+                    let open = brokerage_rows(&j);
+                    for p in &j.care_packages {
+                        if !open.iter().any(|r| r.package_id == p.package_id) {
+                            self.tx.remove(row_slot("b", &k, Some(&p.package_id)));
+                        }
+                    }
+                    for row in open {
+                        self.tx
+                            .put(row_slot("b", &k, Some(&row.package_id)), json(&row));
+                    }
+                    self.tx
+                        .put(row_slot("m", &k, None), json(&person_facts(&j)));
+                    self.tx.put(person_slot(&k), json(&j));
+                }
+                Some(_) => {}
+                None => {
+                    self.tx.remove(person_slot(&k));
+                    self.tx.remove(row_slot("w", &k, None));
+                    self.tx.remove(row_slot("m", &k, None));
+                }
             }
         }
     }
+}
+
+/// JSON of a stored value; serialising these plain structs cannot fail.
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 impl Journeys {
@@ -126,7 +180,9 @@ impl Journeys {
             tx,
             cache: HashMap::new(),
             aliases: HashMap::new(),
+            taken_packages: Vec::new(),
         };
+        let mut touched = std::collections::HashSet::new();
         for (seq, subject, event) in events {
             let Some(person) = event.person() else {
                 continue;
@@ -156,9 +212,10 @@ impl Journeys {
                     b.alias(&from, &key, &mut journey)?;
                 }
             }
+            touched.insert(key.clone());
             b.put(&key, journey);
         }
-        b.finish();
+        b.finish(&touched);
         Ok(())
     }
 
@@ -179,9 +236,35 @@ impl Journeys {
             .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
+    /// Every delay row (people in hospital with a DRD), unfiltered.
+    pub fn delay_rows(tree: &Tree) -> Result<Vec<DelayRow>, StoreError> {
+        rows(tree, b"w/")
+    }
+
+    /// Every brokerage row (packages not yet started), unfiltered.
+    pub fn brokerage_rows(tree: &Tree) -> Result<Vec<BrokerageRow>, StoreError> {
+        rows(tree, b"b/")
+    }
+
+    /// Every person's facts for the measures.
+    pub fn facts(tree: &Tree) -> Result<Vec<PersonFacts>, StoreError> {
+        rows(tree, b"m/")
+    }
+
     /// Every journey in the tree, in key order.
     pub fn all(tree: &Tree) -> impl Iterator<Item = Result<Journey, StoreError>> + '_ {
         tree.scan_prefix(b"p/")
             .map(|r| r.map(|(_, v)| serde_json::from_slice(&v).unwrap_or_default()))
     }
+}
+
+fn rows<T: serde::de::DeserializeOwned>(tree: &Tree, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for r in tree.scan_prefix(prefix) {
+        let (_, v) = r?;
+        if let Ok(row) = serde_json::from_slice(&v) {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }

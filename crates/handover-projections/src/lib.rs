@@ -7,6 +7,8 @@
 
 pub mod journey;
 pub mod journeys;
+pub mod measures;
+pub mod rows;
 pub mod runner;
 pub mod view;
 

@@ -206,6 +206,7 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
             ""
         }
     );
+    println!("  Web UI:        {api}/ui/   (sign in with a token below)");
     println!("  API:           {api}/v1/");
     println!("  Health:        {api}/healthz  {api}/readyz  {api}/metrics");
     println!();

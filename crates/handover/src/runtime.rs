@@ -138,6 +138,8 @@ impl Runtime {
                     max_lag: cfg.projections.ready_max_lag,
                 }),
                 metrics: metrics.clone(),
+                progress: progress_rx.clone(),
+                sessions: Default::default(),
             };
             let app = handover_api::app(state);
             let mut stop = shutdown_rx.clone();

@@ -1,0 +1,282 @@
+//! The worklists and measures: `GET /v1/worklists/discharge-delays`,
+//! `GET /v1/worklists/brokerage` and `GET /v1/measures/flow`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::NaiveDate;
+use handover_projections::measures::{flow, FlowMeasures, MeasureFilter};
+use handover_projections::rows::{BrokerageRow, DelayRow};
+use handover_projections::Journeys;
+use serde::Serialize;
+
+use crate::{ApiError, AppState, Caller};
+
+/// A delay row with what depends on today.
+#[derive(Debug, Clone, Serialize)]
+pub struct DelayItem {
+    /// Days since the discharge ready date.
+    pub days_delayed: i64,
+    /// The row.
+    #[serde(flatten)]
+    pub row: DelayRow,
+}
+
+/// The discharge-delays worklist.
+#[derive(Debug, Clone, Serialize)]
+pub struct DelayWorklist {
+    /// The date taken as today (Europe/London).
+    pub as_of: NaiveDate,
+    /// Rows matching the filters (before `limit`).
+    pub total: usize,
+    /// Longest delay first.
+    pub rows: Vec<DelayItem>,
+}
+
+/// A brokerage row with what depends on today.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerageItem {
+    /// Days since the package was requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_waiting: Option<i64>,
+    /// In hospital past their discharge ready date.
+    pub delayed_in_hospital: bool,
+    /// Days since the DRD, when in hospital with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days_delayed: Option<i64>,
+    /// The row.
+    #[serde(flatten)]
+    pub row: BrokerageRow,
+}
+
+/// The brokerage queue.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerageQueue {
+    /// The date taken as today (Europe/London).
+    pub as_of: NaiveDate,
+    /// Rows matching the filters (before `limit`).
+    pub total: usize,
+    /// People delayed in hospital first, then by required start.
+    pub rows: Vec<BrokerageItem>,
+}
+
+/// Reads people's data: discharge teams, brokers, social workers, admins.
+pub(crate) fn require_people_reader(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let caller = st.auth.authenticate(headers)?;
+    if !caller.role.reads_people() {
+        return Err(ApiError::Forbidden {
+            role: caller.role.as_str().into(),
+            action: "read people's records",
+        });
+    }
+    Ok(caller)
+}
+
+fn param_date(q: &HashMap<String, String>, name: &str) -> Result<Option<NaiveDate>, ApiError> {
+    match q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map(Some)
+            .map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "query parameter {name} must be a date YYYY-MM-DD, not {s:?}"
+                ))
+            }),
+    }
+}
+
+fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+fn param_limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
+    match param(q, "limit") {
+        None => Ok(500),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=5000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be a whole number from 1 to 5000, not {s:?}"
+                ))
+            }),
+    }
+}
+
+/// Builds the delays worklist from stored rows.
+pub fn delay_worklist(
+    st: &AppState,
+    q: &HashMap<String, String>,
+    today: NaiveDate,
+) -> Result<DelayWorklist, ApiError> {
+    let pathway = match param(q, "pathway") {
+        None => None,
+        Some(p) => Some(p.parse::<u8>().ok().filter(|p| *p <= 3).ok_or_else(|| {
+            ApiError::BadRequest(format!("pathway must be 0, 1, 2 or 3, not {p:?}"))
+        })?),
+    };
+    let (site, council, limit) = (param(q, "site"), param(q, "council"), param_limit(q)?);
+    let rows =
+        Journeys::delay_rows(&st.journey_tree).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut items: Vec<DelayItem> = rows
+        .into_iter()
+        .filter(|r| r.discharge_ready_date.0 < today)
+        .filter(|r| site.is_none_or(|s| r.site.as_deref() == Some(s)))
+        .filter(|r| council.is_none_or(|c| r.council.as_deref() == Some(c)))
+        .filter(|r| pathway.is_none_or(|p| r.pathway == Some(p)))
+        .map(|row| DelayItem {
+            days_delayed: handover_events::time::days_delayed(
+                row.discharge_ready_date.0,
+                None,
+                today,
+            ),
+            row,
+        })
+        .collect();
+    items.sort_by(|a, b| {
+        b.days_delayed
+            .cmp(&a.days_delayed)
+            .then_with(|| a.row.site.cmp(&b.row.site))
+            .then_with(|| a.row.encounter_id.cmp(&b.row.encounter_id))
+    });
+    let total = items.len();
+    items.truncate(limit);
+    Ok(DelayWorklist {
+        as_of: today,
+        total,
+        rows: items,
+    })
+}
+
+/// Builds the brokerage queue from stored rows.
+pub fn brokerage_queue(
+    st: &AppState,
+    q: &HashMap<String, String>,
+    today: NaiveDate,
+) -> Result<BrokerageQueue, ApiError> {
+    let (council, service, limit) = (
+        param(q, "council"),
+        param(q, "service_type"),
+        param_limit(q)?,
+    );
+    if let Some(s) = service {
+        if !handover_events::catalogue::ServiceType::CODES.contains(&s) {
+            return Err(ApiError::BadRequest(format!(
+                "service_type must be one of {}, not {s:?}",
+                handover_events::catalogue::ServiceType::CODES.join(", ")
+            )));
+        }
+    }
+    let rows = Journeys::brokerage_rows(&st.journey_tree)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut items: Vec<BrokerageItem> = rows
+        .into_iter()
+        .filter(|r| council.is_none_or(|c| r.council.as_deref() == Some(c)))
+        .filter(|r| service.is_none_or(|s| r.service_type.map(|t| t.as_str()) == Some(s)))
+        .map(|row| {
+            let drd = row.hospital.as_ref().and_then(|h| h.discharge_ready_date);
+            let days_delayed = drd.map(|d| handover_events::time::days_delayed(d.0, None, today));
+            BrokerageItem {
+                days_waiting: row
+                    .requested_at
+                    .map(|t| (today - t.london_date()).num_days().max(0)),
+                delayed_in_hospital: drd.is_some_and(|d| d.0 < today),
+                days_delayed,
+                row,
+            }
+        })
+        .collect();
+    items.sort_by(|a, b| {
+        b.delayed_in_hospital
+            .cmp(&a.delayed_in_hospital)
+            .then_with(|| a.row.hospital.is_none().cmp(&b.row.hospital.is_none()))
+            .then_with(|| {
+                a.row
+                    .required_start
+                    .map(|d| d.0)
+                    .unwrap_or(NaiveDate::MAX)
+                    .cmp(&b.row.required_start.map(|d| d.0).unwrap_or(NaiveDate::MAX))
+            })
+            .then_with(|| a.row.package_id.cmp(&b.row.package_id))
+    });
+    let total = items.len();
+    items.truncate(limit);
+    Ok(BrokerageQueue {
+        as_of: today,
+        total,
+        rows: items,
+    })
+}
+
+/// Computes the flow measures.
+pub fn flow_measures(
+    st: &AppState,
+    q: &HashMap<String, String>,
+    today: NaiveDate,
+) -> Result<FlowMeasures, ApiError> {
+    let filter = MeasureFilter {
+        from: param_date(q, "from")?,
+        to: param_date(q, "to")?,
+        site: param(q, "site").map(Into::into),
+        council: param(q, "council").map(Into::into),
+    };
+    if let (Some(f), Some(t)) = (filter.from, filter.to) {
+        if f > t {
+            return Err(ApiError::BadRequest("from must not be after to".into()));
+        }
+        if (t - f).num_days() > 3660 {
+            return Err(ApiError::BadRequest(
+                "the period may be at most ten years".into(),
+            ));
+        }
+    }
+    let facts = Journeys::facts(&st.journey_tree).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(flow(facts, &filter, today))
+}
+
+pub(crate) async fn get_delays(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require_people_reader(&st, &headers)?;
+    let w = delay_worklist(&st, &q, handover_events::time::london_today())?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(w)).into_response())
+}
+
+pub(crate) async fn get_brokerage(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require_people_reader(&st, &headers)?;
+    let w = brokerage_queue(&st, &q, handover_events::time::london_today())?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(w)).into_response())
+}
+
+pub(crate) async fn get_flow(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let caller = st.auth.authenticate(&headers)?;
+    if caller.role == crate::Role::Integration {
+        return Err(ApiError::Forbidden {
+            role: caller.role.as_str().into(),
+            action: "read care measures",
+        });
+    }
+    Ok(Json(flow_measures(
+        &st,
+        &q,
+        handover_events::time::london_today(),
+    )?)
+    .into_response())
+}

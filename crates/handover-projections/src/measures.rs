@@ -1,0 +1,308 @@
+//! Flow and outcome measures, computed from every person's [`PersonFacts`].
+//! Definitions (also in docs/measures.md); all dates are Europe/London calendar dates and
+//! the period is `from..=to`:
+//!
+//! - **admissions**: stays admitted in the period.
+//! - **discharges**: stays discharged in the period.
+//! - **delayed bed-days**: for every stay with a discharge ready date (DRD), the days `d` in
+//!   the period with `DRD <= d < end`, where `end` is the discharge date, or today while
+//!   still in hospital. Summed over stays this equals the sum of days delayed.
+//! - **DRD → discharge**: for stays discharged in the period with a DRD, discharge date −
+//!   DRD in days (never negative); median and 90th percentile (nearest rank), overall, by
+//!   pathway and by the latest delay's attribution (`none` when no delay was recorded).
+//! - **pathway mix**: discharges in the period by pathway (`unknown` without one).
+//! - **discharged to usual residence**: share of discharges in the period whose
+//!   destination is `usual-residence`.
+//! - **readmissions within 30 days**: of discharges in the period, excluding deaths, the
+//!   share followed by another admission of the same person within 30 days of discharge.
+//! - **91-day outcome after reablement** (ASCOF 2B style): people discharged in the period
+//!   on pathway 1 with a reablement package that started within 14 days of discharge, and
+//!   whose 91st day after discharge is no later than today; the share still at home on day
+//!   91: no readmission and no care-home placement (a residential or nursing package
+//!   started) within the 91 days. Discharges whose 91 days have not yet passed are counted
+//!   as `pending`.
+
+use std::collections::BTreeMap;
+
+use chrono::{Duration, NaiveDate};
+use handover_events::catalogue::{Attribution, Destination, ServiceType};
+use serde::Serialize;
+
+use crate::rows::PersonFacts;
+
+/// Which stays count.
+#[derive(Debug, Clone, Default)]
+pub struct MeasureFilter {
+    /// First day of the period.
+    pub from: Option<NaiveDate>,
+    /// Last day of the period.
+    pub to: Option<NaiveDate>,
+    /// Only this site.
+    pub site: Option<String>,
+    /// Only this responsible council.
+    pub council: Option<String>,
+}
+
+/// A distribution of whole days.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Distribution {
+    /// Number of values.
+    pub count: usize,
+    /// Median (nearest rank); None when empty.
+    pub median: Option<i64>,
+    /// 90th percentile (nearest rank); None when empty.
+    pub p90: Option<i64>,
+    /// Mean, one decimal; None when empty.
+    pub mean: Option<f64>,
+    /// Counts by value (days → stays), for charts.
+    pub histogram: BTreeMap<i64, usize>,
+}
+
+/// A share with its numerator and denominator.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Share {
+    /// Numerator.
+    pub numerator: usize,
+    /// Denominator.
+    pub denominator: usize,
+    /// numerator / denominator, None when the denominator is 0.
+    pub share: Option<f64>,
+}
+
+/// The 91-day outcome.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Outcome91 {
+    /// Still at home on day 91, of those whose day 91 has passed.
+    #[serde(flatten)]
+    pub at_home: Share,
+    /// Discharged into reablement whose day 91 has not come yet.
+    pub pending: usize,
+}
+
+/// `GET /v1/measures/flow`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FlowMeasures {
+    /// First day of the period.
+    pub from: NaiveDate,
+    /// Last day of the period.
+    pub to: NaiveDate,
+    /// The date taken as today.
+    pub as_of: NaiveDate,
+    /// Admissions.
+    pub admissions: usize,
+    /// Discharges.
+    pub discharges: usize,
+    /// Delayed bed-days in the period.
+    pub delayed_bed_days: i64,
+    /// Delayed bed-days per day of the period (for the chart).
+    pub delayed_bed_days_by_day: BTreeMap<NaiveDate, i64>,
+    /// People in hospital past their DRD at the end of the period (or today).
+    pub delayed_now: usize,
+    /// DRD → discharge in days.
+    pub ready_to_discharge: Distribution,
+    /// … by pathway.
+    pub ready_to_discharge_by_pathway: BTreeMap<String, Distribution>,
+    /// … by attribution.
+    pub ready_to_discharge_by_attribution: BTreeMap<String, Distribution>,
+    /// Discharges by pathway.
+    pub pathway_mix: BTreeMap<String, usize>,
+    /// Share of discharges to the usual place of residence.
+    pub discharged_to_usual_residence: Share,
+    /// Share of discharges followed by a readmission within 30 days.
+    pub readmitted_within_30_days: Share,
+    /// 91-day outcome after reablement.
+    pub at_home_91_days_after_reablement: Outcome91,
+}
+
+fn distribution(mut values: Vec<i64>) -> Distribution {
+    values.sort_unstable();
+    let n = values.len();
+    let rank = |p: f64| -> Option<i64> {
+        if n == 0 {
+            return None;
+        }
+        let r = ((p * n as f64).ceil() as usize).clamp(1, n);
+        Some(values[r - 1])
+    };
+    let mut histogram = BTreeMap::new();
+    for v in &values {
+        *histogram.entry(*v).or_insert(0) += 1;
+    }
+    Distribution {
+        count: n,
+        median: rank(0.5),
+        p90: rank(0.9),
+        mean: (n > 0).then(|| (values.iter().sum::<i64>() as f64 / n as f64 * 10.0).round() / 10.0),
+        histogram,
+    }
+}
+
+fn share(numerator: usize, denominator: usize) -> Share {
+    Share {
+        numerator,
+        denominator,
+        share: (denominator > 0)
+            .then(|| (numerator as f64 / denominator as f64 * 1000.0).round() / 1000.0),
+    }
+}
+
+fn attribution_name(a: Option<Attribution>) -> String {
+    a.map(|a| a.as_str().to_string())
+        .unwrap_or_else(|| "none".into())
+}
+
+fn pathway_name(p: Option<u8>) -> String {
+    p.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+/// Computes the measures over `people` for `filter`, as of `today`. Without `from`/`to`
+/// the period is the 28 days up to today.
+pub fn flow(
+    people: impl IntoIterator<Item = PersonFacts>,
+    filter: &MeasureFilter,
+    today: NaiveDate,
+) -> FlowMeasures {
+    let to = filter.to.unwrap_or(today);
+    let from = filter.from.unwrap_or(to - Duration::days(27));
+    let in_period = |d: Option<NaiveDate>| d.map(|d| d >= from && d <= to).unwrap_or(false);
+    let mut m = FlowMeasures {
+        from,
+        to,
+        as_of: today,
+        admissions: 0,
+        discharges: 0,
+        delayed_bed_days: 0,
+        delayed_bed_days_by_day: BTreeMap::new(),
+        delayed_now: 0,
+        ready_to_discharge: distribution(Vec::new()),
+        ready_to_discharge_by_pathway: BTreeMap::new(),
+        ready_to_discharge_by_attribution: BTreeMap::new(),
+        pathway_mix: BTreeMap::new(),
+        discharged_to_usual_residence: share(0, 0),
+        readmitted_within_30_days: share(0, 0),
+        at_home_91_days_after_reablement: Outcome91 {
+            at_home: share(0, 0),
+            pending: 0,
+        },
+    };
+    let mut day = from;
+    while day <= to {
+        m.delayed_bed_days_by_day.insert(day, 0);
+        day += Duration::days(1);
+    }
+    let mut waits = Vec::new();
+    let mut by_pathway: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut by_attr: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let (mut usual, mut readmit_num, mut readmit_den) = (0, 0, 0);
+    let (mut home91, mut den91, mut pending91) = (0, 0, 0);
+    let horizon = to.min(today);
+
+    for person in people {
+        for (i, s) in person.stays.iter().enumerate() {
+            if filter
+                .site
+                .as_ref()
+                .is_some_and(|f| s.site.as_ref() != Some(f))
+                || filter
+                    .council
+                    .as_ref()
+                    .is_some_and(|f| s.council.as_ref() != Some(f))
+            {
+                continue;
+            }
+            if in_period(s.admitted) {
+                m.admissions += 1;
+            }
+            if let Some(ready) = s.ready {
+                // days d with ready <= d < end, clipped to the period
+                let end = s.discharged.unwrap_or(today);
+                let mut d = ready.max(from);
+                while d < end && d <= to {
+                    m.delayed_bed_days += 1;
+                    *m.delayed_bed_days_by_day.entry(d).or_insert(0) += 1;
+                    d += Duration::days(1);
+                }
+                let still_in_at_horizon = s.discharged.map(|x| x > horizon).unwrap_or(true);
+                if ready < horizon && still_in_at_horizon && s.admitted.is_none_or(|a| a <= horizon)
+                {
+                    m.delayed_now += 1;
+                }
+            }
+            if !in_period(s.discharged) {
+                continue;
+            }
+            let Some(discharged) = s.discharged else {
+                continue;
+            };
+            m.discharges += 1;
+            *m.pathway_mix.entry(pathway_name(s.pathway)).or_insert(0) += 1;
+            if s.destination == Some(Destination::UsualResidence) {
+                usual += 1;
+            }
+            if let Some(ready) = s.ready {
+                let days = (discharged - ready).num_days().max(0);
+                waits.push(days);
+                by_pathway
+                    .entry(pathway_name(s.pathway))
+                    .or_default()
+                    .push(days);
+                by_attr
+                    .entry(attribution_name(s.attributed_to))
+                    .or_default()
+                    .push(days);
+            }
+            let readmitted_within = |days: i64| {
+                person.stays[i + 1..].iter().any(|n| {
+                    n.admitted.is_some_and(|a| {
+                        a > discharged - Duration::days(1) && a <= discharged + Duration::days(days)
+                    })
+                })
+            };
+            if s.destination != Some(Destination::Died) {
+                readmit_den += 1;
+                if readmitted_within(30) {
+                    readmit_num += 1;
+                }
+            }
+            let reabled = person.packages.iter().any(|p| {
+                p.service_type == Some(ServiceType::Reablement)
+                    && p.started_on.is_some_and(|d| {
+                        d >= discharged - Duration::days(1) && d <= discharged + Duration::days(14)
+                    })
+            });
+            if s.pathway == Some(1) && reabled && s.destination != Some(Destination::Died) {
+                let day91 = discharged + Duration::days(91);
+                if day91 > today {
+                    pending91 += 1;
+                } else {
+                    den91 += 1;
+                    let care_home = person.packages.iter().any(|p| {
+                        matches!(
+                            p.service_type,
+                            Some(ServiceType::Residential | ServiceType::Nursing)
+                        ) && p.started_on.is_some_and(|d| d > discharged && d <= day91)
+                    });
+                    if !readmitted_within(91) && !care_home {
+                        home91 += 1;
+                    }
+                }
+            }
+        }
+    }
+    m.ready_to_discharge = distribution(waits);
+    m.ready_to_discharge_by_pathway = by_pathway
+        .into_iter()
+        .map(|(k, v)| (k, distribution(v)))
+        .collect();
+    m.ready_to_discharge_by_attribution = by_attr
+        .into_iter()
+        .map(|(k, v)| (k, distribution(v)))
+        .collect();
+    m.discharged_to_usual_residence = share(usual, m.discharges);
+    m.readmitted_within_30_days = share(readmit_num, readmit_den);
+    m.at_home_91_days_after_reablement = Outcome91 {
+        at_home: share(home91, den91),
+        pending: pending91,
+    };
+    m
+}

@@ -1,0 +1,388 @@
+//! Index rows derived from a journey for the worklists and measures, and the derived
+//! "waiting for". Pure functions of a [`Journey`] (and, for what depends on it, today).
+//!
+//! The journey projection writes these rows in the same atomic batch as the journey, so
+//! they are always consistent with it and share its stream position:
+//! - a [`DelayRow`] per person whose current stay is in hospital with a discharge ready
+//!   date (filtered by "past the DRD" at query time, because that depends on today);
+//! - a [`BrokerageRow`] per care package requested and not yet started;
+//! - one [`PersonFacts`] per person for the flow and outcome measures.
+
+use chrono::NaiveDate;
+use handover_events::catalogue::{Attribution, DelayReason, Destination, ServiceType};
+use handover_events::{Date, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::journey::{Journey, Package, PackageStatus, Referral, ReferralStatus, Stay, StayStatus};
+
+/// Who the row is about, as the worklists show them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonSummary {
+    /// NHS number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nhs_number: Option<String>,
+    /// "Family, Given".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Date of birth.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<Date>,
+}
+
+/// A row of the discharge-delays worklist (before today's filter).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DelayRow {
+    /// The person.
+    pub person: PersonSummary,
+    /// Encounter id.
+    pub encounter_id: String,
+    /// ODS site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Ward.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ward: Option<String>,
+    /// Responsible council (from the stay, else the latest referral).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub council: Option<String>,
+    /// Admission time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<Timestamp>,
+    /// Discharge ready date.
+    pub discharge_ready_date: Date,
+    /// Pathway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pathway: Option<u8>,
+    /// Latest delay reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_reason: Option<DelayReason>,
+    /// Latest delay attribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributed_to: Option<Attribution>,
+    /// Latest referral's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referral_status: Option<ReferralStatus>,
+    /// Latest care package's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub care_package_status: Option<PackageStatus>,
+    /// What the person is waiting for, derived from their events.
+    pub waiting_for: String,
+}
+
+/// A row of the brokerage queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BrokerageRow {
+    /// The person.
+    pub person: PersonSummary,
+    /// Package id.
+    pub package_id: String,
+    /// Status (requested or sourced).
+    pub status: PackageStatus,
+    /// Service type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<ServiceType>,
+    /// Council arranging it (the referral's council, else the stay's responsible council).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub council: Option<String>,
+    /// Required start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_start: Option<Date>,
+    /// Agreed start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreed_start: Option<Date>,
+    /// Provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Hours per week.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours_per_week: Option<f64>,
+    /// Calls per day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls_per_day: Option<u8>,
+    /// When requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<Timestamp>,
+    /// The referral it follows from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referral_id: Option<String>,
+    /// That referral's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referral_status: Option<ReferralStatus>,
+    /// The person's current hospital stay, if in hospital.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hospital: Option<HospitalStatus>,
+}
+
+/// Where a person on the brokerage queue is in hospital.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HospitalStatus {
+    /// Site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Ward.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ward: Option<String>,
+    /// Discharge ready date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discharge_ready_date: Option<Date>,
+}
+
+/// What the measures need of one stay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StayFact {
+    /// Site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// Responsible council.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub council: Option<String>,
+    /// Admission date (Europe/London).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admitted: Option<NaiveDate>,
+    /// Discharge ready date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<NaiveDate>,
+    /// Discharge date (Europe/London).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discharged: Option<NaiveDate>,
+    /// Pathway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pathway: Option<u8>,
+    /// Destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Destination>,
+    /// Latest delay attribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributed_to: Option<Attribution>,
+}
+
+/// What the measures need of one care package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageFact {
+    /// Service type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_type: Option<ServiceType>,
+    /// Start date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_on: Option<NaiveDate>,
+}
+
+/// One person's facts for the measures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct PersonFacts {
+    /// Stays (not cancelled), in admission order.
+    pub stays: Vec<StayFact>,
+    /// Care packages that started.
+    pub packages: Vec<PackageFact>,
+}
+
+fn summary(j: &Journey) -> PersonSummary {
+    let id = &j.identity;
+    let name = match (&id.family_name, &id.given_name) {
+        (Some(f), Some(g)) => Some(format!("{}, {g}", f.to_uppercase())),
+        (Some(f), None) => Some(f.to_uppercase()),
+        (None, Some(g)) => Some(g.clone()),
+        (None, None) => None,
+    };
+    PersonSummary {
+        nhs_number: j.nhs_number.clone(),
+        name,
+        birth_date: id.birth_date,
+    }
+}
+
+/// The referrals relevant to a stay: those for its encounter, else those without one.
+fn referrals_for<'a>(j: &'a Journey, stay: &Stay) -> Vec<&'a Referral> {
+    let own: Vec<&Referral> = j
+        .referrals
+        .iter()
+        .filter(|r| r.encounter_id.as_deref() == Some(stay.encounter_id.as_str()))
+        .collect();
+    if !own.is_empty() {
+        return own;
+    }
+    j.referrals
+        .iter()
+        .filter(|r| r.encounter_id.is_none())
+        .collect()
+}
+
+fn packages_for<'a>(j: &'a Journey, referrals: &[&Referral]) -> Vec<&'a Package> {
+    j.care_packages
+        .iter()
+        .filter(|p| match &p.referral_id {
+            Some(r) => referrals.iter().any(|x| &x.referral_id == r),
+            None => true,
+        })
+        .collect()
+}
+
+fn latest<'a, T>(items: &[&'a T], key: impl Fn(&T) -> Option<Timestamp>) -> Option<&'a T> {
+    items.iter().copied().max_by_key(|t| key(t))
+}
+
+/// What a person in hospital past their DRD is waiting for, from their events.
+pub fn waiting_for(j: &Journey, stay: &Stay) -> String {
+    let refs = referrals_for(j, stay);
+    let live: Vec<&Referral> = refs
+        .iter()
+        .copied()
+        .filter(|r| matches!(r.status, ReferralStatus::Sent | ReferralStatus::Accepted))
+        .collect();
+    let suspended = j
+        .care_packages
+        .iter()
+        .any(|p| p.status == PackageStatus::Suspended);
+    if refs.is_empty() && suspended {
+        // Readmitted with care already in place: it restarts when they go home.
+        return "package to resume".into();
+    }
+    let needs_care = stay.pathway.map(|p| p > 0).unwrap_or(false) || !refs.is_empty();
+    if needs_care {
+        let Some(referral) = latest(&live, |r| r.sent_at.or(r.responded_at)) else {
+            return if refs.is_empty() {
+                "referral not yet sent".into()
+            } else {
+                "new referral (previous declined or withdrawn)".into()
+            };
+        };
+        if referral.status == ReferralStatus::Sent {
+            return "referral not yet accepted".into();
+        }
+        let packages = packages_for(j, &[referral]);
+        let open: Vec<&Package> = packages
+            .iter()
+            .copied()
+            .filter(|p| !matches!(p.status, PackageStatus::Cancelled | PackageStatus::Ended))
+            .collect();
+        if referral.assessments.is_empty() && open.is_empty() {
+            return "assessment".into();
+        }
+        let Some(package) = latest(&open, |p| p.requested_at) else {
+            return "care package request".into();
+        };
+        return match package.status {
+            PackageStatus::Requested => match package.service_type {
+                Some(ServiceType::Residential | ServiceType::Nursing) => "care home bed".into(),
+                Some(ServiceType::CommunityBed) => "community bed".into(),
+                _ => "provider not yet sourced".into(),
+            },
+            PackageStatus::Sourced => "package start date".into(),
+            PackageStatus::Suspended => "package to resume".into(),
+            _ => "discharge (care is in place)".into(),
+        };
+    }
+    match &stay.latest_delay {
+        Some(d) => d.reason.as_str().replace('-', " "),
+        None => "nothing recorded".into(),
+    }
+}
+
+/// The delay row for the person's current stay, when in hospital with a DRD.
+pub fn delay_row(j: &Journey) -> Option<DelayRow> {
+    let stay = j.current_stay()?;
+    if stay.status != StayStatus::InHospital {
+        return None;
+    }
+    let drd = stay.discharge_ready_date?;
+    let refs = referrals_for(j, stay);
+    let referral = latest(&refs, |r| r.sent_at.or(r.responded_at));
+    let packages = match referral {
+        Some(r) => packages_for(j, &[r]),
+        None => j.care_packages.iter().collect(),
+    };
+    let package = latest(&packages, |p| p.requested_at);
+    Some(DelayRow {
+        person: summary(j),
+        encounter_id: stay.encounter_id.clone(),
+        site: stay.site.clone(),
+        ward: stay.ward.clone(),
+        council: stay
+            .responsible_council
+            .clone()
+            .or_else(|| referral.and_then(|r| r.to_council.clone())),
+        admitted_at: stay.admitted_at,
+        discharge_ready_date: drd,
+        pathway: stay.pathway,
+        delay_reason: stay.latest_delay.as_ref().map(|d| d.reason),
+        attributed_to: stay.latest_delay.as_ref().map(|d| d.attributed_to),
+        referral_status: referral.map(|r| r.status),
+        care_package_status: package.map(|p| p.status),
+        waiting_for: waiting_for(j, stay),
+    })
+}
+
+/// The brokerage rows: packages requested or sourced, not yet started.
+pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
+    let in_hospital = j
+        .current_stay()
+        .filter(|s| s.status == StayStatus::InHospital);
+    j.care_packages
+        .iter()
+        .filter(|p| matches!(p.status, PackageStatus::Requested | PackageStatus::Sourced))
+        .map(|p| {
+            let referral = p
+                .referral_id
+                .as_ref()
+                .and_then(|id| j.referrals.iter().find(|r| &r.referral_id == id));
+            BrokerageRow {
+                person: summary(j),
+                package_id: p.package_id.clone(),
+                status: p.status,
+                service_type: p.service_type,
+                council: referral
+                    .and_then(|r| r.to_council.clone())
+                    .or_else(|| j.current_stay().and_then(|s| s.responsible_council.clone())),
+                required_start: p.required_start,
+                agreed_start: p.agreed_start,
+                provider: p.provider.clone(),
+                hours_per_week: p.hours_per_week,
+                calls_per_day: p.calls_per_day,
+                requested_at: p.requested_at,
+                referral_id: p.referral_id.clone(),
+                referral_status: referral.map(|r| r.status),
+                hospital: in_hospital.map(|s| HospitalStatus {
+                    site: s.site.clone(),
+                    ward: s.ward.clone(),
+                    discharge_ready_date: s.discharge_ready_date,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The person's facts for the measures.
+pub fn person_facts(j: &Journey) -> PersonFacts {
+    let mut stays: Vec<StayFact> = j
+        .stays
+        .iter()
+        .filter(|s| s.status != StayStatus::Cancelled)
+        .map(|s| StayFact {
+            site: s.site.clone(),
+            council: s.responsible_council.clone().or_else(|| {
+                referrals_for(j, s)
+                    .first()
+                    .and_then(|r| r.to_council.clone())
+            }),
+            admitted: s.admitted_at.map(|t| t.london_date()),
+            ready: s.discharge_ready_date.map(|d| d.0),
+            discharged: s.discharged_at.map(|t| t.london_date()),
+            pathway: s.pathway,
+            destination: s.destination,
+            attributed_to: s.latest_delay.as_ref().map(|d| d.attributed_to),
+        })
+        .collect();
+    stays.sort_by_key(|s| s.admitted);
+    PersonFacts {
+        stays,
+        packages: j
+            .care_packages
+            .iter()
+            .filter(|p| p.started_on.is_some())
+            .map(|p| PackageFact {
+                service_type: p.service_type,
+                started_on: p.started_on.map(|d| d.0),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,382 @@
+//! Worklist rows and measures from scripted event sequences, numbers asserted.
+#![allow(clippy::unwrap_used)]
+
+use chrono::NaiveDate;
+use handover_events::Event;
+use handover_projections::journey::{Journey, PackageStatus, ReferralStatus};
+use handover_projections::measures::{flow, MeasureFilter};
+use handover_projections::rows::{brokerage_rows, delay_row, person_facts};
+use serde_json::{json, Value};
+
+const NHS: &str = "9434765919";
+
+fn ev(n: usize, ty: &str, time: &str, data: Value) -> Event {
+    let source = if ty.starts_with("referral.accepted")
+        || ty.starts_with("referral.assessment")
+        || ty.starts_with("care-package")
+    {
+        "urn:gss:E08000035:mosaic"
+    } else {
+        "urn:ods:RX1:pas"
+    };
+    Event::from_json(json!({"specversion":"1.0","id":format!("e{n}"),"source":source,"type":format!("handover.{ty}.v1"),
+        "subject":NHS,"time":time,"data":data}))
+    .unwrap()
+}
+
+fn journey(events: &[Event]) -> Journey {
+    let mut j = Journey::default();
+    for (i, e) in events.iter().enumerate() {
+        j.apply(i as u64 + 1, e);
+    }
+    j
+}
+
+fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn period(from: &str, to: &str) -> MeasureFilter {
+    MeasureFilter {
+        from: Some(d(from)),
+        to: Some(d(to)),
+        ..Default::default()
+    }
+}
+
+fn admitted(n: usize, enc: &str, at: &str) -> Event {
+    ev(
+        n,
+        "discharge.admitted",
+        at,
+        json!({"encounter_id": enc, "site": "RX1CC", "ward": "Ward 7", "admitted_at": at, "responsible_council": "E08000035"}),
+    )
+}
+
+fn drd(n: usize, enc: &str, date: &str) -> Event {
+    ev(
+        n,
+        "discharge.ready-date-recorded",
+        &format!("{date}T10:00:00Z"),
+        json!({"encounter_id": enc, "discharge_ready_date": date}),
+    )
+}
+
+fn pathway(n: usize, enc: &str, p: u8, at: &str) -> Event {
+    ev(
+        n,
+        "discharge.pathway-assigned",
+        at,
+        json!({"encounter_id": enc, "pathway": p}),
+    )
+}
+
+fn discharged(n: usize, enc: &str, at: &str, dest: &str, p: u8) -> Event {
+    ev(
+        n,
+        "discharge.discharged",
+        at,
+        json!({"encounter_id": enc, "discharged_at": at, "destination": dest, "pathway": p}),
+    )
+}
+
+#[test]
+fn waiting_for_follows_the_referral_and_package() {
+    let mut events = vec![
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        drd(2, "E1", "2026-11-03"),
+        pathway(3, "E1", 1, "2026-11-03T11:00:00Z"),
+    ];
+    let row = |events: &[Event]| delay_row(&journey(events)).unwrap();
+    assert_eq!(row(&events).waiting_for, "referral not yet sent");
+    events.push(ev(
+        4,
+        "referral.sent",
+        "2026-11-03T12:00:00Z",
+        json!({"referral_id":"R1","to_council":"E08000035","from_org":"RX1","encounter_id":"E1"}),
+    ));
+    assert_eq!(row(&events).waiting_for, "referral not yet accepted");
+    assert_eq!(row(&events).referral_status, Some(ReferralStatus::Sent));
+    events.push(ev(
+        5,
+        "referral.accepted",
+        "2026-11-04T09:00:00Z",
+        json!({"referral_id":"R1"}),
+    ));
+    assert_eq!(row(&events).waiting_for, "assessment");
+    events.push(ev(
+        6,
+        "referral.assessment-completed",
+        "2026-11-04T15:00:00Z",
+        json!({"referral_id":"R1","assessment_type":"needs","outcome":"eligible"}),
+    ));
+    assert_eq!(row(&events).waiting_for, "care package request");
+    events.push(ev(7, "care-package.requested", "2026-11-05T09:00:00Z", json!({"package_id":"P1","service_type":"home-care","referral_id":"R1","required_start":"2026-11-06"})));
+    assert_eq!(row(&events).waiting_for, "provider not yet sourced");
+    assert_eq!(
+        row(&events).care_package_status,
+        Some(PackageStatus::Requested)
+    );
+    let b = brokerage_rows(&journey(&events));
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].council.as_deref(), Some("E08000035"));
+    assert_eq!(
+        b[0].hospital
+            .as_ref()
+            .and_then(|h| h.discharge_ready_date)
+            .map(|d| d.to_string()),
+        Some("2026-11-03".into())
+    );
+    events.push(ev(
+        8,
+        "care-package.sourced",
+        "2026-11-06T09:00:00Z",
+        json!({"package_id":"P1","provider":"1-101","agreed_start":"2026-11-09"}),
+    ));
+    assert_eq!(row(&events).waiting_for, "package start date");
+    assert_eq!(
+        brokerage_rows(&journey(&events))[0].status,
+        PackageStatus::Sourced
+    );
+    events.push(ev(
+        9,
+        "care-package.started",
+        "2026-11-09T09:00:00Z",
+        json!({"package_id":"P1","started_on":"2026-11-09"}),
+    ));
+    assert_eq!(row(&events).waiting_for, "discharge (care is in place)");
+    assert!(
+        brokerage_rows(&journey(&events)).is_empty(),
+        "started packages leave the queue"
+    );
+    events.push(discharged(
+        10,
+        "E1",
+        "2026-11-09T14:00:00Z",
+        "usual-residence",
+        1,
+    ));
+    assert!(
+        delay_row(&journey(&events)).is_none(),
+        "discharged people leave the worklist"
+    );
+
+    // pathway 0: a recorded delay reason is what they wait for
+    let mut p0 = vec![
+        admitted(1, "E2", "2026-11-01T09:00:00Z"),
+        drd(2, "E2", "2026-11-02"),
+        pathway(3, "E2", 0, "2026-11-02T10:00:00Z"),
+    ];
+    assert_eq!(row(&p0).waiting_for, "nothing recorded");
+    p0.push(ev(
+        4,
+        "discharge.delay-recorded",
+        "2026-11-03T10:00:00Z",
+        json!({"encounter_id":"E2","reason":"awaiting-transport","attributed_to":"nhs"}),
+    ));
+    assert_eq!(row(&p0).waiting_for, "awaiting transport");
+    // pathway 3 with a nursing package requested: a care home bed
+    let p3 = [
+        admitted(1, "E3", "2026-11-01T09:00:00Z"),
+        drd(2, "E3", "2026-11-02"),
+        pathway(3, "E3", 3, "2026-11-02T10:00:00Z"),
+        ev(
+            4,
+            "referral.sent",
+            "2026-11-02T11:00:00Z",
+            json!({"referral_id":"R3","to_council":"E08000035","from_org":"RX1"}),
+        ),
+        ev(
+            5,
+            "referral.accepted",
+            "2026-11-02T12:00:00Z",
+            json!({"referral_id":"R3"}),
+        ),
+        ev(
+            6,
+            "care-package.requested",
+            "2026-11-03T12:00:00Z",
+            json!({"package_id":"P3","service_type":"nursing","referral_id":"R3"}),
+        ),
+    ];
+    assert_eq!(row(&p3).waiting_for, "care home bed");
+}
+
+#[test]
+fn a_cancelled_discharge_puts_the_person_back_on_the_worklist() {
+    let events = vec![
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        drd(2, "E1", "2026-11-03"),
+        discharged(3, "E1", "2026-11-05T12:00:00Z", "usual-residence", 0),
+        ev(
+            4,
+            "discharge.discharge-cancelled",
+            "2026-11-05T13:00:00Z",
+            json!({"encounter_id":"E1"}),
+        ),
+    ];
+    let j = journey(&events);
+    let row = delay_row(&j).expect("back in hospital");
+    assert_eq!(row.discharge_ready_date.to_string(), "2026-11-03");
+    let m = flow(
+        [person_facts(&j)],
+        &period("2026-11-01", "2026-11-10"),
+        d("2026-11-10"),
+    );
+    assert_eq!(m.discharges, 0);
+    assert_eq!(m.admissions, 1);
+    // still in hospital: delayed on each day from the DRD (3rd) up to, not including, today (10th)
+    assert_eq!(m.delayed_bed_days, 7);
+    assert_eq!(m.delayed_now, 1);
+    assert_eq!(m.delayed_bed_days_by_day[&d("2026-11-03")], 1);
+    assert_eq!(m.delayed_bed_days_by_day[&d("2026-11-02")], 0);
+}
+
+#[test]
+fn two_stays_readmission_and_a_package_suspended_during_it() {
+    let events = vec![
+        admitted(1, "E1", "2026-09-01T09:00:00Z"),
+        drd(2, "E1", "2026-09-03"),
+        pathway(3, "E1", 1, "2026-09-03T10:00:00Z"),
+        ev(
+            4,
+            "care-package.requested",
+            "2026-09-03T12:00:00Z",
+            json!({"package_id":"P1","service_type":"reablement"}),
+        ),
+        ev(
+            5,
+            "care-package.started",
+            "2026-09-06T09:00:00Z",
+            json!({"package_id":"P1","started_on":"2026-09-06"}),
+        ),
+        discharged(6, "E1", "2026-09-06T11:00:00Z", "usual-residence", 1),
+        admitted(7, "E2", "2026-09-20T22:00:00Z"),
+        ev(
+            8,
+            "care-package.suspended",
+            "2026-09-21T09:00:00Z",
+            json!({"package_id":"P1","reason":"readmitted"}),
+        ),
+        drd(9, "E2", "2026-09-25"),
+    ];
+    let j = journey(&events);
+    assert_eq!(j.stays.len(), 2);
+    assert_eq!(j.current_stay().unwrap().encounter_id, "E2");
+    assert_eq!(j.care_packages[0].status, PackageStatus::Suspended);
+    assert!(
+        brokerage_rows(&j).is_empty(),
+        "a suspended package is not waiting for brokerage"
+    );
+    let row = delay_row(&j).unwrap();
+    assert_eq!(row.encounter_id, "E2");
+    assert_eq!(row.waiting_for, "package to resume");
+
+    let facts = person_facts(&j);
+    let m = flow(
+        [facts.clone()],
+        &period("2026-09-01", "2026-09-30"),
+        d("2026-09-30"),
+    );
+    assert_eq!(m.admissions, 2);
+    assert_eq!(m.discharges, 1);
+    assert_eq!(m.readmitted_within_30_days.numerator, 1);
+    assert_eq!(m.readmitted_within_30_days.denominator, 1);
+    assert_eq!(m.ready_to_discharge.median, Some(3));
+    assert_eq!(m.pathway_mix["1"], 1);
+    assert_eq!(m.discharged_to_usual_residence.share, Some(1.0));
+    // first stay: the 3rd, 4th and 5th; second stay: the 25th to the 29th
+    assert_eq!(m.delayed_bed_days, 8);
+    // reablement on pathway 1: pending until day 91 has passed, then not at home (readmitted)
+    assert_eq!(m.at_home_91_days_after_reablement.pending, 1);
+    let later = flow(
+        [facts],
+        &period("2026-09-01", "2026-09-30"),
+        d("2026-12-31"),
+    );
+    assert_eq!(
+        later.at_home_91_days_after_reablement.at_home.denominator,
+        1
+    );
+    assert_eq!(later.at_home_91_days_after_reablement.at_home.numerator, 0);
+}
+
+#[test]
+fn the_91_day_outcome_counts_people_still_at_home() {
+    let person = |readmit: bool, care_home: bool| {
+        let mut events = vec![
+            admitted(1, "E1", "2026-06-01T09:00:00Z"),
+            drd(2, "E1", "2026-06-02"),
+            ev(
+                3,
+                "care-package.requested",
+                "2026-06-02T12:00:00Z",
+                json!({"package_id":"P1","service_type":"reablement"}),
+            ),
+            ev(
+                4,
+                "care-package.started",
+                "2026-06-04T09:00:00Z",
+                json!({"package_id":"P1","started_on":"2026-06-04"}),
+            ),
+            discharged(5, "E1", "2026-06-04T11:00:00Z", "usual-residence", 1),
+        ];
+        if readmit {
+            events.push(admitted(6, "E2", "2026-07-20T09:00:00Z"));
+        }
+        if care_home {
+            events.push(ev(
+                7,
+                "care-package.requested",
+                "2026-08-01T09:00:00Z",
+                json!({"package_id":"P2","service_type":"residential"}),
+            ));
+            events.push(ev(
+                8,
+                "care-package.started",
+                "2026-08-02T09:00:00Z",
+                json!({"package_id":"P2","started_on":"2026-08-02"}),
+            ));
+        }
+        person_facts(&journey(&events))
+    };
+    let people = vec![
+        person(false, false),
+        person(false, false),
+        person(true, false),
+        person(false, true),
+    ];
+    let m = flow(people, &period("2026-06-01", "2026-06-30"), d("2026-11-01"));
+    let o = &m.at_home_91_days_after_reablement;
+    assert_eq!(
+        (o.at_home.numerator, o.at_home.denominator, o.pending),
+        (2, 4, 0)
+    );
+    assert_eq!(o.at_home.share, Some(0.5));
+    assert_eq!(m.ready_to_discharge.count, 4);
+    assert_eq!(m.ready_to_discharge.median, Some(2));
+    assert_eq!(m.ready_to_discharge_by_attribution["none"].count, 4);
+}
+
+#[test]
+fn filters_by_site_and_council() {
+    let mut other = admitted(1, "E9", "2026-11-01T09:00:00Z");
+    if let handover_events::EventData::Admitted(a) = &mut other.data {
+        a.site = "RR801".into();
+        a.responsible_council = Some("E08000032".into());
+    }
+    let a = person_facts(&journey(&[admitted(1, "E1", "2026-11-01T09:00:00Z")]));
+    let b = person_facts(&journey(&[other]));
+    let admissions = |site: Option<&str>, council: Option<&str>| {
+        let f = MeasureFilter {
+            site: site.map(Into::into),
+            council: council.map(Into::into),
+            ..period("2026-11-01", "2026-11-02")
+        };
+        flow([a.clone(), b.clone()], &f, d("2026-11-02")).admissions
+    };
+    assert_eq!(admissions(None, None), 2);
+    assert_eq!(admissions(Some("RX1CC"), None), 1);
+    assert_eq!(admissions(None, Some("E08000032")), 1);
+    assert_eq!(admissions(Some("RX1CC"), Some("E08000032")), 0);
+}
