@@ -1,7 +1,8 @@
 //! Project chores, run as `cargo xtask <task>` (cargo-xtask convention):
 //!
 //! - `setup`: installs what the project needs from Debian's packages when missing
-//!   (`nats-server`), using apt-get as root or through sudo;
+//!   (`nats-server`; `chromium` and `chromium-driver` for the browser test), using apt-get
+//!   as root or through sudo;
 //! - `dev`: `setup`, then `handover dev --demo` (release build) — the README's run command;
 //! - `test`: `setup`, then formatting, clippy with warnings as errors, rustdoc with warnings
 //!   as errors, and the whole test suite — the README's test command, which `.ci/run` calls.
@@ -12,11 +13,11 @@ use std::process::{exit, Command};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
-        Some("setup") => setup(),
-        Some("dev") => setup().and_then(|()| dev(&args[1..])),
-        Some("test") | Some("ci") => setup().and_then(|()| test()),
+        Some("setup") => setup(true),
+        Some("dev") => setup(false).and_then(|()| dev(&args[1..])),
+        Some("test") | Some("ci") => setup(true).and_then(|()| test()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|dev|test>\n  setup  install nats-server if missing\n  dev    run the local backbone with demo data\n  test   fmt, clippy, docs and all tests (the CI entry point)");
+            eprintln!("usage: cargo xtask <setup|dev|test>\n  setup  install nats-server, chromium and chromium-driver if missing\n  dev    run the local backbone with demo data\n  test   fmt, clippy, docs and all tests (the CI entry point)");
             exit(2);
         }
     };
@@ -82,13 +83,25 @@ fn apt_install(packages: &[&str]) -> Result {
     run(&mut apt(&args))
 }
 
-/// Installs nats-server (Debian package) when it is not already there.
-fn setup() -> Result {
-    if have("nats-server", &["/usr/sbin/nats-server"]) {
+/// Installs what the project needs from Debian when missing: nats-server (the event log
+/// for `dev` and the tests) and, with `for_tests`, chromium and chromium-driver (the web
+/// UI's browser test).
+fn setup(for_tests: bool) -> Result {
+    let mut missing = Vec::new();
+    if !have("nats-server", &["/usr/sbin/nats-server"]) {
+        missing.push("nats-server");
+    }
+    if for_tests && !have("chromium", &["/usr/bin/chromium"]) {
+        missing.push("chromium");
+    }
+    if for_tests && !have("chromedriver", &["/usr/bin/chromedriver"]) {
+        missing.push("chromium-driver");
+    }
+    if missing.is_empty() {
         return Ok(());
     }
-    eprintln!("nats-server is missing: installing Debian's nats-server package");
-    apt_install(&["nats-server"])
+    eprintln!("installing missing Debian packages: {}", missing.join(" "));
+    apt_install(&missing)
 }
 
 fn cargo() -> Command {
