@@ -2,6 +2,7 @@
 //! nats-server on a random port with a temporary store.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod governance;
 mod ingest;
 mod journey;
 mod recovery;

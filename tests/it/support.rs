@@ -10,8 +10,21 @@ use serde_json::{json, Value};
 
 pub const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+/// Organisations with test tokens: two trusts and two councils.
+pub const ORGS: [&str; 4] = ["RX1", "RR8", "E08000035", "E08000032"];
+
+/// The token of `role` at `org`.
+pub fn token_for(role: Role, org: &str) -> String {
+    format!("test-token-{}-{org}", role.as_str())
+}
+
+/// The token of `role` at its usual organisation: brokers and social workers at Leeds
+/// council (E08000035), everyone else at the RX1 trust.
 pub fn token(role: Role) -> String {
-    format!("test-token-{}", role.as_str())
+    match role {
+        Role::Broker | Role::SocialWorker => token_for(role, "E08000035"),
+        _ => token_for(role, "RX1"),
+    }
 }
 
 pub fn config(nats_url: &str, store: &std::path::Path) -> Config {
@@ -22,12 +35,14 @@ pub fn config(nats_url: &str, store: &std::path::Path) -> Config {
     std::fs::write(&key_file, KEY_HEX).unwrap();
     cfg.pseudonym.key_file = Some(key_file);
     for role in Role::ALL {
-        cfg.tokens.push(TokenConfig {
-            name: format!("test-{}", role.as_str()),
-            organisation: "RX1".into(),
-            role,
-            token_sha256: token_digest(&token(role)),
-        });
+        for org in ORGS {
+            cfg.tokens.push(TokenConfig {
+                name: format!("test-{}-{org}", role.as_str()),
+                organisation: org.into(),
+                role,
+                token_sha256: token_digest(&token_for(role, org)),
+            });
+        }
     }
     cfg
 }
@@ -82,7 +97,7 @@ impl Backbone {
         };
         self.http
             .post(format!("{}/v1/events", self.base))
-            .bearer_auth(token(Role::Integration))
+            .bearer_auth(token(Role::Admin))
             .header("content-type", ct)
             .body(body.to_string())
             .send()

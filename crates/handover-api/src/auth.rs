@@ -50,11 +50,12 @@ impl Role {
         Role::Admin,
     ];
 
-    /// Whether the role may read people's records (direct care and operations).
+    /// Whether the role may read people's records: the direct-care roles only. Integration
+    /// engineers, auditors and administrators run the system; they do not read records.
     pub fn reads_people(&self) -> bool {
         matches!(
             self,
-            Role::DischargeTeam | Role::Broker | Role::SocialWorker | Role::Admin
+            Role::DischargeTeam | Role::Broker | Role::SocialWorker
         )
     }
 

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod metrics;
+pub mod policy;
 pub mod problem;
 pub mod ui;
 pub mod worklists;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub progress: tokio::sync::watch::Receiver<handover_projections::Progress>,
     /// Web UI sessions.
     pub sessions: Arc<ui::Sessions>,
+    /// The access audit (durable before data is returned).
+    pub audit: Arc<dyn handover_events::AuditTrail>,
 }
 
 /// The router.
@@ -68,6 +71,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/worklists/discharge-delays", get(worklists::get_delays))
         .route("/v1/worklists/brokerage", get(worklists::get_brokerage))
         .route("/v1/measures/flow", get(worklists::get_flow))
+        .route("/v1/audit", get(get_audit))
         .route(
             "/ui",
             get(|| async { axum::response::Redirect::permanent("/ui/") }),
@@ -93,9 +97,12 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[derive(Serialize)]
@@ -194,6 +201,26 @@ async fn post_events(
             errors,
         });
     }
+    let refused: Vec<FieldError> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            policy::may_publish(&caller, e).err().map(|f| FieldError {
+                pointer: if is_batch {
+                    format!("/{i}{}", f.pointer)
+                } else {
+                    f.pointer
+                },
+                message: f.message,
+            })
+        })
+        .collect();
+    if !refused.is_empty() {
+        st.metrics
+            .events_rejected
+            .fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        return Err(ApiError::NotPermitted { errors: refused });
+    }
     let stored = st.sink.publish(&events).await.map_err(|e| match e {
         SinkError::Unavailable(cause) => {
             tracing::warn!(error = %cause, "event log unavailable; refusing events");
@@ -226,34 +253,136 @@ async fn post_events(
 async fn get_journey(
     State(st): State<AppState>,
     headers: HeaderMap,
+    from: policy::ClientAddr,
     Path(nhs_number): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = st.auth.authenticate(&headers)?;
-    if !caller.role.reads_people() {
-        return Err(ApiError::Forbidden {
-            role: caller.role.as_str().into(),
-            action: "read people's records",
-        });
-    }
-    let reason = headers
-        .get("handover-access-reason")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|r| auth::ACCESS_REASONS.contains(r))
-        .ok_or(ApiError::ReasonRequired)?;
+    let caller = worklists::require_people_reader(&st, &headers)?;
+    let reason = access_reason(&headers).ok_or(ApiError::ReasonRequired)?;
     let nhs =
         NhsNumber::parse(&nhs_number).map_err(|e| ApiError::InvalidNhsNumber(e.to_string()))?;
-    let journey = st
-        .journeys
-        .get(&st.journey_tree, &nhs)
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or(ApiError::NotFound)?;
-    tracing::info!(user = %caller.name, organisation = %caller.organisation, role = caller.role.as_str(), reason, "journey read");
+    let mut journey = read_journey(&st, &caller, &nhs)?;
+    policy::audit(
+        &st,
+        &caller,
+        reason,
+        "journey",
+        from,
+        [nhs.as_string().as_str()],
+    )
+    .await?;
     st.metrics
         .journey_reads
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    policy::minimise_journey(caller.role, &mut journey);
     let view = journey.view(handover_events::time::london_today());
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
+}
+
+/// The stated reason for access, when it is one of the lawful reasons.
+pub(crate) fn access_reason(headers: &HeaderMap) -> Option<&'static str> {
+    let given = headers.get("handover-access-reason")?.to_str().ok()?.trim();
+    auth::ACCESS_REASONS.iter().find(|r| **r == given).copied()
+}
+
+/// A person's journey if the caller's organisation may see it; 404 otherwise, so that
+/// whether someone is known elsewhere is not disclosed.
+pub(crate) fn read_journey(
+    st: &AppState,
+    caller: &Caller,
+    nhs: &NhsNumber,
+) -> Result<handover_projections::Journey, ApiError> {
+    let journey = st
+        .journeys
+        .get(&st.journey_tree, nhs)
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or(ApiError::NotFound)?;
+    if !policy::may_see_journey(caller, &journey) {
+        return Err(ApiError::NotFound);
+    }
+    Ok(journey)
+}
+
+#[derive(Serialize)]
+struct AuditPage {
+    count: usize,
+    records: Vec<handover_events::AuditRecord>,
+}
+
+async fn get_audit(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    from: policy::ClientAddr,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let caller = st.auth.authenticate(&headers)?;
+    if caller.role != Role::Auditor {
+        return Err(ApiError::Forbidden {
+            role: caller.role.as_str().into(),
+            action: "read the access audit",
+        });
+    }
+    let nhs = match q
+        .get("nhs_number")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        Some(n) => {
+            Some(NhsNumber::parse(n).map_err(|e| ApiError::InvalidNhsNumber(e.to_string()))?)
+        }
+        None => None,
+    };
+    let user = q
+        .get("user")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    if nhs.is_none() && user.is_none() {
+        return Err(ApiError::BadRequest(
+            "give nhs_number or user (or both)".into(),
+        ));
+    }
+    let limit = match q.get("limit") {
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest("limit must be a whole number from 1 to 10000".into())
+            })?,
+        None => 1000,
+    };
+    let records = st
+        .audit
+        .query(&handover_events::AuditQuery {
+            nhs_number: nhs,
+            user,
+            limit,
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "audit query failed");
+            ApiError::Unavailable
+        })?;
+    // Reading who viewed a person is itself an access to that person's record; it is
+    // recorded (durably) after the query, so it is not in its own answer.
+    if let Some(n) = &nhs {
+        policy::audit(
+            &st,
+            &caller,
+            "audit",
+            "audit",
+            from,
+            [n.as_string().as_str()],
+        )
+        .await?;
+    }
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(AuditPage {
+            count: records.len(),
+            records,
+        }),
+    )
+        .into_response())
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {

@@ -35,6 +35,12 @@ pub enum ApiError {
         /// Every problem, with pointers into the request body.
         errors: Vec<FieldError>,
     },
+    /// The caller may not publish some of the events.
+    #[error("this token may not publish some of these events; nothing was stored")]
+    NotPermitted {
+        /// Every refusal, with pointers into the request body.
+        errors: Vec<FieldError>,
+    },
     /// The request itself is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -99,6 +105,11 @@ impl ApiError {
                 "Reason for access required",
             ),
             InvalidEvents { .. } => (StatusCode::BAD_REQUEST, "invalid-events", "Invalid events"),
+            NotPermitted { .. } => (
+                StatusCode::FORBIDDEN,
+                "not-permitted",
+                "Not permitted to publish these events",
+            ),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
             InvalidNhsNumber(_) => (
                 StatusCode::BAD_REQUEST,
@@ -132,7 +143,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %cause, "request failed");
         }
         let errors = match &self {
-            ApiError::InvalidEvents { errors, .. } => errors
+            ApiError::InvalidEvents { errors, .. } | ApiError::NotPermitted { errors } => errors
                 .iter()
                 .map(|e| ProblemItem {
                     pointer: &e.pointer,

@@ -26,6 +26,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use rand::RngCore;
 
 use crate::auth::{Caller, Role, ACCESS_REASONS};
+use crate::policy::{audit, ClientAddr};
 use crate::worklists::{brokerage_queue, delay_worklist, flow_measures};
 use crate::{ApiError, AppState};
 
@@ -388,11 +389,17 @@ fn urlencode(s: &str) -> String {
 pub(crate) async fn delays(
     State(st): State<AppState>,
     headers: HeaderMap,
+    from: ClientAddr,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let c = people_reader(&st, &headers)?;
     let today = handover_events::time::london_today();
-    let mut w = delay_worklist(&st, &q, today)?;
+    let mut w = delay_worklist(&st, &c, &q, today)?;
+    let people = w
+        .rows
+        .iter()
+        .filter_map(|r| r.row.person.nhs_number.as_deref());
+    audit(&st, &c, "direct-care", "ui:discharge-delays", from, people).await?;
     match q.get("sort").map(String::as_str) {
         Some("site") => w
             .rows
@@ -469,11 +476,17 @@ pub(crate) async fn delays(
 pub(crate) async fn brokerage(
     State(st): State<AppState>,
     headers: HeaderMap,
+    from: ClientAddr,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
     let c = people_reader(&st, &headers)?;
     let today = handover_events::time::london_today();
-    let mut w = brokerage_queue(&st, &q, today)?;
+    let mut w = brokerage_queue(&st, &c, &q, today)?;
+    let people = w
+        .rows
+        .iter()
+        .filter_map(|r| r.row.person.nhs_number.as_deref());
+    audit(&st, &c, "direct-care", "ui:brokerage", from, people).await?;
     match q.get("sort").map(String::as_str) {
         Some("waiting") => w.rows.sort_by_key(|r| std::cmp::Reverse(r.days_waiting)),
         Some("service") => w
@@ -600,6 +613,7 @@ pub fn describe(e: &Entry) -> String {
 pub(crate) async fn person(
     State(st): State<AppState>,
     headers: HeaderMap,
+    from: ClientAddr,
     Path(nhs): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, UiError> {
@@ -628,12 +642,17 @@ pub(crate) async fn person(
             },
         ));
     };
-    let journey = st
-        .journeys
-        .get(&st.journey_tree, &nhs)
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .ok_or(ApiError::NotFound)?;
-    tracing::info!(user = %c.name, organisation = %c.organisation, role = c.role.as_str(), reason, "journey viewed in the web UI");
+    let mut journey = crate::read_journey(&st, &c, &nhs)?;
+    audit(
+        &st,
+        &c,
+        reason,
+        "ui:journey",
+        from,
+        [nhs.as_string().as_str()],
+    )
+    .await?;
+    crate::policy::minimise_journey(c.role, &mut journey);
     let today = handover_events::time::london_today();
     Ok(page(
         "Journey",

@@ -113,6 +113,7 @@ fn param_limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
 /// Builds the delays worklist from stored rows.
 pub fn delay_worklist(
     st: &AppState,
+    caller: &Caller,
     q: &HashMap<String, String>,
     today: NaiveDate,
 ) -> Result<DelayWorklist, ApiError> {
@@ -128,16 +129,20 @@ pub fn delay_worklist(
     let mut items: Vec<DelayItem> = rows
         .into_iter()
         .filter(|r| r.discharge_ready_date.0 < today)
+        .filter(|r| crate::policy::may_see_delay_row(caller, r))
         .filter(|r| site.is_none_or(|s| r.site.as_deref() == Some(s)))
         .filter(|r| council.is_none_or(|c| r.council.as_deref() == Some(c)))
         .filter(|r| pathway.is_none_or(|p| r.pathway == Some(p)))
-        .map(|row| DelayItem {
-            days_delayed: handover_events::time::days_delayed(
-                row.discharge_ready_date.0,
-                None,
-                today,
-            ),
-            row,
+        .map(|mut row| {
+            crate::policy::minimise_delay_row(caller.role, &mut row);
+            DelayItem {
+                days_delayed: handover_events::time::days_delayed(
+                    row.discharge_ready_date.0,
+                    None,
+                    today,
+                ),
+                row,
+            }
         })
         .collect();
     items.sort_by(|a, b| {
@@ -158,6 +163,7 @@ pub fn delay_worklist(
 /// Builds the brokerage queue from stored rows.
 pub fn brokerage_queue(
     st: &AppState,
+    caller: &Caller,
     q: &HashMap<String, String>,
     today: NaiveDate,
 ) -> Result<BrokerageQueue, ApiError> {
@@ -180,7 +186,9 @@ pub fn brokerage_queue(
         .into_iter()
         .filter(|r| council.is_none_or(|c| r.council.as_deref() == Some(c)))
         .filter(|r| service.is_none_or(|s| r.service_type.map(|t| t.as_str()) == Some(s)))
-        .map(|row| {
+        .filter(|r| crate::policy::may_see_brokerage_row(caller, r))
+        .map(|mut row| {
+            crate::policy::minimise_brokerage_row(caller.role, &mut row);
             let drd = row.hospital.as_ref().and_then(|h| h.discharge_ready_date);
             let days_delayed = drd.map(|d| handover_events::time::days_delayed(d.0, None, today));
             BrokerageItem {
@@ -241,23 +249,57 @@ pub fn flow_measures(
     Ok(flow(facts, &filter, today))
 }
 
+/// The reason for a worklist read: the header when given, else direct care (the purpose
+/// of the worklists).
+fn worklist_reason(headers: &HeaderMap) -> &'static str {
+    crate::access_reason(headers).unwrap_or("direct-care")
+}
+
 pub(crate) async fn get_delays(
     State(st): State<AppState>,
     headers: HeaderMap,
+    from: crate::policy::ClientAddr,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    require_people_reader(&st, &headers)?;
-    let w = delay_worklist(&st, &q, handover_events::time::london_today())?;
+    let caller = require_people_reader(&st, &headers)?;
+    let w = delay_worklist(&st, &caller, &q, handover_events::time::london_today())?;
+    let people = w
+        .rows
+        .iter()
+        .filter_map(|r| r.row.person.nhs_number.as_deref());
+    crate::policy::audit(
+        &st,
+        &caller,
+        worklist_reason(&headers),
+        "worklist:discharge-delays",
+        from,
+        people,
+    )
+    .await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(w)).into_response())
 }
 
 pub(crate) async fn get_brokerage(
     State(st): State<AppState>,
     headers: HeaderMap,
+    from: crate::policy::ClientAddr,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    require_people_reader(&st, &headers)?;
-    let w = brokerage_queue(&st, &q, handover_events::time::london_today())?;
+    let caller = require_people_reader(&st, &headers)?;
+    let w = brokerage_queue(&st, &caller, &q, handover_events::time::london_today())?;
+    let people = w
+        .rows
+        .iter()
+        .filter_map(|r| r.row.person.nhs_number.as_deref());
+    crate::policy::audit(
+        &st,
+        &caller,
+        worklist_reason(&headers),
+        "worklist:brokerage",
+        from,
+        people,
+    )
+    .await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(w)).into_response())
 }
 

@@ -4,6 +4,7 @@
 //!
 //! This crate is plain data and pure functions: no IO, no async runtime.
 
+pub mod audit;
 pub mod catalogue;
 pub mod envelope;
 pub mod nhs;
@@ -12,6 +13,7 @@ pub mod sink;
 pub mod subject;
 pub mod time;
 
+pub use audit::{AuditError, AuditQuery, AuditRecord, AuditTrail};
 pub use catalogue::{Domain, EventData, EventType, LocalId};
 pub use envelope::{Event, FieldError, PersonRef, ValidationErrors};
 pub use nhs::NhsNumber;

@@ -401,3 +401,178 @@ impl Feed {
             })
     }
 }
+
+/// The access-audit stream: `HANDOVER_AUDIT`, subjects `audit.<person-key>.<user-key>`.
+#[derive(Clone)]
+pub struct AuditLog {
+    js: jetstream::Context,
+    stream: String,
+    key: PseudonymKey,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl EventLog {
+    /// Opens (creating or updating) the audit stream beside the event stream, with the same
+    /// replicas. Audit records are kept until removed by an operator.
+    pub async fn audit_log(&self) -> Result<AuditLog, LogError> {
+        let stream = format!("{}_AUDIT", self.config.stream);
+        let cfg = stream::Config {
+            name: stream.clone(),
+            subjects: vec!["audit.>".into()],
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            discard: stream::DiscardPolicy::New,
+            description: Some("Handover access audit".into()),
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(cfg)
+            .await
+            .map_err(|e| LogError::Stream {
+                stream: stream.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(AuditLog {
+            js: self.js.clone(),
+            stream,
+            key: self.key.clone(),
+        })
+    }
+}
+
+impl AuditLog {
+    fn user_key(&self, user: &str) -> String {
+        // Users are keyed like people, in their own namespace.
+        self.key.person_key(&handover_events::PersonRef::Local(
+            handover_events::LocalId {
+                system: "handover:user".into(),
+                value: user.into(),
+            },
+        ))
+    }
+
+    fn person_key(&self, nhs: &handover_events::NhsNumber) -> String {
+        self.key.person_key(&handover_events::PersonRef::Nhs(*nhs))
+    }
+
+    /// Stores records; resolves once JetStream acknowledged every one.
+    pub async fn record(
+        &self,
+        records: &[handover_events::AuditRecord],
+    ) -> Result<(), handover_events::AuditError> {
+        let err = |e: String| handover_events::AuditError(e);
+        let mut acks = Vec::with_capacity(records.len());
+        for r in records {
+            let person = match handover_events::NhsNumber::parse(&r.nhs_number) {
+                Ok(n) => self.person_key(&n),
+                Err(_) => "unknown".to_string(),
+            };
+            let subject = format!("audit.{person}.{}", self.user_key(&r.user));
+            let payload = serde_json::to_vec(r).map_err(|e| err(e.to_string()))?;
+            acks.push(
+                self.js
+                    .publish(subject, Bytes::from(payload))
+                    .await
+                    .map_err(|e| err(e.to_string()))?,
+            );
+        }
+        for a in acks {
+            a.await.map_err(|e| err(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Reads records matching `q` (oldest first, at most `q.limit`, the newest kept).
+    pub async fn query(
+        &self,
+        q: &handover_events::AuditQuery,
+    ) -> Result<Vec<handover_events::AuditRecord>, handover_events::AuditError> {
+        let err = |e: String| handover_events::AuditError(e);
+        let person = q
+            .nhs_number
+            .as_ref()
+            .map(|n| self.person_key(n))
+            .unwrap_or_else(|| "*".into());
+        let user = q
+            .user
+            .as_deref()
+            .map(|u| self.user_key(u))
+            .unwrap_or_else(|| "*".into());
+        let filter = if person == "*" && user == "*" {
+            "audit.>".to_string()
+        } else {
+            format!("audit.{person}.{user}")
+        };
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                filter_subject: filter,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut out = std::collections::VecDeque::new();
+        let limit = q.limit.max(1);
+        loop {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .messages()
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let mut got = 0;
+            let mut pending = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| err(e.to_string()))?;
+                got += 1;
+                pending = m.info().map(|i| i.pending).unwrap_or(0);
+                if let Ok(r) = serde_json::from_slice(&m.payload) {
+                    out.push_back(r);
+                    if out.len() > limit {
+                        out.pop_front();
+                    }
+                }
+            }
+            if got == 0 || pending == 0 {
+                break;
+            }
+        }
+        let _ = stream
+            .delete_consumer(consumer.cached_info().name.as_str())
+            .await;
+        Ok(out.into_iter().collect())
+    }
+}
+
+impl handover_events::AuditTrail for AuditLog {
+    fn record<'a>(
+        &'a self,
+        records: &'a [handover_events::AuditRecord],
+    ) -> handover_events::sink::BoxFuture<'a, Result<(), handover_events::AuditError>> {
+        Box::pin(AuditLog::record(self, records))
+    }
+
+    fn query<'a>(
+        &'a self,
+        query: &'a handover_events::AuditQuery,
+    ) -> handover_events::sink::BoxFuture<
+        'a,
+        Result<Vec<handover_events::AuditRecord>, handover_events::AuditError>,
+    > {
+        Box::pin(AuditLog::query(self, query))
+    }
+}

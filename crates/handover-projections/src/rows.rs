@@ -36,6 +36,9 @@ pub struct DelayRow {
     pub person: PersonSummary,
     /// Encounter id.
     pub encounter_id: String,
+    /// The trust (ODS code) that reported the stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
     /// ODS site.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -116,6 +119,9 @@ pub struct BrokerageRow {
 /// Where a person on the brokerage queue is in hospital.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HospitalStatus {
+    /// The trust (ODS code) that reported the stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
     /// Site.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<String>,
@@ -188,6 +194,14 @@ fn summary(j: &Journey) -> PersonSummary {
         nhs_number: j.nhs_number.clone(),
         name,
         birth_date: id.birth_date,
+    }
+}
+
+/// The trust that reported a stay: the ODS code of its source.
+pub fn trust_of(stay: &Stay) -> Option<String> {
+    match crate::journey::source_org(&stay.source) {
+        (org, "nhs") => Some(org),
+        _ => None,
     }
 }
 
@@ -295,6 +309,7 @@ pub fn delay_row(j: &Journey) -> Option<DelayRow> {
     Some(DelayRow {
         person: summary(j),
         encounter_id: stay.encounter_id.clone(),
+        trust: trust_of(stay),
         site: stay.site.clone(),
         ward: stay.ward.clone(),
         council: stay
@@ -342,6 +357,7 @@ pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
                 referral_id: p.referral_id.clone(),
                 referral_status: referral.map(|r| r.status),
                 hospital: in_hospital.map(|s| HospitalStatus {
+                    trust: trust_of(s),
                     site: s.site.clone(),
                     ward: s.ward.clone(),
                     discharge_ready_date: s.discharge_ready_date,

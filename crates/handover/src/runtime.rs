@@ -127,6 +127,7 @@ impl Runtime {
             };
             api_addr = Some(listener.local_addr()?);
             let auth = Auth::new(&cfg.tokens).map_err(|e| anyhow::anyhow!(e))?;
+            let audit = log.audit_log().await?;
             let state = AppState {
                 sink: Arc::new(log.clone()),
                 journeys: journeys.clone(),
@@ -140,6 +141,7 @@ impl Runtime {
                 metrics: metrics.clone(),
                 progress: progress_rx.clone(),
                 sessions: Default::default(),
+                audit: Arc::new(audit),
             };
             let app = handover_api::app(state);
             let mut stop = shutdown_rx.clone();

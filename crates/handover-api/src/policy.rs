@@ -1,0 +1,204 @@
+//! Information governance, enforced in one place for every read and write path (API, web
+//! UI): who may see whose records (organisation scoping), which fields each role sees (data
+//! minimisation), who may assert which events (producer authorisation), and the access
+//! audit that must be durable before any person's data is returned. docs/governance.md
+//! explains the model; the tests named there prove it.
+
+use handover_events::{AuditRecord, Event, EventType, FieldError};
+use handover_projections::journey::{source_org, Journey};
+use handover_projections::rows::{BrokerageRow, DelayRow};
+
+use crate::auth::{Caller, Role};
+use crate::{ApiError, AppState};
+
+/// Whether `caller`'s organisation has a legitimate relationship with the person: it
+/// reported any of their events (a trust's own patients, a council's own clients), is the
+/// council responsible for one of their stays, or sent or received one of their referrals.
+pub fn may_see_journey(caller: &Caller, j: &Journey) -> bool {
+    let org = caller.organisation.as_str();
+    j.timeline.iter().any(|e| source_org(&e.source).0 == org)
+        || j.stays
+            .iter()
+            .any(|s| s.responsible_council.as_deref() == Some(org))
+        || j.referrals
+            .iter()
+            .any(|r| r.to_council.as_deref() == Some(org) || r.from_org.as_deref() == Some(org))
+}
+
+/// Whether a delay-worklist row is within `caller`'s organisation.
+pub fn may_see_delay_row(caller: &Caller, r: &DelayRow) -> bool {
+    let org = Some(caller.organisation.as_str());
+    r.trust.as_deref() == org || r.council.as_deref() == org
+}
+
+/// Whether a brokerage row is within `caller`'s organisation.
+pub fn may_see_brokerage_row(caller: &Caller, r: &BrokerageRow) -> bool {
+    let org = Some(caller.organisation.as_str());
+    r.council.as_deref() == org || r.hospital.as_ref().and_then(|h| h.trust.as_deref()) == org
+}
+
+/// Free-text and clinical fields of event data that brokers do not see.
+const CLINICAL_DATA_FIELDS: &[&str] =
+    &["note", "reason", "safeguarding_concern", "route_of_access"];
+
+/// Removes what `role` does not need from a journey (see docs/governance.md).
+pub fn minimise_journey(role: Role, j: &mut Journey) {
+    if role != Role::Broker {
+        return;
+    }
+    // Brokers arrange care: they see who, where they live, care needs, dates and discharge
+    // status; not local record numbers, GP, wards, clinical reasons or free-text notes.
+    j.identity.local_ids.clear();
+    j.identity.gp_practice = None;
+    for s in &mut j.stays {
+        s.ward = None;
+        if let Some(d) = &mut s.latest_delay {
+            d.note = None;
+        }
+    }
+    for r in &mut j.referrals {
+        r.reason = None;
+        r.safeguarding_concern = None;
+    }
+    for e in &mut j.timeline {
+        if let Some(obj) = e.data.as_object_mut() {
+            for f in CLINICAL_DATA_FIELDS {
+                obj.remove(*f);
+            }
+            obj.remove("local_ids");
+            obj.remove("gp_practice");
+            obj.remove("ward");
+            obj.remove("previous_ward");
+        }
+    }
+}
+
+/// Removes what `role` does not need from a delay-worklist row.
+pub fn minimise_delay_row(role: Role, r: &mut DelayRow) {
+    if role == Role::Broker {
+        r.ward = None;
+    }
+}
+
+/// Removes what `role` does not need from a brokerage row.
+pub fn minimise_brokerage_row(role: Role, r: &mut BrokerageRow) {
+    if role == Role::Broker {
+        if let Some(h) = &mut r.hospital {
+            h.ward = None;
+        }
+    }
+}
+
+/// The event types a source of each sector may assert.
+pub fn sector_may_publish(sector: &str, t: EventType) -> bool {
+    use EventType::*;
+    match sector {
+        "nhs" => !matches!(
+            t,
+            ReferralAccepted
+                | ReferralDeclined
+                | AssessmentCompleted
+                | PackageRequested
+                | PackageSourced
+                | PackageStarted
+                | PackageSuspended
+                | PackageResumed
+                | PackageEnded
+                | PackageCancelled
+        ),
+        "council" => !matches!(
+            t,
+            Admitted
+                | Transferred
+                | AdmissionCancelled
+                | ReadyDateRecorded
+                | PathwayAssigned
+                | ExpectedDateSet
+                | DelayRecorded
+                | Discharged
+                | DischargeCancelled
+                | ReferralSent
+        ),
+        _ => false,
+    }
+}
+
+/// Whether `caller` may publish `event`: an NHS source (`urn:ods:…`) may assert hospital
+/// events and send or withdraw referrals, a council source (`urn:gss:…`) referral answers,
+/// assessments and care packages; an integration token only for its own organisation.
+pub fn may_publish(caller: &Caller, event: &Event) -> Result<(), FieldError> {
+    let (org, sector) = source_org(&event.source);
+    if !sector_may_publish(sector, event.event_type()) {
+        let who = match sector {
+            "nhs" => "an NHS source (urn:ods:…)",
+            "council" => "a council source (urn:gss:…)",
+            _ => "a source that names no NHS (urn:ods:) or council (urn:gss:) organisation",
+        };
+        return Err(FieldError {
+            pointer: "/type".into(),
+            message: format!("{who} may not assert {}", event.event_type().as_str()),
+        });
+    }
+    if caller.role != Role::Admin && org != caller.organisation {
+        return Err(FieldError {
+            pointer: "/source".into(),
+            message: format!(
+                "a token of organisation {} may not publish as {}",
+                caller.organisation, event.source
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The client address of a request, as an extractor that never fails.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+/// Records one access per person, durably, before the data is returned; fails the read
+/// (503) when the audit trail cannot store them.
+pub async fn audit<'a>(
+    st: &AppState,
+    caller: &Caller,
+    reason: &str,
+    action: &str,
+    from: ClientAddr,
+    nhs_numbers: impl IntoIterator<Item = &'a str>,
+) -> Result<(), ApiError> {
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let records: Vec<AuditRecord> = nhs_numbers
+        .into_iter()
+        .map(|n| AuditRecord {
+            time: time.clone(),
+            user: caller.name.clone(),
+            organisation: caller.organisation.clone(),
+            role: caller.role.as_str().into(),
+            reason: reason.into(),
+            action: action.into(),
+            nhs_number: n.into(),
+            from: from.0.map(|a| a.ip().to_string()),
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    st.audit.record(&records).await.map_err(|e| {
+        tracing::warn!(error = %e, "audit trail unavailable; refusing the read");
+        ApiError::Unavailable
+    })
+}

@@ -1,0 +1,680 @@
+//! Information governance: authentication on every route, roles, organisation scoping,
+//! field minimisation, reasons for access, the durable access audit, producer
+//! authorisation, and no identifiers in logs, metrics or subjects.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use handover_api::Role;
+use serde_json::{json, Value};
+
+use crate::support::{ev, token, token_for, Backbone};
+
+const NHS: &str = "9434765919";
+const PAS: &str = "urn:ods:RX1:pas";
+const LEEDS: &str = "urn:gss:E08000035:mosaic";
+
+fn journey_events() -> Value {
+    json!([
+        ev(
+            "g1",
+            PAS,
+            "person.identified",
+            NHS,
+            "2026-11-02T09:00:00Z",
+            json!({"nhs_number_status":"01","local_ids":[{"system":"https://rx1.nhs.uk/id/mrn","value":"RX1-100123"}],"given_name":"Jane","family_name":"Example","gp_practice":"B86001","postcode":"LS1 1AA"})
+        ),
+        ev(
+            "g2",
+            PAS,
+            "discharge.admitted",
+            NHS,
+            "2026-11-02T09:14:00Z",
+            json!({"encounter_id":"E1","site":"RX1CC","ward":"Ward 7","admitted_at":"2026-11-02T09:14:00Z","responsible_council":"E08000035"})
+        ),
+        ev(
+            "g3",
+            PAS,
+            "discharge.ready-date-recorded",
+            NHS,
+            "2026-11-04T10:00:00Z",
+            json!({"encounter_id":"E1","discharge_ready_date":"2026-11-04"})
+        ),
+        ev(
+            "g4",
+            PAS,
+            "discharge.delay-recorded",
+            NHS,
+            "2026-11-05T10:00:00Z",
+            json!({"encounter_id":"E1","reason":"awaiting-care-package","attributed_to":"council","note":"family report falls at night"})
+        ),
+        ev(
+            "g5",
+            PAS,
+            "referral.sent",
+            NHS,
+            "2026-11-04T11:00:00Z",
+            json!({"referral_id":"R1","to_council":"E08000035","from_org":"RX1","encounter_id":"E1","reason":"frailty after hip fracture","safeguarding_concern":true})
+        ),
+        ev(
+            "g6",
+            LEEDS,
+            "referral.accepted",
+            NHS,
+            "2026-11-04T15:00:00Z",
+            json!({"referral_id":"R1"})
+        ),
+        ev(
+            "g7",
+            "urn:gss:E08000035:brokerage",
+            "care-package.requested",
+            NHS,
+            "2026-11-05T12:00:00Z",
+            json!({"package_id":"P1","service_type":"home-care","referral_id":"R1"})
+        ),
+    ])
+}
+
+async fn loaded() -> Backbone {
+    let b = Backbone::start().await;
+    assert_eq!(b.post_events(&journey_events()).await.status(), 202);
+    b.caught_up().await;
+    b
+}
+
+async fn get(
+    b: &Backbone,
+    path: &str,
+    tok: Option<&str>,
+    reason: Option<&str>,
+) -> reqwest::Response {
+    let mut r = b.http.get(format!("{}{path}", b.base));
+    if let Some(t) = tok {
+        r = r.bearer_auth(t);
+    }
+    if let Some(why) = reason {
+        r = r.header("handover-access-reason", why);
+    }
+    r.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_a_token_and_the_right_role() {
+    let b = loaded().await;
+    let journey = format!("/v1/persons/{NHS}/journey");
+    for path in [
+        journey.as_str(),
+        "/v1/worklists/discharge-delays",
+        "/v1/worklists/brokerage",
+        "/v1/measures/flow",
+        "/v1/audit?user=x",
+    ] {
+        let r = get(&b, path, None, Some("direct-care")).await;
+        assert_eq!(r.status(), 401, "{path}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"handover\"");
+        assert_eq!(
+            get(&b, path, Some("not-a-token"), Some("direct-care"))
+                .await
+                .status(),
+            401,
+            "{path}"
+        );
+    }
+    for (path, method) in [("/v1/events", "POST")] {
+        let r = b
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", b.base))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    // The web UI sends people without a session to sign in.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in [
+        "/ui/delays",
+        "/ui/brokerage",
+        "/ui/measures",
+        &format!("/ui/persons/{NHS}?reason=direct-care"),
+    ] {
+        let r = no_redirect
+            .get(format!("{}{path}", b.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(r.headers()["location"], "/ui/login");
+    }
+    // Wrong role: 403
+    let integration = token(Role::Integration);
+    let auditor = token(Role::Auditor);
+    let admin = token(Role::Admin);
+    for (path, tok) in [
+        (journey.as_str(), &integration),
+        (journey.as_str(), &auditor),
+        (journey.as_str(), &admin),
+        ("/v1/worklists/discharge-delays", &integration),
+        ("/v1/worklists/brokerage", &admin),
+        ("/v1/measures/flow", &integration),
+        ("/v1/audit?user=x", &token(Role::DischargeTeam)),
+    ] {
+        let r = get(&b, path, Some(tok), Some("direct-care")).await;
+        assert_eq!(r.status(), 403, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .bearer_auth(token(Role::Broker))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(journey_events().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organisations_see_only_people_they_have_a_relationship_with() {
+    let b = loaded().await;
+    let path = format!("/v1/persons/{NHS}/journey");
+    // the trust that reported the stay and the council responsible: yes
+    assert_eq!(
+        get(
+            &b,
+            &path,
+            Some(&token_for(Role::DischargeTeam, "RX1")),
+            Some("direct-care")
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        get(
+            &b,
+            &path,
+            Some(&token_for(Role::SocialWorker, "E08000035")),
+            Some("direct-care")
+        )
+        .await
+        .status(),
+        200
+    );
+    // another trust and another council: as if the person were unknown
+    assert_eq!(
+        get(
+            &b,
+            &path,
+            Some(&token_for(Role::DischargeTeam, "RR8")),
+            Some("direct-care")
+        )
+        .await
+        .status(),
+        404
+    );
+    assert_eq!(
+        get(
+            &b,
+            &path,
+            Some(&token_for(Role::Broker, "E08000032")),
+            Some("direct-care")
+        )
+        .await
+        .status(),
+        404
+    );
+    let rows = |tok: String| {
+        let b = &b;
+        async move {
+            let v: Value = get(b, "/v1/worklists/discharge-delays", Some(&tok), None)
+                .await
+                .json()
+                .await
+                .unwrap();
+            v["total"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(rows(token_for(Role::DischargeTeam, "RX1")).await, 1);
+    assert_eq!(rows(token_for(Role::Broker, "E08000035")).await, 1);
+    assert_eq!(rows(token_for(Role::DischargeTeam, "RR8")).await, 0);
+    assert_eq!(rows(token_for(Role::Broker, "E08000032")).await, 0);
+    let q: Value = get(
+        &b,
+        "/v1/worklists/brokerage",
+        Some(&token_for(Role::Broker, "E08000032")),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(q["total"], 0);
+    let q: Value = get(
+        &b,
+        "/v1/worklists/brokerage",
+        Some(&token_for(Role::Broker, "E08000035")),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(q["total"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_sees_the_fields_the_policy_gives_it() {
+    let b = loaded().await;
+    let path = format!("/v1/persons/{NHS}/journey");
+    let full: Value = get(
+        &b,
+        &path,
+        Some(&token(Role::DischargeTeam)),
+        Some("direct-care"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let broker: Value = get(&b, &path, Some(&token(Role::Broker)), Some("direct-care"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    // discharge team: everything
+    assert_eq!(full["current_stay"]["ward"], "Ward 7");
+    assert_eq!(
+        full["current_stay"]["latest_delay"]["note"],
+        "family report falls at night"
+    );
+    assert_eq!(full["referrals"][0]["reason"], "frailty after hip fracture");
+    assert_eq!(full["referrals"][0]["safeguarding_concern"], true);
+    assert_eq!(full["identity"]["gp_practice"], "B86001");
+    assert_eq!(full["identity"]["local_ids"].as_array().unwrap().len(), 1);
+    // broker: who, where they live, dates, status and care needs; not wards, clinical reasons or notes
+    assert_eq!(broker["identity"]["family_name"], "Example");
+    assert_eq!(broker["identity"]["postcode"], "LS1 1AA");
+    assert_eq!(broker["current_stay"]["discharge_ready_date"], "2026-11-04");
+    assert_eq!(
+        broker["current_stay"]["latest_delay"]["reason"],
+        "awaiting-care-package"
+    );
+    assert_eq!(broker["care_packages"][0]["service_type"], "home-care");
+    for absent in [
+        &broker["current_stay"]["ward"],
+        &broker["current_stay"]["latest_delay"]["note"],
+        &broker["referrals"][0]["reason"],
+        &broker["referrals"][0]["safeguarding_concern"],
+        &broker["identity"]["gp_practice"],
+    ] {
+        assert!(absent.is_null(), "broker sees {absent}");
+    }
+    assert_eq!(broker["identity"]["local_ids"], json!([]));
+    let text = broker.to_string();
+    for secret in [
+        "family report falls",
+        "hip fracture",
+        "Ward 7",
+        "RX1-100123",
+        "B86001",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "broker's journey contains {secret:?}"
+        );
+    }
+    // worklist rows follow the same policy
+    let row: Value = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        Some(&token(Role::Broker)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(row["rows"][0]["ward"].is_null());
+    let row: Value = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        Some(&token(Role::DischargeTeam)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(row["rows"][0]["ward"], "Ward 7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_access_is_audited_before_the_data_is_returned_and_survives_a_restart() {
+    let mut b = loaded().await;
+    let auditor = token(Role::Auditor);
+    let audit = |query: String| {
+        let b = &b;
+        let auditor = auditor.clone();
+        async move {
+            let r = get(b, &format!("/v1/audit?{query}"), Some(&auditor), None).await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(audit(format!("nhs_number={NHS}")).await["count"], 0);
+    // refused reads are not accesses
+    assert_eq!(
+        get(
+            &b,
+            &format!("/v1/persons/{NHS}/journey"),
+            Some(&token(Role::DischargeTeam)),
+            None
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_eq!(
+        audit("user=test-discharge-team-RX1".into()).await["count"],
+        0
+    );
+
+    let r = get(
+        &b,
+        &format!("/v1/persons/{NHS}/journey"),
+        Some(&token(Role::DischargeTeam)),
+        Some("safeguarding"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // the record is already there the moment the response is
+    let a = audit("user=test-discharge-team-RX1".into()).await;
+    assert_eq!(a["count"], 1);
+    let rec = &a["records"][0];
+    assert_eq!(rec["nhs_number"], NHS);
+    assert_eq!(rec["user"], "test-discharge-team-RX1");
+    assert_eq!(rec["organisation"], "RX1");
+    assert_eq!(rec["role"], "discharge-team");
+    assert_eq!(rec["reason"], "safeguarding");
+    assert_eq!(rec["action"], "journey");
+    assert_eq!(rec["from"], "127.0.0.1");
+    // worklist rows are accesses too
+    let w: Value = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        Some(&token(Role::Broker)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(w["total"], 1);
+    let a = audit("user=test-broker-E08000035".into()).await;
+    assert_eq!(a["records"][0]["action"], "worklist:discharge-delays");
+    assert_eq!(a["records"][0]["reason"], "direct-care");
+
+    // "who viewed my record": the auditor's first look, the discharge team, the broker;
+    // each look by the auditor is recorded too, after its own answer
+    let mine = audit(format!("nhs_number={NHS}")).await;
+    let users: Vec<&str> = mine["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        users,
+        [
+            "test-auditor-RX1",
+            "test-discharge-team-RX1",
+            "test-broker-E08000035"
+        ]
+    );
+    assert_eq!(mine["records"][0]["action"], "audit");
+    let again = audit(format!("nhs_number={NHS}")).await;
+    assert_eq!(again["count"], 4);
+    assert_eq!(again["records"][3]["action"], "audit");
+
+    // restart the backbone: the audit is in JetStream, not in memory
+    b.rt.take().unwrap().shutdown().await;
+    b.start_runtime().await;
+    let after: Value = get(
+        &b,
+        &format!("/v1/audit?nhs_number={NHS}"),
+        Some(&token(Role::Auditor)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(after["count"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_may_assert_only_their_own_organisations_events() {
+    let b = Backbone::start().await;
+    let post = |tok: String, body: Value| {
+        let b = &b;
+        async move {
+            b.http
+                .post(format!("{}/v1/events", b.base))
+                .bearer_auth(tok)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let admitted = |source: &str| {
+        ev(
+            "p1",
+            source,
+            "discharge.admitted",
+            NHS,
+            "2026-11-02T09:14:00Z",
+            json!({"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-02T09:14:00Z"}),
+        )
+    };
+    // a council's integration token asserting a hospital admission, under its own council source
+    let r = post(
+        token_for(Role::Integration, "E08000035"),
+        json!([admitted("urn:gss:E08000035:mosaic")]),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["type"],
+        "https://handover.example.org/problems/not-permitted"
+    );
+    assert_eq!(p["errors"][0]["pointer"], "/0/type");
+    assert!(p["errors"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("a council source (urn:gss:…) may not assert handover.discharge.admitted.v1"));
+    // … or pretending to be the hospital
+    let r = post(
+        token_for(Role::Integration, "E08000035"),
+        json!([admitted(PAS)]),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["errors"][0]["pointer"], "/0/source");
+    assert!(p["errors"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("organisation E08000035 may not publish as urn:ods:RX1:pas"));
+    // the hospital's own token may; a hospital may not accept a referral on the council's behalf
+    assert_eq!(
+        post(token_for(Role::Integration, "RX1"), json!([admitted(PAS)]))
+            .await
+            .status(),
+        202
+    );
+    let accept = ev(
+        "p2",
+        PAS,
+        "referral.accepted",
+        NHS,
+        "2026-11-02T10:00:00Z",
+        json!({"referral_id":"R1"}),
+    );
+    assert_eq!(
+        post(token_for(Role::Integration, "RX1"), json!([accept]))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        b.rt().log.last_sequence().await.unwrap(),
+        1,
+        "only the permitted event was stored"
+    );
+}
+
+/// Everything written to the log by this test binary, captured once.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        #[derive(Clone)]
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let w = W(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("debug,hyper=info,reqwest=info,h2=info")
+            .with_writer(move || w.clone())
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_nhs_number_or_name_reaches_logs_metrics_or_subjects() {
+    let logs = captured_logs();
+    let b = Backbone::start().await;
+    let today = handover_events::time::london_today();
+    let demo = handover::demo::demo_week(11, today);
+    let mut secrets: Vec<String> = Vec::new();
+    for e in &demo {
+        secrets.push(e["subject"].as_str().unwrap().to_string());
+        for f in ["given_name", "family_name"] {
+            if let Some(n) = e["data"][f].as_str() {
+                secrets.push(n.to_string());
+            }
+        }
+    }
+    secrets.sort();
+    secrets.dedup();
+    assert!(secrets.len() > 300);
+    // a full run: ingest over HTTP, projection, every read path, bad input, the UI
+    for chunk in demo.chunks(400) {
+        assert_eq!(
+            b.post_events(&Value::Array(chunk.to_vec())).await.status(),
+            202
+        );
+    }
+    b.caught_up().await;
+    let nhs_numbers: Vec<&str> = demo
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .take(50)
+        .collect();
+    for n in &nhs_numbers {
+        let _ = get(
+            &b,
+            &format!("/v1/persons/{n}/journey"),
+            Some(&token(Role::DischargeTeam)),
+            Some("direct-care"),
+        )
+        .await;
+        let _ = get(
+            &b,
+            &format!("/v1/persons/{n}/journey"),
+            Some(&token(Role::Broker)),
+            Some("direct-care"),
+        )
+        .await;
+    }
+    let _ = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        Some(&token(Role::DischargeTeam)),
+        None,
+    )
+    .await;
+    let _ = get(
+        &b,
+        "/v1/worklists/brokerage",
+        Some(&token(Role::Broker)),
+        None,
+    )
+    .await;
+    let _ = get(
+        &b,
+        &format!("/v1/audit?nhs_number={}", nhs_numbers[0]),
+        Some(&token(Role::Auditor)),
+        None,
+    )
+    .await;
+    let mut bad = demo[0].clone();
+    bad["data"] = json!({"encounter_id": 5});
+    let _ = b.post_events(&bad).await;
+    let metrics = get(&b, "/metrics", None, None).await.text().await.unwrap();
+
+    // every subject in the event and audit streams
+    let mut subjects = Vec::new();
+    let mut feed = b.rt().log.feed("leak-scan", None, 0).await.unwrap();
+    let last = b.rt().log.last_sequence().await.unwrap();
+    let mut seen = 0;
+    while seen < last {
+        let batch = feed.next_batch(1000).await.unwrap();
+        for d in &batch.deliveries {
+            subjects.push(d.subject.clone());
+            seen = seen.max(d.sequence);
+        }
+    }
+    assert_eq!(subjects.len() as u64, last);
+
+    let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        log_text.contains("journey"),
+        "the capture saw the run's logs"
+    );
+    let haystacks = [
+        ("logs", log_text),
+        ("metrics", metrics),
+        ("subjects", subjects.join("\n")),
+    ];
+    for (what, text) in &haystacks {
+        for s in &secrets {
+            let hit = if s.chars().all(|c| c.is_ascii_digit()) {
+                text.contains(s.as_str())
+            } else {
+                // names as whole words
+                text.split(|c: char| !c.is_alphanumeric()).any(|w| w == s)
+            };
+            assert!(!hit, "{what} contain an identifier: {s:?}");
+        }
+    }
+}
