@@ -120,7 +120,11 @@ async fn every_route_needs_a_token_and_the_right_role() {
             "{path}"
         );
     }
-    for (path, method) in [("/v1/events", "POST")] {
+    for (path, method) in [
+        ("/v1/events", "POST"),
+        ("/fhir/r4/Patient", "POST"),
+        ("/fhir/r4", "POST"),
+    ] {
         let r = b
             .http
             .request(method.parse().unwrap(), format!("{}{path}", b.base))

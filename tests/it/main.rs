@@ -2,7 +2,12 @@
 //! nats-server on a random port with a temporary store.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod cluster;
+mod faults;
+mod fhir;
+mod filedrop;
 mod governance;
+mod hl7;
 mod ingest;
 mod journey;
 mod recovery;

@@ -4,6 +4,7 @@
 //! listener until a shutdown future resolves, so tests bind port 0.
 
 pub mod auth;
+pub mod fhir;
 pub mod metrics;
 pub mod policy;
 pub mod problem;
@@ -67,6 +68,8 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/fhir/r4", post(fhir::post_bundle))
+        .route("/fhir/r4/{resource_type}", post(fhir::post_resource))
         .route("/v1/persons/{nhs_number}/journey", get(get_journey))
         .route("/v1/worklists/discharge-delays", get(worklists::get_delays))
         .route("/v1/worklists/brokerage", get(worklists::get_brokerage))

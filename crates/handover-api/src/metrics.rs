@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Counters and gauges exposed at `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Metrics {
     /// Events stored (new).
     pub events_stored: AtomicU64,
@@ -17,6 +17,14 @@ pub struct Metrics {
     pub journey_reads: AtomicU64,
     /// Gauges set by the owner of the process, e.g. projection positions: (name, labels, value).
     pub gauges: Mutex<Vec<(String, String, f64)>>,
+    /// Further exposition text from other components (e.g. adapters' counters).
+    pub sources: Mutex<Vec<Box<dyn Fn() -> String + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
 }
 
 impl Metrics {
@@ -34,6 +42,13 @@ impl Metrics {
                 Some(entry) => entry.2 = value,
                 None => g.push((name.to_string(), labels.to_string(), value)),
             }
+        }
+    }
+
+    /// Adds a component's own exposition text to `/metrics`.
+    pub fn add_source(&self, f: impl Fn() -> String + Send + Sync + 'static) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.push(Box::new(f));
         }
     }
 
@@ -66,6 +81,11 @@ impl Metrics {
             "handover_journey_reads_total {}",
             self.journey_reads.load(Ordering::Relaxed)
         );
+        if let Ok(sources) = self.sources.lock() {
+            for source in sources.iter() {
+                s.push_str(&source());
+            }
+        }
         if let Ok(g) = self.gauges.lock() {
             let mut last = "";
             for (name, labels, v) in g.iter() {

@@ -237,7 +237,7 @@ impl Event {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             {
                 errors.push(FieldError::new(
-                    format!("/{key}"),
+                    format!("/{}", key.replace('~', "~0").replace('/', "~1")),
                     "is not a valid CloudEvents attribute name (lower-case letters and digits)",
                 ));
             }

@@ -105,10 +105,16 @@ impl EventLog {
         config: LogConfig,
         key: PseudonymKey,
     ) -> Result<EventLog, LogError> {
+        // Several servers may be given, comma-separated (a cluster's seed list).
+        let urls: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
         let client = async_nats::ConnectOptions::new()
             .name("handover")
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(urls.as_slice())
             .await
             .map_err(|source| LogError::Connect {
                 url: redact_url(url),
@@ -176,6 +182,11 @@ impl EventLog {
     /// about one round trip. If any acknowledgement fails the whole call fails and nothing in
     /// it may be acknowledged to the sender; a retry is safe (duplicates are recognised).
     pub async fn publish(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
+        // While disconnected the client would buffer publishes and send them on reconnect,
+        // after the caller has been told they failed: refuse at once instead.
+        if !self.is_connected() {
+            return Err(SinkError::Unavailable("not connected to NATS".into()));
+        }
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
             let subject = self
@@ -278,8 +289,15 @@ impl EventLog {
     }
 }
 
-/// A URL without credentials, for error messages.
-fn redact_url(url: &str) -> String {
+/// URLs without credentials, for error messages.
+fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|u| redact_one(u.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_one(url: &str) -> String {
     match url.split_once('@') {
         Some((scheme_creds, host)) => match scheme_creds.split_once("://") {
             Some((scheme, _)) => format!("{scheme}://***@{host}"),

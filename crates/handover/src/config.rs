@@ -19,6 +19,9 @@
 //! [projections]
 //! ready_max_lag = 1000
 //!
+//! [hl7]                            # the MLLP listener runs when this section is present
+//! listen = "127.0.0.1:2575"
+//!
 //! [[tokens]]
 //! name = "rx1-discharge-hub"
 //! organisation = "RX1"
@@ -56,6 +59,12 @@ pub struct Config {
     /// API bearer tokens.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// The HL7 v2 MLLP listener; runs when the section is present (and always in `dev`).
+    #[serde(default)]
+    pub hl7: Option<handover_adapters::hl7::Hl7Config>,
+    /// The council file-drop adapter; runs when the section has sources.
+    #[serde(default)]
+    pub filedrop: Option<handover_adapters::filedrop::FileDropConfig>,
 }
 
 /// `[nats]`.

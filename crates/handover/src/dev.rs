@@ -164,6 +164,14 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
         tokens.push((role, token));
     }
 
+    if cfg.hl7.is_none() {
+        // The contract's default MLLP port, or any free one when it is taken.
+        let mut hl7 = handover_adapters::hl7::Hl7Config::default();
+        if std::net::TcpListener::bind(hl7.listen).is_err() {
+            hl7.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        cfg.hl7 = Some(hl7);
+    }
     let rt = Runtime::start(&cfg, None).await?;
     let mut example_nhs = None;
     if opts.demo {
@@ -208,6 +216,9 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
     );
     println!("  Web UI:        {api}/ui/   (sign in with a token below)");
     println!("  API:           {api}/v1/");
+    if let Some(a) = rt.hl7_addr {
+        println!("  HL7 v2 MLLP:   {a}");
+    }
     println!("  Health:        {api}/healthz  {api}/readyz  {api}/metrics");
     println!();
     println!("Tokens for this run (one per role):");

@@ -20,6 +20,8 @@ use crate::config::{Config, DEFAULT_NATS_URL};
 pub struct Runtime {
     /// Where the API listens, when it runs.
     pub api_addr: Option<SocketAddr>,
+    /// Where the HL7 MLLP listener listens, when it runs.
+    pub hl7_addr: Option<SocketAddr>,
     /// The event log.
     pub log: EventLog,
     /// The read-model store.
@@ -34,6 +36,7 @@ pub struct Runtime {
 
 struct Ready {
     log: EventLog,
+    failing: Arc<std::sync::Mutex<Option<(String, u64)>>>,
     progress: watch::Receiver<Progress>,
     max_lag: u64,
 }
@@ -44,6 +47,12 @@ impl Readiness for Ready {
             return Err("not connected to NATS".into());
         }
         let p = *self.progress.borrow();
+        if let Some((e, at)) = self.failing.lock().ok().and_then(|f| f.clone()) {
+            // Failing until it commits past the position where it failed.
+            if p.position <= at {
+                return Err(format!("journey projection failing: {e}"));
+            }
+        }
         if p.pending > self.max_lag {
             return Err(format!("journey projection is {} events behind", p.pending));
         }
@@ -83,6 +92,8 @@ impl Runtime {
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let progress_tx = Arc::new(progress_tx);
         let mut tasks = Vec::new();
+        // The projection's last error while it is failing; readiness reports it.
+        let failing: Arc<std::sync::Mutex<Option<(String, u64)>>> = Arc::default();
 
         if cfg.projections.enabled {
             let (log, tree, journeys, metrics) = (
@@ -91,6 +102,7 @@ impl Runtime {
                 journeys.clone(),
                 metrics.clone(),
             );
+            let failing = failing.clone();
             let mut stop = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
                 let mut backoff = Duration::from_millis(200);
@@ -105,6 +117,10 @@ impl Runtime {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::error!(error = %e, projection = "journey", "projection stopped; restarting");
+                            let at = progress_tx.borrow().position;
+                            if let Ok(mut f) = failing.lock() {
+                                *f = Some((e.to_string(), at));
+                            }
                             metrics.set_gauge("handover_projection_errors", "projection=\"journey\"", 1.0);
                         }
                     }
@@ -113,6 +129,49 @@ impl Runtime {
                         _ = stop.wait_for(|s| *s) => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }));
+        }
+
+        let mut hl7_addr = None;
+        if let Some(hl7) = &cfg.hl7 {
+            let listener = tokio::net::TcpListener::bind(hl7.listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen for HL7 MLLP on {} (hl7.listen)", hl7.listen)
+                })?;
+            hl7_addr = Some(listener.local_addr()?);
+            let hl7_metrics = Arc::new(handover_adapters::hl7::Hl7Metrics::default());
+            let rendered = hl7_metrics.clone();
+            metrics.add_source(move || rendered.render_prometheus());
+            let (cfg, sink) = (Arc::new(hl7.clone()), Arc::new(log.clone()));
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) =
+                    handover_adapters::hl7::run(listener, cfg, sink, hl7_metrics, signal).await
+                {
+                    tracing::error!(error = %e, "HL7 listener failed");
+                }
+            }));
+        }
+
+        if let Some(fd) = cfg.filedrop.as_ref().filter(|f| !f.sources.is_empty()) {
+            let fd_metrics = Arc::new(handover_adapters::filedrop::FileDropMetrics::default());
+            let rendered = fd_metrics.clone();
+            metrics.add_source(move || rendered.render_prometheus());
+            let (cfg, sink) = (Arc::new(fd.clone()), Arc::new(log.clone()));
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) =
+                    handover_adapters::filedrop::run(cfg, sink, fd_metrics, signal).await
+                {
+                    tracing::error!(error = %e, "file drop adapter stopped");
                 }
             }));
         }
@@ -135,6 +194,7 @@ impl Runtime {
                 auth: Arc::new(auth),
                 readiness: Arc::new(Ready {
                     log: log.clone(),
+                    failing: failing.clone(),
                     progress: progress_rx.clone(),
                     max_lag: cfg.projections.ready_max_lag,
                 }),
@@ -157,6 +217,7 @@ impl Runtime {
 
         Ok(Runtime {
             api_addr,
+            hl7_addr,
             log,
             store,
             journey_progress: progress_rx,

@@ -1,0 +1,2108 @@
+//! FHIR R4 (UK Core) intake: the pure mapping from Encounter, ServiceRequest, EpisodeOfCare,
+//! Patient and transaction/message Bundles to catalogue events.
+//!
+//! HTTP lives in `handover-api` (`POST /fhir/r4/{type}` and `POST /fhir/r4`); this module only
+//! maps JSON to [`Event`]s, or to the list of every problem as FHIR `OperationOutcome` issues
+//! ([`Issue`]) with a FHIRPath `expression` each. Nothing here does IO.
+//!
+//! Resources are read as `serde_json::Value` with path-tracking extraction: only what the
+//! mapping needs is validated, not all of FHIR (a generated R4 model would add ~100k lines of
+//! code to build and report serde errors without a FHIRPath location).
+//!
+//! Decisions (the full tables are in `docs/adapters.md`, "FHIR R4"):
+//!
+//! - **Person.** `subject` (Encounter, ServiceRequest) or `patient` (EpisodeOfCare) is read from
+//!   `.identifier` with system [`NHS_NUMBER_SYSTEM`] (the NHS number, checked with Modulus 11),
+//!   else `.identifier` of another system (a local id), else `.reference` to a Patient **in the
+//!   same Bundle** (by `fullUrl` or `Patient/<id>`), whose NHS number or first local identifier
+//!   is used. A bare reference outside a Bundle cannot be resolved and is an error.
+//! - **Source.** `urn:ods:<ODS>:fhir` or `urn:gss:<GSS>:fhir` from the resource's organisation
+//!   (Encounter.serviceProvider, ServiceRequest.requester — performer for `accepted` —,
+//!   EpisodeOfCare.managingOrganization, Patient.managingOrganization), identified by an
+//!   identifier of system [`ODS_ORGANISATION_SYSTEM`]/[`ODS_SITE_SYSTEM`] or [`GSS_SYSTEM`] (or
+//!   an Organization in the Bundle carrying one); else the caller's organisation.
+//! - **Event ids.** `<type>/<id>/_history/<versionId>#<event>` when the resource has `id` and
+//!   `meta.versionId`; otherwise `<type>/<id or ->/_hash/<sha256 of the resource>#<event>`, so a
+//!   resent resource (or Bundle) gives the same ids and is stored once, and a changed resource
+//!   gives new ones. `fullUrl` is not used: senders often mint a new `urn:uuid` per message.
+//! - FHIR is state transfer: each version of a resource is mapped statelessly from its current
+//!   status (e.g. an in-progress Encounter → `admitted`; a later version of it → `admitted`
+//!   again with the new ward, which the journey projection folds as an update).
+
+use std::collections::BTreeMap;
+
+use handover_events::catalogue::ServiceType;
+use handover_events::{Date, Event, NhsNumber, Timestamp};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+/// The NHS number identifier system.
+pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+/// The UK Core NHS number verification status extension (on the NHS number identifier).
+pub const NHS_NUMBER_VERIFICATION_URL: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
+/// ODS organisation codes.
+pub const ODS_ORGANISATION_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+/// ODS site codes.
+pub const ODS_SITE_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-site-code";
+/// ONS GSS codes of councils (the ONS statistical-geography URI base).
+pub const GSS_SYSTEM: &str = "http://statistics.data.gov.uk/id/statistical-geography";
+/// UK Core admission method extension (NHS Data Dictionary admission method codes).
+pub const ADMISSION_METHOD_URL: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-AdmissionMethod";
+/// UK Core discharge method extension (codes 1–5).
+pub const DISCHARGE_METHOD_URL: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-DischargeMethod";
+
+/// The resource types accepted at `POST /fhir/r4/{type}`.
+pub const RESOURCE_TYPES: &[&str] = &["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"];
+
+/// Resource types that may appear in a Bundle only to be referred to; they produce no events.
+pub const REFERENCED_ONLY: &[&str] = &[
+    "MessageHeader",
+    "Organization",
+    "Location",
+    "Practitioner",
+    "PractitionerRole",
+];
+
+/// NHS number verification status codes (UK Core `UKCore-NHSNumberVerificationStatus`).
+pub const NHS_NUMBER_STATUSES: &[&str] = &["01", "02", "03", "04", "05", "06", "07", "08"];
+
+/// EpisodeOfCare.type codes → `care-package.requested.service_type`: Handover's own codes and
+/// the short brokerage codes, matched case-insensitively in any coding system.
+pub const SERVICE_TYPE_CODES: &[(&str, ServiceType)] = &[
+    ("home-care", ServiceType::HomeCare),
+    ("HC", ServiceType::HomeCare),
+    ("DOM", ServiceType::HomeCare),
+    ("reablement", ServiceType::Reablement),
+    ("REAB", ServiceType::Reablement),
+    ("residential", ServiceType::Residential),
+    ("RES", ServiceType::Residential),
+    ("nursing", ServiceType::Nursing),
+    ("NURS", ServiceType::Nursing),
+    ("community-bed", ServiceType::CommunityBed),
+    ("CB", ServiceType::CommunityBed),
+    ("equipment", ServiceType::Equipment),
+    ("EQ", ServiceType::Equipment),
+    ("other", ServiceType::Other),
+];
+
+/// `hospitalization.dischargeDisposition` codes of the HL7 `discharge-disposition` code system
+/// (and Handover's own destination codes) → `discharged.destination`. Two-digit NHS Data
+/// Dictionary discharge destination codes (UK Core) use the same table as the HL7 v2 adapter.
+pub const DISCHARGE_DISPOSITIONS: &[(&str, &str)] = &[
+    ("home", "usual-residence"),
+    ("alt-home", "other"),
+    ("other-hcf", "other"),
+    ("hosp", "hospice"),
+    ("long", "care-home"),
+    ("snf", "care-home"),
+    ("rehab", "community-bed"),
+    ("psy", "other"),
+    ("aadvice", "other"),
+    ("exp", "died"),
+    ("oth", "other"),
+    ("usual-residence", "usual-residence"),
+    ("care-home", "care-home"),
+    ("community-bed", "community-bed"),
+    ("hospice", "hospice"),
+    ("died", "died"),
+    ("other", "other"),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Issues and OperationOutcome
+// ---------------------------------------------------------------------------------------------
+
+/// `OperationOutcome.issue.severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The request could not be processed at all.
+    Fatal,
+    /// A problem that stops the resource being accepted.
+    Error,
+    /// Accepted, with a caveat.
+    Warning,
+    /// For information (success responses).
+    Information,
+}
+
+/// `OperationOutcome.issue.code` (FHIR `issue-type`), the subset Handover uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssueCode {
+    /// Content invalid against the specification or a profile.
+    Invalid,
+    /// A structural issue: not JSON, wrong shape, wrong resource type.
+    Structure,
+    /// A required element is missing.
+    Required,
+    /// An element's value is invalid (a date, an NHS number).
+    Value,
+    /// A code is not one Handover knows.
+    CodeInvalid,
+    /// A resource type, status or interaction Handover does not support.
+    NotSupported,
+    /// Authentication is required.
+    Login,
+    /// Not permitted.
+    Forbidden,
+    /// Temporary failure (the event log is unavailable): retry.
+    Transient,
+    /// An unexpected internal error.
+    Exception,
+    /// For information.
+    Informational,
+}
+
+/// One problem (or, with [`Severity::Information`], one result) of processing a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// How bad it is.
+    pub severity: Severity,
+    /// The FHIR issue type.
+    pub code: IssueCode,
+    /// What is wrong, for the sender's interface team. Never quotes an NHS number.
+    pub diagnostics: String,
+    /// FHIRPath to the element at fault, e.g. `Patient.identifier[0].value` (or, inside a
+    /// Bundle, `Bundle.entry[1].resource.identifier[0].value`).
+    pub expression: Option<String>,
+}
+
+impl Issue {
+    /// An error issue.
+    pub fn error(
+        code: IssueCode,
+        expression: Option<String>,
+        diagnostics: impl Into<String>,
+    ) -> Issue {
+        Issue {
+            severity: Severity::Error,
+            code,
+            diagnostics: diagnostics.into(),
+            expression,
+        }
+    }
+
+    /// An information issue (no expression).
+    pub fn information(diagnostics: impl Into<String>) -> Issue {
+        Issue {
+            severity: Severity::Information,
+            code: IssueCode::Informational,
+            diagnostics: diagnostics.into(),
+            expression: None,
+        }
+    }
+
+    /// The issue as an `OperationOutcome.issue` element.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("severity".into(), json!(self.severity));
+        m.insert("code".into(), json!(self.code));
+        m.insert("diagnostics".into(), self.diagnostics.clone().into());
+        if let Some(e) = &self.expression {
+            m.insert("expression".into(), json!([e]));
+        }
+        Value::Object(m)
+    }
+}
+
+/// An `OperationOutcome` resource holding `issues`.
+pub fn operation_outcome(issues: &[Issue]) -> Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": issues.iter().map(Issue::to_json).collect::<Vec<_>>(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Context and entry points
+// ---------------------------------------------------------------------------------------------
+
+/// What the mapping needs to know besides the resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FhirContext {
+    /// The caller's organisation (ODS or GSS code): the event source when the resource names
+    /// no organisation.
+    pub organisation: String,
+    /// When the request was received: the event time of status changes whose resource carries
+    /// no time (no `meta.lastUpdated`).
+    pub received_at: Timestamp,
+}
+
+impl FhirContext {
+    /// A context for a caller of `organisation`, received at `received_at`.
+    pub fn new(organisation: impl Into<String>, received_at: Timestamp) -> FhirContext {
+        FhirContext {
+            organisation: organisation.into(),
+            received_at,
+        }
+    }
+}
+
+/// The events of one Bundle entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryEvents {
+    /// Position in `Bundle.entry`.
+    pub index: usize,
+    /// The entry's resource type.
+    pub resource_type: String,
+    /// Its events, in order (empty for referenced-only resources and statuses Handover does
+    /// not record).
+    pub events: Vec<Event>,
+}
+
+/// Maps one resource (Encounter, ServiceRequest, EpisodeOfCare, Patient, or a `transaction` or
+/// `message` Bundle of them) to events, or lists every problem found.
+pub fn translate(resource: &Value, ctx: &FhirContext) -> Result<Vec<Event>, Vec<Issue>> {
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some("Bundle") => translate_bundle(resource, ctx)
+            .map(|entries| entries.into_iter().flat_map(|e| e.events).collect()),
+        _ => {
+            let mut cx = Cx::new(ctx, None, String::new());
+            let events = cx.resource(resource);
+            cx.finish(events)
+        }
+    }
+}
+
+/// Maps a `transaction` or `message` Bundle entry by entry; all or nothing: any issue in any
+/// entry fails the whole Bundle.
+pub fn translate_bundle(bundle: &Value, ctx: &FhirContext) -> Result<Vec<EntryEvents>, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let Some(obj) = bundle.as_object() else {
+        return Err(vec![Issue::error(
+            IssueCode::Structure,
+            None,
+            "the body must be a JSON object (a FHIR Bundle)",
+        )]);
+    };
+    match obj.get("resourceType").and_then(Value::as_str) {
+        Some("Bundle") => {}
+        Some(other) => {
+            return Err(vec![Issue::error(
+                IssueCode::Structure,
+                Some("resourceType".into()),
+                format!(
+                    "expected a Bundle, got {other}: post single resources to /fhir/r4/{other}"
+                ),
+            )])
+        }
+        None => {
+            return Err(vec![Issue::error(
+                IssueCode::Required,
+                Some("resourceType".into()),
+                "resourceType is required",
+            )])
+        }
+    }
+    match obj.get("type").and_then(Value::as_str) {
+        Some("transaction" | "message") => {}
+        Some(t) => issues.push(Issue::error(
+            IssueCode::NotSupported,
+            Some("Bundle.type".into()),
+            format!("Bundle type {t:?} is not supported: send a transaction or message Bundle"),
+        )),
+        None => issues.push(Issue::error(
+            IssueCode::Required,
+            Some("Bundle.type".into()),
+            "Bundle.type is required (transaction or message)",
+        )),
+    }
+    let entries: &[Value] = match obj.get("entry") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) | None => {
+            issues.push(Issue::error(
+                IssueCode::Required,
+                Some("Bundle.entry".into()),
+                "the Bundle has no entries",
+            ));
+            &[]
+        }
+        Some(_) => {
+            issues.push(Issue::error(
+                IssueCode::Structure,
+                Some("Bundle.entry".into()),
+                "Bundle.entry must be an array",
+            ));
+            &[]
+        }
+    };
+    let index = BundleIndex::new(entries);
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let root = format!("Bundle.entry[{i}].resource");
+        let Some(resource) = entry.get("resource").filter(|r| r.is_object()) else {
+            issues.push(Issue::error(
+                IssueCode::Required,
+                Some(root),
+                "every entry needs a resource",
+            ));
+            continue;
+        };
+        let rtype = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if REFERENCED_ONLY.contains(&rtype) {
+            out.push(EntryEvents {
+                index: i,
+                resource_type: rtype.to_owned(),
+                events: Vec::new(),
+            });
+            continue;
+        }
+        if rtype == "Bundle" {
+            issues.push(Issue::error(
+                IssueCode::NotSupported,
+                Some(root),
+                "nested Bundles are not supported",
+            ));
+            continue;
+        }
+        let mut cx = Cx::new(ctx, Some(&index), root);
+        let events = cx.resource(resource);
+        match cx.finish(events) {
+            Ok(events) => out.push(EntryEvents {
+                index: i,
+                resource_type: rtype.to_owned(),
+                events,
+            }),
+            Err(mut e) => issues.append(&mut e),
+        }
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bundle references
+// ---------------------------------------------------------------------------------------------
+
+/// The resources of a Bundle by `fullUrl` and by `Type/id`.
+struct BundleIndex<'a> {
+    by_ref: BTreeMap<String, &'a Value>,
+}
+
+impl<'a> BundleIndex<'a> {
+    fn new(entries: &'a [Value]) -> BundleIndex<'a> {
+        let mut by_ref = BTreeMap::new();
+        for e in entries {
+            let Some(r) = e.get("resource") else { continue };
+            if let Some(u) = e.get("fullUrl").and_then(Value::as_str) {
+                by_ref.insert(u.to_owned(), r);
+            }
+            if let (Some(t), Some(id)) = (str_at(r, "resourceType"), str_at(r, "id")) {
+                by_ref.insert(format!("{t}/{id}"), r);
+            }
+        }
+        BundleIndex { by_ref }
+    }
+
+    /// The resource a reference points at: exactly, or by its trailing `Type/id`.
+    fn resolve(&self, reference: &str) -> Option<&'a Value> {
+        if let Some(r) = self.by_ref.get(reference) {
+            return Some(r);
+        }
+        let mut parts = reference.rsplit('/');
+        let (id, t) = (parts.next()?, parts.next()?);
+        let id = id.split('#').next().unwrap_or(id);
+        self.by_ref.get(&format!("{t}/{id}")).copied()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extraction helpers
+// ---------------------------------------------------------------------------------------------
+
+fn str_at<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn arr<'v>(v: &'v Value, key: &str) -> &'v [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+/// The first `valueCodeableConcept.coding[].code` of the extension with `url`, with its path.
+fn extension_code<'v>(v: &'v Value, url: &str) -> Option<(&'v str, String)> {
+    arr(v, "extension").iter().enumerate().find_map(|(i, ext)| {
+        if str_at(ext, "url") != Some(url) {
+            return None;
+        }
+        let codings = ext
+            .get("valueCodeableConcept")
+            .map(|c| arr(c, "coding"))
+            .unwrap_or(&[]);
+        codings.iter().enumerate().find_map(|(j, c)| {
+            str_at(c, "code").map(|code| {
+                (
+                    code,
+                    format!("extension[{i}].valueCodeableConcept.coding[{j}].code"),
+                )
+            })
+        })
+    })
+}
+
+/// A text for a CodeableConcept: `text`, else the first coding's display, else its code.
+fn concept_text(c: &Value) -> Option<String> {
+    str_at(c, "text")
+        .or_else(|| {
+            arr(c, "coding")
+                .iter()
+                .find_map(|c| str_at(c, "display").or_else(|| str_at(c, "code")))
+        })
+        .map(str::to_owned)
+}
+
+/// The first business identifier value (use `official`, then `usual`, then the first).
+fn business_id(v: &Value) -> Option<&str> {
+    let ids = arr(v, "identifier");
+    ["official", "usual"]
+        .iter()
+        .find_map(|u| {
+            ids.iter()
+                .find(|i| str_at(i, "use") == Some(u))
+                .and_then(|i| str_at(i, "value"))
+        })
+        .or_else(|| ids.iter().find_map(|i| str_at(i, "value")))
+}
+
+/// Whether `s` is shaped like an ONS GSS code (a letter and eight digits, e.g. E08000035).
+pub fn is_gss_code(s: &str) -> bool {
+    s.len() == 9
+        && s.as_bytes()[0].is_ascii_alphabetic()
+        && s.bytes().skip(1).all(|b| b.is_ascii_digit())
+}
+
+/// An organisation named by a FHIR resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Org {
+    /// NHS organisation or site (ODS code).
+    Ods(String),
+    /// Council (GSS code).
+    Gss(String),
+    /// Anything else (e.g. a care provider by name or CQC id).
+    Other(String),
+}
+
+impl Org {
+    fn from_code(code: &str) -> Org {
+        if is_gss_code(code) {
+            Org::Gss(code.to_owned())
+        } else {
+            Org::Ods(code.to_ascii_uppercase())
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            Org::Ods(c) | Org::Gss(c) | Org::Other(c) => c,
+        }
+    }
+
+    fn source(&self) -> Option<String> {
+        match self {
+            Org::Ods(c) => Some(format!("urn:ods:{c}:fhir")),
+            Org::Gss(c) => Some(format!("urn:gss:{c}:fhir")),
+            Org::Other(_) => None,
+        }
+    }
+}
+
+fn org_from_identifier(id: &Value) -> Option<Org> {
+    let value = str_at(id, "value")?;
+    Some(match str_at(id, "system") {
+        Some(ODS_ORGANISATION_SYSTEM | ODS_SITE_SYSTEM) => Org::Ods(value.to_ascii_uppercase()),
+        Some(s) if s.starts_with(GSS_SYSTEM) => Org::Gss(value.to_ascii_uppercase()),
+        Some(_) => Org::Other(value.to_owned()),
+        None => Org::from_code(value),
+    })
+}
+
+/// The caller's organisation as an event source.
+fn caller_source(ctx: &FhirContext) -> String {
+    Org::from_code(ctx.organisation.trim())
+        .source()
+        .unwrap_or_default()
+}
+
+/// Who an event is about.
+#[derive(Debug, Clone)]
+enum Who {
+    Nhs(NhsNumber),
+    Local { system: String, value: String },
+}
+
+/// The outcome of resolving a person.
+enum Resolved {
+    Found(Who),
+    /// The referenced Patient is in the Bundle but its identifiers are broken; that entry
+    /// reports the problem.
+    ReportedElsewhere,
+    Missing,
+}
+
+fn content_hash(v: &Value) -> String {
+    // serde_json's map is ordered by key, so this is canonical for a given resource.
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    hex::encode(&Sha256::digest(&bytes)[..8])
+}
+
+fn id_token_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// The base of a resource's event ids: `<type>/<id>/_history/<versionId>`, else a content hash.
+pub fn event_id_base(resource: &Value) -> String {
+    let t = str_at(resource, "resourceType").unwrap_or("Resource");
+    let id = str_at(resource, "id").filter(|s| id_token_ok(s));
+    let vid = resource
+        .get("meta")
+        .and_then(|m| str_at(m, "versionId"))
+        .filter(|s| id_token_ok(s));
+    match (id, vid) {
+        (Some(id), Some(v)) => format!("{t}/{id}/_history/{v}"),
+        (id, _) => format!("{t}/{}/_hash/{}", id.unwrap_or("-"), content_hash(resource)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mapping
+// ---------------------------------------------------------------------------------------------
+
+/// Translation state for one resource: where issues point and what was found.
+struct Cx<'a> {
+    ctx: &'a FhirContext,
+    bundle: Option<&'a BundleIndex<'a>>,
+    /// FHIRPath prefix replacing the resource type: empty for a posted resource, else
+    /// `Bundle.entry[i].resource`.
+    root: String,
+    rtype: String,
+    issues: Vec<Issue>,
+}
+
+impl<'a> Cx<'a> {
+    fn new(ctx: &'a FhirContext, bundle: Option<&'a BundleIndex<'a>>, root: String) -> Cx<'a> {
+        Cx {
+            ctx,
+            bundle,
+            root,
+            rtype: String::new(),
+            issues: Vec::new(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> String {
+        let base = if self.root.is_empty() {
+            self.rtype.as_str()
+        } else {
+            self.root.as_str()
+        };
+        if rel.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}.{rel}")
+        }
+    }
+
+    fn issue(&mut self, code: IssueCode, rel: &str, msg: impl Into<String>) {
+        let expression = Some(self.path(rel));
+        self.issues.push(Issue::error(code, expression, msg));
+    }
+
+    fn finish(self, events: Vec<Event>) -> Result<Vec<Event>, Vec<Issue>> {
+        if self.issues.is_empty() {
+            Ok(events)
+        } else {
+            Err(self.issues)
+        }
+    }
+
+    fn resource(&mut self, r: &Value) -> Vec<Event> {
+        if !r.is_object() {
+            self.issues.push(Issue::error(
+                IssueCode::Structure,
+                None,
+                "the body must be a JSON object (a FHIR resource)",
+            ));
+            return Vec::new();
+        }
+        let Some(t) = str_at(r, "resourceType") else {
+            self.rtype = "Resource".into();
+            self.issue(
+                IssueCode::Required,
+                "resourceType",
+                "resourceType is required",
+            );
+            return Vec::new();
+        };
+        self.rtype = t.to_owned();
+        match t {
+            "Encounter" => self.encounter(r),
+            "ServiceRequest" => self.service_request(r),
+            "EpisodeOfCare" => self.episode_of_care(r),
+            "Patient" => self.patient(r),
+            other => {
+                self.issue(
+                    IssueCode::NotSupported,
+                    "",
+                    format!("resource type {other} is not supported: send Encounter, ServiceRequest, EpisodeOfCare or Patient"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    // --- values ---------------------------------------------------------------------------
+
+    fn timestamp(&mut self, v: &Value, rel: &str) -> Option<Timestamp> {
+        let s = str_at(v, rel.rsplit('.').next().unwrap_or(rel))?;
+        match Timestamp::parse(s) {
+            Ok(t) => Some(t),
+            Err(_) => {
+                self.issue(IssueCode::Value, rel, format!("{s:?} is not a FHIR dateTime with a time (e.g. 2026-11-20T09:14:00Z; no offset means UK local time)"));
+                None
+            }
+        }
+    }
+
+    fn date(&mut self, s: &str, rel: &str) -> Option<Date> {
+        match Date::parse(s) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.issue(
+                    IssueCode::Value,
+                    rel,
+                    format!("{s:?} is not a full FHIR date (YYYY-MM-DD) or dateTime"),
+                );
+                None
+            }
+        }
+    }
+
+    fn last_updated(&mut self, r: &Value) -> Option<Timestamp> {
+        let m = r.get("meta")?;
+        self.timestamp(m, "meta.lastUpdated")
+    }
+
+    fn status(&mut self, r: &Value) -> Option<String> {
+        match str_at(r, "status") {
+            Some(s) => Some(s.to_owned()),
+            None => {
+                self.issue(IssueCode::Required, "status", "status is required");
+                None
+            }
+        }
+    }
+
+    /// The organisation a reference names: its identifier, or an Organization in the Bundle.
+    fn org(&self, reference: Option<&Value>) -> Option<Org> {
+        let reference = reference?;
+        if let Some(o) = reference.get("identifier").and_then(org_from_identifier) {
+            return Some(o);
+        }
+        if let (Some(b), Some(r)) = (self.bundle, str_at(reference, "reference")) {
+            if let Some(res) = b.resolve(r) {
+                let ids = arr(res, "identifier");
+                let mut found: Vec<Org> = ids.iter().filter_map(org_from_identifier).collect();
+                found.sort_by_key(|o| matches!(o, Org::Other(_)));
+                if let Some(o) = found.into_iter().next() {
+                    return Some(o);
+                }
+                if let Some(name) = str_at(res, "name") {
+                    return Some(Org::Other(name.to_owned()));
+                }
+            }
+        }
+        str_at(reference, "display").map(|d| Org::Other(d.to_owned()))
+    }
+
+    fn source_of(&self, org: Option<&Org>) -> String {
+        org.and_then(Org::source)
+            .unwrap_or_else(|| caller_source(self.ctx))
+    }
+
+    /// The person a `subject`/`patient` reference names.
+    fn person(&mut self, r: &Value, field: &str) -> Option<Who> {
+        let Some(reference) = r.get(field).filter(|v| v.is_object()) else {
+            self.issue(
+                IssueCode::Required,
+                field,
+                format!("{field} is required: an identifier with system {NHS_NUMBER_SYSTEM}, or a reference to a Patient in the same Bundle"),
+            );
+            return None;
+        };
+        if let Some(id) = reference.get("identifier") {
+            let value = str_at(id, "value");
+            match (str_at(id, "system"), value) {
+                (Some(NHS_NUMBER_SYSTEM), Some(v)) => {
+                    return match NhsNumber::parse(v) {
+                        Ok(n) => Some(Who::Nhs(n)),
+                        Err(e) => {
+                            self.issue(
+                                IssueCode::Value,
+                                &format!("{field}.identifier.value"),
+                                format!("not a valid NHS number: {e}"),
+                            );
+                            None
+                        }
+                    }
+                }
+                (Some(system), Some(v)) => {
+                    return Some(Who::Local {
+                        system: system.to_owned(),
+                        value: v.to_owned(),
+                    })
+                }
+                (None, Some(_)) => {
+                    self.issue(
+                        IssueCode::Required,
+                        &format!("{field}.identifier.system"),
+                        "the identifier needs a system (the NHS number system or a local one)",
+                    );
+                    return None;
+                }
+                (_, None) => {}
+            }
+        }
+        let resolved = match (str_at(reference, "reference"), self.bundle) {
+            (Some(rf), Some(b)) => match b.resolve(rf) {
+                Some(p) if str_at(p, "resourceType") == Some("Patient") => self.patient_person(p),
+                _ => Resolved::Missing,
+            },
+            _ => Resolved::Missing,
+        };
+        match resolved {
+            Resolved::Found(w) => Some(w),
+            Resolved::ReportedElsewhere => None,
+            Resolved::Missing => {
+                let why = if self.bundle.is_some() {
+                    "names no Patient of this Bundle"
+                } else {
+                    "has no identifier (a reference alone can only be resolved inside a Bundle)"
+                };
+                self.issue(
+                    IssueCode::Required,
+                    &format!("{field}.identifier"),
+                    format!(
+                        "{field} {why}: give {field}.identifier with system {NHS_NUMBER_SYSTEM}"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The business id of a referenced resource: its identifier, or that of the resource in
+    /// the Bundle, or the id part of the reference.
+    fn referenced_id(&self, reference: Option<&Value>) -> Option<String> {
+        let reference = reference?;
+        if let Some(v) = reference.get("identifier").and_then(|i| str_at(i, "value")) {
+            return Some(v.to_owned());
+        }
+        let rf = str_at(reference, "reference")?;
+        if let Some(res) = self.bundle.and_then(|b| b.resolve(rf)) {
+            return business_id(res)
+                .or_else(|| str_at(res, "id"))
+                .map(str::to_owned);
+        }
+        if rf.starts_with("urn:") {
+            return None;
+        }
+        rf.rsplit('/').next().map(str::to_owned)
+    }
+
+    /// Builds and validates one event; problems become issues on the resource.
+    fn event(
+        &mut self,
+        base: &str,
+        ty: &str,
+        time: Timestamp,
+        source: &str,
+        who: &Who,
+        mut data: Value,
+    ) -> Option<Event> {
+        let name = ty.rsplit('.').next().unwrap_or(ty);
+        let mut ce = json!({
+            "specversion": "1.0",
+            "id": format!("{base}#{name}"),
+            "source": source,
+            "type": format!("handover.{ty}.v1"),
+            "time": time.to_rfc3339(),
+        });
+        match who {
+            Who::Nhs(n) => {
+                ce["subject"] = n.as_string().into();
+            }
+            Who::Local { system, value } => {
+                if ty != "person.identified" {
+                    data["local_id"] = json!({ "system": system, "value": value });
+                }
+            }
+        }
+        ce["data"] = data;
+        match Event::from_json(ce) {
+            Ok(e) => Some(e),
+            Err(errs) => {
+                for f in errs.0 {
+                    self.issue(
+                        IssueCode::Invalid,
+                        "",
+                        format!(
+                            "the {ty} event built from this resource is invalid at {}: {}",
+                            f.pointer, f.message
+                        ),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    // --- Encounter --------------------------------------------------------------------------
+
+    fn encounter(&mut self, r: &Value) -> Vec<Event> {
+        let status = self.status(r);
+        let encounter_id = business_id(r)
+            .or_else(|| str_at(r, "id"))
+            .map(str::to_owned);
+        if encounter_id.is_none() {
+            self.issue(
+                IssueCode::Required,
+                "identifier",
+                "the Encounter needs an identifier (the spell number) or an id",
+            );
+        }
+        let who = self.person(r, "subject");
+        let provider = self.org(r.get("serviceProvider"));
+        let source = self.source_of(provider.as_ref());
+        let base = event_id_base(r);
+        let period = r.get("period").cloned().unwrap_or(Value::Null);
+        let kind = match status.as_deref() {
+            Some("in-progress" | "arrived") => "admitted",
+            Some("finished") => "discharged",
+            Some("cancelled" | "entered-in-error") => "cancelled",
+            Some("planned" | "triaged" | "onleave" | "unknown") => "none",
+            Some(other) => {
+                self.issue(
+                    IssueCode::CodeInvalid,
+                    "status",
+                    format!("{other:?} is not an Encounter status"),
+                );
+                "none"
+            }
+            None => "none",
+        };
+        let mut out = Vec::new();
+        match kind {
+            "admitted" => {
+                let admitted_at = self.timestamp(&period, "period.start");
+                if str_at(&period, "start").is_none() {
+                    self.issue(IssueCode::Required, "period.start", "period.start (the admission time) is required for an in-progress Encounter");
+                }
+                let locations = arr(r, "location");
+                let active = locations
+                    .iter()
+                    .rposition(|l| str_at(l, "status") == Some("active"));
+                // The ward on admission: the location entered first (by period.start, else the
+                // first listed); a later move is the `transferred` event below.
+                let first = locations
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, l)| {
+                        (
+                            l.get("period")
+                                .and_then(|p| str_at(p, "start"))
+                                .and_then(|s| Timestamp::parse(s).ok())
+                                .map(|t| t.unix_millis())
+                                .unwrap_or(i64::MAX),
+                            *i,
+                        )
+                    })
+                    .map(|(i, _)| i);
+                let ward = first.and_then(|i| location_name(&locations[i]));
+                let method =
+                    extension_code(r, ADMISSION_METHOD_URL).map(|(c, _)| admission_method(c));
+                let site = provider
+                    .as_ref()
+                    .map(|o| o.code().to_owned())
+                    .unwrap_or_else(|| self.ctx.organisation.trim().to_ascii_uppercase());
+                // A ward move: an active location after a completed one.
+                let transfer = active.and_then(|a| {
+                    let prev = locations
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, l)| *i != a && str_at(l, "status") == Some("completed"))
+                        .max_by_key(|(i, l)| {
+                            (
+                                l.get("period")
+                                    .and_then(|p| str_at(p, "end"))
+                                    .unwrap_or("")
+                                    .to_owned(),
+                                *i,
+                            )
+                        })?;
+                    Some((a, prev.0))
+                });
+                let transfer_at = match transfer {
+                    Some((a, _)) => match locations[a].get("period") {
+                        Some(p) if p.get("start").is_some() => {
+                            self.timestamp(p, &format!("location[{a}].period.start"))
+                        }
+                        _ => None,
+                    },
+                    None => None,
+                };
+                let updated = self.last_updated(r);
+                if let (Some(id), Some(who), Some(at)) = (&encounter_id, &who, admitted_at) {
+                    let mut d =
+                        json!({ "encounter_id": id, "site": site, "admitted_at": at.to_rfc3339() });
+                    if let Some(w) = &ward {
+                        d["ward"] = w.clone().into();
+                    }
+                    if let Some(m) = method {
+                        d["admission_method"] = m.into();
+                    }
+                    out.extend(self.event(&base, "discharge.admitted", at, &source, who, d));
+                    if let Some((a, p)) = transfer {
+                        match location_name(&locations[a]) {
+                            Some(new_ward) => {
+                                let mut d = json!({ "encounter_id": id, "ward": new_ward });
+                                if let Some(pw) = location_name(&locations[p]) {
+                                    d["previous_ward"] = pw.into();
+                                }
+                                if let Some(t) = transfer_at {
+                                    d["at"] = t.to_rfc3339().into();
+                                }
+                                let time = transfer_at.or(updated).unwrap_or(at);
+                                out.extend(self.event(
+                                    &base,
+                                    "discharge.transferred",
+                                    time,
+                                    &source,
+                                    who,
+                                    d,
+                                ));
+                            }
+                            None => self.issue(
+                                IssueCode::Required,
+                                &format!("location[{a}].location"),
+                                "the active location needs a display or identifier (the ward)",
+                            ),
+                        }
+                    }
+                }
+            }
+            "discharged" => {
+                if str_at(&period, "end").is_none() {
+                    self.issue(
+                        IssueCode::Required,
+                        "period.end",
+                        "period.end (the discharge time) is required for a finished Encounter",
+                    );
+                }
+                let at = self.timestamp(&period, "period.end");
+                let method = match extension_code(r, DISCHARGE_METHOD_URL) {
+                    Some((c, path)) => match c.parse::<u8>() {
+                        Ok(m @ 1..=5) => Some(m),
+                        _ => {
+                            self.issue(
+                                IssueCode::CodeInvalid,
+                                &path,
+                                format!("{c:?} is not a UK Core discharge method (1 to 5)"),
+                            );
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let destination = self.discharge_destination(r);
+                if let (Some(id), Some(who), Some(at)) = (&encounter_id, &who, at) {
+                    let mut d = json!({ "encounter_id": id, "discharged_at": at.to_rfc3339() });
+                    if let Some(m) = method {
+                        d["method"] = m.into();
+                    }
+                    if let Some(dest) = destination {
+                        d["destination"] = dest.into();
+                    }
+                    out.extend(self.event(&base, "discharge.discharged", at, &source, who, d));
+                }
+            }
+            "cancelled" => {
+                let time = self.last_updated(r).unwrap_or(self.ctx.received_at);
+                if let (Some(id), Some(who)) = (&encounter_id, &who) {
+                    out.extend(self.event(
+                        &base,
+                        "discharge.admission-cancelled",
+                        time,
+                        &source,
+                        who,
+                        json!({ "encounter_id": id }),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn discharge_destination(&mut self, r: &Value) -> Option<&'static str> {
+        let disposition = r.get("hospitalization")?.get("dischargeDisposition")?;
+        let codings = arr(disposition, "coding");
+        for (j, c) in codings.iter().enumerate() {
+            let Some(code) = str_at(c, "code") else {
+                continue;
+            };
+            if code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit()) {
+                return crate::hl7::discharge_destination(code);
+            }
+            if let Some((_, d)) = DISCHARGE_DISPOSITIONS
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(code))
+            {
+                return Some(d);
+            }
+            self.issue(
+                IssueCode::CodeInvalid,
+                &format!("hospitalization.dischargeDisposition.coding[{j}].code"),
+                format!("{code:?} is not a known discharge destination (an NHS Data Dictionary code such as 19, or an HL7 discharge-disposition code such as home)"),
+            );
+            return None;
+        }
+        None
+    }
+
+    // --- ServiceRequest ---------------------------------------------------------------------
+
+    fn service_request(&mut self, r: &Value) -> Vec<Event> {
+        let status = self.status(r);
+        let referral_id = business_id(r)
+            .or_else(|| str_at(r, "id"))
+            .map(str::to_owned);
+        if referral_id.is_none() {
+            self.issue(
+                IssueCode::Required,
+                "identifier",
+                "the ServiceRequest needs an identifier (the referral id) or an id",
+            );
+        }
+        let who = self.person(r, "subject");
+        let base = event_id_base(r);
+        let requester = self.org(r.get("requester"));
+        let performers: Vec<(usize, Org)> = arr(r, "performer")
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| self.org(Some(p)).map(|o| (i, o)))
+            .collect();
+        let council = performers.iter().find(|(_, o)| matches!(o, Org::Gss(_)));
+        let updated = self.last_updated(r);
+        let mut out = Vec::new();
+        let note = arr(r, "note")
+            .iter()
+            .find_map(|n| str_at(n, "text"))
+            .map(str::to_owned);
+        match status.as_deref() {
+            Some("active") => {
+                match str_at(r, "intent") {
+                    Some("order" | "original-order" | "proposal" | "plan" | "directive") => {}
+                    Some(other) => self.issue(
+                        IssueCode::NotSupported,
+                        "intent",
+                        format!("intent {other:?} is not a referral: use order or proposal"),
+                    ),
+                    None => self.issue(
+                        IssueCode::Required,
+                        "intent",
+                        "intent is required (order or proposal)",
+                    ),
+                }
+                if council.is_none() {
+                    self.issue(
+                        IssueCode::Required,
+                        "performer",
+                        format!("the council referred to is required: a performer with an identifier of system {GSS_SYSTEM} (its GSS code)"),
+                    );
+                }
+                let from_org = requester
+                    .as_ref()
+                    .filter(|o| !matches!(o, Org::Other(_)))
+                    .map(|o| o.code().to_owned())
+                    .unwrap_or_else(|| self.ctx.organisation.trim().to_ascii_uppercase());
+                let urgency = match str_at(r, "priority") {
+                    None => None,
+                    Some("routine") => Some("routine"),
+                    Some("urgent" | "asap" | "stat") => Some("urgent"),
+                    Some(other) => {
+                        self.issue(
+                            IssueCode::CodeInvalid,
+                            "priority",
+                            format!(
+                                "{other:?} is not a request priority (routine, urgent, asap, stat)"
+                            ),
+                        );
+                        None
+                    }
+                };
+                let proposed = match (
+                    str_at(r, "occurrenceDateTime"),
+                    r.get("occurrencePeriod").and_then(|p| str_at(p, "start")),
+                ) {
+                    (Some(s), _) => self.date(s, "occurrenceDateTime"),
+                    (None, Some(s)) => self.date(s, "occurrencePeriod.start"),
+                    _ => None,
+                };
+                let authored = match r.get("authoredOn") {
+                    Some(_) => self.timestamp(r, "authoredOn"),
+                    None => None,
+                };
+                let encounter_id = self.referenced_id(r.get("encounter"));
+                let reason = arr(r, "reasonCode").iter().find_map(concept_text).or(note);
+                if let (Some(id), Some(who), Some((_, council))) = (&referral_id, &who, council) {
+                    let mut d = json!({ "referral_id": id, "to_council": council.code(), "from_org": from_org });
+                    if let Some(e) = encounter_id {
+                        d["encounter_id"] = e.into();
+                    }
+                    if let Some(reason) = reason {
+                        d["reason"] = reason.into();
+                    }
+                    if let Some(u) = urgency {
+                        d["urgency"] = u.into();
+                    }
+                    if let Some(p) = proposed {
+                        d["proposed_discharge_date"] = p.to_string().into();
+                    }
+                    let time = authored.or(updated).unwrap_or(self.ctx.received_at);
+                    let source = self.source_of(requester.as_ref());
+                    out.extend(self.event(&base, "referral.sent", time, &source, who, d));
+                }
+            }
+            Some("completed") => {
+                let team = r.get("performerType").and_then(concept_text);
+                let source = self.source_of(council.map(|(_, o)| o).or(requester.as_ref()));
+                if let (Some(id), Some(who)) = (&referral_id, &who) {
+                    let mut d = json!({ "referral_id": id });
+                    if let Some(t) = team {
+                        d["team"] = t.into();
+                    }
+                    let time = updated.unwrap_or(self.ctx.received_at);
+                    out.extend(self.event(&base, "referral.accepted", time, &source, who, d));
+                }
+            }
+            Some(s @ ("revoked" | "entered-in-error")) => {
+                let reason = match s {
+                    "revoked" => note.unwrap_or_else(|| "revoked by the referrer".to_owned()),
+                    _ => "entered in error".to_owned(),
+                };
+                let source = self.source_of(requester.as_ref());
+                if let (Some(id), Some(who)) = (&referral_id, &who) {
+                    let time = updated.unwrap_or(self.ctx.received_at);
+                    out.extend(self.event(
+                        &base,
+                        "referral.withdrawn",
+                        time,
+                        &source,
+                        who,
+                        json!({ "referral_id": id, "reason": reason }),
+                    ));
+                }
+            }
+            Some("draft" | "on-hold" | "unknown") | None => {}
+            Some(other) => self.issue(
+                IssueCode::CodeInvalid,
+                "status",
+                format!("{other:?} is not a ServiceRequest status"),
+            ),
+        }
+        out
+    }
+
+    // --- EpisodeOfCare ----------------------------------------------------------------------
+
+    fn episode_of_care(&mut self, r: &Value) -> Vec<Event> {
+        let status = self.status(r);
+        let package_id = business_id(r)
+            .or_else(|| str_at(r, "id"))
+            .map(str::to_owned);
+        if package_id.is_none() {
+            self.issue(
+                IssueCode::Required,
+                "identifier",
+                "the EpisodeOfCare needs an identifier (the package id) or an id",
+            );
+        }
+        let who = self.person(r, "patient");
+        let base = event_id_base(r);
+        let managing = self.org(r.get("managingOrganization"));
+        let (source_org, provider) = match managing {
+            Some(Org::Other(p)) => (None, Some(p)),
+            o => (o, None),
+        };
+        let source = self.source_of(source_org.as_ref());
+        let period = r.get("period").cloned().unwrap_or(Value::Null);
+        let updated = self.last_updated(r);
+        let kind = match status.as_deref() {
+            Some("planned" | "waitlist") => "care-package.requested",
+            Some("active") => "care-package.started",
+            Some("onhold") => "care-package.suspended",
+            Some("finished") => "care-package.ended",
+            Some("cancelled" | "entered-in-error") => "care-package.cancelled",
+            Some(other) => {
+                self.issue(
+                    IssueCode::CodeInvalid,
+                    "status",
+                    format!("{other:?} is not an EpisodeOfCare status"),
+                );
+                return Vec::new();
+            }
+            None => return Vec::new(),
+        };
+        let service_type = self.service_type(r, kind == "care-package.requested");
+        let start = match period.get("start") {
+            Some(_) => str_at(&period, "start").and_then(|s| self.date(s, "period.start")),
+            None => None,
+        };
+        let end_time = match period.get("end") {
+            Some(_) => self.timestamp(&period, "period.end"),
+            None => None,
+        };
+        let (Some(id), Some(who)) = (&package_id, &who) else {
+            return Vec::new();
+        };
+        let start_time = start
+            .and_then(|d| d.0.and_hms_opt(0, 0, 0))
+            .map(Timestamp::from_london);
+        let fallback = updated.unwrap_or(self.ctx.received_at);
+        let mut out = Vec::new();
+        match kind {
+            "care-package.requested" => {
+                let Some(st) = service_type else { return out };
+                let mut d = json!({ "package_id": id, "service_type": st.as_str() });
+                if let Some(rid) = arr(r, "referralRequest")
+                    .first()
+                    .and_then(|rr| self.referenced_id(Some(rr)))
+                {
+                    d["referral_id"] = rid.into();
+                }
+                if let Some(s) = start {
+                    d["required_start"] = s.to_string().into();
+                }
+                out.extend(self.event(
+                    &base,
+                    kind,
+                    updated.or(start_time).unwrap_or(self.ctx.received_at),
+                    &source,
+                    who,
+                    d,
+                ));
+            }
+            "care-package.started" => {
+                let Some(s) = start else {
+                    self.issue(IssueCode::Required, "period.start", "period.start (the date care started) is required for an active EpisodeOfCare");
+                    return out;
+                };
+                if let Some(p) = provider {
+                    let d =
+                        json!({ "package_id": id, "provider": p, "agreed_start": s.to_string() });
+                    out.extend(self.event(
+                        &base,
+                        "care-package.sourced",
+                        updated.or(start_time).unwrap_or(fallback),
+                        &source,
+                        who,
+                        d,
+                    ));
+                }
+                let d = json!({ "package_id": id, "started_on": s.to_string() });
+                out.extend(self.event(
+                    &base,
+                    kind,
+                    start_time.unwrap_or(fallback),
+                    &source,
+                    who,
+                    d,
+                ));
+            }
+            _ => {
+                let mut d = json!({ "package_id": id });
+                if status.as_deref() == Some("entered-in-error") {
+                    d["reason"] = "entered in error".into();
+                }
+                let time = if kind == "care-package.ended" {
+                    end_time.or(updated)
+                } else {
+                    updated
+                };
+                out.extend(self.event(
+                    &base,
+                    kind,
+                    time.unwrap_or(self.ctx.received_at),
+                    &source,
+                    who,
+                    d,
+                ));
+            }
+        }
+        out
+    }
+
+    fn service_type(&mut self, r: &Value, required: bool) -> Option<ServiceType> {
+        let types = arr(r, "type");
+        let mut first_code = None;
+        for (i, t) in types.iter().enumerate() {
+            for (j, c) in arr(t, "coding").iter().enumerate() {
+                let Some(code) = str_at(c, "code") else {
+                    continue;
+                };
+                if let Some((_, st)) = SERVICE_TYPE_CODES
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(code))
+                {
+                    return Some(*st);
+                }
+                first_code.get_or_insert((code.to_owned(), format!("type[{i}].coding[{j}].code")));
+            }
+        }
+        match first_code {
+            Some((code, path)) => self.issue(
+                IssueCode::CodeInvalid,
+                &path,
+                format!("{code:?} is not a known service type (home-care/HC, reablement/REAB, residential/RES, nursing/NURS, community-bed/CB, equipment/EQ, other)"),
+            ),
+            None if required => self.issue(IssueCode::Required, "type", "type (the service type, e.g. reablement) is required for a planned EpisodeOfCare"),
+            None => {}
+        }
+        None
+    }
+
+    // --- Patient ----------------------------------------------------------------------------
+
+    /// The event source of a Patient: its managing organisation, else the caller's.
+    fn patient_source(&self, p: &Value) -> String {
+        let managing = self.org(p.get("managingOrganization"));
+        self.source_of(managing.as_ref())
+    }
+
+    /// How a referencing resource identifies a Patient of the Bundle: as its own mapping does.
+    fn patient_person(&self, p: &Value) -> Resolved {
+        let source = self.patient_source(p);
+        let ids = arr(p, "identifier");
+        if let Some(id) = ids
+            .iter()
+            .find(|i| str_at(i, "system") == Some(NHS_NUMBER_SYSTEM))
+        {
+            return match str_at(id, "value").map(NhsNumber::parse) {
+                Some(Ok(n)) => Resolved::Found(Who::Nhs(n)),
+                _ => Resolved::ReportedElsewhere,
+            };
+        }
+        if let Some(id) = ids.iter().find(|i| str_at(i, "value").is_some()) {
+            let value = str_at(id, "value").unwrap_or_default().to_owned();
+            let system = str_at(id, "system")
+                .map(str::to_owned)
+                .unwrap_or_else(|| local_system(&source));
+            return Resolved::Found(Who::Local { system, value });
+        }
+        match str_at(p, "id").filter(|s| id_token_ok(s)) {
+            Some(id) => Resolved::Found(Who::Local {
+                system: format!("{source}:Patient"),
+                value: id.to_owned(),
+            }),
+            None => Resolved::ReportedElsewhere,
+        }
+    }
+
+    fn patient(&mut self, r: &Value) -> Vec<Event> {
+        let source = self.patient_source(r);
+        let mut nhs = None;
+        let mut status = None;
+        let mut local_ids = Vec::new();
+        for (i, id) in arr(r, "identifier").iter().enumerate() {
+            let Some(value) = str_at(id, "value") else {
+                self.issue(
+                    IssueCode::Required,
+                    &format!("identifier[{i}].value"),
+                    "an identifier needs a value",
+                );
+                continue;
+            };
+            match str_at(id, "system") {
+                Some(NHS_NUMBER_SYSTEM) => {
+                    match NhsNumber::parse(value) {
+                        Ok(n) => {
+                            nhs.get_or_insert(n);
+                        }
+                        Err(e) => self.issue(
+                            IssueCode::Value,
+                            &format!("identifier[{i}].value"),
+                            format!("not a valid NHS number: {e}"),
+                        ),
+                    }
+                    if let Some((code, path)) = extension_code(id, NHS_NUMBER_VERIFICATION_URL) {
+                        if NHS_NUMBER_STATUSES.contains(&code) {
+                            status.get_or_insert(code.to_owned());
+                        } else {
+                            self.issue(
+                                IssueCode::CodeInvalid,
+                                &format!("identifier[{i}].{path}"),
+                                format!(
+                                    "{code:?} is not an NHS number verification status (01 to 08)"
+                                ),
+                            );
+                        }
+                    }
+                }
+                Some(system) => local_ids.push(json!({ "system": system, "value": value })),
+                None => local_ids.push(json!({ "system": local_system(&source), "value": value })),
+            }
+        }
+        if local_ids.is_empty() {
+            // The Patient's logical id on the sender's server is a local identifier too.
+            if let Some(id) = str_at(r, "id").filter(|s| id_token_ok(s)) {
+                local_ids.push(json!({ "system": format!("{source}:Patient"), "value": id }));
+            }
+        }
+        if nhs.is_none()
+            && local_ids.is_empty()
+            && !self.issues.iter().any(|i| i.code == IssueCode::Value)
+        {
+            self.issue(IssueCode::Required, "identifier", format!("the Patient needs an identifier: the NHS number (system {NHS_NUMBER_SYSTEM}) or a local one"));
+        }
+        let mut d = json!({
+            "nhs_number_status": status.unwrap_or_else(|| if nhs.is_some() { "02" } else { "03" }.to_owned()),
+            "local_ids": local_ids,
+        });
+        let names = arr(r, "name");
+        if let Some(n) = names
+            .iter()
+            .find(|n| str_at(n, "use") == Some("official"))
+            .or_else(|| names.first())
+        {
+            if let Some(g) = arr(n, "given").iter().find_map(|g| g.as_str()) {
+                d["given_name"] = g.into();
+            }
+            if let Some(f) = str_at(n, "family") {
+                d["family_name"] = f.into();
+            }
+        }
+        if let Some(b) = str_at(r, "birthDate") {
+            if b.len() != 10 {
+                self.issue(
+                    IssueCode::Value,
+                    "birthDate",
+                    format!("{b:?} is not a full date (YYYY-MM-DD)"),
+                );
+            } else if let Some(date) = self.date(b, "birthDate") {
+                d["birth_date"] = date.to_string().into();
+            }
+        }
+        let addresses = arr(r, "address");
+        if let Some(pc) = addresses
+            .iter()
+            .find(|a| str_at(a, "use") == Some("home"))
+            .or_else(|| addresses.first())
+            .and_then(|a| str_at(a, "postalCode"))
+        {
+            d["postcode"] = pc.to_ascii_uppercase().into();
+        }
+        if let Some(gp) =
+            arr(r, "generalPractitioner")
+                .iter()
+                .find_map(|g| match self.org(Some(g)) {
+                    Some(Org::Ods(c)) => Some(c),
+                    _ => None,
+                })
+        {
+            d["gp_practice"] = gp.into();
+        }
+        if !self.issues.is_empty() {
+            return Vec::new();
+        }
+        let who = match nhs {
+            Some(n) => Who::Nhs(n),
+            None => {
+                let first = &d["local_ids"][0];
+                Who::Local {
+                    system: first["system"].as_str().unwrap_or_default().to_owned(),
+                    value: first["value"].as_str().unwrap_or_default().to_owned(),
+                }
+            }
+        };
+        let time = self.last_updated(r).unwrap_or(self.ctx.received_at);
+        self.event(
+            &event_id_base(r),
+            "person.identified",
+            time,
+            &source,
+            &who,
+            d,
+        )
+        .into_iter()
+        .collect()
+    }
+}
+
+/// The identifier system for a Patient identifier sent without one: `<source>:local`.
+fn local_system(source: &str) -> String {
+    format!("{source}:local")
+}
+
+fn location_name(l: &Value) -> Option<String> {
+    let loc = l.get("location")?;
+    str_at(loc, "display")
+        .or_else(|| loc.get("identifier").and_then(|i| str_at(i, "value")))
+        .map(str::to_owned)
+}
+
+/// The admission method for a UK Core admission method code (NHS Data Dictionary): 1x
+/// elective, 2x emergency, 3x and 82/83 maternity, 81 transfer, anything else other.
+pub fn admission_method(code: &str) -> &'static str {
+    match code.trim() {
+        c if c.starts_with('1') && c.len() == 2 => "elective",
+        c if c.starts_with('2') && c.len() == 2 => "emergency",
+        c if c.starts_with('3') && c.len() == 2 => "maternity",
+        "82" | "83" => "maternity",
+        "81" => "transfer",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::conformance::{assert_acks_after_durability, assert_translation_conforms};
+    use expect_test::{expect, Expect};
+    use handover_events::EventSink;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/../../tests/fixtures/fhir/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    fn ctx() -> FhirContext {
+        FhirContext::new("RR8", Timestamp::parse("2026-11-28T08:00:00Z").unwrap())
+    }
+
+    fn render(events: &[Event]) -> String {
+        let mut s = String::new();
+        for e in events {
+            let subject = e
+                .subject
+                .map(|n| n.as_string())
+                .unwrap_or_else(|| "-".into());
+            s.push_str(&format!(
+                "{} {}\n  source={} subject={} time={}\n  data={}\n",
+                e.event_type().as_str(),
+                e.id,
+                e.source,
+                subject,
+                e.time,
+                serde_json::to_string(&e.data.to_json()).unwrap()
+            ));
+        }
+        s
+    }
+
+    fn render_issues(issues: &[Issue]) -> String {
+        issues
+            .iter()
+            .map(|i| {
+                let j = i.to_json();
+                format!(
+                    "{} {} @ {}: {}\n",
+                    j["severity"].as_str().unwrap(),
+                    j["code"].as_str().unwrap(),
+                    i.expression.as_deref().unwrap_or("-"),
+                    i.diagnostics
+                )
+            })
+            .collect()
+    }
+
+    /// Fixture → events, checked for conformance and against the snapshot.
+    fn check(resource: &Value, expect: Expect) {
+        let events = assert_translation_conforms(|| match translate(resource, &ctx()) {
+            Ok(e) => e,
+            Err(issues) => panic!("unexpected issues:\n{}", render_issues(&issues)),
+        });
+        expect.assert_eq(&render(&events));
+    }
+
+    /// Bad input → the OperationOutcome issues.
+    fn check_err(resource: &Value, expect: Expect) {
+        match translate(resource, &ctx()) {
+            Ok(events) => panic!("expected issues, got events:\n{}", render(&events)),
+            Err(issues) => expect.assert_eq(&render_issues(&issues)),
+        }
+    }
+
+    fn with(mut v: Value, path: &str, new: Value) -> Value {
+        let ptr = format!("/{}", path.replace('.', "/"));
+        match v.pointer_mut(&ptr) {
+            Some(slot) => *slot = new,
+            None => {
+                let (parent, key) = ptr.rsplit_once('/').unwrap();
+                v.pointer_mut(parent)
+                    .unwrap()
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(key.to_owned(), new);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn patient_with_verified_nhs_number_and_mrn() {
+        check(
+            &fixture("patient.json"),
+            expect![[r#"
+                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:20:00Z
+                  data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://fhir.leedsth.nhs.uk/Id/mrn","value":"RR80042317"}],"nhs_number_status":"01","postcode":"LS6 4AB"}
+            "#]],
+        );
+    }
+
+    #[test]
+    fn encounter_in_progress_with_a_ward_move() {
+        check(
+            &fixture("encounter_in_progress.json"),
+            expect![[r#"
+            handover.discharge.admitted.v1 Encounter/enc-4471/_history/2#admitted
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:14:00Z
+              data={"admission_method":"emergency","admitted_at":"2026-11-20T09:14:00Z","encounter_id":"RR8-SP-2026-118834","site":"RR8","ward":"Ward J12 (Acute Medical Unit)"}
+            handover.discharge.transferred.v1 Encounter/enc-4471/_history/2#transferred
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:00:00Z
+              data={"at":"2026-11-21T14:00:00Z","encounter_id":"RR8-SP-2026-118834","previous_ward":"Ward J12 (Acute Medical Unit)","ward":"Ward L27 (Elderly Care)"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn encounter_finished() {
+        check(
+            &fixture("encounter_finished.json"),
+            expect![[r#"
+            handover.discharge.discharged.v1 Encounter/enc-4471/_history/4#discharged
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-27T16:30:00Z
+              data={"destination":"usual-residence","discharged_at":"2026-11-27T16:30:00Z","encounter_id":"RR8-SP-2026-118834","method":1}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn service_request_referral() {
+        check(
+            &fixture("service_request.json"),
+            expect![[r#"
+            handover.referral.sent.v1 ServiceRequest/sr-20261121-0007/_history/1#sent
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:02:00Z
+              data={"encounter_id":"RR8-SP-2026-118834","from_org":"RR8","proposed_discharge_date":"2026-11-25","reason":"Reduced mobility after a fall; lives alone; needs help with personal care","referral_id":"RR8-REF-77120","to_council":"E08000035","urgency":"urgent"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn episode_of_care_reablement() {
+        check(
+            &fixture("episode_of_care.json"),
+            expect![[r#"
+            handover.care-package.requested.v1 EpisodeOfCare/eoc-reab-5521/_history/1#requested
+              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+              data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn transaction_bundle_resolves_references() {
+        check(
+            &fixture("bundle_transaction.json"),
+            expect![[r#"
+            handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:20:00Z
+              data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://fhir.leedsth.nhs.uk/Id/mrn","value":"RR80042317"}],"nhs_number_status":"01","postcode":"LS6 4AB"}
+            handover.discharge.admitted.v1 Encounter/enc-4471/_history/2#admitted
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:14:00Z
+              data={"admission_method":"emergency","admitted_at":"2026-11-20T09:14:00Z","encounter_id":"RR8-SP-2026-118834","site":"RR8","ward":"Ward J12 (Acute Medical Unit)"}
+            handover.discharge.transferred.v1 Encounter/enc-4471/_history/2#transferred
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:00:00Z
+              data={"at":"2026-11-21T14:00:00Z","encounter_id":"RR8-SP-2026-118834","previous_ward":"Ward J12 (Acute Medical Unit)","ward":"Ward L27 (Elderly Care)"}
+            handover.referral.sent.v1 ServiceRequest/sr-20261121-0007/_history/1#sent
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:02:00Z
+              data={"encounter_id":"RR8-SP-2026-118834","from_org":"RR8","proposed_discharge_date":"2026-11-25","reason":"Reduced mobility after a fall; lives alone; needs help with personal care","referral_id":"RR8-REF-77120","to_council":"E08000035","urgency":"urgent"}
+            handover.care-package.requested.v1 EpisodeOfCare/eoc-reab-5521/_history/1#requested
+              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+              data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn status_changes() {
+        let enc = fixture("encounter_in_progress.json");
+        check(
+            &with(
+                with(enc.clone(), "status", json!("entered-in-error")),
+                "meta.versionId",
+                json!("5"),
+            ),
+            expect![[r#"
+                handover.discharge.admission-cancelled.v1 Encounter/enc-4471/_history/5#admission-cancelled
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:05:00Z
+                  data={"encounter_id":"RR8-SP-2026-118834"}
+            "#]],
+        );
+        let sr = fixture("service_request.json");
+        check(
+            &with(
+                with(sr.clone(), "status", json!("revoked")),
+                "note",
+                json!([{"text": "Patient went home with family support"}]),
+            ),
+            expect![[r#"
+                handover.referral.withdrawn.v1 ServiceRequest/sr-20261121-0007/_history/1#withdrawn
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:10:00Z
+                  data={"reason":"Patient went home with family support","referral_id":"RR8-REF-77120"}
+            "#]],
+        );
+        check(
+            &with(
+                with(sr, "status", json!("completed")),
+                "performerType",
+                json!({"text": "Hospital Social Work Team"}),
+            ),
+            expect![[r#"
+                handover.referral.accepted.v1 ServiceRequest/sr-20261121-0007/_history/1#accepted
+                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-21T15:10:00Z
+                  data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team"}
+            "#]],
+        );
+        let eoc = fixture("episode_of_care.json");
+        let active = with(
+            with(eoc.clone(), "status", json!("active")),
+            "managingOrganization",
+            json!({"display": "Leeds Reablement Service (South)"}),
+        );
+        check(
+            &active,
+            expect![[r#"
+            handover.care-package.sourced.v1 EpisodeOfCare/eoc-reab-5521/_history/1#sourced
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+              data={"agreed_start":"2026-11-27","package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
+            handover.care-package.started.v1 EpisodeOfCare/eoc-reab-5521/_history/1#started
+              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-27T00:00:00Z
+              data={"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
+        "#]],
+        );
+        check(
+            &with(eoc.clone(), "status", json!("onhold")),
+            expect![[r#"
+            handover.care-package.suspended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#suspended
+              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+              data={"package_id":"LCC-PKG-5521"}
+        "#]],
+        );
+        check(
+            &with(
+                with(eoc, "status", json!("finished")),
+                "period.end",
+                json!("2026-12-30T12:00:00Z"),
+            ),
+            expect![[r#"
+                handover.care-package.ended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#ended
+                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-12-30T12:00:00Z
+                  data={"package_id":"LCC-PKG-5521"}
+            "#]],
+        );
+        // planned encounters and draft requests record nothing
+        assert_eq!(
+            translate(&with(enc, "status", json!("planned")), &ctx()),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn patient_with_only_a_local_identifier() {
+        let p = fixture("patient.json");
+        let ids =
+            json!([{"system": "https://www.leeds.gov.uk/Id/mosaic-person", "value": "M-118203"}]);
+        check(
+            &with(
+                with(p, "identifier", ids),
+                "managingOrganization",
+                json!({"identifier": {"system": GSS_SYSTEM, "value": "E08000035"}}),
+            ),
+            expect![[r#"
+                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified
+                  source=urn:gss:E08000035:fhir subject=- time=2026-11-20T09:20:00Z
+                  data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://www.leeds.gov.uk/Id/mosaic-person","value":"M-118203"}],"nhs_number_status":"03","postcode":"LS6 4AB"}
+            "#]],
+        );
+    }
+
+    #[test]
+    fn unversioned_resources_get_content_hash_ids_and_resends_match() {
+        let mut sr = fixture("service_request.json");
+        sr.as_object_mut().unwrap().remove("meta");
+        let a = translate(&sr, &ctx()).unwrap();
+        let b = translate(&sr, &ctx()).unwrap();
+        assert_eq!(a, b);
+        assert!(
+            a[0].id
+                .starts_with("ServiceRequest/sr-20261121-0007/_hash/"),
+            "{}",
+            a[0].id
+        );
+        let changed = with(sr, "priority", json!("routine"));
+        assert_ne!(translate(&changed, &ctx()).unwrap()[0].id, a[0].id);
+    }
+
+    #[test]
+    fn missing_nhs_number() {
+        let enc = fixture("encounter_in_progress.json");
+        check_err(
+            &with(
+                enc.clone(),
+                "subject",
+                json!({"reference": "Patient/9f3c1a2e"}),
+            ),
+            expect![[r#"
+                error required @ Encounter.subject.identifier: subject has no identifier (a reference alone can only be resolved inside a Bundle): give subject.identifier with system https://fhir.nhs.uk/Id/nhs-number
+            "#]],
+        );
+        check_err(
+            &with(enc, "subject", Value::Null),
+            expect![[r#"
+            error required @ Encounter.subject: subject is required: an identifier with system https://fhir.nhs.uk/Id/nhs-number, or a reference to a Patient in the same Bundle
+        "#]],
+        );
+    }
+
+    #[test]
+    fn invalid_check_digit() {
+        let p = fixture("patient.json");
+        check_err(
+            &with(p, "identifier.0.value", json!("9434765918")),
+            expect![[r#"
+                error value @ Patient.identifier[0].value: not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
+            "#]],
+        );
+        let sr = fixture("service_request.json");
+        check_err(
+            &with(sr, "subject.identifier.value", json!("943 476 5918")),
+            expect![[r#"
+                error value @ ServiceRequest.subject.identifier.value: not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn unknown_codes() {
+        check_err(
+            &with(
+                fixture("episode_of_care.json"),
+                "type.0.coding.0.code",
+                json!("RESPITE-X"),
+            ),
+            expect![[r#"
+                error code-invalid @ EpisodeOfCare.type[0].coding[0].code: "RESPITE-X" is not a known service type (home-care/HC, reablement/REAB, residential/RES, nursing/NURS, community-bed/CB, equipment/EQ, other)
+            "#]],
+        );
+        check_err(
+            &with(
+                fixture("service_request.json"),
+                "priority",
+                json!("whenever"),
+            ),
+            expect![[r#"
+                error code-invalid @ ServiceRequest.priority: "whenever" is not a request priority (routine, urgent, asap, stat)
+            "#]],
+        );
+        let fin = fixture("encounter_finished.json");
+        check_err(
+            &with(
+                fin.clone(),
+                "hospitalization.dischargeDisposition.coding.0.code",
+                json!("beach"),
+            ),
+            expect![[r#"
+                error code-invalid @ Encounter.hospitalization.dischargeDisposition.coding[0].code: "beach" is not a known discharge destination (an NHS Data Dictionary code such as 19, or an HL7 discharge-disposition code such as home)
+            "#]],
+        );
+        check_err(
+            &with(fin, "status", json!("done")),
+            expect![[r#"
+            error code-invalid @ Encounter.status: "done" is not an Encounter status
+        "#]],
+        );
+        check_err(
+            &with(
+                fixture("patient.json"),
+                "identifier.0.extension.0.valueCodeableConcept.coding.0.code",
+                json!("99"),
+            ),
+            expect![[r#"
+                error code-invalid @ Patient.identifier[0].extension[0].valueCodeableConcept.coding[0].code: "99" is not an NHS number verification status (01 to 08)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn malformed_dates() {
+        check_err(
+            &with(
+                fixture("encounter_in_progress.json"),
+                "period.start",
+                json!("20/11/2026 09:14"),
+            ),
+            expect![[r#"
+                error value @ Encounter.period.start: "20/11/2026 09:14" is not a FHIR dateTime with a time (e.g. 2026-11-20T09:14:00Z; no offset means UK local time)
+            "#]],
+        );
+        check_err(
+            &with(fixture("patient.json"), "birthDate", json!("1941-03")),
+            expect![[r#"
+                error value @ Patient.birthDate: "1941-03" is not a full date (YYYY-MM-DD)
+            "#]],
+        );
+        check_err(
+            &with(
+                fixture("service_request.json"),
+                "occurrenceDateTime",
+                json!("next Tuesday"),
+            ),
+            expect![[r#"
+                error value @ ServiceRequest.occurrenceDateTime: "next Tuesday" is not a full FHIR date (YYYY-MM-DD) or dateTime
+            "#]],
+        );
+        check_err(
+            &with(
+                fixture("encounter_finished.json"),
+                "period.end",
+                Value::Null,
+            ),
+            expect![[r#"
+                error required @ Encounter.period.end: period.end (the discharge time) is required for a finished Encounter
+            "#]],
+        );
+    }
+
+    #[test]
+    fn wrong_resource_type_and_structure() {
+        check_err(
+            &json!({"resourceType": "Observation", "id": "o1", "status": "final"}),
+            expect![[r#"
+                error not-supported @ Observation: resource type Observation is not supported: send Encounter, ServiceRequest, EpisodeOfCare or Patient
+            "#]],
+        );
+        check_err(
+            &json!({"id": "x"}),
+            expect![[r#"
+            error required @ Resource.resourceType: resourceType is required
+        "#]],
+        );
+        check_err(
+            &json!([1, 2]),
+            expect![[r#"
+            error structure @ -: the body must be a JSON object (a FHIR resource)
+        "#]],
+        );
+        check_err(
+            &with(
+                fixture("bundle_transaction.json"),
+                "type",
+                json!("collection"),
+            ),
+            expect![[r#"
+                error not-supported @ Bundle.type: Bundle type "collection" is not supported: send a transaction or message Bundle
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_bundle_with_one_bad_entry_yields_nothing_and_names_the_entry() {
+        let b = fixture("bundle_transaction.json");
+        let b = with(
+            b,
+            "entry.0.resource.identifier.0.value",
+            json!("9434765918"),
+        );
+        let b = with(b, "entry.4.resource.period.start", json!("27/11/2026"));
+        check_err(
+            &b,
+            expect![[r#"
+            error value @ Bundle.entry[0].resource.identifier[0].value: not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
+            error value @ Bundle.entry[4].resource.period.start: "27/11/2026" is not a full FHIR date (YYYY-MM-DD) or dateTime
+        "#]],
+        );
+    }
+
+    #[tokio::test]
+    async fn acknowledges_only_after_the_sink_acknowledges() {
+        // The unit of work the HTTP handler performs: translate, publish, report success.
+        let bundle = fixture("bundle_transaction.json");
+        assert_acks_after_durability(|sink| {
+            let bundle = bundle.clone();
+            async move {
+                let events = translate(&bundle, &ctx()).unwrap();
+                sink.publish(&events).await.is_ok()
+            }
+        })
+        .await;
+    }
+
+    #[test]
+    fn operation_outcome_shape() {
+        let oo = operation_outcome(&[Issue::error(
+            IssueCode::CodeInvalid,
+            Some("Encounter.status".into()),
+            "bad",
+        )]);
+        assert_eq!(
+            oo,
+            json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "code-invalid", "diagnostics": "bad", "expression": ["Encounter.status"]}]})
+        );
+    }
+
+    #[test]
+    fn admission_methods() {
+        let got: Vec<_> = ["11", "21", "2A", "31", "81", "82", "99", ""]
+            .iter()
+            .map(|c| admission_method(c))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "elective",
+                "emergency",
+                "emergency",
+                "maternity",
+                "transfer",
+                "maternity",
+                "other",
+                "other"
+            ]
+        );
+    }
+}

@@ -1,0 +1,1745 @@
+//! Council file drop: CSV or JSON exports (brokerage, referrals, assessments) dropped into a
+//! directory, each row translated to a catalogue event through a mapping file.
+//!
+//! For every configured [`FileSource`] the adapter polls `dir` every `poll_interval_ms` and
+//! processes each finished file exactly once, in name order:
+//!
+//! 1. **Pick-up.** Only files named `*.csv` (format `csv`) or `*.json` (format `json`) that have
+//!    not been modified for `settle_ms` are read; anything else (`*.tmp`, `*.part`, dotfiles,
+//!    sub-directories) is left alone. Writers should write `name.csv.tmp` and rename it to
+//!    `name.csv` when complete (a rename is atomic); a writer that writes in place is covered by
+//!    the settle time.
+//! 2. **Translate.** Each row goes through the pure [`translate_row`] with the source's
+//!    [`Mapping`]. A rejected row is listed, with every reason, in `rejected/<file>.errors.csv`
+//!    (`row,column,reason,original_row`); the other rows go on.
+//! 3. **Publish.** Accepted rows' events are handed to the [`EventSink`] in file order, in
+//!    chunks of `chunk_rows`. If the sink is unavailable the file stays where it is and is
+//!    retried at the next poll.
+//! 4. **Done.** Only after every chunk was acknowledged (durable) is the file moved to
+//!    `done/` (as `done/<name>.<n>.<ext>` if that name is taken).
+//!
+//! Event ids are deterministic: `<file>/<row key>/<event type>`, the row key being the
+//! mapping's id columns or else the row's line number and a hash of its content. A process
+//! killed mid-file, or the same file dropped again, therefore republishes the same ids, which
+//! the event log (`Nats-Msg-Id` window) and the journey projection (`source`+`id`) store once.
+//! With `per_file = false` in the mapping's `[id]`, the file name is left out, so a cumulative
+//! export repeating yesterday's rows is recognised too.
+//!
+//! Logs and metrics carry the source name, file name and counts, never a person's identifier.
+//!
+//! # Configuration
+//!
+//! ```toml
+//! [filedrop]
+//! poll_interval_ms = 1000
+//! settle_ms = 2000
+//! chunk_rows = 200
+//!
+//! [[filedrop.sources]]
+//! name = "leeds-brokerage"
+//! dir = "/var/lib/handover/drop/leeds-brokerage"
+//! source = "urn:gss:E08000035:brokerage"
+//! format = "csv"
+//! mapping = "/etc/handover/mappings/brokerage-homecare.toml"
+//! ```
+//!
+//! The mapping file format is described on [`Mapping`]; `deploy/mappings/` has examples.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{NaiveDate, NaiveDateTime};
+use handover_events::{Event, EventSink, EventType, NhsNumber, SinkError, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+/// This adapter's entry in the [registry](crate::ADAPTERS).
+pub const ADAPTER: crate::Adapter = crate::Adapter {
+    name: "filedrop",
+    config_section: "filedrop",
+    summary:
+        "CSV or JSON exports from council systems (brokerage, referrals) dropped in a directory",
+};
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// The `[filedrop]` section of `handover.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileDropConfig {
+    /// How often each directory is scanned, in milliseconds (default 1000).
+    pub poll_interval_ms: u64,
+    /// A file is read only once it has not been modified for this many milliseconds (default
+    /// 2000), so a file still being written is not picked up.
+    pub settle_ms: u64,
+    /// Events handed to the event log per call (default 200).
+    pub chunk_rows: usize,
+    /// The watched directories, one per exporting system.
+    pub sources: Vec<FileSource>,
+}
+
+impl Default for FileDropConfig {
+    fn default() -> Self {
+        FileDropConfig {
+            poll_interval_ms: 1000,
+            settle_ms: 2000,
+            chunk_rows: 200,
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// One watched directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSource {
+    /// Short name, used in logs and metric labels (e.g. `leeds-brokerage`).
+    pub name: String,
+    /// The directory files are dropped into; `done/` and `rejected/` are created inside it.
+    pub dir: PathBuf,
+    /// The CloudEvents `source` of every event, e.g. `urn:gss:E08000035:brokerage`.
+    pub source: String,
+    /// The file format.
+    pub format: FileFormat,
+    /// Path of the mapping TOML file (see [`Mapping`]).
+    pub mapping: PathBuf,
+}
+
+/// The format of dropped files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// Comma-separated values with a header row (UTF-8, with or without a BOM; Windows-1252
+    /// files are read as Latin-1).
+    Csv,
+    /// A JSON array of flat objects (keys are the columns).
+    Json,
+}
+
+impl FileFormat {
+    /// The file extension picked up.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
+        }
+    }
+}
+
+/// A mapping file: how the rows of one export become events.
+///
+/// ```toml
+/// date_format = "%d/%m/%Y"
+///
+/// [event]                       # which event type a row becomes
+/// column = "Status"             # chosen by this column's value ...
+/// values = { REQUESTED = "care-package.requested", STARTED = "care-package.started", DRAFT = "skip" }
+/// # type = "care-package.requested"   # ... or fixed for every row
+///
+/// [time]                        # when it happened
+/// column = "Status Date"
+///
+/// [person]                      # who it is about
+/// nhs_number = "NHS Number"
+/// local_id = { system = "urn:gss:E08000035:mosaic", column = "Mosaic ID" }
+///
+/// [id]                          # the row key of the event id
+/// columns = ["Package ID", "Status Date"]
+///
+/// [fields]                      # event data field = how to fill it
+/// package_id = { column = "Package ID" }
+/// service_type = { column = "Service Type", codes = { HC = "home-care", REAB = "reablement" } }
+/// hours_per_week = { column = "Hours", kind = "number" }
+/// required_start = { column = "Required Start", kind = "date" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Which event type each row becomes.
+    pub event: EventRule,
+    /// When each row's event happened.
+    pub time: TimeRule,
+    /// Who each row is about.
+    pub person: PersonRule,
+    /// How the row key of each event id is formed.
+    #[serde(default)]
+    pub id: IdRule,
+    /// Default chrono format of date cells (default `%d/%m/%Y`).
+    #[serde(default = "default_date_format")]
+    pub date_format: String,
+    /// Event data field (e.g. `package_id`) → how to fill it from the row. A field is set only
+    /// on event types that have it, so one mapping can serve several types.
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldRule>,
+}
+
+fn default_date_format() -> String {
+    "%d/%m/%Y".into()
+}
+
+/// Which event type a row becomes: `type` for every row, or `column` + `values`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRule {
+    /// The event type of every row, e.g. `care-package.requested` (or the full
+    /// `handover.care-package.requested.v1`).
+    #[serde(rename = "type", default)]
+    pub event_type: Option<String>,
+    /// The column whose value chooses the event type.
+    #[serde(default)]
+    pub column: Option<String>,
+    /// Column value (trimmed, case-insensitive) → event type, or `skip` for rows that record
+    /// nothing. A value not listed rejects the row.
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+}
+
+/// When a row's event happened (UK local time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRule {
+    /// The column holding the date or date-time.
+    pub column: String,
+    /// Chrono format of a date-time (e.g. `%d/%m/%Y %H:%M`); a cell holding only a date in
+    /// the mapping's `date_format` is read as local midnight. Default: `date_format`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// Who a row is about: the NHS number when the cell holds one, else the local id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonRule {
+    /// The column holding the NHS number (spaces and hyphens allowed).
+    #[serde(default)]
+    pub nhs_number: Option<String>,
+    /// The local person id, used when the NHS number cell is empty.
+    #[serde(default)]
+    pub local_id: Option<LocalIdRule>,
+}
+
+/// A local id column and the system it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalIdRule {
+    /// The issuing system, e.g. `urn:gss:E08000035:mosaic`.
+    pub system: String,
+    /// The column holding the id.
+    pub column: String,
+}
+
+/// The row key of event ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdRule {
+    /// Columns whose values, joined, identify the row (e.g. the package id and status date).
+    /// Empty (the default): the row's line number and a hash of its content.
+    pub columns: Vec<String>,
+    /// Whether the file name is part of the id (default true). Set false for cumulative
+    /// exports, so a row repeated in a later file is a duplicate (needs `columns`).
+    pub per_file: bool,
+}
+
+impl Default for IdRule {
+    fn default() -> Self {
+        IdRule {
+            columns: Vec::new(),
+            per_file: true,
+        }
+    }
+}
+
+/// How one event data field is filled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldRule {
+    /// The column it comes from.
+    pub column: String,
+    /// The kind of value (default `text`).
+    #[serde(default)]
+    pub kind: FieldKind,
+    /// Chrono format for `date` and `timestamp` (default: the mapping's `date_format`, and
+    /// `<date_format> %H:%M` for timestamps).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Cell value (trimmed, case-insensitive) → value put in the event; when given, a value
+    /// not listed rejects the row.
+    #[serde(default)]
+    pub codes: BTreeMap<String, String>,
+    /// Value used when the cell is empty.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// The kind of a field's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    /// A string.
+    #[default]
+    Text,
+    /// A date, written `YYYY-MM-DD`.
+    Date,
+    /// A date-time in UK local time, written RFC 3339.
+    Timestamp,
+    /// A decimal number.
+    Number,
+    /// A whole number.
+    Integer,
+    /// `Y`/`Yes`/`true`/`1` or `N`/`No`/`false`/`0`.
+    Boolean,
+}
+
+/// Why a mapping file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    /// The file could not be read.
+    #[error("cannot read mapping {path}: {error}")]
+    Read {
+        /// The mapping file.
+        path: PathBuf,
+        /// The IO error.
+        error: std::io::Error,
+    },
+    /// Not valid TOML or unknown keys.
+    #[error("mapping {path}: {error}")]
+    Toml {
+        /// The mapping file.
+        path: PathBuf,
+        /// The TOML error (naming the key).
+        error: toml::de::Error,
+    },
+    /// Valid TOML, inconsistent mapping.
+    #[error("mapping {path}: {message}")]
+    Invalid {
+        /// The mapping file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The target of an event value: a catalogue type or "record nothing".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Type(EventType),
+    Skip,
+}
+
+fn parse_target(s: &str) -> Option<Target> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("skip") {
+        return Some(Target::Skip);
+    }
+    EventType::parse(s)
+        .or_else(|| EventType::parse(&format!("handover.{s}.v1")))
+        .map(Target::Type)
+}
+
+fn format_ok(f: &str) -> bool {
+    !f.is_empty() && !StrftimeItems::new(f).any(|i| matches!(i, Item::Error))
+}
+
+/// The data properties of an event type, from its JSON Schema.
+fn data_fields(t: EventType) -> Vec<String> {
+    serde_json::to_value(t.data_schema())
+        .ok()
+        .and_then(|s| {
+            s.get("properties")
+                .and_then(Value::as_object)
+                .map(|p| p.keys().cloned().collect())
+        })
+        .unwrap_or_default()
+}
+
+impl Mapping {
+    /// Parses and checks a mapping from TOML text; `path` is for messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Mapping, MappingError> {
+        let m: Mapping = toml::from_str(text).map_err(|error| MappingError::Toml {
+            path: path.to_owned(),
+            error,
+        })?;
+        m.check().map_err(|message| MappingError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
+        Ok(m)
+    }
+
+    /// Reads a mapping file.
+    pub fn load(path: &Path) -> Result<Mapping, MappingError> {
+        let text = std::fs::read_to_string(path).map_err(|error| MappingError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Mapping::from_toml(&text, path)
+    }
+
+    /// The event types rows can become.
+    pub fn event_types(&self) -> Vec<EventType> {
+        let mut v: Vec<EventType> = self
+            .event
+            .event_type
+            .iter()
+            .chain(self.event.values.values())
+            .filter_map(|s| match parse_target(s) {
+                Some(Target::Type(t)) => Some(t),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match (&self.event.event_type, &self.event.column) {
+            (Some(_), Some(_)) => return Err("[event] has both type and column: give one".into()),
+            (None, None) => return Err("[event] needs type (fixed) or column (with values)".into()),
+            (None, Some(_)) if self.event.values.is_empty() => {
+                return Err("[event] column needs values (column value = event type)".into())
+            }
+            _ => {}
+        }
+        for t in self
+            .event
+            .event_type
+            .iter()
+            .chain(self.event.values.values())
+        {
+            if parse_target(t).is_none() {
+                return Err(format!("[event] {t:?} is not an event type of the catalogue (e.g. care-package.requested) or skip"));
+            }
+        }
+        if self.person.nhs_number.is_none() && self.person.local_id.is_none() {
+            return Err("[person] needs nhs_number or local_id (or both)".into());
+        }
+        if !self.id.per_file && self.id.columns.is_empty() {
+            return Err("[id] per_file = false needs columns".into());
+        }
+        if !format_ok(&self.date_format) {
+            return Err(format!(
+                "date_format {:?} is not a valid chrono format",
+                self.date_format
+            ));
+        }
+        if let Some(f) = &self.time.format {
+            if !format_ok(f) {
+                return Err(format!("[time] format {f:?} is not a valid chrono format"));
+            }
+        }
+        let types = self.event_types();
+        let known: Vec<String> = types.iter().flat_map(|t| data_fields(*t)).collect();
+        for (name, rule) in &self.fields {
+            if name == "local_id" {
+                return Err("fields.local_id: the local id comes from [person] local_id".into());
+            }
+            if !types.is_empty() && !known.contains(name) {
+                return Err(format!(
+                    "fields.{name}: none of the mapping's event types ({}) has this field",
+                    types
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if let Some(f) = &rule.format {
+                if !format_ok(f) {
+                    return Err(format!(
+                        "fields.{name}: format {f:?} is not a valid chrono format"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Translation (pure)
+// ---------------------------------------------------------------------------------------------
+
+/// One row of a dropped file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// Where it is: the line number in a CSV file (the header is line 1), the 1-based position
+    /// in a JSON array.
+    pub number: u64,
+    /// Column name → cell text, in file order.
+    pub cells: Vec<(String, String)>,
+    /// The row as it appeared (a CSV line, or a JSON object), for the rejects file.
+    pub original: String,
+}
+
+impl Row {
+    /// The trimmed cell of `column` (case-insensitive); `None` when absent or empty.
+    pub fn get(&self, column: &str) -> Option<&str> {
+        self.cells
+            .iter()
+            .find(|(c, _)| c.trim().eq_ignore_ascii_case(column.trim()))
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Why a row was rejected: one line of the rejects file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The column at fault (empty when it is the row as a whole).
+    pub column: String,
+    /// What is wrong. Never quotes an NHS number.
+    pub reason: String,
+}
+
+fn row_err(column: &str, reason: impl Into<String>) -> RowError {
+    RowError {
+        column: column.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn short_hash(s: &str) -> String {
+    hex::encode(&Sha256::digest(s.as_bytes())[..6])
+}
+
+fn parse_local(cell: &str, fmt: &str, date_fmt: &str) -> Option<Timestamp> {
+    if let Ok(dt) = NaiveDateTime::parse_from_str(cell, fmt) {
+        return Some(Timestamp::from_london(dt));
+    }
+    [fmt, date_fmt]
+        .iter()
+        .find_map(|f| NaiveDate::parse_from_str(cell, f).ok())
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(Timestamp::from_london)
+}
+
+/// Translates one row into its event (none for a `skip` row), or lists every problem.
+///
+/// `file_name` is the dropped file's name (part of the event id unless the mapping's
+/// `per_file` is false); `source` the CloudEvents source.
+pub fn translate_row(
+    mapping: &Mapping,
+    source: &str,
+    file_name: &str,
+    row: &Row,
+) -> Result<Vec<Event>, Vec<RowError>> {
+    let mut errors = Vec::new();
+    // Event type.
+    let target = match (&mapping.event.event_type, &mapping.event.column) {
+        (Some(t), _) => parse_target(t),
+        (None, Some(col)) => match row.get(col) {
+            None => {
+                errors.push(row_err(col, "is empty: it chooses the event type"));
+                None
+            }
+            Some(v) => {
+                let found = mapping
+                    .event
+                    .values
+                    .iter()
+                    .find(|(k, _)| k.trim().eq_ignore_ascii_case(v))
+                    .and_then(|(_, t)| parse_target(t));
+                if found.is_none() {
+                    let known: Vec<&str> =
+                        mapping.event.values.keys().map(String::as_str).collect();
+                    errors.push(row_err(
+                        col,
+                        format!("unknown value {v:?}: expected one of {}", known.join(", ")),
+                    ));
+                }
+                found
+            }
+        },
+        (None, None) => None,
+    };
+    if target == Some(Target::Skip) {
+        return Ok(Vec::new());
+    }
+    // Time.
+    let time_fmt = mapping
+        .time
+        .format
+        .as_deref()
+        .unwrap_or(&mapping.date_format);
+    let time = match row.get(&mapping.time.column) {
+        None => {
+            errors.push(row_err(
+                &mapping.time.column,
+                "is empty: the date of the event is required",
+            ));
+            None
+        }
+        Some(cell) => {
+            let t = parse_local(cell, time_fmt, &mapping.date_format);
+            if t.is_none() {
+                errors.push(row_err(
+                    &mapping.time.column,
+                    format!("{cell:?} is not a date in the format {time_fmt}"),
+                ));
+            }
+            t
+        }
+    };
+    // Person.
+    let mut subject = None;
+    let mut local_id = None;
+    let nhs_cell = mapping
+        .person
+        .nhs_number
+        .as_deref()
+        .and_then(|c| row.get(c));
+    match (nhs_cell, &mapping.person.nhs_number) {
+        (Some(cell), Some(col)) => match NhsNumber::parse(cell) {
+            Ok(n) => subject = Some(n),
+            Err(e) => errors.push(row_err(col, format!("not a valid NHS number: {e}"))),
+        },
+        _ => match &mapping.person.local_id {
+            Some(l) => match row.get(&l.column) {
+                Some(v) => local_id = Some(json!({ "system": l.system, "value": v })),
+                None => errors.push(row_err(
+                    mapping.person.nhs_number.as_deref().unwrap_or(&l.column),
+                    "no NHS number and no local id: the row names nobody",
+                )),
+            },
+            None => errors.push(row_err(
+                mapping.person.nhs_number.as_deref().unwrap_or(""),
+                "is empty: the NHS number is required",
+            )),
+        },
+    }
+    // Row key.
+    let key = if mapping.id.columns.is_empty() {
+        Some(format!("r{}-{}", row.number, short_hash(&row.original)))
+    } else {
+        let parts: Vec<&str> = mapping
+            .id
+            .columns
+            .iter()
+            .map(|c| row.get(c).unwrap_or(""))
+            .collect();
+        if parts.iter().all(|p| p.is_empty()) {
+            errors.push(row_err(
+                &mapping.id.columns[0],
+                "is empty: it identifies the row",
+            ));
+            None
+        } else {
+            Some(parts.join("|"))
+        }
+    };
+    let Some(Target::Type(ty)) = target else {
+        return Err(errors);
+    };
+    // Data.
+    let allowed = data_fields(ty);
+    let mut data = Map::new();
+    for (name, rule) in mapping.fields.iter().filter(|(n, _)| allowed.contains(n)) {
+        let Some(cell) = row.get(&rule.column).or(rule.default.as_deref()) else {
+            continue;
+        };
+        let coded = if rule.codes.is_empty() {
+            cell.to_owned()
+        } else {
+            match rule
+                .codes
+                .iter()
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(cell))
+            {
+                Some((_, v)) => v.clone(),
+                None => {
+                    let known: Vec<&str> = rule.codes.keys().map(String::as_str).collect();
+                    errors.push(row_err(
+                        &rule.column,
+                        format!(
+                            "unknown code {cell:?}: expected one of {}",
+                            known.join(", ")
+                        ),
+                    ));
+                    continue;
+                }
+            }
+        };
+        let value = match rule.kind {
+            FieldKind::Text => Some(Value::String(coded.clone())),
+            FieldKind::Date => {
+                let f = rule.format.as_deref().unwrap_or(&mapping.date_format);
+                NaiveDate::parse_from_str(&coded, f)
+                    .ok()
+                    .map(|d| d.format("%Y-%m-%d").to_string().into())
+            }
+            FieldKind::Timestamp => {
+                let f = rule
+                    .format
+                    .clone()
+                    .unwrap_or_else(|| format!("{} %H:%M", mapping.date_format));
+                parse_local(&coded, &f, &mapping.date_format).map(|t| t.to_rfc3339().into())
+            }
+            FieldKind::Number => coded
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(|f| json!(f)),
+            FieldKind::Integer => coded.parse::<u64>().ok().map(|n| json!(n)),
+            FieldKind::Boolean => match coded.to_ascii_lowercase().as_str() {
+                "y" | "yes" | "true" | "1" => Some(Value::Bool(true)),
+                "n" | "no" | "false" | "0" => Some(Value::Bool(false)),
+                _ => None,
+            },
+        };
+        match value {
+            Some(v) => {
+                data.insert(name.clone(), v);
+            }
+            None => {
+                let what = match rule.kind {
+                    FieldKind::Date => format!(
+                        "a date in the format {}",
+                        rule.format.as_deref().unwrap_or(&mapping.date_format)
+                    ),
+                    FieldKind::Timestamp => "a date and time".to_owned(),
+                    FieldKind::Number => "a number".to_owned(),
+                    FieldKind::Integer => "a whole number".to_owned(),
+                    FieldKind::Boolean => "yes or no".to_owned(),
+                    FieldKind::Text => "text".to_owned(),
+                };
+                errors.push(row_err(&rule.column, format!("{coded:?} is not {what}")));
+            }
+        }
+    }
+    if let Some(l) = local_id {
+        data.insert("local_id".into(), l);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (Some(time), Some(key)) = (time, key) else {
+        return Err(errors);
+    };
+    let name = ty
+        .as_str()
+        .trim_start_matches("handover.")
+        .trim_end_matches(".v1");
+    let mut id = if mapping.id.per_file {
+        format!("{file_name}/{key}/{name}")
+    } else {
+        format!("{key}/{name}")
+    };
+    if id.len() > 256 {
+        id = format!(
+            "{}/{name}",
+            hex::encode(&Sha256::digest(id.as_bytes())[..16])
+        );
+    }
+    let mut ce = json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": source,
+        "type": ty.as_str(),
+        "time": time.to_rfc3339(),
+        "data": Value::Object(data),
+    });
+    if let Some(n) = subject {
+        ce["subject"] = n.as_string().into();
+    }
+    Event::from_json(ce).map(|e| vec![e]).map_err(|errs| {
+        errs.0
+            .into_iter()
+            .map(|f| {
+                // `/data/<field>...`, or `/data` with `"<field>" is a required property`.
+                let missing = (f.pointer == "/data")
+                    .then(|| {
+                        f.message
+                            .strip_prefix('"')?
+                            .split_once("\" is a required property")
+                            .map(|(n, _)| n)
+                    })
+                    .flatten();
+                let field = f
+                    .pointer
+                    .strip_prefix("/data/")
+                    .map(|p| p.split('/').next().unwrap_or(p))
+                    .or(missing);
+                let column = match (f.pointer.as_str(), field) {
+                    (_, Some(field)) => mapping
+                        .fields
+                        .get(field)
+                        .map(|r| r.column.clone())
+                        .unwrap_or_else(|| field.to_owned()),
+                    ("/subject", _) => mapping.person.nhs_number.clone().unwrap_or_default(),
+                    ("/time", _) => mapping.time.column.clone(),
+                    _ => String::new(),
+                };
+                let reason = if f.pointer == "/data" && f.message.contains("missing field") {
+                    format!(
+                        "the {} event is missing a required value: {}",
+                        ty.as_str(),
+                        f.message
+                    )
+                } else {
+                    f.message
+                };
+                RowError { column, reason }
+            })
+            .collect()
+    })
+}
+
+/// Why a file could not be read as rows at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FileFormatError(pub String);
+
+/// A row that could not be read as cells (wrong number of fields, a nested JSON value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableRow {
+    /// Where it is, as [`Row::number`].
+    pub number: u64,
+    /// The row as it appeared.
+    pub original: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A row, or why it could not be read.
+pub type RowResult = Result<Row, UnreadableRow>;
+
+/// Splits a file's bytes into rows.
+pub fn read_rows(format: FileFormat, bytes: &[u8]) -> Result<Vec<RowResult>, FileFormatError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text: String = match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        // Windows-1252 exports: read as Latin-1 rather than refuse the file.
+        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+    };
+    match format {
+        FileFormat::Csv => read_csv(&text),
+        FileFormat::Json => read_json(&text),
+    }
+}
+
+fn csv_line(fields: &[&str]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    let _ = w.write_record(fields);
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches(['\r', '\n'])
+        .to_owned()
+}
+
+fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers: Vec<String> = rdr
+        .headers()
+        .map_err(|e| FileFormatError(format!("cannot read the CSV header: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_owned())
+        .collect();
+    if headers.iter().all(String::is_empty) {
+        return Err(FileFormatError("the file has no header row".into()));
+    }
+    let mut out = Vec::new();
+    for rec in rdr.records() {
+        match rec {
+            Ok(r) => {
+                let line = r.position().map_or(0, |p| p.line());
+                let fields: Vec<&str> = r.iter().collect();
+                let original = csv_line(&fields);
+                if fields.len() != headers.len() {
+                    out.push(Err(UnreadableRow {
+                        number: line,
+                        original,
+                        reason: format!(
+                            "has {} fields, the header has {}",
+                            fields.len(),
+                            headers.len()
+                        ),
+                    }));
+                    continue;
+                }
+                out.push(Ok(Row {
+                    number: line,
+                    cells: headers
+                        .iter()
+                        .cloned()
+                        .zip(fields.iter().map(|s| s.to_string()))
+                        .collect(),
+                    original,
+                }));
+            }
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                out.push(Err(UnreadableRow {
+                    number: line,
+                    original: String::new(),
+                    reason: format!("unreadable CSV: {e}"),
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_json(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| FileFormatError(format!("not valid JSON: {e}")))?;
+    let Value::Array(items) = v else {
+        return Err(FileFormatError("expected a JSON array of objects".into()));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let n = i as u64 + 1;
+        let original = item.to_string();
+        let Value::Object(obj) = item else {
+            out.push(Err(UnreadableRow {
+                number: n,
+                original,
+                reason: "is not a JSON object".into(),
+            }));
+            continue;
+        };
+        let mut cells = Vec::with_capacity(obj.len());
+        let mut nested = None;
+        for (k, v) in obj {
+            let s = match v {
+                Value::Null => String::new(),
+                Value::String(s) => s,
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::Array(_) | Value::Object(_) => {
+                    nested.get_or_insert(k.clone());
+                    String::new()
+                }
+            };
+            cells.push((k, s));
+        }
+        match nested {
+            Some(k) => out.push(Err(UnreadableRow {
+                number: n,
+                original,
+                reason: format!("{k:?} is nested: values must be strings, numbers or booleans"),
+            })),
+            None => out.push(Ok(Row {
+                number: n,
+                cells,
+                original,
+            })),
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------------
+
+/// Counters of one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    /// Files processed and moved to `done/`.
+    pub files_done: u64,
+    /// Files that could not be read as rows at all (moved to `rejected/`).
+    pub files_rejected: u64,
+    /// Data rows read.
+    pub rows: u64,
+    /// Rows whose events were stored (duplicates included).
+    pub accepted: u64,
+    /// Rows rejected (listed in an errors file).
+    pub rejected: u64,
+    /// Rows the mapping says to skip.
+    pub skipped: u64,
+    /// Events the log already held (a re-dropped file, a restart mid-file).
+    pub duplicates: u64,
+    /// Failed hand-overs to the event log (the file is retried).
+    pub publish_failures: u64,
+}
+
+/// The adapter's counters, per source name.
+#[derive(Debug, Default)]
+pub struct FileDropMetrics {
+    sources: Mutex<BTreeMap<String, SourceCounters>>,
+}
+
+impl FileDropMetrics {
+    /// The current values.
+    pub fn snapshot(&self) -> BTreeMap<String, SourceCounters> {
+        self.sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn update(&self, source: &str, f: impl FnOnce(&mut SourceCounters)) {
+        let mut m = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        f(m.entry(source.to_owned()).or_default());
+    }
+
+    /// The counters in the Prometheus text format, names prefixed `handover_filedrop_`,
+    /// labelled by source name (from configuration, never from file content).
+    pub fn render_prometheus(&self) -> String {
+        let snap = self.snapshot();
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', " ")
+        };
+        let mut out = String::new();
+        type Series = Vec<(&'static str, fn(&SourceCounters) -> u64)>;
+        let families: [(&str, &str, Series); 4] = [
+            (
+                "files_total",
+                "Dropped files by outcome.",
+                vec![
+                    ("done", |c| c.files_done),
+                    ("rejected", |c| c.files_rejected),
+                ],
+            ),
+            (
+                "rows_total",
+                "Rows read by outcome.",
+                vec![
+                    ("accepted", |c| c.accepted),
+                    ("rejected", |c| c.rejected),
+                    ("skipped", |c| c.skipped),
+                ],
+            ),
+            (
+                "duplicates_total",
+                "Events the log already held.",
+                vec![("", |c| c.duplicates)],
+            ),
+            (
+                "publish_failures_total",
+                "Failed hand-overs to the event log.",
+                vec![("", |c| c.publish_failures)],
+            ),
+        ];
+        for (name, help, series) in families {
+            out.push_str(&format!(
+                "# HELP handover_filedrop_{name} {help}\n# TYPE handover_filedrop_{name} counter\n"
+            ));
+            for (source, c) in &snap {
+                for (result, get) in &series {
+                    let result_label = if result.is_empty() {
+                        String::new()
+                    } else {
+                        format!(",result=\"{result}\"")
+                    };
+                    out.push_str(&format!(
+                        "handover_filedrop_{name}{{source=\"{}\"{result_label}}} {}\n",
+                        esc(source),
+                        get(c)
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processing
+// ---------------------------------------------------------------------------------------------
+
+/// What became of one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    /// Data rows read.
+    pub rows: u64,
+    /// Rows whose events were stored (duplicates included).
+    pub accepted: u64,
+    /// Rows rejected.
+    pub rejected: u64,
+    /// Rows skipped by the mapping.
+    pub skipped: u64,
+    /// Events the log already held.
+    pub duplicates: u64,
+}
+
+/// Why a file was not finished.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The event log did not store the events; the file stays and is retried.
+    #[error("event log: {0}")]
+    Sink(#[from] SinkError),
+    /// Reading, writing or moving files failed; the file stays and is retried.
+    #[error("file system: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why [`run`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FileDropError {
+    /// A source's mapping file is missing or invalid.
+    #[error("file drop source {source_name:?}: {error}")]
+    Mapping {
+        /// The source's name.
+        source_name: String,
+        /// The problem.
+        error: MappingError,
+    },
+    /// A directory could not be created.
+    #[error("file drop source {source_name:?}: cannot create {path}: {error}")]
+    Dir {
+        /// The source's name.
+        source_name: String,
+        /// The directory.
+        path: PathBuf,
+        /// The IO error.
+        error: std::io::Error,
+    },
+}
+
+/// A writer of errors files: `row,column,reason,original_row`.
+fn errors_csv(lines: &[(u64, String, String, String)]) -> Vec<u8> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record(["row", "column", "reason", "original_row"]);
+    for (row, column, reason, original) in lines {
+        let _ = w.write_record([row.to_string().as_str(), column, reason, original]);
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp-write");
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+/// `dir/<name>`, or `dir/<stem>.<n>.<ext>` when taken.
+fn free_name(dir: &Path, name: &str) -> PathBuf {
+    let first = dir.join(name);
+    if !first.exists() {
+        return first;
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) => (s, format!(".{e}")),
+        None => (name, String::new()),
+    };
+    (1u32..)
+        .map(|n| dir.join(format!("{stem}.{n}{ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
+}
+
+/// Processes one file of `src` completely: translate, publish in chunks, write the errors
+/// file, move to `done/` (or, when it cannot be read as rows, to `rejected/`). Returns after
+/// the file was moved; an `Err` leaves it in place to be retried.
+pub async fn process_file(
+    src: &FileSource,
+    mapping: &Mapping,
+    path: &Path,
+    sink: &dyn EventSink,
+    chunk_rows: usize,
+    metrics: &FileDropMetrics,
+) -> Result<FileSummary, FileError> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let done_dir = src.dir.join("done");
+    let rejected_dir = src.dir.join("rejected");
+    tokio::fs::create_dir_all(&done_dir).await?;
+    tokio::fs::create_dir_all(&rejected_dir).await?;
+    let bytes = tokio::fs::read(path).await?;
+    let errors_path = rejected_dir.join(format!("{file_name}.errors.csv"));
+    let rows = match read_rows(src.format, &bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(source = %src.name, file = %file_name, error = %e, "file rejected: not readable as rows");
+            write_atomic(
+                &errors_path,
+                &errors_csv(&[(0, String::new(), e.0, String::new())]),
+            )
+            .await?;
+            tokio::fs::rename(path, free_name(&rejected_dir, &file_name)).await?;
+            metrics.update(&src.name, |c| c.files_rejected += 1);
+            return Ok(FileSummary::default());
+        }
+    };
+    let mut summary = FileSummary {
+        rows: rows.len() as u64,
+        ..FileSummary::default()
+    };
+    let mut rejects = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
+    for row in &rows {
+        match row {
+            Err(u) => rejects.push((
+                u.number,
+                String::new(),
+                u.reason.clone(),
+                u.original.clone(),
+            )),
+            Ok(row) => match translate_row(mapping, &src.source, &file_name, row) {
+                Ok(ev) if ev.is_empty() => summary.skipped += 1,
+                Ok(ev) => {
+                    summary.accepted += 1;
+                    events.extend(ev);
+                }
+                Err(errs) => {
+                    for e in errs {
+                        rejects.push((row.number, e.column, e.reason, row.original.clone()));
+                    }
+                }
+            },
+        }
+    }
+    summary.rejected = rows.len() as u64 - summary.accepted - summary.skipped;
+    for chunk in events.chunks(chunk_rows.max(1)) {
+        match sink.publish(chunk).await {
+            Ok(stored) => {
+                summary.duplicates += stored.iter().filter(|s| s.duplicate).count() as u64
+            }
+            Err(e) => {
+                metrics.update(&src.name, |c| c.publish_failures += 1);
+                return Err(e.into());
+            }
+        }
+    }
+    if rejects.is_empty() {
+        // A previous attempt's errors file for a file now fully accepted would mislead.
+        let _ = tokio::fs::remove_file(&errors_path).await;
+    } else {
+        write_atomic(&errors_path, &errors_csv(&rejects)).await?;
+    }
+    tokio::fs::rename(path, free_name(&done_dir, &file_name)).await?;
+    metrics.update(&src.name, |c| {
+        c.files_done += 1;
+        c.rows += summary.rows;
+        c.accepted += summary.accepted;
+        c.rejected += summary.rejected;
+        c.skipped += summary.skipped;
+        c.duplicates += summary.duplicates;
+    });
+    info!(
+        source = %src.name,
+        file = %file_name,
+        rows = summary.rows,
+        accepted = summary.accepted,
+        rejected = summary.rejected,
+        skipped = summary.skipped,
+        duplicates = summary.duplicates,
+        "file processed"
+    );
+    Ok(summary)
+}
+
+/// The files of `src.dir` ready to process, in name order.
+pub fn ready_files(src: &FileSource, settle: Duration) -> std::io::Result<Vec<PathBuf>> {
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&src.dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let ext_ok = name
+            .rsplit_once('.')
+            .is_some_and(|(_, e)| e.eq_ignore_ascii_case(src.format.extension()));
+        let meta = entry.metadata()?;
+        if !ext_ok || !meta.is_file() {
+            continue;
+        }
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .unwrap_or_default();
+        if age >= settle {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Watches every source's directory until `shutdown` resolves.
+///
+/// Loads and checks every mapping first (an `Err` names the source and the problem), then
+/// polls. A file interrupted by shutdown (or by the process dying) stays in its directory and
+/// is processed again from the start on the next run; its events keep their ids, so nothing
+/// is stored twice.
+pub async fn run(
+    cfg: Arc<FileDropConfig>,
+    sink: Arc<dyn EventSink>,
+    metrics: Arc<FileDropMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), FileDropError> {
+    let mut sources = Vec::with_capacity(cfg.sources.len());
+    for src in &cfg.sources {
+        let mapping = Mapping::load(&src.mapping).map_err(|error| FileDropError::Mapping {
+            source_name: src.name.clone(),
+            error,
+        })?;
+        for d in [
+            src.dir.clone(),
+            src.dir.join("done"),
+            src.dir.join("rejected"),
+        ] {
+            std::fs::create_dir_all(&d).map_err(|error| FileDropError::Dir {
+                source_name: src.name.clone(),
+                path: d.clone(),
+                error,
+            })?;
+        }
+        sources.push((src, mapping));
+    }
+    info!(sources = sources.len(), "file drop started");
+    let poll = Duration::from_millis(cfg.poll_interval_ms.max(10));
+    let settle = Duration::from_millis(cfg.settle_ms);
+    tokio::pin!(shutdown);
+    loop {
+        for (src, mapping) in &sources {
+            let files = match ready_files(src, settle) {
+                Ok(f) => f,
+                Err(error) => {
+                    warn!(source = %src.name, %error, "cannot list the drop directory");
+                    continue;
+                }
+            };
+            for path in files {
+                let work =
+                    process_file(src, mapping, &path, sink.as_ref(), cfg.chunk_rows, &metrics);
+                tokio::select! {
+                    // Dropping the work mid-file is safe: the file stays, ids are deterministic.
+                    () = &mut shutdown => {
+                        info!("file drop stopped");
+                        return Ok(());
+                    }
+                    r = work => if let Err(error) = r {
+                        warn!(source = %src.name, file = %path.display(), %error, "file not finished; retrying at the next poll");
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => {
+                info!("file drop stopped");
+                return Ok(());
+            }
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::conformance::{
+        assert_acks_after_durability, assert_translation_conforms, FailMode, RecordingSink,
+    };
+    use expect_test::{expect, Expect};
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    fn mapping(name: &str) -> Mapping {
+        Mapping::load(&root().join("deploy/mappings").join(name)).unwrap()
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(root().join("tests/fixtures/filedrop").join(name)).unwrap()
+    }
+
+    const BROKERAGE: &str = "urn:gss:E08000035:brokerage";
+
+    /// Every row of a fixture through `translate_row`, rendered one line per row.
+    fn translate_all(m: &Mapping, file: &str, format: FileFormat) -> (Vec<Event>, String) {
+        let mut out = String::new();
+        let mut events = Vec::new();
+        for row in read_rows(format, &fixture(file)).unwrap() {
+            match row {
+                Err(u) => out.push_str(&format!(
+                    "row {}: unreadable: {}
+",
+                    u.number, u.reason
+                )),
+                Ok(row) => match translate_row(m, BROKERAGE, file, &row) {
+                    Ok(ev) if ev.is_empty() => {
+                        out.push_str(&format!("row {}: skipped\n", row.number))
+                    }
+                    Ok(ev) => {
+                        for e in ev {
+                            let subject = e
+                                .subject
+                                .map(|n| n.as_string())
+                                .unwrap_or_else(|| "-".into());
+                            out.push_str(&format!(
+                                "row {}: {} {}\n  subject={subject} time={}\n  data={}\n",
+                                row.number,
+                                e.event_type().as_str(),
+                                e.id,
+                                e.time,
+                                serde_json::to_string(&e.data.to_json()).unwrap()
+                            ));
+                            events.push(e);
+                        }
+                    }
+                    Err(errs) => {
+                        for e in errs {
+                            out.push_str(&format!(
+                                "row {}: rejected [{}] {}\n",
+                                row.number, e.column, e.reason
+                            ));
+                        }
+                    }
+                },
+            }
+        }
+        (events, out)
+    }
+
+    fn check(mapping_file: &str, file: &str, format: FileFormat, expect: Expect) {
+        let m = mapping(mapping_file);
+        let (_, rendered) = translate_all(&m, file, format);
+        assert_translation_conforms(|| translate_all(&m, file, format).0);
+        expect.assert_eq(&rendered);
+    }
+
+    #[test]
+    fn brokerage_export() {
+        check(
+            "brokerage-homecare.toml",
+            "brokerage_2026-11-24.csv",
+            FileFormat::Csv,
+            expect![[r#"
+            row 2: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|REQUESTED|24/11/2026/care-package.requested
+              subject=9434765919 time=2026-11-24T00:00:00Z
+              data={"calls_per_day":3,"carers_per_call":1,"hours_per_week":10.5,"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+            row 3: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|SOURCED|25/11/2026/care-package.sourced
+              subject=9434765919 time=2026-11-25T00:00:00Z
+              data={"agreed_start":"2026-11-27","package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
+            row 4: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|REQUESTED|24/11/2026/care-package.requested
+              subject=9434765927 time=2026-11-24T00:00:00Z
+              data={"calls_per_day":4,"carers_per_call":2,"hours_per_week":14.0,"package_id":"LCC-PKG-5522","required_start":"2026-11-26","service_type":"home-care"}
+            row 5: skipped
+            row 6: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5523|REQUESTED|24/11/2026/care-package.requested
+              subject=- time=2026-11-24T00:00:00Z
+              data={"calls_per_day":2,"carers_per_call":1,"hours_per_week":7.0,"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120977"},"package_id":"LCC-PKG-5523","required_start":"2026-12-01","service_type":"home-care"}
+            row 7: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|SOURCED|25/11/2026/care-package.sourced
+              subject=9434765927 time=2026-11-25T00:00:00Z
+              data={"agreed_start":"2026-11-28","package_id":"LCC-PKG-5522","provider":"Bramley Home Care Ltd, Leeds"}
+            row 8: handover.care-package.started.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|STARTED|27/11/2026/care-package.started
+              subject=9434765919 time=2026-11-27T00:00:00Z
+              data={"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn referrals_export_csv() {
+        check(
+            "referrals-assessments.toml",
+            "referrals_2026-11-24.csv",
+            FileFormat::Csv,
+            expect![[r#"
+            row 2: handover.referral.accepted.v1 referrals_2026-11-24.csv/RR8-REF-77120|ACCEPTED|/referral.accepted
+              subject=9434765919 time=2026-11-22T10:05:00Z
+              data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team (LGI)"}
+            row 3: handover.referral.declined.v1 referrals_2026-11-24.csv/RR8-REF-77133|DECLINED|/referral.declined
+              subject=9434765927 time=2026-11-22T11:40:00Z
+              data={"reason":"Needs met by existing package","referral_id":"RR8-REF-77133"}
+            row 4: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|S9/referral.assessment-completed
+              subject=9434765919 time=2026-11-23T16:20:00Z
+              data={"assessment_type":"needs","outcome":"eligible","referral_id":"RR8-REF-77120"}
+            row 5: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|CARER/referral.assessment-completed
+              subject=9434765919 time=2026-11-23T00:00:00Z
+              data={"assessment_type":"carer","outcome":"no-assessment-needed","referral_id":"RR8-REF-77120"}
+            row 6: skipped
+            row 7: handover.referral.withdrawn.v1 referrals_2026-11-24.csv/RR8-REF-77141|WITHDRAWN|/referral.withdrawn
+              subject=- time=2026-11-24T08:30:00Z
+              data={"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120977"},"reason":"Patient died in hospital","referral_id":"RR8-REF-77141"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn referrals_export_json_matches_csv() {
+        let m = mapping("referrals-assessments.toml");
+        let (csv_events, _) = translate_all(&m, "referrals_2026-11-24.csv", FileFormat::Csv);
+        let (json_events, _) = translate_all(&m, "referrals_2026-11-24.json", FileFormat::Json);
+        let data = |v: &[Event]| {
+            v.iter()
+                .map(|e| (e.data.clone(), e.time, e.subject))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(data(&csv_events), data(&json_events));
+        assert_eq!(csv_events.len(), 5);
+    }
+
+    #[test]
+    fn bad_rows() {
+        check(
+            "brokerage-homecare.toml",
+            "brokerage_bad_rows.csv",
+            FileFormat::Csv,
+            expect![[r#"
+            row 2: rejected [NHS Number] no NHS number and no local id: the row names nobody
+            row 3: rejected [NHS Number] not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
+            row 4: rejected [Service Type] unknown code "RESPITE": expected one of CB, DOM, EQ, HC, NURS, OTH, REAB, RES
+            row 5: rejected [Status Date] "2026-11-24" is not a date in the format %d/%m/%Y
+            row 5: rejected [Hours Per Week] "ten" is not a number
+            row 5: rejected [Required Start] "31/11/2026" is not a date in the format %d/%m/%Y
+            row 6: rejected [Status] unknown value "SUSPENDED": expected one of CANCELLED, DRAFT, ENDED, ON HOLD, REQUESTED, RESTARTED, SOURCED, STARTED
+            row 7: rejected [Provider] "provider" is a required property
+            row 8: handover.care-package.requested.v1 brokerage_bad_rows.csv/LCC-PKG-6007|REQUESTED|24/11/2026/care-package.requested
+              subject=9434765978 time=2026-11-24T00:00:00Z
+              data={"package_id":"LCC-PKG-6007","required_start":"2026-12-03","service_type":"equipment"}
+            row 9: unreadable: has 3 fields, the header has 15
+        "#]],
+        );
+    }
+
+    fn source_in(dir: &Path, mapping_file: &str) -> FileSource {
+        FileSource {
+            name: "leeds-brokerage".into(),
+            dir: dir.to_owned(),
+            source: BROKERAGE.into(),
+            format: FileFormat::Csv,
+            mapping: root().join("deploy/mappings").join(mapping_file),
+        }
+    }
+
+    #[tokio::test]
+    async fn rejects_file_lists_every_bad_row_and_good_rows_are_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source_in(dir.path(), "brokerage-homecare.toml");
+        let path = dir.path().join("brokerage_bad_rows.csv");
+        std::fs::write(&path, fixture("brokerage_bad_rows.csv")).unwrap();
+        let sink = RecordingSink::new();
+        let metrics = FileDropMetrics::default();
+        let m = mapping("brokerage-homecare.toml");
+        let summary = process_file(&src, &m, &path, &sink, 2, &metrics)
+            .await
+            .unwrap();
+        assert_eq!(
+            summary,
+            FileSummary {
+                rows: 8,
+                accepted: 1,
+                rejected: 7,
+                skipped: 0,
+                duplicates: 0
+            }
+        );
+        assert_eq!(sink.events().len(), 1);
+        assert!(dir.path().join("done/brokerage_bad_rows.csv").exists());
+        assert!(!path.exists());
+        let errors = std::fs::read_to_string(
+            dir.path()
+                .join("rejected/brokerage_bad_rows.csv.errors.csv"),
+        )
+        .unwrap();
+        expect![[r#"
+            row,column,reason,original_row
+            2,NHS Number,no NHS number and no local id: the row names nobody,"LCC-PKG-6001,REQUESTED,24/11/2026,,,HC,10,2,1,27/11/2026,,,,,"
+            3,NHS Number,not a valid NHS number: the NHS number's check digit is wrong (Modulus 11),"LCC-PKG-6002,REQUESTED,24/11/2026,9434765918,M-130001,HC,10,2,1,27/11/2026,,,,,"
+            4,Service Type,"unknown code ""RESPITE"": expected one of CB, DOM, EQ, HC, NURS, OTH, REAB, RES","LCC-PKG-6003,REQUESTED,24/11/2026,9434765935,M-130002,RESPITE,10,2,1,27/11/2026,,,,,"
+            5,Status Date,"""2026-11-24"" is not a date in the format %d/%m/%Y","LCC-PKG-6004,REQUESTED,2026-11-24,9434765943,M-130003,HC,ten,2,1,31/11/2026,,,,,"
+            5,Hours Per Week,"""ten"" is not a number","LCC-PKG-6004,REQUESTED,2026-11-24,9434765943,M-130003,HC,ten,2,1,31/11/2026,,,,,"
+            5,Required Start,"""31/11/2026"" is not a date in the format %d/%m/%Y","LCC-PKG-6004,REQUESTED,2026-11-24,9434765943,M-130003,HC,ten,2,1,31/11/2026,,,,,"
+            6,Status,"unknown value ""SUSPENDED"": expected one of CANCELLED, DRAFT, ENDED, ON HOLD, REQUESTED, RESTARTED, SOURCED, STARTED","LCC-PKG-6005,SUSPENDED,24/11/2026,9434765951,M-130004,HC,,,,,,,,,"
+            7,Provider,"""provider"" is a required property","LCC-PKG-6006,SOURCED,25/11/2026,9434765978,M-130005,HC,,,,,,28/11/2026,,,"
+            9,,"has 3 fields, the header has 15","LCC-PKG-6008,REQUESTED,24/11/2026"
+        "#]].assert_eq(&errors);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_file_moves_to_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = source_in(dir.path(), "referrals-assessments.toml");
+        src.format = FileFormat::Json;
+        let path = dir.path().join("broken.json");
+        std::fs::write(&path, b"[{\"Referral Ref\": ").unwrap();
+        let metrics = FileDropMetrics::default();
+        let m = mapping("referrals-assessments.toml");
+        process_file(&src, &m, &path, &RecordingSink::new(), 10, &metrics)
+            .await
+            .unwrap();
+        assert!(dir.path().join("rejected/broken.json").exists());
+        let errors =
+            std::fs::read_to_string(dir.path().join("rejected/broken.json.errors.csv")).unwrap();
+        assert!(
+            errors.starts_with("row,column,reason,original_row\n0,,not valid JSON"),
+            "{errors}"
+        );
+        assert_eq!(metrics.snapshot()["leeds-brokerage"].files_rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_mid_file_then_a_retry_and_a_redrop_store_each_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source_in(dir.path(), "brokerage-homecare.toml");
+        let m = mapping("brokerage-homecare.toml");
+        let metrics = FileDropMetrics::default();
+        let name = "brokerage_2026-11-24.csv";
+        let path = dir.path().join(name);
+        std::fs::write(&path, fixture(name)).unwrap();
+        let sink = RecordingSink::new();
+        // The log goes away after 3 events, in the second chunk of 2.
+        sink.fail_after(Some(3));
+        assert!(process_file(&src, &m, &path, &sink, 2, &metrics)
+            .await
+            .is_err());
+        assert!(path.exists(), "the file stays until every row is durable");
+        assert_eq!(sink.events().len(), 3);
+        sink.fail_after(None);
+        let s = process_file(&src, &m, &path, &sink, 2, &metrics)
+            .await
+            .unwrap();
+        assert_eq!((s.accepted, s.skipped, s.duplicates), (6, 1, 3));
+        assert_eq!(sink.events().len(), 6, "each event once");
+        assert!(dir.path().join("done").join(name).exists());
+        // Dropped again: everything is a duplicate; the copy is kept under another name.
+        std::fs::write(&path, fixture(name)).unwrap();
+        let s = process_file(&src, &m, &path, &sink, 2, &metrics)
+            .await
+            .unwrap();
+        assert_eq!(s.duplicates, 6);
+        assert_eq!(sink.events().len(), 6);
+        assert!(dir.path().join("done/brokerage_2026-11-24.1.csv").exists());
+        let c = &metrics.snapshot()["leeds-brokerage"];
+        assert_eq!((c.files_done, c.publish_failures, c.duplicates), (2, 1, 9));
+        let text = metrics.render_prometheus();
+        assert!(
+            text.contains(
+                "handover_filedrop_rows_total{source=\"leeds-brokerage\",result=\"accepted\"} 12"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("9434765919"));
+    }
+
+    #[tokio::test]
+    async fn a_file_is_done_only_after_the_sink_acknowledges() {
+        assert_acks_after_durability(|sink| async move {
+            let dir = tempfile::tempdir().unwrap();
+            let src = source_in(dir.path(), "brokerage-homecare.toml");
+            let path = dir.path().join("brokerage_2026-11-24.csv");
+            std::fs::write(&path, fixture("brokerage_2026-11-24.csv")).unwrap();
+            let m = mapping("brokerage-homecare.toml");
+            let r = process_file(
+                &src,
+                &m,
+                &path,
+                sink.as_ref(),
+                100,
+                &FileDropMetrics::default(),
+            )
+            .await;
+            let done = dir.path().join("done/brokerage_2026-11-24.csv").exists();
+            assert_eq!(
+                r.is_ok(),
+                done,
+                "moved to done/ exactly when processing succeeded"
+            );
+            assert_eq!(path.exists(), !done);
+            r.is_ok()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn run_skips_unsettled_and_temporary_files_and_stops_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Arc::new(FileDropConfig {
+            poll_interval_ms: 10,
+            settle_ms: 60_000,
+            chunk_rows: 100,
+            sources: vec![source_in(dir.path(), "brokerage-homecare.toml")],
+        });
+        std::fs::write(
+            dir.path().join("fresh.csv"),
+            fixture("brokerage_2026-11-24.csv"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("partial.csv.tmp"), b"Package ID,Sta").unwrap();
+        assert!(ready_files(&cfg.sources[0], Duration::from_millis(60_000))
+            .unwrap()
+            .is_empty());
+        let sink = Arc::new(RecordingSink::new());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            cfg,
+            sink.clone(),
+            Arc::new(FileDropMetrics::default()),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            sink.calls(),
+            0,
+            "a file modified within settle_ms is not read"
+        );
+        tx.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        assert!(dir.path().join("fresh.csv").exists());
+        // Settled files are picked up; temporary ones never.
+        let ready = ready_files(&source_in(dir.path(), "x"), Duration::ZERO).unwrap();
+        assert_eq!(ready, vec![dir.path().join("fresh.csv")]);
+    }
+
+    #[tokio::test]
+    async fn run_refuses_a_bad_mapping_naming_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[event]\ntype = \"care-package.requested\"\n[time]\ncolumn = \"D\"\n[person]\nnhs_number = \"N\"\n[fields]\nprovider = { column = \"P\" }\n").unwrap();
+        let mut src = source_in(dir.path(), "x");
+        src.mapping = bad;
+        let cfg = Arc::new(FileDropConfig {
+            sources: vec![src],
+            ..FileDropConfig::default()
+        });
+        let err = run(
+            cfg,
+            Arc::new(RecordingSink::new()),
+            Arc::default(),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        expect![[r#"file drop source "leeds-brokerage": mapping <dir>/bad.toml: fields.provider: none of the mapping's event types (handover.care-package.requested.v1) has this field"#]].assert_eq(&err.to_string().replace(&dir.path().display().to_string(), "<dir>"));
+        let _ = FailMode::Refused;
+    }
+
+    #[test]
+    fn config_example_parses_and_unknown_keys_are_named() {
+        let doc: String = include_str!("filedrop.rs")
+            .lines()
+            .skip_while(|l| !l.starts_with("//! [filedrop]"))
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start()))
+            .collect();
+        #[derive(Deserialize)]
+        struct Doc {
+            filedrop: FileDropConfig,
+        }
+        let d: Doc = toml::from_str(&doc).unwrap();
+        assert_eq!(d.filedrop.sources[0].format, FileFormat::Csv);
+        assert_eq!(d.filedrop.chunk_rows, 200);
+        let e = toml::from_str::<FileDropConfig>("[[sources]]\nname = \"a\"\ndir = \"d\"\nsource = \"s\"\nformat = \"csv\"\nmapping = \"m\"\nmaping = \"typo\"\n").unwrap_err();
+        assert!(e.to_string().contains("maping"), "{e}");
+        assert_eq!(FileDropConfig::default().sources, vec![]);
+        let e = Mapping::from_toml("[event]\ncolumn = \"S\"\nvalues = { A = \"care-package.teleported\" }\n[time]\ncolumn = \"D\"\n[person]\nnhs_number = \"N\"\n", Path::new("m.toml")).unwrap_err();
+        expect![[r#"mapping m.toml: [event] "care-package.teleported" is not an event type of the catalogue (e.g. care-package.requested) or skip"#]].assert_eq(&e.to_string());
+    }
+}

@@ -1,0 +1,1585 @@
+//! HL7 v2 ADT over MLLP: a hospital PAS feed, acknowledged only when durable.
+//!
+//! The adapter listens for MLLP connections (`0x0B … 0x1C 0x0D` frames), parses each message
+//! with [`handover_hl7`], maps it to catalogue events with the pure [`translate`], hands the
+//! events to the [`EventSink`] and answers with an original-mode `ACK`:
+//!
+//! - `AA` only after [`EventSink::publish`] returned `Ok` (the events are in JetStream), or for
+//!   an ADT trigger Handover does not use (ignored, counted);
+//! - `AE` with an `ERR` segment naming the segment and field for content errors (an NHS number
+//!   failing its Modulus 11 check, an unparseable date, a missing `PV1` or `PV1-19`, ...);
+//! - `AR` for what is not about content: a message type other than ADT (`200`), a version
+//!   before 2.3 or not 2.x (`203`), an unlisted sending facility (`204`), an event log that is
+//!   unavailable (`207`, so the sender resends), an unparseable or oversized frame (`102`).
+//!
+//! Messages on one connection are processed one at a time, in order. Event ids derive from
+//! MSH-10, so a resent message produces identical events that the log recognises as duplicates.
+//! Logs carry the message control id, trigger and ACK code, never an identifier of a person.
+//! `docs/adapters.md` has the full mapping and ACK tables.
+//!
+//! # Configuration
+//!
+//! The `[hl7]` section of `handover.toml`; every key is optional:
+//!
+//! ```toml
+//! [hl7]
+//! listen = "0.0.0.0:2575"
+//! system = "pas"
+//! max_message_bytes = 1048576
+//! idle_timeout_secs = 600
+//! responsible_council = "E08000035"
+//!
+//! [hl7.facilities]
+//! RX1 = "RX1"
+//! "LEEDS PAS" = "RR8"
+//!
+//! [hl7.sites]
+//! SJUH = "RR813"
+//! LGI = "RR801"
+//! ```
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
+use handover_events::{Event, EventSink, NhsNumber, SinkError, Timestamp};
+use handover_hl7::mllp::{encode, MllpDecoder};
+use handover_hl7::timestamp::{Precision, TimestampError};
+use handover_hl7::{
+    ack, ack_unparseable, AckCode, AckError, ErrorCode, ErrorLocation, FrameError, Message,
+    ParseError, Repetition, Segment,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+/// This adapter's entry in the [registry](crate::ADAPTERS).
+pub const ADAPTER: crate::Adapter = crate::Adapter {
+    name: "hl7",
+    config_section: "hl7",
+    summary: "HL7 v2 ADT (A01, A02, A03, A08, A11, A13, A40) over MLLP from a hospital PAS",
+};
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// The `[hl7]` section of `handover.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hl7Config {
+    /// Address the MLLP listener binds (default `127.0.0.1:2575`).
+    pub listen: SocketAddr,
+    /// Accepted sending facilities: MSH-4 → the ODS code used in the event source
+    /// `urn:ods:<ODS>:<system>`. Empty (the default) accepts every facility, with MSH-4 itself as
+    /// the ODS code; non-empty rejects (`AR`) a facility that is not listed.
+    pub facilities: BTreeMap<String, String>,
+    /// Source system suffix of the event source, e.g. `pas` in `urn:ods:RX1:pas`. Default: the
+    /// sending application (MSH-3) lower-cased, else `pas`.
+    pub system: Option<String>,
+    /// Hospital sites: the point-of-care facility (PV1-3.4) or servicing facility (PV1-39) as
+    /// sent → the ODS site code of `admitted.site`. A value not listed is used as sent; with
+    /// neither field present the site is the sending facility's ODS code.
+    pub sites: BTreeMap<String, String>,
+    /// Largest accepted message in bytes (default 1 MiB); larger frames get `AR`.
+    pub max_message_bytes: usize,
+    /// A connection with no traffic for this many seconds is closed (default 600).
+    pub idle_timeout_secs: u64,
+    /// GSS code put in `admitted.responsible_council` (HL7 ADT does not carry it); default none.
+    pub responsible_council: Option<String>,
+}
+
+/// The default MLLP port, 2575 (IANA `hl7-mllp`), on loopback.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    2575,
+));
+
+impl Default for Hl7Config {
+    fn default() -> Self {
+        Hl7Config {
+            listen: DEFAULT_LISTEN,
+            facilities: BTreeMap::new(),
+            system: None,
+            sites: BTreeMap::new(),
+            max_message_bytes: 1024 * 1024,
+            idle_timeout_secs: 600,
+            responsible_council: None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Translation (pure)
+// ---------------------------------------------------------------------------------------------
+
+/// What one HL7 message becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Translation {
+    /// Catalogue events to publish, in order; the sender gets `AA` once they are stored.
+    Events(Vec<Event>),
+    /// A well-formed ADT message Handover has no use for (e.g. A28, A31, or an A08 changing
+    /// nothing Handover records); acknowledged `AA` and counted.
+    Ignored {
+        /// The trigger event, e.g. `A28`.
+        trigger: String,
+    },
+}
+
+/// Why a message cannot be turned into events; reported in the ACK's `MSA` and `ERR`.
+///
+/// The message never contains an identifier of a person (it is logged).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ContentError {
+    /// `AE` (content error: correct and resend) or `AR` (rejected: not for this receiver).
+    pub ack: AckCode,
+    /// HL7 table 0357 error code.
+    pub code: ErrorCode,
+    /// The segment (and field) at fault.
+    pub location: ErrorLocation,
+    /// What is wrong, for the sender's interface team.
+    pub message: String,
+}
+
+impl ContentError {
+    fn ae(code: ErrorCode, location: ErrorLocation, message: impl Into<String>) -> Self {
+        ContentError {
+            ack: AckCode::Ae,
+            code,
+            location,
+            message: message.into(),
+        }
+    }
+
+    fn ar(code: ErrorCode, location: ErrorLocation, message: impl Into<String>) -> Self {
+        ContentError {
+            ack: AckCode::Ar,
+            code,
+            location,
+            message: message.into(),
+        }
+    }
+
+    /// The error as the hl7 crate's [`AckError`], for [`ack()`].
+    pub fn to_ack_error(&self) -> AckError {
+        AckError {
+            code: self.code,
+            location: Some(self.location.clone()),
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// The ADT triggers mapped to events; every other ADT trigger is [`Translation::Ignored`].
+pub const SUPPORTED_TRIGGERS: &[&str] = &["A01", "A02", "A03", "A08", "A11", "A13", "A40"];
+
+/// PV1-4 admission type → `admitted.admission_method` (case-insensitive). HL7 table 0007 codes
+/// and the NHS Data Dictionary admission method codes some PAS send in PV1-4. Any other value
+/// is `other`; an empty PV1-4 leaves `admission_method` out.
+pub const ADMISSION_METHODS: &[(&str, &str)] = &[
+    ("E", "emergency"),
+    ("EM", "emergency"),
+    ("A", "emergency"),
+    ("U", "emergency"),
+    ("21", "emergency"),
+    ("22", "emergency"),
+    ("23", "emergency"),
+    ("24", "emergency"),
+    ("25", "emergency"),
+    ("28", "emergency"),
+    ("2A", "emergency"),
+    ("2B", "emergency"),
+    ("2C", "emergency"),
+    ("2D", "emergency"),
+    ("EL", "elective"),
+    ("C", "elective"),
+    ("R", "elective"),
+    ("11", "elective"),
+    ("12", "elective"),
+    ("13", "elective"),
+    ("B", "maternity"),
+    ("N", "maternity"),
+    ("L", "maternity"),
+    ("31", "maternity"),
+    ("32", "maternity"),
+    ("82", "maternity"),
+    ("83", "maternity"),
+    ("T", "transfer"),
+    ("TR", "transfer"),
+    ("81", "transfer"),
+];
+
+/// PV1-37 discharged-to location (NHS Data Dictionary discharge destination code) →
+/// `discharged.destination`. `99` (not known) or an empty PV1-37 leaves `destination` out; any
+/// other value is `other`. Transfers to another hospital (48–53, 84, 87) are `other`, not
+/// `community-bed`: the code cannot tell an acute transfer from a D2A pathway 2 bed, and the
+/// pathway is recorded explicitly (`pathway-assigned`).
+pub const DISCHARGE_DESTINATIONS: &[(&str, &str)] = &[
+    ("19", "usual-residence"),
+    ("29", "usual-residence"),
+    ("54", "care-home"),
+    ("65", "care-home"),
+    ("85", "care-home"),
+    ("79", "died"),
+    ("88", "hospice"),
+    ("30", "other"),
+    ("37", "other"),
+    ("38", "other"),
+    ("48", "other"),
+    ("49", "other"),
+    ("50", "other"),
+    ("51", "other"),
+    ("52", "other"),
+    ("53", "other"),
+    ("66", "other"),
+    ("84", "other"),
+    ("87", "other"),
+    ("98", "other"),
+];
+
+/// NHS number status indicator codes (UK Core) accepted from PID-32.
+const NHS_NUMBER_STATUSES: &[&str] = &["01", "02", "03", "04", "05", "06", "07", "08"];
+
+/// The OID of the NHS number, accepted as an assigning authority's universal id.
+const NHS_NUMBER_OID: &str = "2.16.840.1.113883.2.1.4.1";
+
+/// Longest MSH-10 accepted (the event id is derived from it).
+const MAX_CONTROL_ID: usize = 200;
+
+/// The admission method for a PV1-4 value.
+pub fn admission_method(pv1_4: &str) -> &'static str {
+    table(ADMISSION_METHODS, pv1_4).unwrap_or("other")
+}
+
+/// The discharge destination for a PV1-37 value (`None` for `99`, not known).
+pub fn discharge_destination(pv1_37: &str) -> Option<&'static str> {
+    match pv1_37.trim() {
+        "99" | "" => None,
+        code => Some(table(DISCHARGE_DESTINATIONS, code).unwrap_or("other")),
+    }
+}
+
+fn table(table: &[(&str, &'static str)], code: &str) -> Option<&'static str> {
+    let code = code.trim();
+    table
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(code))
+        .map(|(_, v)| *v)
+}
+
+/// Whether a version id (MSH-12) is accepted: 2.3 through 2.5.1 as specified, and any later
+/// 2.x (the 2.x line is backwards compatible). Earlier, missing or non-2.x versions are not.
+pub fn version_supported(version: &str) -> bool {
+    let mut parts = version.trim().split('.');
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let rest_ok = parts.all(|p| p.parse::<u32>().is_ok());
+    matches!((major, minor), (Some(2), Some(minor)) if minor >= 3) && rest_ok
+}
+
+fn loc(segment: &str, sequence: usize, field: u32) -> ErrorLocation {
+    let mut l = ErrorLocation::field(segment, field);
+    l.sequence = u32::try_from(sequence).unwrap_or(u32::MAX);
+    l
+}
+
+fn seg_loc(segment: &str, sequence: usize) -> ErrorLocation {
+    ErrorLocation {
+        segment: segment.to_owned(),
+        sequence: u32::try_from(sequence).unwrap_or(u32::MAX),
+        field: None,
+        repetition: None,
+        component: None,
+    }
+}
+
+/// A decoded, trimmed, non-empty value; HL7's explicit null `""` counts as empty.
+fn clean(v: &str) -> Option<&str> {
+    let v = v.trim();
+    (!v.is_empty() && v != "\"\"").then_some(v)
+}
+
+/// Component `comp`, subcomponent `sub` of a repetition.
+fn rep_val(rep: &Repetition, comp: usize, sub: usize) -> Option<&str> {
+    clean(rep.component(comp)?.subcomponent(sub)?)
+}
+
+/// Field `field` (first repetition), component `comp`, subcomponent `sub` of a segment.
+fn val(seg: &Segment, field: usize, comp: usize, sub: usize) -> Option<&str> {
+    rep_val(seg.field(field)?.repetition(1)?, comp, sub)
+}
+
+/// Text safe to put in a URN: ASCII letters, digits, `-`, `.` and `_`; others become `-`.
+fn urn_token(s: &str) -> String {
+    s.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+/// The message header as Handover needs it.
+struct Header<'a> {
+    control_id: &'a str,
+    trigger: String,
+    ods: String,
+    source: String,
+    time: Timestamp,
+    /// Whether `time` came from EVN (the recorded event time) rather than MSH-7.
+    time_from_evn: bool,
+}
+
+/// Checks that the message is for us: ADT, a supported version, an accepted facility. Returns
+/// the ODS code and the trigger.
+fn route(msg: &Message, cfg: &Hl7Config) -> Result<(String, String), ContentError> {
+    let msh = msg.segment("MSH").ok_or_else(|| {
+        ContentError::ae(
+            ErrorCode::SegmentSequenceError,
+            seg_loc("MSH", 1),
+            "no MSH segment",
+        )
+    })?;
+    match msg.message_type().and_then(clean) {
+        Some(t) if t.eq_ignore_ascii_case("ADT") => {}
+        other => {
+            let shown: String = other.unwrap_or("none").chars().take(16).collect();
+            return Err(ContentError::ar(
+                ErrorCode::UnsupportedMessageType,
+                loc("MSH", 1, 9),
+                format!("message type {shown} is not supported: only ADT"),
+            ));
+        }
+    }
+    match msg.version().and_then(clean) {
+        Some(v) if version_supported(v) => {}
+        other => {
+            let shown: String = other.unwrap_or("none").chars().take(16).collect();
+            return Err(ContentError::ar(
+                ErrorCode::UnsupportedVersionId,
+                loc("MSH", 1, 12),
+                format!("HL7 version {shown} is not supported: 2.3 or later 2.x"),
+            ));
+        }
+    }
+    let facility = val(msh, 4, 1, 1)
+        .or_else(|| val(msh, 4, 2, 1))
+        .ok_or_else(|| {
+            ContentError::ae(
+                ErrorCode::RequiredFieldMissing,
+                loc("MSH", 1, 4),
+                "MSH-4 sending facility is required",
+            )
+        })?;
+    let ods = if cfg.facilities.is_empty() {
+        urn_token(facility).to_ascii_uppercase()
+    } else {
+        match cfg
+            .facilities
+            .iter()
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(facility))
+        {
+            Some((_, ods)) => urn_token(ods).to_ascii_uppercase(),
+            None => {
+                let shown: String = facility.chars().take(32).collect();
+                return Err(ContentError::ar(
+                    ErrorCode::UnknownKeyIdentifier,
+                    loc("MSH", 1, 4),
+                    format!("sending facility {shown} is not configured for this receiver"),
+                ));
+            }
+        }
+    };
+    if ods.is_empty() {
+        return Err(ContentError::ae(
+            ErrorCode::DataTypeError,
+            loc("MSH", 1, 4),
+            "MSH-4 sending facility is not a usable ODS code",
+        ));
+    }
+    let trigger = msg
+        .trigger_event()
+        .and_then(clean)
+        .or_else(|| msg.get("EVN-1").and_then(clean))
+        .map(str::to_ascii_uppercase)
+        .ok_or_else(|| {
+            ContentError::ae(
+                ErrorCode::RequiredFieldMissing,
+                loc("MSH", 1, 9),
+                "MSH-9.2 trigger event is required",
+            )
+        })?;
+    Ok((ods, trigger))
+}
+
+fn header<'a>(
+    msg: &'a Message,
+    cfg: &Hl7Config,
+    ods: String,
+    trigger: String,
+) -> Result<Header<'a>, ContentError> {
+    let control_id = msg.control_id().and_then(clean).ok_or_else(|| {
+        ContentError::ae(
+            ErrorCode::RequiredFieldMissing,
+            loc("MSH", 1, 10),
+            "MSH-10 message control id is required",
+        )
+    })?;
+    if control_id.len() > MAX_CONTROL_ID {
+        return Err(ContentError::ae(
+            ErrorCode::DataTypeError,
+            loc("MSH", 1, 10),
+            format!("MSH-10 message control id is longer than {MAX_CONTROL_ID} characters"),
+        ));
+    }
+    let system = match &cfg.system {
+        Some(s) => urn_token(s),
+        None => msg
+            .get("MSH-3")
+            .and_then(clean)
+            .map(|a| urn_token(a).to_ascii_lowercase())
+            .unwrap_or_default(),
+    };
+    let system = if system.is_empty() {
+        "pas".to_owned()
+    } else {
+        system
+    };
+    let source = format!("urn:ods:{ods}:{system}");
+    let (time, time_from_evn) = event_time(msg)?;
+    Ok(Header {
+        control_id,
+        trigger,
+        ods,
+        source,
+        time,
+        time_from_evn,
+    })
+}
+
+/// EVN-6 (event occurred), else EVN-2 (recorded), else MSH-7; the first present is used and
+/// must parse.
+fn event_time(msg: &Message) -> Result<(Timestamp, bool), ContentError> {
+    if let Some(evn) = msg.segment("EVN") {
+        for field in [6, 2] {
+            if let Some(t) = hl7_time(evn, 1, field)? {
+                return Ok((t, true));
+            }
+        }
+    }
+    if let Some(msh) = msg.segment("MSH") {
+        if let Some(t) = hl7_time(msh, 1, 7)? {
+            return Ok((t, false));
+        }
+    }
+    Err(ContentError::ae(
+        ErrorCode::RequiredFieldMissing,
+        loc("MSH", 1, 7),
+        "no event time: EVN-6, EVN-2 and MSH-7 are all empty",
+    ))
+}
+
+/// Why a timestamp does not parse, without echoing the value (it may be a date of birth).
+fn describe(e: &TimestampError) -> String {
+    match e {
+        TimestampError::Empty => "it is empty".into(),
+        TimestampError::Malformed { reason, .. } => (*reason).to_string(),
+        TimestampError::OutOfRange { part, min, max, .. } => {
+            format!("{part} out of range {min}..={max}")
+        }
+    }
+}
+
+fn parse_dtm(
+    seg: &Segment,
+    seq: usize,
+    field: usize,
+) -> Result<Option<handover_hl7::Timestamp>, ContentError> {
+    let Some(raw) = val(seg, field, 1, 1) else {
+        return Ok(None);
+    };
+    let name = seg.name();
+    let f = u32::try_from(field).unwrap_or(u32::MAX);
+    handover_hl7::Timestamp::parse(raw).map(Some).map_err(|e| {
+        ContentError::ae(
+            ErrorCode::DataTypeError,
+            loc(name, seq, f),
+            format!(
+                "{name}-{field} is not a valid HL7 date/time: {}",
+                describe(&e)
+            ),
+        )
+    })
+}
+
+/// An HL7 DTM field as a timestamp: without an offset it is UK local time, with one it is kept.
+fn hl7_time(seg: &Segment, seq: usize, field: usize) -> Result<Option<Timestamp>, ContentError> {
+    let Some(t) = parse_dtm(seg, seq, field)? else {
+        return Ok(None);
+    };
+    let name = seg.name();
+    let bad = || {
+        ContentError::ae(
+            ErrorCode::DataTypeError,
+            loc(name, seq, u32::try_from(field).unwrap_or(u32::MAX)),
+            format!("{name}-{field} is not a valid date/time"),
+        )
+    };
+    let naive = NaiveDate::from_ymd_opt(i32::from(t.year), u32::from(t.month), u32::from(t.day))
+        .and_then(|d| {
+            d.and_hms_nano_opt(
+                u32::from(t.hour),
+                u32::from(t.minute),
+                u32::from(t.second),
+                t.nanos,
+            )
+        })
+        .ok_or_else(bad)?;
+    Ok(Some(match t.offset_minutes {
+        None => Timestamp::from_london(naive),
+        Some(m) => {
+            let off = FixedOffset::east_opt(m * 60).ok_or_else(bad)?;
+            Timestamp(local_to_fixed(off, naive).ok_or_else(bad)?)
+        }
+    }))
+}
+
+fn local_to_fixed(off: FixedOffset, naive: NaiveDateTime) -> Option<chrono::DateTime<FixedOffset>> {
+    off.from_local_datetime(&naive).single()
+}
+
+/// An HL7 date (the date part of a DTM). `partial_ok`: a year or year-month is `None` rather
+/// than an error.
+fn hl7_date(
+    seg: &Segment,
+    seq: usize,
+    field: usize,
+    partial_ok: bool,
+) -> Result<Option<NaiveDate>, ContentError> {
+    let Some(t) = parse_dtm(seg, seq, field)? else {
+        return Ok(None);
+    };
+    let name = seg.name();
+    let bad = |why: &str| {
+        ContentError::ae(
+            ErrorCode::DataTypeError,
+            loc(name, seq, u32::try_from(field).unwrap_or(u32::MAX)),
+            format!("{name}-{field} {why}"),
+        )
+    };
+    if t.precision < Precision::Day {
+        return if partial_ok {
+            Ok(None)
+        } else {
+            Err(bad("needs a full date (YYYYMMDD)"))
+        };
+    }
+    NaiveDate::from_ymd_opt(i32::from(t.year), u32::from(t.month), u32::from(t.day))
+        .map(Some)
+        .ok_or_else(|| bad("is not a valid date"))
+}
+
+/// Who a PID (or MRG) segment is about.
+struct Person {
+    nhs: Option<NhsNumber>,
+    /// `{system, value}` objects, in PID-3 order (the NHS number excluded).
+    local_ids: Vec<Value>,
+}
+
+/// Whether a CX repetition is an NHS number: assigning authority (CX.4) `NHS` (or the NHS
+/// number OID), or identifier type (CX.5) `NH`.
+fn is_nhs_marked(rep: &Repetition) -> bool {
+    let authority = rep_val(rep, 4, 1).unwrap_or("");
+    let oid = rep_val(rep, 4, 2).unwrap_or("");
+    let id_type = rep_val(rep, 5, 1).unwrap_or("");
+    authority.eq_ignore_ascii_case("NHS")
+        || oid == NHS_NUMBER_OID
+        || id_type.eq_ignore_ascii_case("NH")
+}
+
+/// Reads the identifiers of a CX list field (PID-3 or MRG-1).
+fn identifiers(seg: &Segment, seq: usize, field: usize, ods: &str) -> Result<Person, ContentError> {
+    let name = seg.name();
+    let f = u32::try_from(field).unwrap_or(u32::MAX);
+    let mut nhs = None;
+    let mut local_ids = Vec::new();
+    let reps = seg
+        .field(field)
+        .map(|f| f.repetitions())
+        .unwrap_or_default();
+    for (i, rep) in reps.iter().enumerate() {
+        let Some(id) = rep_val(rep, 1, 1) else {
+            continue;
+        };
+        if is_nhs_marked(rep) {
+            // Spaces are stripped by the parser; the first NHS repetition wins.
+            let n = NhsNumber::parse(id).map_err(|e| {
+                let mut l = loc(name, seq, f);
+                l.repetition = u32::try_from(i + 1).ok();
+                l.component = Some(1);
+                ContentError::ae(
+                    ErrorCode::DataTypeError,
+                    l,
+                    format!(
+                        "{name}-{field} repetition {} is not a valid NHS number: {e}",
+                        i + 1
+                    ),
+                )
+            })?;
+            nhs.get_or_insert(n);
+        } else {
+            let authority = rep_val(rep, 4, 1)
+                .map(urn_token)
+                .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case(ods))
+                .unwrap_or_else(|| "mrn".to_owned());
+            local_ids.push(json!({
+                "system": format!("urn:ods:{ods}:{authority}"),
+                "value": id,
+            }));
+        }
+    }
+    Ok(Person { nhs, local_ids })
+}
+
+/// The person of a PID segment; an error when it names nobody.
+fn person(pid: &Segment, seq: usize, ods: &str) -> Result<Person, ContentError> {
+    let p = identifiers(pid, seq, 3, ods)?;
+    if p.nhs.is_none() && p.local_ids.is_empty() {
+        return Err(ContentError::ae(
+            ErrorCode::RequiredFieldMissing,
+            loc("PID", seq, 3),
+            "PID-3 holds no patient identifier",
+        ));
+    }
+    Ok(p)
+}
+
+/// The `handover.person.identified.v1` data of a PID (plus PD1), when it has local ids.
+fn identified_data(
+    msg: &Message,
+    pid: &Segment,
+    person: &Person,
+) -> Result<Option<Value>, ContentError> {
+    if person.local_ids.is_empty() {
+        return Ok(None);
+    }
+    let status = val(pid, 32, 1, 1)
+        .map(|s| {
+            if s.len() == 1 {
+                format!("0{s}")
+            } else {
+                s.to_owned()
+            }
+        })
+        .filter(|s| NHS_NUMBER_STATUSES.contains(&s.as_str()))
+        .unwrap_or_else(|| if person.nhs.is_some() { "02" } else { "03" }.to_owned());
+    let mut data = Map::new();
+    data.insert("nhs_number_status".into(), status.into());
+    data.insert("local_ids".into(), person.local_ids.clone().into());
+    if let Some(v) = val(pid, 5, 2, 1) {
+        data.insert("given_name".into(), v.into());
+    }
+    if let Some(v) = val(pid, 5, 1, 1) {
+        data.insert("family_name".into(), v.into());
+    }
+    if let Some(d) = hl7_date(pid, 1, 7, true)? {
+        data.insert("birth_date".into(), d.format("%Y-%m-%d").to_string().into());
+    }
+    let addresses = pid.field(11).map(|f| f.repetitions()).unwrap_or_default();
+    let home = addresses
+        .iter()
+        .find(|a| rep_val(a, 7, 1).is_some_and(|t| t.eq_ignore_ascii_case("H")))
+        .or_else(|| addresses.first());
+    if let Some(pc) = home.and_then(|a| rep_val(a, 5, 1)) {
+        data.insert("postcode".into(), pc.to_ascii_uppercase().into());
+    }
+    if let Some(gp) = msg.segment("PD1").and_then(gp_practice) {
+        data.insert("gp_practice".into(), gp.into());
+    }
+    Ok(Some(Value::Object(data)))
+}
+
+/// PD1-3 (XON): the ID number (component 3, v2.3/2.4) or organisation identifier (component
+/// 10, v2.5+); else component 1 when it is shaped like a GP practice code (letter + 5 digits).
+fn gp_practice(pd1: &Segment) -> Option<String> {
+    let practice_code = |s: &str| {
+        s.len() == 6
+            && s.as_bytes()[0].is_ascii_alphabetic()
+            && s.bytes().skip(1).all(|b| b.is_ascii_digit())
+    };
+    val(pd1, 3, 3, 1)
+        .or_else(|| val(pd1, 3, 10, 1))
+        .or_else(|| val(pd1, 3, 1, 1).filter(|s| practice_code(s)))
+        .map(|s| s.to_ascii_uppercase())
+}
+
+/// What every event of one message shares.
+struct Ctx<'a> {
+    h: &'a Header<'a>,
+}
+
+impl Ctx<'_> {
+    /// Builds and validates an event. `suffix` is appended to MSH-10 for the message's second
+    /// and later events; without an NHS number the first local id goes in `data.local_id`.
+    fn event(
+        &self,
+        suffix: &str,
+        ty: &str,
+        person: &Person,
+        mut data: Value,
+    ) -> Result<Event, ContentError> {
+        if let (None, Some(obj)) = (person.nhs, data.as_object_mut()) {
+            if ty != "person.identified" {
+                if let Some(first) = person.local_ids.first() {
+                    obj.insert("local_id".into(), first.clone());
+                }
+            }
+        }
+        let mut ce = json!({
+            "specversion": "1.0",
+            "id": format!("{}{suffix}", self.h.control_id),
+            "source": self.h.source,
+            "type": format!("handover.{ty}.v1"),
+            "time": self.h.time.to_rfc3339(),
+            "data": data,
+        });
+        if let (Some(n), Some(obj)) = (person.nhs, ce.as_object_mut()) {
+            obj.insert("subject".into(), n.as_string().into());
+        }
+        Event::from_json(ce).map_err(|e| {
+            // Pointers only: validation messages can quote values.
+            let fields: Vec<String> = e.0.iter().map(|f| f.pointer.clone()).collect();
+            ContentError::ae(
+                ErrorCode::ApplicationInternalError,
+                seg_loc("MSH", 1),
+                format!(
+                    "the {ty} event built from this message is invalid at {}",
+                    fields.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+fn required_segment<'m>(msg: &'m Message, name: &str) -> Result<&'m Segment, ContentError> {
+    msg.segment(name).ok_or_else(|| {
+        ContentError::ae(
+            ErrorCode::RequiredFieldMissing,
+            seg_loc(name, 1),
+            format!("the {name} segment is required for this trigger"),
+        )
+    })
+}
+
+fn encounter_id(pv1: &Segment) -> Result<&str, ContentError> {
+    val(pv1, 19, 1, 1).ok_or_else(|| {
+        ContentError::ae(
+            ErrorCode::RequiredFieldMissing,
+            loc("PV1", 1, 19),
+            "PV1-19 visit number (the encounter id) is required",
+        )
+    })
+}
+
+/// Maps one parsed HL7 message to catalogue events. Pure: no IO, no clock.
+///
+/// Checks, in order: message type ADT (else `AR 200`), version 2.3 or later 2.x (else
+/// `AR 203`), sending facility accepted (else `AR 204`), then the trigger: one of
+/// [`SUPPORTED_TRIGGERS`] is mapped (content errors give `AE`), any other is
+/// [`Translation::Ignored`].
+pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentError> {
+    let (ods, trigger) = route(msg, cfg)?;
+    if !SUPPORTED_TRIGGERS.contains(&trigger.as_str()) {
+        return Ok(Translation::Ignored { trigger });
+    }
+    let h = header(msg, cfg, ods, trigger)?;
+    let ctx = Ctx { h: &h };
+    let events = match h.trigger.as_str() {
+        "A01" => admitted(msg, cfg, &ctx)?,
+        "A02" => transferred(msg, &ctx)?,
+        "A03" => discharged(msg, &ctx)?,
+        "A08" => updated(msg, &ctx)?,
+        "A11" => encounter_only(msg, &ctx, "discharge.admission-cancelled")?,
+        "A13" => encounter_only(msg, &ctx, "discharge.discharge-cancelled")?,
+        "A40" => merged(msg, &ctx)?,
+        _ => Vec::new(),
+    };
+    if events.is_empty() {
+        Ok(Translation::Ignored { trigger: h.trigger })
+    } else {
+        Ok(Translation::Events(events))
+    }
+}
+
+fn pid_person<'m>(msg: &'m Message, ods: &str) -> Result<(&'m Segment, Person), ContentError> {
+    let pid = required_segment(msg, "PID")?;
+    Ok((pid, person(pid, 1, ods)?))
+}
+
+/// A01: person.identified (when PID has local ids) then discharge.admitted.
+fn admitted(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
+    let (pid, person) = pid_person(msg, &ctx.h.ods)?;
+    let pv1 = required_segment(msg, "PV1")?;
+    let encounter = encounter_id(pv1)?;
+    let admitted_at = hl7_time(pv1, 1, 44)?.unwrap_or(ctx.h.time);
+    let site_key = val(pv1, 3, 4, 1).or_else(|| val(pv1, 39, 1, 1));
+    let site = match site_key {
+        Some(k) => cfg
+            .sites
+            .iter()
+            .find(|(s, _)| s.trim().eq_ignore_ascii_case(k))
+            .map_or_else(|| k.to_owned(), |(_, v)| v.clone()),
+        None => ctx.h.ods.clone(),
+    };
+    let mut data = json!({
+        "encounter_id": encounter,
+        "site": site,
+        "admitted_at": admitted_at.to_rfc3339(),
+    });
+    if let Some(obj) = data.as_object_mut() {
+        if let Some(ward) = val(pv1, 3, 1, 1) {
+            obj.insert("ward".into(), ward.into());
+        }
+        if let Some(t) = val(pv1, 4, 1, 1) {
+            obj.insert("admission_method".into(), admission_method(t).into());
+        }
+        if let Some(c) = cfg.responsible_council.as_deref().and_then(clean) {
+            obj.insert("responsible_council".into(), c.into());
+        }
+    }
+    let mut events = Vec::with_capacity(2);
+    if let Some(d) = identified_data(msg, pid, &person)? {
+        events.push(ctx.event(":person", "person.identified", &person, d)?);
+    }
+    events.push(ctx.event("", "discharge.admitted", &person, data)?);
+    Ok(events)
+}
+
+/// A02: discharge.transferred.
+fn transferred(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
+    let (_, person) = pid_person(msg, &ctx.h.ods)?;
+    let pv1 = required_segment(msg, "PV1")?;
+    let encounter = encounter_id(pv1)?;
+    let ward = val(pv1, 3, 1, 1).ok_or_else(|| {
+        ContentError::ae(
+            ErrorCode::RequiredFieldMissing,
+            loc("PV1", 1, 3),
+            "PV1-3.1 ward (the new point of care) is required for a transfer",
+        )
+    })?;
+    let mut data = json!({ "encounter_id": encounter, "ward": ward });
+    if let Some(obj) = data.as_object_mut() {
+        if let Some(prev) = val(pv1, 6, 1, 1) {
+            obj.insert("previous_ward".into(), prev.into());
+        }
+        if ctx.h.time_from_evn {
+            obj.insert("at".into(), ctx.h.time.to_rfc3339().into());
+        }
+    }
+    Ok(vec![ctx.event(
+        "",
+        "discharge.transferred",
+        &person,
+        data,
+    )?])
+}
+
+/// A03: discharge.discharged.
+fn discharged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
+    let (_, person) = pid_person(msg, &ctx.h.ods)?;
+    let pv1 = required_segment(msg, "PV1")?;
+    let encounter = encounter_id(pv1)?;
+    let at = hl7_time(pv1, 1, 45)?.unwrap_or(ctx.h.time);
+    let mut data = json!({ "encounter_id": encounter, "discharged_at": at.to_rfc3339() });
+    if let Some(obj) = data.as_object_mut() {
+        if let Some(m) = val(pv1, 36, 1, 1)
+            .and_then(|m| m.parse::<u8>().ok())
+            .filter(|m| (1..=5).contains(m))
+        {
+            obj.insert("method".into(), m.into());
+        }
+        if let Some(d) = val(pv1, 37, 1, 1).and_then(discharge_destination) {
+            obj.insert("destination".into(), d.into());
+        }
+    }
+    Ok(vec![ctx.event(
+        "",
+        "discharge.discharged",
+        &person,
+        data,
+    )?])
+}
+
+/// A08: expected-date-set when PV2-9 is present, person.identified when PID has local ids;
+/// nothing else (ward moves come as A02, discharges as A03).
+fn updated(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
+    let (pid, person) = pid_person(msg, &ctx.h.ods)?;
+    let mut events = Vec::new();
+    if let Some(d) = identified_data(msg, pid, &person)? {
+        events.push(ctx.event(":person", "person.identified", &person, d)?);
+    }
+    if let Some(pv2) = msg.segment("PV2") {
+        if let Some(date) = hl7_date(pv2, 1, 9, false)? {
+            let pv1 = required_segment(msg, "PV1")?;
+            let data = json!({
+                "encounter_id": encounter_id(pv1)?,
+                "expected_discharge_date": date.format("%Y-%m-%d").to_string(),
+            });
+            events.push(ctx.event("", "discharge.expected-date-set", &person, data)?);
+        }
+    }
+    Ok(events)
+}
+
+/// A11 and A13: an event naming the encounter only.
+fn encounter_only(msg: &Message, ctx: &Ctx, ty: &str) -> Result<Vec<Event>, ContentError> {
+    let (_, person) = pid_person(msg, &ctx.h.ods)?;
+    let pv1 = required_segment(msg, "PV1")?;
+    let data = json!({ "encounter_id": encounter_id(pv1)? });
+    Ok(vec![ctx.event("", ty, &person, data)?])
+}
+
+/// A40: for each PID/MRG pair, nhs-number-changed when both carry an NHS number and they
+/// differ. A merge of local records only has no catalogue event and is ignored.
+fn merged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
+    let pids: Vec<&Segment> = msg.segments("PID").collect();
+    let mrgs: Vec<&Segment> = msg.segments("MRG").collect();
+    if pids.is_empty() {
+        required_segment(msg, "PID")?;
+    }
+    let mut events = Vec::new();
+    for (i, pid) in pids.iter().enumerate() {
+        let seq = i + 1;
+        let person = person(pid, seq, &ctx.h.ods)?;
+        let mrg = mrgs.get(i).ok_or_else(|| {
+            ContentError::ae(
+                ErrorCode::RequiredFieldMissing,
+                seg_loc("MRG", seq),
+                "each PID of a merge needs its MRG segment",
+            )
+        })?;
+        let prior = identifiers(mrg, seq, 1, &ctx.h.ods)?;
+        let (Some(new), Some(old)) = (person.nhs, prior.nhs) else {
+            continue;
+        };
+        if new == old {
+            continue;
+        }
+        let suffix = if seq == 1 {
+            String::new()
+        } else {
+            format!(":{seq}")
+        };
+        let data = json!({ "previous_nhs_number": old.as_string() });
+        events.push(ctx.event(&suffix, "person.nhs-number-changed", &person, data)?);
+    }
+    Ok(events)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------------
+
+/// Most distinct trigger labels kept for the ignored counter; the rest count as `other`.
+const MAX_TRIGGER_LABELS: usize = 64;
+
+/// Counters of the HL7 listener, rendered as Prometheus text. No label carries an identifier.
+#[derive(Debug, Default)]
+pub struct Hl7Metrics {
+    messages_received: AtomicU64,
+    acks_aa: AtomicU64,
+    acks_ae: AtomicU64,
+    acks_ar: AtomicU64,
+    events_published: AtomicU64,
+    duplicates: AtomicU64,
+    publish_failures: AtomicU64,
+    unparseable: AtomicU64,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    ignored: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A point-in-time copy of [`Hl7Metrics`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hl7MetricsSnapshot {
+    /// Frames received (including unparseable and oversized ones).
+    pub messages_received: u64,
+    /// ACKs sent with `AA`.
+    pub acks_aa: u64,
+    /// ACKs sent with `AE`.
+    pub acks_ae: u64,
+    /// ACKs sent with `AR`.
+    pub acks_ar: u64,
+    /// Events stored by the sink (duplicates included).
+    pub events_published: u64,
+    /// Events the sink recognised as already stored (resent messages).
+    pub duplicates: u64,
+    /// Calls to the sink that failed (the message got `AR` or `AE`).
+    pub publish_failures: u64,
+    /// Frames that were oversized or could not be parsed as HL7.
+    pub unparseable: u64,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Messages ignored (acknowledged `AA`, no events), by trigger.
+    pub ignored: BTreeMap<String, u64>,
+}
+
+impl Hl7Metrics {
+    /// The current values.
+    pub fn snapshot(&self) -> Hl7MetricsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Hl7MetricsSnapshot {
+            messages_received: get(&self.messages_received),
+            acks_aa: get(&self.acks_aa),
+            acks_ae: get(&self.acks_ae),
+            acks_ar: get(&self.acks_ar),
+            events_published: get(&self.events_published),
+            duplicates: get(&self.duplicates),
+            publish_failures: get(&self.publish_failures),
+            unparseable: get(&self.unparseable),
+            connections_open: get(&self.connections_open),
+            connections_total: get(&self.connections_total),
+            ignored: self
+                .ignored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn acked(&self, code: AckCode) {
+        Self::inc(match code {
+            AckCode::Aa => &self.acks_aa,
+            AckCode::Ae => &self.acks_ae,
+            AckCode::Ar => &self.acks_ar,
+        });
+    }
+
+    fn ignored(&self, trigger: &str) {
+        let label = if trigger.len() == 3 && trigger.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            trigger
+        } else {
+            "other"
+        };
+        let mut map = self.ignored.lock().unwrap_or_else(|e| e.into_inner());
+        let label = if map.contains_key(label) || map.len() < MAX_TRIGGER_LABELS {
+            label
+        } else {
+            "other"
+        };
+        *map.entry(label.to_owned()).or_insert(0) += 1;
+    }
+
+    /// The counters in the Prometheus text exposition format, names prefixed `handover_hl7_`.
+    pub fn render_prometheus(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+            out.push_str(&format!(
+                "# HELP handover_hl7_{name} {help}\n# TYPE handover_hl7_{name} {kind}\n"
+            ));
+            for (labels, v) in rows {
+                out.push_str(&format!("handover_hl7_{name}{labels} {v}\n"));
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v)];
+        metric(
+            "messages_received_total",
+            "counter",
+            "HL7 frames received.",
+            &one(s.messages_received),
+        );
+        metric(
+            "acks_total",
+            "counter",
+            "ACKs sent, by MSA-1 code.",
+            &[
+                ("{code=\"AA\"}".to_owned(), s.acks_aa),
+                ("{code=\"AE\"}".to_owned(), s.acks_ae),
+                ("{code=\"AR\"}".to_owned(), s.acks_ar),
+            ],
+        );
+        let ignored: Vec<(String, u64)> = s
+            .ignored
+            .iter()
+            .map(|(t, v)| (format!("{{trigger=\"{t}\"}}"), *v))
+            .collect();
+        metric(
+            "ignored_total",
+            "counter",
+            "ADT messages acknowledged without events, by trigger.",
+            &ignored,
+        );
+        metric(
+            "events_published_total",
+            "counter",
+            "Events stored by the event log.",
+            &one(s.events_published),
+        );
+        metric(
+            "duplicates_total",
+            "counter",
+            "Events recognised as already stored (resent messages).",
+            &one(s.duplicates),
+        );
+        metric(
+            "publish_failures_total",
+            "counter",
+            "Failed hand-overs to the event log.",
+            &one(s.publish_failures),
+        );
+        metric(
+            "unparseable_total",
+            "counter",
+            "Frames oversized or not parseable as HL7.",
+            &one(s.unparseable),
+        );
+        metric(
+            "connections_open",
+            "gauge",
+            "MLLP connections open.",
+            &one(s.connections_open),
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "MLLP connections accepted.",
+            &one(s.connections_total),
+        );
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener
+// ---------------------------------------------------------------------------------------------
+
+/// Shared by every connection of one [`run`].
+struct Shared {
+    cfg: Arc<Hl7Config>,
+    sink: Arc<dyn EventSink>,
+    metrics: Arc<Hl7Metrics>,
+    ack_prefix: String,
+    ack_seq: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh MSH-10 for an ACK: a per-run prefix and a counter (at most 20 characters).
+    fn ack_control_id(&self) -> String {
+        let n = self.ack_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:x}", self.ack_prefix)
+    }
+}
+
+/// Now as an HL7 DTM in UTC with an explicit offset.
+fn hl7_now() -> String {
+    chrono::Utc::now().format("%Y%m%d%H%M%S+0000").to_string()
+}
+
+/// Serves MLLP on `listener` until `shutdown` resolves.
+///
+/// Each connection is a task handling its messages one at a time, in order: frame → parse →
+/// [`translate`] → [`EventSink::publish`] → ACK. `AA` is written only after `publish`
+/// returned `Ok`. On shutdown the listener stops accepting, each connection finishes the
+/// message it is working on (publish and ACK) and closes; messages not yet started get no ACK
+/// and are resent by the sender. Returns once every connection has closed.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Arc<Hl7Config>,
+    sink: Arc<dyn EventSink>,
+    metrics: Arc<Hl7Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let shared = Arc::new(Shared {
+        cfg,
+        sink,
+        metrics,
+        ack_prefix: format!("HO{started:x}-"),
+        ack_seq: AtomicU64::new(1),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let local = listener.local_addr().ok();
+    info!(listen = ?local, "hl7 listener started");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let span = tracing::info_span!("hl7_connection", %peer);
+                    connections.spawn(
+                        connection(stream, Arc::clone(&shared), stop_rx.clone()).instrument(span),
+                    );
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    warn!(%error, "hl7 accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    info!(
+        open = connections.len(),
+        "hl7 listener stopping: finishing in-flight messages"
+    );
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    info!("hl7 listener stopped");
+    Ok(())
+}
+
+/// Decrements the open-connections gauge when a connection ends, however it ends.
+struct OpenGuard(Arc<Hl7Metrics>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    Hl7Metrics::inc(&shared.metrics.connections_total);
+    Hl7Metrics::inc(&shared.metrics.connections_open);
+    let _guard = OpenGuard(Arc::clone(&shared.metrics));
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut decoder = MllpDecoder::new(shared.cfg.max_message_bytes);
+    let idle = Duration::from_secs(shared.cfg.idle_timeout_secs.max(1));
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut reported_discarded = 0;
+    debug!("hl7 connection opened");
+    'conn: loop {
+        while let Some(frame) = decoder.next_frame() {
+            let reply = handle_frame(frame, &shared).await;
+            let framed = encode(reply.as_bytes());
+            match tokio::time::timeout(idle, wr.write_all(&framed)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    info!(%error, "hl7 connection lost while sending an ACK");
+                    break 'conn;
+                }
+                Err(_) => {
+                    info!("hl7 sender is not reading its ACKs: closing");
+                    break 'conn;
+                }
+            }
+            if *stop.borrow() {
+                break 'conn;
+            }
+        }
+        if decoder.discarded_bytes() > reported_discarded {
+            debug!(
+                bytes = decoder.discarded_bytes() - reported_discarded,
+                "hl7 bytes outside MLLP frames skipped"
+            );
+            reported_discarded = decoder.discarded_bytes();
+        }
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            read = tokio::time::timeout(idle, rd.read(&mut buf)) => match read {
+                Err(_) => {
+                    info!(idle_secs = idle.as_secs(), "hl7 connection idle: closing");
+                    break;
+                }
+                Ok(Ok(0)) => break,
+                Ok(Ok(n)) => decoder.push(&buf[..n]),
+                Ok(Err(error)) => {
+                    info!(%error, "hl7 connection read failed");
+                    break;
+                }
+            },
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    if decoder.has_partial_frame() {
+        debug!("hl7 connection closed inside a frame; the sender will resend it");
+    }
+    let _ = wr.shutdown().await;
+    debug!("hl7 connection closed");
+}
+
+/// A short, identifier-free name for a parse error, for logs.
+fn parse_error_kind(e: &ParseError) -> &'static str {
+    match e {
+        ParseError::Empty => "empty",
+        ParseError::MissingMsh => "missing_msh",
+        ParseError::InvalidFieldSeparator { .. } => "invalid_field_separator",
+        ParseError::InvalidEncodingCharacters { .. } => "invalid_encoding_characters",
+        ParseError::InvalidSegmentName { .. } => "invalid_segment_name",
+    }
+}
+
+/// One frame in, one ACK out.
+async fn handle_frame(frame: Result<Vec<u8>, FrameError>, shared: &Shared) -> String {
+    let metrics = &shared.metrics;
+    Hl7Metrics::inc(&metrics.messages_received);
+    let now = hl7_now();
+    let ack_id = shared.ack_control_id();
+    let bytes = match frame {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            Hl7Metrics::inc(&metrics.unparseable);
+            metrics.acked(AckCode::Ar);
+            let text = match e {
+                FrameError::TooLarge { limit } => format!("message exceeds {limit} bytes"),
+                FrameError::Truncated { .. } => "message truncated".to_owned(),
+            };
+            warn!(ack = "AR", error = %text, "hl7 frame rejected");
+            return ack_unparseable(AckCode::Ar, &text, &now, &ack_id);
+        }
+    };
+    let msg = match Message::parse(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            Hl7Metrics::inc(&metrics.unparseable);
+            metrics.acked(AckCode::Ar);
+            warn!(
+                ack = "AR",
+                error = parse_error_kind(&e),
+                "hl7 message not parseable"
+            );
+            return ack_unparseable(
+                AckCode::Ar,
+                &format!("message could not be parsed: {e}"),
+                &now,
+                &ack_id,
+            );
+        }
+    };
+    let control_id: String = msg.control_id().unwrap_or("").chars().take(64).collect();
+    let trigger: String = msg.trigger_event().unwrap_or("").chars().take(8).collect();
+    let reply = |code: AckCode, error: Option<&AckError>| {
+        metrics.acked(code);
+        ack(&msg, code, error, &now, &ack_id)
+    };
+    match translate(&msg, &shared.cfg) {
+        Ok(Translation::Ignored { trigger }) => {
+            metrics.ignored(&trigger);
+            debug!(%control_id, %trigger, ack = "AA", "hl7 message ignored");
+            reply(AckCode::Aa, None)
+        }
+        Err(e) => {
+            info!(
+                %control_id, %trigger, ack = e.ack.as_str(), code = e.code.code(),
+                segment = %e.location.segment, field = e.location.field,
+                "hl7 message not accepted"
+            );
+            reply(e.ack, Some(&e.to_ack_error()))
+        }
+        Ok(Translation::Events(events)) => match shared.sink.publish(&events).await {
+            Ok(stored) => {
+                let dups = stored.iter().filter(|s| s.duplicate).count() as u64;
+                metrics
+                    .events_published
+                    .fetch_add(stored.len() as u64, Ordering::Relaxed);
+                metrics.duplicates.fetch_add(dups, Ordering::Relaxed);
+                debug!(%control_id, %trigger, ack = "AA", events = stored.len(), duplicates = dups, "hl7 message stored");
+                reply(AckCode::Aa, None)
+            }
+            Err(error) => {
+                Hl7Metrics::inc(&metrics.publish_failures);
+                let (code, text) = match &error {
+                    SinkError::Unavailable(_) => (
+                        AckCode::Ar,
+                        "event log unavailable: nothing was stored, resend later",
+                    ),
+                    SinkError::Refused(_) => (AckCode::Ae, "event log refused the events"),
+                };
+                warn!(%control_id, %trigger, ack = code.as_str(), %error, "hl7 message not stored");
+                let e = AckError {
+                    code: ErrorCode::ApplicationInternalError,
+                    location: None,
+                    message: text.to_owned(),
+                };
+                reply(code, Some(&e))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The TOML block of this module's `//!` doc.
+    fn doc_example() -> String {
+        let doc: Vec<&str> = include_str!("hl7.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect();
+        let start = doc.iter().position(|l| *l == "```toml").unwrap() + 1;
+        let len = doc[start..].iter().position(|l| *l == "```").unwrap();
+        doc[start..start + len].join("\n")
+    }
+
+    #[test]
+    fn the_documented_config_example_parses() {
+        #[derive(Deserialize)]
+        struct File {
+            hl7: Hl7Config,
+        }
+        let cfg = toml::from_str::<File>(&doc_example()).unwrap().hl7;
+        assert_eq!(cfg.listen, "0.0.0.0:2575".parse().unwrap());
+        assert_eq!(cfg.facilities["LEEDS PAS"], "RR8");
+        assert_eq!(cfg.sites["SJUH"], "RR813");
+        assert_eq!(cfg.responsible_council.as_deref(), Some("E08000035"));
+    }
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let cfg: Hl7Config = toml::from_str("").unwrap();
+        assert_eq!(cfg, Hl7Config::default());
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:2575");
+        assert_eq!(cfg.max_message_bytes, 1 << 20);
+        assert_eq!(cfg.idle_timeout_secs, 600);
+        let err = toml::from_str::<Hl7Config>("listen = \"127.0.0.1:1\"\nport = 3").unwrap_err();
+        assert!(err.to_string().contains("unknown field `port`"), "{err}");
+    }
+
+    #[test]
+    fn versions() {
+        for v in [
+            "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7.1", "2.8.2", "2.9",
+        ] {
+            assert!(version_supported(v), "{v}");
+        }
+        for v in ["2.2", "2.1", "2", "3.0", "", "x", "2.x", "2.5.x"] {
+            assert!(!version_supported(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn code_tables() {
+        assert_eq!(admission_method("em"), "emergency");
+        assert_eq!(admission_method("2A"), "emergency");
+        assert_eq!(admission_method("EL"), "elective");
+        assert_eq!(admission_method("N"), "maternity");
+        assert_eq!(admission_method("81"), "transfer");
+        assert_eq!(admission_method("ZZ"), "other");
+        assert_eq!(discharge_destination("19"), Some("usual-residence"));
+        assert_eq!(discharge_destination("85"), Some("care-home"));
+        assert_eq!(discharge_destination("51"), Some("other"));
+        assert_eq!(discharge_destination("LOCAL"), Some("other"));
+        assert_eq!(discharge_destination("99"), None);
+    }
+
+    /// The `| `code` | value |` rows of the `docs/adapters.md` section under `heading`.
+    fn doc_table(heading: &str) -> Vec<(String, String)> {
+        let doc = include_str!("../../../docs/adapters.md");
+        let start = doc.find(heading).unwrap();
+        let section = &doc[start + heading.len()..];
+        let section = &section[..section.find("\n### ").unwrap_or(section.len())];
+        section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                match cells.as_slice() {
+                    ["", code, value, ""] if code.starts_with('`') => {
+                        Some((code.trim_matches('`').to_owned(), (*value).to_owned()))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_tables_match_the_code() {
+        let owned = |t: &[(&str, &str)]| -> Vec<(String, String)> {
+            t.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            doc_table("### PV1-4 admission type → `admission_method`"),
+            owned(ADMISSION_METHODS)
+        );
+        assert_eq!(
+            doc_table("### PV1-37 discharged-to location → `destination`"),
+            owned(DISCHARGE_DESTINATIONS)
+        );
+        let doc = include_str!("../../../docs/adapters.md");
+        let defaults = serde_json::to_value(Hl7Config::default()).unwrap();
+        for key in defaults.as_object().unwrap().keys() {
+            assert!(
+                doc.contains(&format!("| `{key}` |")),
+                "{key} missing from docs/adapters.md"
+            );
+        }
+        for name in [
+            "messages_received_total",
+            "acks_total",
+            "ignored_total",
+            "events_published_total",
+            "duplicates_total",
+            "publish_failures_total",
+            "unparseable_total",
+            "connections_open",
+            "connections_total",
+        ] {
+            assert!(Hl7Metrics::default()
+                .render_prometheus()
+                .contains(&format!("handover_hl7_{name}")));
+            assert!(doc.contains(&format!("`handover_hl7_{name}`")), "{name}");
+        }
+    }
+
+    #[test]
+    fn prometheus_rendering_has_no_identifiers_and_bounded_labels() {
+        let m = Hl7Metrics::default();
+        m.acked(AckCode::Aa);
+        m.ignored("A28");
+        m.ignored("9434765919");
+        for i in 0..100 {
+            m.ignored(&format!("Z{i:02}"));
+        }
+        let text = m.render_prometheus();
+        assert!(
+            text.contains("handover_hl7_acks_total{code=\"AA\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("handover_hl7_ignored_total{trigger=\"A28\"} 1\n"));
+        assert!(!text.contains("9434765919"));
+        assert!(m.snapshot().ignored.len() <= MAX_TRIGGER_LABELS + 1);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("handover_hl7_"), "{line}");
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! Snapshot tests: HL7 message → events (or the ACK error). One line per case; update the
+//! snapshots with `UPDATE_EXPECT=1 cargo test -p handover-adapters`.
+
+use expect_test::{expect, Expect};
+use handover_adapters::hl7::{translate, Hl7Config, Translation};
+use handover_hl7::Message;
+
+use crate::support::{a01, fixture, join, msh, seg};
+
+/// Each event as compact normalised JSON (without the attributes every event has), or the
+/// ignored trigger, or `ACK-code error-code location: message`.
+fn render(bytes: &[u8], cfg: &Hl7Config) -> String {
+    let msg = match Message::parse(bytes) {
+        Ok(m) => m,
+        Err(e) => return format!("unparseable: {e}"),
+    };
+    match translate(&msg, cfg) {
+        Ok(Translation::Events(events)) => events
+            .iter()
+            .map(|e| {
+                let mut v = e.to_json();
+                let o = v.as_object_mut().unwrap();
+                for k in ["specversion", "datacontenttype", "dataschema"] {
+                    o.remove(k);
+                }
+                serde_json::to_string(&v).unwrap()
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Ok(Translation::Ignored { trigger }) => format!("ignored {trigger}"),
+        Err(e) => {
+            let l = &e.location;
+            let at = match (l.field, l.repetition) {
+                (Some(f), Some(r)) => format!("{}[{}]-{f}[{r}]", l.segment, l.sequence),
+                (Some(f), None) => format!("{}[{}]-{f}", l.segment, l.sequence),
+                _ => format!("{}[{}]", l.segment, l.sequence),
+            };
+            format!("{} {} {at}: {}", e.ack.as_str(), e.code.code(), e.message)
+        }
+    }
+}
+
+fn check(fixture_name: &str, expect: Expect) {
+    expect.assert_eq(&render(&fixture(fixture_name), &Hl7Config::default()));
+}
+
+fn check_msg(segments: &[String], expect: Expect) {
+    check_cfg(segments, &Hl7Config::default(), expect);
+}
+
+fn check_cfg(segments: &[String], cfg: &Hl7Config, expect: Expect) {
+    expect.assert_eq(&render(join(segments).as_bytes(), cfg));
+}
+
+/// Replaces the segment called `name` (or removes it with `None`).
+fn with(mut segments: Vec<String>, name: &str, new: Option<String>) -> Vec<String> {
+    let i = segments.iter().position(|s| s.starts_with(name)).unwrap();
+    match new {
+        Some(s) => segments[i] = s,
+        None => {
+            segments.remove(i);
+        }
+    }
+    segments
+}
+
+#[test]
+fn fixtures() {
+    check(
+        "a01_v2.4.hl7",
+        expect![[r#"
+        {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","gp_practice":"B86001","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS1 1AA"},"id":"RX1-MSG-000101:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000101","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+    check(
+        "a01_v2.3_custom_separators.hl7",
+        expect![[r#"
+        {"data":{"birth_date":"1938-07-04","family_name":"O'BRIEN","given_name":"PATRICK","gp_practice":"B86002","local_ids":[{"system":"urn:ods:RR8:mrn","value":"RR8-555123"}],"nhs_number_status":"02","postcode":"LS6 2AB"},"id":"RR8-0000777:person","source":"urn:ods:RR8:legacypas","subject":"9434765870","time":"2024-03-02T08:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"elective","admitted_at":"2024-03-02T08:15:00Z","encounter_id":"RR8-ENC-9001","site":"RR8SJ","ward":"WARD12"},"id":"RR8-0000777","source":"urn:ods:RR8:legacypas","subject":"9434765870","time":"2024-03-02T08:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+    check(
+        "a01_crlf_escapes.hl7",
+        expect![[r#"
+        {"data":{"birth_date":"1960-02-29","family_name":"DUBOIS","given_name":"RENÉE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100300"}],"nhs_number_status":"01","postcode":"YO1 7HH"},"id":"RX1-MSG-000512:person","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-07T21:45:00Z","encounter_id":"RX1-ENC-0107","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000512","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+    check(
+        "a02_v2.5.1.hl7",
+        expect![[
+            r#"{"data":{"at":"2024-03-03T14:00:00Z","encounter_id":"RX1-ENC-0042","previous_ward":"WARD7","ward":"WARD9"},"id":"RX1-MSG-000205","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-03T14:00:00Z","type":"handover.discharge.transferred.v1"}"#
+        ]],
+    );
+    check(
+        "a03_v2.4.hl7",
+        expect![[
+            r#"{"data":{"destination":"usual-residence","discharged_at":"2024-03-05T11:30:00Z","encounter_id":"RX1-ENC-0042","method":1},"id":"RX1-MSG-000342","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharged.v1"}"#
+        ]],
+    );
+    check(
+        "a08_v2.4.hl7",
+        expect![[
+            r#"{"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS6 3QR"},"id":"RX1-MSG-000188:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-02T16:10:00Z","type":"handover.person.identified.v1"}"#
+        ]],
+    );
+    check(
+        "a11_v2.4.hl7",
+        expect![[
+            r#"{"data":{"encounter_id":"RX1-ENC-0043"},"id":"RX1-MSG-000107","source":"urn:ods:RX1:pas","subject":"9999999484","time":"2024-03-01T10:45:00Z","type":"handover.discharge.admission-cancelled.v1"}"#
+        ]],
+    );
+    check(
+        "a13_v2.4.hl7",
+        expect![[
+            r#"{"data":{"encounter_id":"RX1-ENC-0042"},"id":"RX1-MSG-000351","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharge-cancelled.v1"}"#
+        ]],
+    );
+    check("a28_v2.4.hl7", expect!["ignored A28"]);
+    check(
+        "a40_v2.4.hl7",
+        expect![[
+            r#"{"data":{"previous_nhs_number":"9990000018"},"id":"RX1-MSG-000400","source":"urn:ods:RX1:pas","subject":"9999999484","time":"2024-03-06T09:00:00Z","type":"handover.person.nhs-number-changed.v1"}"#
+        ]],
+    );
+}
+
+#[test]
+fn invalid_nhs_check_digit_is_ae_at_pid_3() {
+    let m = with(
+        a01("M1"),
+        "PID",
+        Some(seg("PID", &[(3, "RX1-1^^^RX1^MR~9434765918^^^NHS^NH")])),
+    );
+    check_msg(&m, expect!["AE 102 PID[1]-3[2]: PID-3 repetition 2 is not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)"]);
+}
+
+#[test]
+fn nhs_number_marked_by_identifier_type_or_oid_with_spaces() {
+    let by_type = with(
+        a01("M1"),
+        "PID",
+        Some(seg("PID", &[(3, "943 476 5919^^^^NH")])),
+    );
+    check_msg(
+        &by_type,
+        expect![[
+            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
+        ]],
+    );
+    let by_oid = with(
+        a01("M1"),
+        "PID",
+        Some(seg(
+            "PID",
+            &[(3, "9434765919^^^&2.16.840.1.113883.2.1.4.1&ISO")],
+        )),
+    );
+    check_msg(
+        &by_oid,
+        expect![[
+            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
+        ]],
+    );
+}
+
+#[test]
+fn missing_pv1_on_a01_is_ae() {
+    check_msg(
+        &with(a01("M1"), "PV1", None),
+        expect!["AE 101 PV1[1]: the PV1 segment is required for this trigger"],
+    );
+}
+
+#[test]
+fn missing_pv1_19_on_a03_is_ae() {
+    let mut m = a01("M1");
+    m[0] = msh("A03^ADT_A03", "M1");
+    m[3] = seg("PV1", &[(2, "I"), (3, "WARD7")]);
+    check_msg(
+        &m,
+        expect!["AE 101 PV1[1]-19: PV1-19 visit number (the encounter id) is required"],
+    );
+}
+
+#[test]
+fn bad_pv1_44_is_ae_naming_the_field() {
+    let pv1 = seg("PV1", &[(3, "WARD7"), (19, "ENC-1"), (44, "20241301")]);
+    check_msg(
+        &with(a01("M1"), "PV1", Some(pv1)),
+        expect!["AE 102 PV1[1]-44: PV1-44 is not a valid HL7 date/time: month out of range 1..=12"],
+    );
+}
+
+#[test]
+fn bad_event_time_is_ae_naming_the_field() {
+    let evn = seg("EVN", &[(2, "2024-03-01")]);
+    check_msg(
+        &with(a01("M1"), "EVN", Some(evn)),
+        expect![
+            "AE 102 EVN[1]-2: EVN-2 is not a valid HL7 date/time: offset must be +HHMM or -HHMM"
+        ],
+    );
+}
+
+#[test]
+fn missing_identifiers_is_ae_at_pid_3() {
+    let pid = seg("PID", &[(5, "SMITH^JANE")]);
+    check_msg(
+        &with(a01("M1"), "PID", Some(pid)),
+        expect!["AE 101 PID[1]-3: PID-3 holds no patient identifier"],
+    );
+}
+
+#[test]
+fn oru_is_ar_200() {
+    let mut m = a01("M1");
+    m[0] = "MSH|^~\\&|LAB|RX1|HANDOVER|HANDOVER|20240301101502||ORU^R01|M1|P|2.4".into();
+    check_msg(
+        &m,
+        expect!["AR 200 MSH[1]-9: message type ORU is not supported: only ADT"],
+    );
+}
+
+#[test]
+fn version_2_2_is_ar_203() {
+    let mut m = a01("M1");
+    m[0] = m[0].replace("|2.4", "|2.2");
+    check_msg(
+        &m,
+        expect!["AR 203 MSH[1]-12: HL7 version 2.2 is not supported: 2.3 or later 2.x"],
+    );
+}
+
+#[test]
+fn later_versions_are_accepted() {
+    let mut m = a01("M1");
+    m[0] = m[0].replace("|2.4", "|2.8.2");
+    m.truncate(3);
+    m.push(seg("PV1", &[(19, "E1")]));
+    check_msg(
+        &m,
+        expect![[r#"
+        {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"02","postcode":"LS1 1AA"},"id":"M1:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admitted_at":"2024-03-01T10:15:00Z","encounter_id":"E1","site":"RX1"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+}
+
+#[test]
+fn no_nhs_number_uses_the_local_id() {
+    let pid = seg(
+        "PID",
+        &[(3, "RX1-100001^^^RX1^MR~77^^^OLDPAS^PI"), (5, "SMITH^JANE")],
+    );
+    check_msg(
+        &with(a01("M1"), "PID", Some(pid)),
+        expect![[r#"
+        {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},{"system":"urn:ods:RX1:OLDPAS","value":"77"}],"nhs_number_status":"03"},"id":"M1:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","local_id":{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},"site":"RX1CC","ward":"WARD7"},"id":"M1","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+}
+
+#[test]
+fn facilities_map_the_source_and_reject_unlisted_senders() {
+    let cfg = Hl7Config {
+        facilities: [("RX1".to_string(), "RXA".to_string())].into(),
+        sites: [("RX1CC".to_string(), "RXA01".to_string())].into(),
+        system: Some("epr".into()),
+        responsible_council: Some("E08000035".into()),
+        ..Hl7Config::default()
+    };
+    let m = with(
+        a01("M1"),
+        "PID",
+        Some(seg("PID", &[(3, "9434765919^^^NHS")])),
+    );
+    check_cfg(
+        &m,
+        &cfg,
+        expect![[
+            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","responsible_council":"E08000035","site":"RXA01","ward":"WARD7"},"id":"M1","source":"urn:ods:RXA:epr","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
+        ]],
+    );
+    let mut other = m.clone();
+    other[0] = other[0].replace("|PAS|RX1|", "|PAS|RR8|");
+    check_cfg(
+        &other,
+        &cfg,
+        expect!["AR 204 MSH[1]-4: sending facility RR8 is not configured for this receiver"],
+    );
+}
+
+#[test]
+fn a03_codes() {
+    let pv1 = |method: &str, dest: &str| {
+        seg(
+            "PV1",
+            &[
+                (3, "WARD9"),
+                (19, "E1"),
+                (36, method),
+                (37, dest),
+                (45, "20240705113000"),
+            ],
+        )
+    };
+    let a03 = |p: String| {
+        let mut m = a01("M3");
+        m[0] = msh("A03", "M3");
+        m[2] = seg("PID", &[(3, "9434765919^^^NHS")]);
+        m[3] = p;
+        m
+    };
+    check_msg(
+        &a03(pv1("4", "79")),
+        expect![[
+            r#"{"data":{"destination":"died","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1","method":4},"id":"M3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+        ]],
+    );
+    check_msg(
+        &a03(pv1("9", "51")),
+        expect![[
+            r#"{"data":{"destination":"other","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+        ]],
+    );
+    check_msg(
+        &a03(pv1("", "99")),
+        expect![[
+            r#"{"data":{"discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+        ]],
+    );
+}
+
+#[test]
+fn a08_with_expected_discharge_date_and_no_local_ids() {
+    let mut m = a01("M8");
+    m[0] = msh("A08", "M8");
+    m[2] = seg("PID", &[(3, "9434765919^^^NHS")]);
+    m.push(seg("PV2", &[(9, "20240310")]));
+    check_msg(
+        &m,
+        expect![[
+            r#"{"data":{"encounter_id":"RX1-ENC-0042","expected_discharge_date":"2024-03-10"},"id":"M8","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.expected-date-set.v1"}"#
+        ]],
+    );
+    m.pop();
+    check_msg(&m, expect!["ignored A08"]);
+}
+
+#[test]
+fn offsets_are_kept_and_local_times_are_london() {
+    let mut m = a01("M1");
+    m[1] = seg("EVN", &[(2, "20240701101500")]);
+    m[2] = seg("PID", &[(3, "9434765919^^^NHS")]);
+    m[3] = seg("PV1", &[(19, "E1"), (44, "20240701094500+0200")]);
+    check_msg(
+        &m,
+        expect![[
+            r#"{"data":{"admitted_at":"2024-07-01T09:45:00+02:00","encounter_id":"E1","site":"RX1"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-07-01T10:15:00+01:00","type":"handover.discharge.admitted.v1"}"#
+        ]],
+    );
+}
+
+#[test]
+fn a40_with_local_merge_only_is_ignored() {
+    let mut m = vec![msh("A40", "M40"), seg("EVN", &[(2, "20240306090000")])];
+    m.push(seg("PID", &[(3, "RX1-1^^^RX1^MR")]));
+    m.push(seg("MRG", &[(1, "RX1-2^^^RX1^MR")]));
+    check_msg(&m, expect!["ignored A40"]);
+}
+
+#[test]
+fn every_fixture_translation_conforms() {
+    let mut names: Vec<_> = std::fs::read_dir(crate::support::fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".hl7"))
+        .collect();
+    names.sort();
+    let mut checked = 0;
+    for name in names {
+        let msg = Message::parse(&fixture(&name)).unwrap();
+        if let Ok(Translation::Events(_)) = translate(&msg, &Hl7Config::default()) {
+            handover_adapters::conformance::assert_translation_conforms(|| {
+                match translate(&msg, &Hl7Config::default()) {
+                    Ok(Translation::Events(events)) => events,
+                    other => panic!("{name}: {other:?}"),
+                }
+            });
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9, "every fixture but A28 yields events");
+}

@@ -1,0 +1,351 @@
+//! FHIR R4 (UK Core) intake over HTTP: `POST /fhir/r4/{Encounter,ServiceRequest,EpisodeOfCare,
+//! Patient}` and `POST /fhir/r4` (a `transaction` or `message` Bundle).
+//!
+//! The mapping is [`handover_adapters::fhir`]; this module authenticates (as `/v1/events`:
+//! integration and admin roles), maps the body, publishes every event in one call to the sink
+//! and answers only after the sink returned (the events are durable):
+//!
+//! - `201 Created` with an `OperationOutcome` of `information` issues (one per event), or for a
+//!   Bundle a `transaction-response` Bundle with one entry per request entry; `200 OK` when
+//!   every event was already stored (a resend) or the resource records nothing;
+//! - `400` with an `OperationOutcome` listing every problem, each with a FHIRPath
+//!   `expression`; nothing from the request is stored (a Bundle is all or nothing);
+//! - `401`/`403`/`415` as an `OperationOutcome` too; `503` (`transient`) when the event log is
+//!   unavailable: nothing may be assumed stored and a resend is safe (event ids are
+//!   deterministic).
+//!
+//! Every response is `application/fhir+json`.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use handover_adapters::fhir::{
+    operation_outcome, translate, translate_bundle, FhirContext, Issue, IssueCode, Severity,
+    RESOURCE_TYPES,
+};
+use handover_events::{Event, SinkError, Stored, Timestamp};
+use serde_json::{json, Value};
+
+use crate::{ApiError, AppState, MAX_BATCH};
+
+/// The FHIR media type of every response.
+pub const FHIR_JSON: &str = "application/fhir+json";
+
+/// An error answer: a status and the `OperationOutcome` issues.
+#[derive(Debug)]
+pub struct FhirError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The issues (at least one).
+    pub issues: Vec<Issue>,
+}
+
+impl FhirError {
+    fn one(status: StatusCode, code: IssueCode, diagnostics: impl Into<String>) -> FhirError {
+        FhirError {
+            status,
+            issues: vec![Issue {
+                severity: if status.is_server_error() {
+                    Severity::Fatal
+                } else {
+                    Severity::Error
+                },
+                code,
+                diagnostics: diagnostics.into(),
+                expression: None,
+            }],
+        }
+    }
+
+    fn invalid(issues: Vec<Issue>) -> FhirError {
+        FhirError {
+            status: StatusCode::BAD_REQUEST,
+            issues,
+        }
+    }
+}
+
+impl From<ApiError> for FhirError {
+    fn from(e: ApiError) -> FhirError {
+        let text = e.to_string();
+        let (status, code) = match &e {
+            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, IssueCode::Login),
+            ApiError::Forbidden { .. }
+            | ApiError::ReasonRequired
+            | ApiError::NotPermitted { .. } => (StatusCode::FORBIDDEN, IssueCode::Forbidden),
+            ApiError::UnsupportedMediaType => {
+                return FhirError::one(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    IssueCode::NotSupported,
+                    "send application/fhir+json or application/json",
+                )
+            }
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Transient),
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "fhir request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, IssueCode::Exception)
+            }
+            ApiError::NotFound => (StatusCode::NOT_FOUND, IssueCode::NotSupported),
+            ApiError::InvalidEvents { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::InvalidNhsNumber(_) => (StatusCode::BAD_REQUEST, IssueCode::Invalid),
+        };
+        FhirError::one(status, code, text)
+    }
+}
+
+impl IntoResponse for FhirError {
+    fn into_response(self) -> Response {
+        let mut resp = fhir_response(self.status, &operation_outcome(&self.issues));
+        let h = resp.headers_mut();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"handover\""),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+fn fhir_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, serde_json::to_vec(body).unwrap_or_default()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    resp
+}
+
+/// Authenticates, checks the role and media type, parses the body; returns the mapping
+/// context.
+fn prelude(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(FhirContext, Value, crate::Caller), FhirError> {
+    let caller = st.auth.authenticate(headers)?;
+    if !caller.role.publishes() {
+        return Err(ApiError::Forbidden {
+            role: caller.role.as_str().into(),
+            action: "publish events",
+        }
+        .into());
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/fhir+json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if ct != FHIR_JSON && ct != "application/json" {
+        return Err(ApiError::UnsupportedMediaType.into());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        FhirError::one(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Structure,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let now = Timestamp(chrono::Utc::now().fixed_offset());
+    Ok((
+        FhirContext::new(caller.organisation.clone(), now),
+        value,
+        caller,
+    ))
+}
+
+/// Publishes `events` (all of them, one call) and waits for durability, after checking the
+/// caller may assert every one of them (the same producer rules as `/v1/events`).
+async fn publish(
+    st: &AppState,
+    caller: &crate::Caller,
+    events: &[Event],
+) -> Result<Vec<Stored>, FhirError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let refused: Vec<Issue> = events
+        .iter()
+        .filter_map(|e| crate::policy::may_publish(caller, e).err())
+        .map(|f| Issue {
+            severity: Severity::Error,
+            code: IssueCode::Forbidden,
+            diagnostics: f.message,
+            expression: None,
+        })
+        .collect();
+    if !refused.is_empty() {
+        st.metrics
+            .events_rejected
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        return Err(FhirError {
+            status: StatusCode::FORBIDDEN,
+            issues: refused,
+        });
+    }
+    if events.len() > MAX_BATCH {
+        return Err(FhirError::one(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Invalid,
+            format!("a request may produce at most {MAX_BATCH} events"),
+        ));
+    }
+    let stored = st.sink.publish(events).await.map_err(|e| match e {
+        SinkError::Unavailable(cause) => {
+            tracing::warn!(error = %cause, "event log unavailable; refusing FHIR request");
+            FhirError::from(ApiError::Unavailable)
+        }
+        SinkError::Refused(cause) => FhirError::one(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Invalid,
+            format!("the event log refused the events: {cause}"),
+        ),
+    })?;
+    let duplicates = stored.iter().filter(|s| s.duplicate).count();
+    st.metrics
+        .record_stored(stored.len() - duplicates, duplicates);
+    Ok(stored)
+}
+
+fn rejected(st: &AppState, issues: Vec<Issue>, resources: usize) -> FhirError {
+    st.metrics
+        .events_rejected
+        .fetch_add(resources as u64, Ordering::Relaxed);
+    FhirError::invalid(issues)
+}
+
+/// One information issue per event: what was stored, or recognised as already stored.
+fn outcome_issues(events: &[Event], stored: &[Stored]) -> Vec<Issue> {
+    if events.is_empty() {
+        return vec![Issue::information(
+            "accepted: nothing to record (Handover records no event for this resource in its current status)",
+        )];
+    }
+    events
+        .iter()
+        .zip(stored)
+        .map(|(e, s)| {
+            let what = if s.duplicate {
+                "already stored"
+            } else {
+                "stored"
+            };
+            Issue::information(format!(
+                "{what}: {} id {} from {} at sequence {}",
+                e.event_type().as_str(),
+                e.id,
+                e.source,
+                s.sequence
+            ))
+        })
+        .collect()
+}
+
+fn created(stored: &[Stored]) -> bool {
+    stored.iter().any(|s| !s.duplicate)
+}
+
+/// `POST /fhir/r4/{type}`.
+pub async fn post_resource(
+    State(st): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let (ctx, value, caller) = prelude(&st, &headers, &body)?;
+    if !RESOURCE_TYPES.contains(&resource_type.as_str()) {
+        return Err(FhirError::one(
+            StatusCode::NOT_FOUND,
+            IssueCode::NotSupported,
+            format!("resource type {resource_type} is not supported here: post Encounter, ServiceRequest, EpisodeOfCare or Patient, or a Bundle to /fhir/r4"),
+        ));
+    }
+    let body_type = value.get("resourceType").and_then(Value::as_str);
+    if body_type != Some(resource_type.as_str()) {
+        return Err(rejected(
+            &st,
+            vec![Issue::error(
+                IssueCode::Structure,
+                Some("resourceType".into()),
+                format!(
+                    "the body's resourceType ({}) does not match the URL ({resource_type})",
+                    body_type.unwrap_or("missing")
+                ),
+            )],
+            1,
+        ));
+    }
+    let events = translate(&value, &ctx).map_err(|issues| rejected(&st, issues, 1))?;
+    let stored = publish(&st, &caller, &events).await?;
+    let status = if created(&stored) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(fhir_response(
+        status,
+        &operation_outcome(&outcome_issues(&events, &stored)),
+    ))
+}
+
+/// `POST /fhir/r4`: a `transaction` or `message` Bundle, all or nothing.
+pub async fn post_bundle(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let (ctx, value, caller) = prelude(&st, &headers, &body)?;
+    let entries = translate_bundle(&value, &ctx).map_err(|issues| {
+        let n = value
+            .get("entry")
+            .and_then(Value::as_array)
+            .map_or(1, |a| a.len().max(1));
+        rejected(&st, issues, n)
+    })?;
+    let events: Vec<Event> = entries
+        .iter()
+        .flat_map(|e| e.events.iter().cloned())
+        .collect();
+    let stored = publish(&st, &caller, &events).await?;
+    let mut offset = 0;
+    let mut response_entries = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let n = entry.events.len();
+        let mine = &stored[offset.min(stored.len())..(offset + n).min(stored.len())];
+        let status = if created(mine) {
+            "201 Created"
+        } else {
+            "200 OK"
+        };
+        response_entries.push(json!({
+            "response": {
+                "status": status,
+                "outcome": operation_outcome(&outcome_issues(&entry.events, mine)),
+            }
+        }));
+        offset += n;
+    }
+    let status = if created(&stored) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": response_entries,
+    });
+    Ok(fhir_response(status, &body))
+}

@@ -1,0 +1,233 @@
+//! FHIR R4 intake end to end: a transaction Bundle becomes one person's stay, referral and
+//! care package; a resend is stored once; errors are OperationOutcomes and store nothing.
+
+use handover_api::Role;
+use serde_json::{json, Value};
+
+use crate::support::{token, token_for, Backbone};
+
+const NHS: &str = "9434765919";
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/fixtures/fhir/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The journey as read by the trust the FHIR fixtures come from (RR8).
+async fn journey(b: &Backbone) -> Value {
+    b.caught_up().await;
+    let r = b
+        .http
+        .get(format!("{}/v1/persons/{NHS}/journey", b.base))
+        .bearer_auth(token_for(Role::DischargeTeam, "RR8"))
+        .header("handover-access-reason", "direct-care")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body:#}");
+    body
+}
+
+async fn post(b: &Backbone, path: &str, role: Role, body: &Value) -> (u16, String, Value) {
+    let r = b
+        .http
+        .post(format!("{}{path}", b.base))
+        .bearer_auth(token(role))
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, ct, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_bundle_becomes_a_journey_and_a_resend_is_stored_once() {
+    let b = Backbone::start().await;
+    let bundle = fixture("bundle_transaction.json");
+    // A trust's integration token may not assert another trust's or a council's resources.
+    let r = b
+        .http
+        .post(format!("{}/fhir/r4", b.base))
+        .bearer_auth(token(Role::Integration))
+        .header("content-type", "application/fhir+json")
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let oo: Value = r.json().await.unwrap();
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert_eq!(oo["issue"][0]["code"], "forbidden");
+    assert!(
+        oo["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("may not publish as"),
+        "{oo:#}"
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 0);
+    let (status, ct, body) = post(&b, "/fhir/r4", Role::Admin, &bundle).await;
+    assert_eq!(status, 201, "{body:#}");
+    assert_eq!(ct, "application/fhir+json");
+    assert_eq!(body["resourceType"], "Bundle");
+    assert_eq!(body["type"], "transaction-response");
+    let statuses: Vec<&str> = body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    // Patient, Encounter, ServiceRequest, Organization (referenced only), EpisodeOfCare
+    assert_eq!(
+        statuses,
+        [
+            "201 Created",
+            "201 Created",
+            "201 Created",
+            "200 OK",
+            "201 Created"
+        ]
+    );
+    let stored = b.rt().log.last_sequence().await.unwrap();
+    assert_eq!(
+        stored, 5,
+        "identified, admitted, transferred, sent, requested"
+    );
+
+    let j = journey(&b).await;
+    let stay = &j["stays"][0];
+    assert_eq!(stay["encounter_id"], "RR8-SP-2026-118834", "{j:#}");
+    assert_eq!(stay["ward"], "Ward L27 (Elderly Care)", "{j:#}");
+    assert_eq!(stay["site"], "RR8");
+    assert_eq!(j["referrals"][0]["referral_id"], "RR8-REF-77120");
+    assert_eq!(j["referrals"][0]["to_council"], "E08000035");
+    assert_eq!(j["care_packages"][0]["package_id"], "LCC-PKG-5521");
+    assert_eq!(j["care_packages"][0]["service_type"], "reablement");
+    assert_eq!(j["identity"]["nhs_number_status"], "01");
+    assert_eq!(j["timeline"].as_array().unwrap().len(), 5);
+
+    // The same Bundle again: 200, every entry already stored, nothing new in the stream.
+    let (status, _, body) = post(&b, "/fhir/r4", Role::Admin, &bundle).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert!(body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["response"]["status"] == "200 OK"));
+    assert!(body.to_string().contains("already stored"));
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), stored);
+    let j = journey(&b).await;
+    assert_eq!(j["timeline"].as_array().unwrap().len(), 5);
+
+    // A later version of the Encounter, posted on its own, discharges the stay.
+    let (status, _, body) = post(
+        &b,
+        "/fhir/r4/Encounter",
+        Role::Admin,
+        &fixture("encounter_finished.json"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body:#}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert_eq!(body["issue"][0]["severity"], "information");
+    let j = journey(&b).await;
+    assert_eq!(j["stays"][0]["status"], "discharged", "{j:#}");
+    assert_eq!(j["stays"][0]["destination"], "usual-residence");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_errors_are_operation_outcomes_and_store_nothing() {
+    let b = Backbone::start().await;
+    // One bad entry: the whole Bundle is refused, every problem named by FHIRPath.
+    let mut bundle = fixture("bundle_transaction.json");
+    bundle["entry"][0]["resource"]["identifier"][0]["value"] = json!("9434765918");
+    bundle["entry"][2]["resource"]["priority"] = json!("whenever");
+    let (status, ct, body) = post(&b, "/fhir/r4", Role::Admin, &bundle).await;
+    assert_eq!(status, 400, "{body:#}");
+    assert_eq!(ct, "application/fhir+json");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    let expressions: Vec<&str> = body["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["expression"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        expressions,
+        [
+            "Bundle.entry[0].resource.identifier[0].value",
+            "Bundle.entry[2].resource.priority"
+        ]
+    );
+    assert_eq!(body["issue"][0]["code"], "value");
+    assert_eq!(body["issue"][1]["code"], "code-invalid");
+
+    // The URL and the body disagree.
+    let (status, _, body) = post(
+        &b,
+        "/fhir/r4/Encounter",
+        Role::Admin,
+        &fixture("patient.json"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["issue"][0]["code"], "structure");
+    // An unsupported type.
+    let (status, _, body) = post(
+        &b,
+        "/fhir/r4/Observation",
+        Role::Admin,
+        &json!({"resourceType": "Observation"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["issue"][0]["code"], "not-supported");
+
+    // Authentication and roles, as OperationOutcomes.
+    let r = b
+        .http
+        .post(format!("{}/fhir/r4/Patient", b.base))
+        .header("content-type", "application/fhir+json")
+        .body(fixture("patient.json").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["issue"][0]["code"], "login");
+    let (status, _, body) = post(
+        &b,
+        "/fhir/r4/Patient",
+        Role::DischargeTeam,
+        &fixture("patient.json"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(body["issue"][0]["code"], "forbidden");
+    // Media type.
+    let r = b
+        .http
+        .post(format!("{}/fhir/r4/Patient", b.base))
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/xml")
+        .body("<Patient/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+
+    assert_eq!(
+        b.rt().log.last_sequence().await.unwrap(),
+        0,
+        "nothing stored"
+    );
+}
