@@ -264,4 +264,14 @@ mod tests {
         assert_eq!(cfg.nats.replicas, 3);
         assert_eq!(cfg.api.listen.port(), 8080);
     }
+
+    #[test]
+    fn the_shipped_example_configuration_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/handover.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.tokens.len(), 2);
+        assert_eq!(cfg.hl7.as_ref().map(|h| h.listen.port()), Some(2575));
+        assert_eq!(cfg.filedrop.as_ref().map(|f| f.sources.len()), Some(1));
+        handover_api::Auth::new(&cfg.tokens).unwrap();
+    }
 }
