@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod fhir;
 pub mod metrics;
+pub mod openapi;
 pub mod policy;
 pub mod problem;
 pub mod ui;
@@ -90,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::{ApiError, AppState, Caller};
 
 /// A delay row with what depends on today.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DelayItem {
     /// Days since the discharge ready date.
     pub days_delayed: i64,
@@ -26,7 +26,7 @@ pub struct DelayItem {
 }
 
 /// The discharge-delays worklist.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DelayWorklist {
     /// The date taken as today (Europe/London).
     pub as_of: NaiveDate,
@@ -37,7 +37,7 @@ pub struct DelayWorklist {
 }
 
 /// A brokerage row with what depends on today.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BrokerageItem {
     /// Days since the package was requested.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -53,7 +53,7 @@ pub struct BrokerageItem {
 }
 
 /// The brokerage queue.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BrokerageQueue {
     /// The date taken as today (Europe/London).
     pub as_of: NaiveDate,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::sink::BoxFuture;
 
 /// One access to one person's data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditRecord {
     /// When (RFC 3339, UTC).
     pub time: String,

@@ -13,7 +13,7 @@ use handover_events::{Date, Event, EventData, EventType, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// One person's journey as stored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Journey {
     /// The NHS number, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,7 +36,7 @@ pub struct Journey {
 }
 
 /// Identifiers and demographics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Identity {
     /// NHS number verification status (UK Core code).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,7 +63,7 @@ pub struct Identity {
 }
 
 /// Where a stay is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StayStatus {
     /// In hospital.
@@ -75,7 +75,7 @@ pub enum StayStatus {
 }
 
 /// A recorded delay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Delay {
     /// Reason code.
     pub reason: DelayReason,
@@ -89,7 +89,7 @@ pub struct Delay {
 }
 
 /// One hospital stay (encounter).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stay {
     /// Encounter id.
     pub encounter_id: String,
@@ -136,7 +136,7 @@ pub struct Stay {
 }
 
 /// Referral status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReferralStatus {
     /// Sent, not yet answered.
@@ -150,7 +150,7 @@ pub enum ReferralStatus {
 }
 
 /// A completed assessment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Assessment {
     /// Kind.
     pub assessment_type: AssessmentType,
@@ -161,7 +161,7 @@ pub struct Assessment {
 }
 
 /// A referral to social care.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Referral {
     /// Referral id.
     pub referral_id: String,
@@ -211,7 +211,7 @@ pub struct Referral {
 }
 
 /// Care package status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PackageStatus {
     /// Requested from brokerage.
@@ -229,7 +229,7 @@ pub enum PackageStatus {
 }
 
 /// A care package.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Package {
     /// Package id.
     pub package_id: String,
@@ -271,7 +271,7 @@ pub struct Package {
 }
 
 /// One timeline entry: an event as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Entry {
     /// Stream sequence.
     pub seq: u64,

@@ -44,7 +44,7 @@ pub struct MeasureFilter {
 }
 
 /// A distribution of whole days.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Distribution {
     /// Number of values.
     pub count: usize,
@@ -59,7 +59,7 @@ pub struct Distribution {
 }
 
 /// A share with its numerator and denominator.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Share {
     /// Numerator.
     pub numerator: usize,
@@ -70,7 +70,7 @@ pub struct Share {
 }
 
 /// The 91-day outcome.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Outcome91 {
     /// Still at home on day 91, of those whose day 91 has passed.
     #[serde(flatten)]
@@ -80,7 +80,7 @@ pub struct Outcome91 {
 }
 
 /// `GET /v1/measures/flow`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct FlowMeasures {
     /// First day of the period.
     pub from: NaiveDate,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::journey::{Journey, Package, PackageStatus, Referral, ReferralStatus, Stay, StayStatus};
 
 /// Who the row is about, as the worklists show them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PersonSummary {
     /// NHS number.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -30,7 +30,7 @@ pub struct PersonSummary {
 }
 
 /// A row of the discharge-delays worklist (before today's filter).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DelayRow {
     /// The person.
     pub person: PersonSummary,
@@ -73,7 +73,7 @@ pub struct DelayRow {
 }
 
 /// A row of the brokerage queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BrokerageRow {
     /// The person.
     pub person: PersonSummary,
@@ -117,7 +117,7 @@ pub struct BrokerageRow {
 }
 
 /// Where a person on the brokerage queue is in hospital.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HospitalStatus {
     /// The trust (ODS code) that reported the stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +134,7 @@ pub struct HospitalStatus {
 }
 
 /// What the measures need of one stay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StayFact {
     /// Site.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,7 +163,7 @@ pub struct StayFact {
 }
 
 /// What the measures need of one care package.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PackageFact {
     /// Service type.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,7 +174,7 @@ pub struct PackageFact {
 }
 
 /// One person's facts for the measures.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct PersonFacts {
     /// Stays (not cancelled), in admission order.
     pub stays: Vec<StayFact>,

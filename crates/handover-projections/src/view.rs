@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::journey::{source_org, Identity, Journey, Package, Referral, Stay};
 
 /// A journey as served by `GET /v1/persons/{nhs_number}/journey`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JourneyView<'a> {
     /// The NHS number.
     pub nhs_number: Option<&'a str>,
@@ -28,7 +28,7 @@ pub struct JourneyView<'a> {
 }
 
 /// A stay with derived delay.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct StayView<'a> {
     /// The stay.
     #[serde(flatten)]
@@ -38,7 +38,7 @@ pub struct StayView<'a> {
 }
 
 /// A timeline entry with its organisation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TimelineView<'a> {
     /// Event time.
     pub time: String,
