@@ -682,3 +682,200 @@ async fn no_nhs_number_or_name_reaches_logs_metrics_or_subjects() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_removes_a_person_from_the_stream_and_every_read_model_and_a_rebuild_does_not_bring_them_back(
+) {
+    let mut b = Backbone::start().await;
+    let other = "9434765870";
+    let council_id = json!({"system": "urn:gss:E08000035:mosaic:person", "value": "MOS-1"});
+    let mut events = journey_events().as_array().unwrap().clone();
+    events.push(ev(
+        "g8",
+        LEEDS,
+        "person.linked",
+        NHS,
+        "2026-11-06T09:00:00Z",
+        json!({"local_id": council_id}),
+    ));
+    // the person's last event is known to the council by its own id only
+    let mut by_local = ev(
+        "g9",
+        LEEDS,
+        "referral.assessment-completed",
+        NHS,
+        "2026-11-06T10:00:00Z",
+        json!({"referral_id": "R1", "assessment_type": "needs", "outcome": "eligible", "local_id": council_id}),
+    );
+    by_local.as_object_mut().unwrap().remove("subject");
+    events.push(by_local);
+    // someone else, who must be untouched
+    events.push(ev("o1", PAS, "discharge.admitted", other, "2026-11-03T09:00:00Z",
+        json!({"encounter_id":"E2","site":"RX1CC","admitted_at":"2026-11-03T09:00:00Z","responsible_council":"E08000035"})));
+    events.push(ev(
+        "o2",
+        PAS,
+        "discharge.ready-date-recorded",
+        other,
+        "2026-11-04T09:00:00Z",
+        json!({"encounter_id":"E2","discharge_ready_date":"2026-11-04"}),
+    ));
+    assert_eq!(b.post_events(&Value::Array(events)).await.status(), 202);
+    b.caught_up().await;
+    let j: Value = get(
+        &b,
+        &format!("/v1/persons/{NHS}/journey"),
+        Some(&token(Role::DischargeTeam)),
+        Some("direct-care"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(j["timeline"].as_array().unwrap().len(), 9);
+
+    let erase = |tok: String, body: Value| {
+        let b = &b;
+        async move {
+            b.http
+                .post(format!("{}/v1/admin/persons/{NHS}/erasure", b.base))
+                .bearer_auth(tok)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        erase(token(Role::DischargeTeam), json!({"reason": "x"}))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(erase(token(Role::Admin), json!({})).await.status(), 400);
+    let r = erase(
+        token(Role::Admin),
+        json!({"reason": "DPO decision 2026-114: recorded in error"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let summary: Value = r.json().await.unwrap();
+    assert_eq!(summary["events_purged"], 9);
+    assert_eq!(
+        summary["person_keys"], 3,
+        "NHS number, hospital MRN and council id"
+    );
+
+    // gone from every read model
+    assert_eq!(
+        get(
+            &b,
+            &format!("/v1/persons/{NHS}/journey"),
+            Some(&token(Role::DischargeTeam)),
+            Some("direct-care")
+        )
+        .await
+        .status(),
+        404
+    );
+    let w: Value = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        Some(&token(Role::DischargeTeam)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let shown: Vec<&str> = w["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["person"]["nhs_number"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, [other]);
+    let q: Value = get(
+        &b,
+        "/v1/worklists/brokerage",
+        Some(&token(Role::Broker)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(q["total"], 0);
+    // gone from the stream: only the other person's two events remain
+    let mut feed = b.rt().log.feed("erasure-check", None, 0).await.unwrap();
+    let mut remaining = Vec::new();
+    let last = b.rt().log.last_sequence().await.unwrap();
+    while remaining
+        .last()
+        .map(|d: &handover_nats::Delivery| d.sequence)
+        < Some(last)
+    {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next_batch(100))
+            .await
+            .expect("the other person's events are delivered")
+            .unwrap();
+        remaining.extend(batch.deliveries.iter().cloned());
+    }
+    assert_eq!(remaining.len(), 2);
+    assert!(remaining
+        .iter()
+        .all(|d| String::from_utf8_lossy(&d.payload).contains(other)));
+    // the erasure is recorded, with its reason
+    let a: Value = get(
+        &b,
+        &format!("/v1/audit?nhs_number={NHS}"),
+        Some(&token(Role::Auditor)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let last = a["records"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "erasure");
+    assert_eq!(last["reason"], "DPO decision 2026-114: recorded in error");
+    assert_eq!(last["user"], "test-admin-RX1");
+
+    // a rebuild from the stream into an empty store does not bring them back
+    b.rt.take().unwrap().shutdown().await;
+    std::fs::remove_dir_all(b.dir.path().join("store")).unwrap();
+    b.start_runtime().await;
+    handover_testkit::wait_until(
+        std::time::Duration::from_secs(30),
+        "the rebuilt read model",
+        || std::net::TcpStream::connect(b.base.trim_start_matches("http://")).is_ok(),
+    );
+    let mut other_back = false;
+    for _ in 0..300 {
+        let r = get(
+            &b,
+            &format!("/v1/persons/{other}/journey"),
+            Some(&token(Role::DischargeTeam)),
+            Some("direct-care"),
+        )
+        .await;
+        if r.status() == 200 {
+            other_back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(other_back, "the other person's journey is rebuilt");
+    assert_eq!(
+        get(
+            &b,
+            &format!("/v1/persons/{NHS}/journey"),
+            Some(&token(Role::DischargeTeam)),
+            Some("direct-care")
+        )
+        .await
+        .status(),
+        404
+    );
+}

@@ -10,6 +10,8 @@ mod governance;
 mod hl7;
 mod ingest;
 mod journey;
+mod observability;
+mod rebuild;
 mod recovery;
 mod support;
 mod ui;

@@ -1344,8 +1344,40 @@ fn parse_error_kind(e: &ParseError) -> &'static str {
     }
 }
 
-/// One frame in, one ACK out.
+/// One frame in, one ACK out, in a span of its own that starts a trace (a connection
+/// carries many unrelated messages): `hl7.message` with the message control id, trigger
+/// and ACK code, never an identifier of a person. The event log's publish spans are its
+/// children.
 async fn handle_frame(frame: Result<Vec<u8>, FrameError>, shared: &Shared) -> String {
+    let span = tracing::info_span!(
+        parent: None,
+        "hl7.message",
+        otel.name = "hl7 message",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        network.protocol.name = "mllp",
+        hl7.message.control_id = tracing::field::Empty,
+        hl7.message.trigger = tracing::field::Empty,
+        hl7.ack.code = tracing::field::Empty,
+    );
+    let reply = handle_frame_traced(frame, shared)
+        .instrument(span.clone())
+        .await;
+    // MSA-1 follows `MSA` and the field separator.
+    if let Some(code) = reply
+        .split('\r')
+        .find_map(|seg| seg.strip_prefix("MSA"))
+        .and_then(|rest| rest.get(1..3))
+    {
+        span.record("hl7.ack.code", code);
+        if code != "AA" {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    reply
+}
+
+async fn handle_frame_traced(frame: Result<Vec<u8>, FrameError>, shared: &Shared) -> String {
     let metrics = &shared.metrics;
     Hl7Metrics::inc(&metrics.messages_received);
     let now = hl7_now();
@@ -1383,6 +1415,9 @@ async fn handle_frame(frame: Result<Vec<u8>, FrameError>, shared: &Shared) -> St
     };
     let control_id: String = msg.control_id().unwrap_or("").chars().take(64).collect();
     let trigger: String = msg.trigger_event().unwrap_or("").chars().take(8).collect();
+    let span = tracing::Span::current();
+    span.record("hl7.message.control_id", control_id.as_str());
+    span.record("hl7.message.trigger", trigger.as_str());
     let reply = |code: AckCode, error: Option<&AckError>| {
         metrics.acked(code);
         ack(&msg, code, error, &now, &ack_id)

@@ -3,9 +3,12 @@
 //! [`app`] builds the router from an [`AppState`]; [`serve`] runs it on an already-bound
 //! listener until a shutdown future resolves, so tests bind port 0.
 
+pub mod admin;
 pub mod auth;
+pub mod erasure;
 pub mod fhir;
 pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod policy;
 pub mod problem;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub sessions: Arc<ui::Sessions>,
     /// The access audit (durable before data is returned).
     pub audit: Arc<dyn handover_events::AuditTrail>,
+    /// Operator actions on the event log (erasure); None where the API runs without it.
+    pub log_admin: Option<Arc<dyn handover_events::LogAdmin>>,
 }
 
 /// The router.
@@ -77,6 +82,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/measures/flow", get(worklists::get_flow))
         .route("/v1/audit", get(get_audit))
         .route(
+            "/v1/admin/persons/{nhs_number}/erasure",
+            post(erasure::erase),
+        )
+        .route(
             "/ui",
             get(|| async { axum::response::Redirect::permanent("/ui/") }),
         )
@@ -86,6 +95,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ui/delays", get(ui::delays))
         .route("/ui/brokerage", get(ui::brokerage))
         .route("/ui/measures", get(ui::measures))
+        .route("/ui/integration", get(ui::integration))
         .route("/ui/persons/{nhs_number}", get(ui::person))
         .route("/ui/updates", get(ui::updates))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -93,6 +103,10 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            observe::track,
+        ))
         .with_state(state)
 }
 
@@ -226,15 +240,18 @@ async fn post_events(
             .fetch_add(refused.len() as u64, std::sync::atomic::Ordering::Relaxed);
         return Err(ApiError::NotPermitted { errors: refused });
     }
-    let stored = st.sink.publish(&events).await.map_err(|e| match e {
-        SinkError::Unavailable(cause) => {
-            tracing::warn!(error = %cause, "event log unavailable; refusing events");
-            ApiError::Unavailable
-        }
-        SinkError::Refused(cause) => {
-            ApiError::BadRequest(format!("the event log refused the events: {cause}"))
-        }
-    })?;
+    let ingest = observe::ingest_span(&headers, &events);
+    let stored = tracing::Instrument::instrument(st.sink.publish(&events), ingest)
+        .await
+        .map_err(|e| match e {
+            SinkError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "event log unavailable; refusing events");
+                ApiError::Unavailable
+            }
+            SinkError::Refused(cause) => {
+                ApiError::BadRequest(format!("the event log refused the events: {cause}"))
+            }
+        })?;
     let duplicates = stored.iter().filter(|s| s.duplicate).count();
     st.metrics
         .record_stored(stored.len() - duplicates, duplicates);

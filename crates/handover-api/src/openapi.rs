@@ -14,8 +14,9 @@ use serde_json::{json, Map, Value};
 pub const API_VERSION: &str = "1.0.0";
 
 fn schema_of<T: JsonSchema>(components: &mut Map<String, Value>) -> Value {
-    let mut s = serde_json::to_value(schemars::SchemaGenerator::default().into_root_schema_for::<T>())
-        .unwrap_or(Value::Null);
+    let mut s =
+        serde_json::to_value(schemars::SchemaGenerator::default().into_root_schema_for::<T>())
+            .unwrap_or(Value::Null);
     let name = T::schema_name().to_string();
     if let Some(o) = s.as_object_mut() {
         o.remove("$schema");
@@ -153,6 +154,21 @@ pub fn document() -> Value {
                 "parameters": [query("nhs_number", "the person", text.clone()), query("user", "the token holder", text.clone()),
                                query("limit", "1-10000", json!({"type": "integer", "minimum": 1, "maximum": 10000}))],
                 "responses": {"200": ok(json!({"$ref": "#/components/schemas/AuditPage"}), "audit records"), "400": problem(), "401": problem(), "403": problem(), "503": problem()}}},
+            "/v1/admin/persons/{nhs_number}/erasure": {"post": {
+                "operationId": "erasePerson", "summary": "Erase a person from the stream and every read model (admin role; recorded in the audit)",
+                "parameters": [nhs.clone()],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["reason"],
+                    "properties": {"reason": {"type": "string", "minLength": 1}}}}}},
+                "responses": {"200": {"description": "erased", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "events_purged": {"type": "integer"}, "read_model_entries_removed": {"type": "integer"}, "person_keys": {"type": "integer"}}}}}},
+                    "400": problem(), "401": problem(), "403": problem(), "503": problem()}}},
+            "/v1/admin/rebuild/{projection}": {
+                "post": {"operationId": "startRebuild", "summary": "Rebuild a read model into a shadow and swap it in without downtime (admin role)",
+                         "parameters": [{"name": "projection", "in": "path", "required": true, "schema": {"type": "string", "enum": ["journey"]}}],
+                         "responses": {"202": {"description": "started"}, "401": problem(), "403": problem(), "404": problem(), "409": problem()}},
+                "get": {"operationId": "rebuildStatus", "summary": "Progress of a rebuild (admin role)",
+                        "parameters": [{"name": "projection", "in": "path", "required": true, "schema": {"type": "string", "enum": ["journey"]}}],
+                        "responses": {"200": {"description": "position, target and state", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": problem(), "403": problem()}}},
             "/fhir/r4": {"post": {
                 "operationId": "postFhirBundle", "summary": "FHIR R4 transaction or message Bundle, all or nothing",
                 "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "503": fhir_err.clone()}}},
@@ -168,7 +184,11 @@ pub fn document() -> Value {
         }
     });
     // The generated schemas point into their own `$defs`, now hoisted into components.
-    serde_json::from_str(&doc.to_string().replace("\"#/$defs/", "\"#/components/schemas/")).unwrap_or(doc)
+    serde_json::from_str(
+        &doc.to_string()
+            .replace("\"#/$defs/", "\"#/components/schemas/"),
+    )
+    .unwrap_or(doc)
 }
 
 #[cfg(test)]
@@ -197,6 +217,9 @@ mod tests {
             let name = piece.split('"').next().unwrap();
             assert!(schemas.contains_key(name), "dangling $ref to {name}");
         }
-        assert!(!text.contains("\"#/$defs/"), "a schema still points into $defs");
+        assert!(
+            !text.contains("\"#/$defs/"),
+            "a schema still points into $defs"
+        );
     }
 }

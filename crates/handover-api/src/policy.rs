@@ -99,6 +99,7 @@ pub fn sector_may_publish(sector: &str, t: EventType) -> bool {
                 | ReferralDeclined
                 | AssessmentCompleted
                 | PackageRequested
+                | PackageRequestedV2
                 | PackageSourced
                 | PackageStarted
                 | PackageSuspended

@@ -244,6 +244,7 @@ fn page(title: &str, who: Option<(&Caller, &str)>, body: Markup) -> Response {
 pub(crate) async fn index(State(st): State<AppState>, headers: HeaderMap) -> Response {
     match caller(&st, &headers) {
         Ok(c) if c.role.reads_people() => Redirect::to("/ui/delays").into_response(),
+        Ok(c) if c.role == Role::Integration => Redirect::to("/ui/integration").into_response(),
         Ok(_) => Redirect::to("/ui/measures").into_response(),
         Err(_) => Redirect::to("/ui/login").into_response(),
     }
@@ -852,6 +853,82 @@ pub(crate) async fn measures(
                 }
             }
             p class="muted" { "Period " (m.from) " to " (m.to) ", as of " (m.as_of) ". Definitions: docs/measures.md." }
+        },
+    ))
+}
+
+/// The integration page (integration and admin roles): readiness, the event streams and
+/// their consumers, and each projection's lag, from the latest status sample (as
+/// `handover status` prints them). No person's data.
+pub(crate) async fn integration(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, UiError> {
+    let c = caller(&st, &headers)?;
+    if !matches!(c.role, Role::Integration | Role::Admin) {
+        return Err(ApiError::Forbidden {
+            role: c.role.as_str().into(),
+            action: "read the integration status",
+        }
+        .into());
+    }
+    let ready = st.readiness.check();
+    let status = st.metrics.status();
+    let progress = *st.progress.borrow();
+    let sampled = chrono::DateTime::from_timestamp(status.sampled_at as i64, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+    Ok(page(
+        "Integration",
+        Some((&c, "integration")),
+        html! {
+            h1 { "Integration status" }
+            div class="notice" {
+                @match &ready {
+                    Ok(()) => { span class="tag ok" { "Ready" } " The API is taking traffic and the projections are caught up." }
+                    Err(why) => { span class="tag long" { "Not ready" } " " (why) }
+                }
+            }
+            div class="cards" {
+                div class="card" { span class="figure" { (progress.position) } "journey projection position" }
+                div class="card" { span class="figure" { (progress.pending) } "events waiting to be projected" }
+                div class="card" { span class="figure" { (progress.skipped) } "events skipped (undecodable)" }
+            }
+            div class="scroll" {
+                table {
+                    caption { "Streams" }
+                    thead { tr { th scope="col" { "Stream" } th scope="col" class="num" { "Messages" } th scope="col" class="num" { "Bytes" } th scope="col" class="num" { "Last sequence" } th scope="col" class="num" { "Replicas" } } }
+                    tbody {
+                        @for r in &status.streams {
+                            tr { th scope="row" { (r.name) } td class="num" { (r.messages) } td class="num" { (r.bytes) } td class="num" { (r.last_sequence) } td class="num" { (r.replicas) } }
+                        }
+                    }
+                }
+                table {
+                    caption { "Consumers" }
+                    thead { tr { th scope="col" { "Stream" } th scope="col" { "Consumer" } th scope="col" class="num" { "Pending" } th scope="col" class="num" { "Awaiting ack" } th scope="col" class="num" { "Ack floor" } } }
+                    tbody {
+                        @for r in &status.consumers {
+                            tr { td { (r.stream) } th scope="row" { (r.name) } td class="num" { (r.pending) } td class="num" { (r.ack_pending) } td class="num" { (r.ack_floor) } }
+                        }
+                    }
+                }
+                table {
+                    caption { "Projections" }
+                    thead { tr { th scope="col" { "Projection" } th scope="col" class="num" { "Position" } th scope="col" class="num" { "Pending" } th scope="col" class="num" { "Seconds behind" } th scope="col" class="num" { "Parked" } } }
+                    tbody {
+                        @for r in &status.projections {
+                            tr { th scope="row" { (r.name) } td class="num" { (r.position) } td class="num" { (r.pending) } td class="num" { (format!("{:.1}", r.lag_seconds)) } td class="num" { (r.parked.map(|p| p.to_string()).unwrap_or_else(|| "–".into())) } }
+                        }
+                    }
+                }
+            }
+            p class="muted" {
+                @match (&sampled, &status.error) {
+                    (_, Some(e)) => { "The last status sample failed: " (e) }
+                    (Some(t), None) if status.sampled_at > 0 => { "Sampled at " (t) ". Metrics at " a href="/metrics" { "/metrics" } "." }
+                    _ => { "No status sample yet." }
+                }
+            }
         },
     ))
 }

@@ -434,6 +434,157 @@ pub struct PackageRequested {
     pub local_id: Option<LocalId>,
 }
 
+kebab_enum!(
+    /// A day of the week.
+    Weekday { /// Monday.
+    Mon = "mon", /// Tuesday.
+    Tue = "tue", /// Wednesday.
+    Wed = "wed", /// Thursday.
+    Thu = "thu", /// Friday.
+    Fri = "fri", /// Saturday.
+    Sat = "sat", /// Sunday.
+    Sun = "sun" });
+
+/// One recurring visit of a care schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Visit {
+    /// The days of the week it happens on.
+    #[schemars(length(min = 1, max = 7))]
+    pub days: Vec<Weekday>,
+    /// Local (Europe/London) start time, `HH:MM`.
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub time: String,
+    /// How long it lasts, in minutes.
+    #[schemars(range(min = 1, max = 1440))]
+    pub duration_minutes: u16,
+    /// Carers needed at once.
+    #[schemars(range(min = 1, max = 4))]
+    pub carers: u8,
+}
+
+/// A care package's weekly schedule (`handover.care-package.requested.v2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// The recurring visits.
+    #[schemars(length(min = 1))]
+    pub visits: Vec<Visit>,
+}
+
+impl Schedule {
+    /// Hours of care per week: each visit's duration times its days (not times its carers:
+    /// the hours are the person's, as v1's `hours_per_week` counted them).
+    pub fn hours_per_week(&self) -> f64 {
+        let minutes: u32 = self
+            .visits
+            .iter()
+            .map(|v| u32::from(v.duration_minutes) * v.days.len() as u32)
+            .sum();
+        f64::from(minutes) / 60.0
+    }
+
+    /// The most visits on any one day (v1's `calls_per_day`).
+    pub fn calls_per_day(&self) -> u8 {
+        [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ]
+        .iter()
+        .map(|d| self.visits.iter().filter(|v| v.days.contains(d)).count())
+        .max()
+        .unwrap_or(0)
+        .min(usize::from(u8::MAX)) as u8
+    }
+
+    /// The most carers any visit needs (v1's `carers_per_call`).
+    pub fn carers_per_call(&self) -> u8 {
+        self.visits.iter().map(|v| v.carers).max().unwrap_or(0)
+    }
+}
+
+/// `handover.care-package.requested.v2`: as v1, with a structured weekly `schedule` in
+/// place of the flat `hours_per_week`, `calls_per_day` and `carers_per_call`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PackageRequestedV2 {
+    /// The package id.
+    #[schemars(length(min = 1))]
+    pub package_id: String,
+    /// Kind of service.
+    pub service_type: ServiceType,
+    /// The referral it follows from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral_id: Option<String>,
+    /// The visits asked for (none for services without visits, e.g. equipment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// When the package is needed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_start: Option<Date>,
+    /// Local id when the sender does not know the NHS number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<LocalId>,
+}
+
+/// What a care-package request of any version says, in the read model's terms: v2 as is,
+/// v1 upcast (its flat figures kept, no schedule: v1 never said on which days or at what
+/// time, so none is invented).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageRequest {
+    /// The package id.
+    pub package_id: String,
+    /// Kind of service.
+    pub service_type: ServiceType,
+    /// The referral it follows from.
+    pub referral_id: Option<String>,
+    /// The v2 schedule, when the request was v2.
+    pub schedule: Option<Schedule>,
+    /// Hours per week (v1's figure, or derived from the v2 schedule).
+    pub hours_per_week: Option<f64>,
+    /// Calls per day (v1's figure, or derived from the v2 schedule).
+    pub calls_per_day: Option<u8>,
+    /// Carers per call (v1's figure, or derived from the v2 schedule).
+    pub carers_per_call: Option<u8>,
+    /// When the package is needed from.
+    pub required_start: Option<Date>,
+}
+
+impl From<&PackageRequested> for PackageRequest {
+    fn from(d: &PackageRequested) -> Self {
+        PackageRequest {
+            package_id: d.package_id.clone(),
+            service_type: d.service_type,
+            referral_id: d.referral_id.clone(),
+            schedule: None,
+            hours_per_week: d.hours_per_week,
+            calls_per_day: d.calls_per_day,
+            carers_per_call: d.carers_per_call,
+            required_start: d.required_start,
+        }
+    }
+}
+
+impl From<&PackageRequestedV2> for PackageRequest {
+    fn from(d: &PackageRequestedV2) -> Self {
+        let s = d.schedule.as_ref();
+        PackageRequest {
+            package_id: d.package_id.clone(),
+            service_type: d.service_type,
+            referral_id: d.referral_id.clone(),
+            schedule: d.schedule.clone(),
+            hours_per_week: s.map(Schedule::hours_per_week),
+            calls_per_day: s.map(Schedule::calls_per_day),
+            carers_per_call: s.map(Schedule::carers_per_call),
+            required_start: d.required_start,
+        }
+    }
+}
+
 /// `handover.care-package.sourced.v1`: a provider has agreed to deliver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PackageSourced {
@@ -579,6 +730,7 @@ catalogue! {
     ReferralWithdrawn => "handover.referral.withdrawn.v1", Referral, "withdrawn", ReferralClosed;
     AssessmentCompleted => "handover.referral.assessment-completed.v1", Referral, "assessment-completed", AssessmentCompleted;
     PackageRequested => "handover.care-package.requested.v1", CarePackage, "requested", PackageRequested;
+    PackageRequestedV2 => "handover.care-package.requested.v2", CarePackage, "requested", PackageRequestedV2;
     PackageSourced => "handover.care-package.sourced.v1", CarePackage, "sourced", PackageSourced;
     PackageStarted => "handover.care-package.started.v1", CarePackage, "started", PackageStarted;
     PackageSuspended => "handover.care-package.suspended.v1", CarePackage, "suspended", PackageChange;
@@ -608,6 +760,7 @@ impl EventData {
             ReferralDeclined(d) | ReferralWithdrawn(d) => d.local_id.as_ref(),
             AssessmentCompleted(d) => d.local_id.as_ref(),
             PackageRequested(d) => d.local_id.as_ref(),
+            PackageRequestedV2(d) => d.local_id.as_ref(),
             PackageSourced(d) => d.local_id.as_ref(),
             PackageStarted(d) => d.local_id.as_ref(),
             PackageSuspended(d) | PackageResumed(d) | PackageEnded(d) | PackageCancelled(d) => {

@@ -17,6 +17,6 @@ pub use audit::{AuditError, AuditQuery, AuditRecord, AuditTrail};
 pub use catalogue::{Domain, EventData, EventType, LocalId};
 pub use envelope::{Event, FieldError, PersonRef, ValidationErrors};
 pub use nhs::NhsNumber;
-pub use sink::{EventSink, SinkError, Stored};
+pub use sink::{EventSink, LogAdmin, SinkError, Stored};
 pub use subject::PseudonymKey;
 pub use time::{Date, Timestamp};

@@ -37,3 +37,14 @@ pub trait EventSink: Send + Sync + 'static {
     /// Stores `events` in order, returning one [`Stored`] per event.
     fn publish<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<Vec<Stored>, SinkError>>;
 }
+
+/// Operator actions on the event log that are not publishing.
+pub trait LogAdmin: Send + Sync + 'static {
+    /// Removes every event stored under the given person keys (erasure); returns how many.
+    fn purge_people<'a>(
+        &'a self,
+        person_keys: &'a [String],
+    ) -> BoxFuture<'a, Result<u64, SinkError>>;
+    /// The sequence of the last event stored.
+    fn last_sequence(&self) -> BoxFuture<'_, Result<u64, SinkError>>;
+}

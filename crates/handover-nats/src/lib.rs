@@ -7,8 +7,13 @@
 //!   acknowledgement: it is the [`EventSink`] adapters hand their events to.
 //! - [`EventLog::feed`] opens a durable pull consumer from a given stream position, for
 //!   projections that keep their own position.
+//! - [`observe`]: trace context in message headers, publish metrics, read-only status.
 
-use std::time::Duration;
+pub mod baseline;
+pub mod observe;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use async_nats::HeaderMap;
@@ -17,6 +22,8 @@ use futures::{FutureExt, StreamExt};
 use handover_events::subject::{subject_for, SUBJECT_ROOT};
 use handover_events::{Event, EventSink, PseudonymKey, SinkError, Stored};
 use sha2::{Digest, Sha256};
+
+pub use observe::{ConsumerStatus, Inspector, LogStatus, PublishMetrics, StreamStatus};
 
 /// How the event stream is set up.
 #[derive(Debug, Clone)]
@@ -78,6 +85,7 @@ pub struct EventLog {
     js: jetstream::Context,
     config: LogConfig,
     key: PseudonymKey,
+    metrics: Arc<PublishMetrics>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -127,6 +135,7 @@ impl EventLog {
             js,
             config,
             key,
+            metrics: Arc::default(),
         };
         log.ensure_stream().await?;
         Ok(log)
@@ -152,6 +161,16 @@ impl EventLog {
                 stream: self.config.stream.clone(),
                 message: e.to_string(),
             })
+    }
+
+    /// Publish counters and ack latency, as Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render_prometheus()
+    }
+
+    /// Read-only status of every stream and consumer on this connection.
+    pub fn inspector(&self) -> Inspector {
+        Inspector::from_context(self.js.clone())
     }
 
     /// The pseudonym key in use.
@@ -181,7 +200,21 @@ impl EventLog {
     /// All publishes are sent before the first acknowledgement is awaited, so a batch costs
     /// about one round trip. If any acknowledgement fails the whole call fails and nothing in
     /// it may be acknowledged to the sender; a retry is safe (duplicates are recognised).
+    ///
+    /// Each event gets a producer span `handover.publish` (a child of the caller's span;
+    /// without one, it continues the event's own `traceparent`) carrying the event id, type
+    /// and source and, once acknowledged, the stream sequence. The span's W3C
+    /// `traceparent` goes into the NATS header `traceparent`, and into the stored
+    /// CloudEvent when the event has none (the `Nats-Msg-Id` does not depend on it).
     pub async fn publish(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
+        let result = self.publish_traced(events).await;
+        if result.is_err() {
+            self.metrics.failed();
+        }
+        result
+    }
+
+    async fn publish_traced(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
         // While disconnected the client would buffer publishes and send them on reconnect,
         // after the caller has been told they failed: refuse at once instead.
         if !self.is_connected() {
@@ -192,30 +225,75 @@ impl EventLog {
             let subject = self
                 .subject(event)
                 .ok_or_else(|| SinkError::Refused("event names no person".into()))?;
+            let span = self.publish_span(event);
             let mut headers = HeaderMap::new();
             headers.insert("Nats-Msg-Id", message_id(event).as_str());
             headers.insert("Content-Type", "application/cloudevents+json");
-            if let Some(tp) = &event.traceparent {
+            let traced = observe::span_traceparent(&span);
+            let payload = match (&event.traceparent, &traced) {
+                (None, Some(tp)) => {
+                    let mut e = event.clone();
+                    e.traceparent = Some(tp.clone());
+                    e.to_json_vec()
+                }
+                _ => event.to_json_vec(),
+            };
+            if let Some(tp) = traced.as_ref().or(event.traceparent.as_ref()) {
                 headers.insert("traceparent", tp.as_str());
             }
+            let sent = Instant::now();
             let ack = self
                 .js
-                .publish_with_headers(subject, headers, Bytes::from(event.to_json_vec()))
+                .publish_with_headers(subject, headers, Bytes::from(payload))
                 .await
                 .map_err(|e| SinkError::Unavailable(e.to_string()))?;
-            pending.push(ack);
+            pending.push((ack, span, sent, event.event_type().as_str()));
         }
         let mut stored = Vec::with_capacity(pending.len());
-        for ack in pending {
-            let ack = ack
-                .await
-                .map_err(|e| SinkError::Unavailable(e.to_string()))?;
+        for (ack, span, sent, event_type) in pending {
+            let ack = ack.await.map_err(|e| {
+                span.record("otel.status_code", "ERROR");
+                SinkError::Unavailable(e.to_string())
+            })?;
+            self.metrics.ack_latency(sent.elapsed());
+            self.metrics.stored(event_type, ack.duplicate);
+            span.record("messaging.nats.stream_sequence", ack.sequence);
+            span.record("handover.duplicate", ack.duplicate);
             stored.push(Stored {
                 sequence: ack.sequence,
                 duplicate: ack.duplicate,
             });
         }
         Ok(stored)
+    }
+
+    /// The producer span of one event: never the subject (a person key) or any data.
+    fn publish_span(&self, event: &Event) -> tracing::Span {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let event_type = event.event_type().as_str();
+        let span = tracing::info_span!(
+            "handover.publish",
+            otel.name = %format_args!("publish {}", self.config.stream),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.destination.name = %self.config.stream,
+            cloudevents.event_id = %event.id,
+            cloudevents.event_type = event_type,
+            cloudevents.event_source = %event.source,
+            messaging.nats.stream_sequence = tracing::field::Empty,
+            handover.duplicate = tracing::field::Empty,
+        );
+        if let Some(tp) = &event.traceparent {
+            if tracing::Span::current().is_none() {
+                // Nothing to continue in this process: continue the producer's trace.
+                observe::continue_trace(&span, tp);
+            } else if let Some(cx) = observe::parse_traceparent(tp) {
+                span.add_link(cx);
+            }
+        }
+        span
     }
 
     /// The sequence of the last message in the stream (0 when empty).
@@ -289,6 +367,22 @@ impl EventLog {
     }
 }
 
+impl EventLog {
+    /// Deletes the durable consumer `name` (absent is not an error).
+    pub async fn delete_consumer(&self, name: &str) -> Result<(), LogError> {
+        let stream =
+            self.js
+                .get_stream(&self.config.stream)
+                .await
+                .map_err(|e| LogError::Consumer {
+                    name: name.to_string(),
+                    message: e.to_string(),
+                })?;
+        let _ = stream.delete_consumer(name).await;
+        Ok(())
+    }
+}
+
 /// URLs without credentials, for error messages.
 fn redact_url(urls: &str) -> String {
     urls.split(',')
@@ -327,6 +421,29 @@ pub struct Delivery {
     pub payload: Bytes,
     /// Messages still pending for this consumer after this one.
     pub pending: u64,
+    /// The W3C trace context the message was published under (NATS header `traceparent`).
+    pub traceparent: Option<String>,
+}
+
+impl Delivery {
+    /// A consumer span for applying this message in `projection`, continuing the trace it
+    /// was published under: enter it (or keep it alive) while the message is applied.
+    /// Carries the stream sequence only; the projection may record more.
+    pub fn span(&self, projection: &str) -> tracing::Span {
+        let span = tracing::info_span!(
+            "handover.project",
+            otel.name = %format_args!("process {projection}"),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.consumer.group.name = projection,
+            messaging.nats.stream_sequence = self.sequence,
+        );
+        if let Some(tp) = &self.traceparent {
+            observe::continue_trace(&span, tp);
+        }
+        span
+    }
 }
 
 /// A batch of deliveries; acknowledge it only after its effects are durable.
@@ -390,11 +507,17 @@ impl Feed {
                             })
                         }
                     };
+                    let traceparent = msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("traceparent"))
+                        .map(|v| v.as_str().to_string());
                     deliveries.push(Delivery {
                         sequence,
                         subject: msg.subject.to_string(),
                         payload: msg.payload.clone(),
                         pending,
+                        traceparent,
                     });
                     last = Some(msg);
                 }
@@ -592,5 +715,244 @@ impl handover_events::AuditTrail for AuditLog {
         Result<Vec<handover_events::AuditRecord>, handover_events::AuditError>,
     > {
         Box::pin(AuditLog::query(self, query))
+    }
+}
+
+/// A message held in the parked (dead-letter) stream.
+#[derive(Debug, Clone)]
+pub struct ParkedMessage {
+    /// Its sequence in the parked stream.
+    pub sequence: u64,
+    /// Its subject, `parked.<projection>.<person-key or unknown>`.
+    pub subject: String,
+    /// The parking record (JSON, written by the projection runner).
+    pub payload: Bytes,
+}
+
+/// The dead-letter stream `<STREAM>_PARKED` (subjects `parked.<projection>.<person-key>`):
+/// events a projection could not apply, kept for inspection, replay or discard.
+#[derive(Clone)]
+pub struct ParkedLog {
+    js: jetstream::Context,
+    stream: String,
+}
+
+impl std::fmt::Debug for ParkedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkedLog")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+impl EventLog {
+    /// Opens (creating or updating) the parked stream beside the event stream, with the same
+    /// replicas and duplicate window. Parked records are kept until discarded.
+    pub async fn parked_log(&self) -> Result<ParkedLog, LogError> {
+        let stream = format!("{}_PARKED", self.config.stream);
+        let cfg = stream::Config {
+            name: stream.clone(),
+            subjects: vec!["parked.>".into()],
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            duplicate_window: self.config.duplicate_window,
+            discard: stream::DiscardPolicy::New,
+            description: Some("Handover parked (poison) events".into()),
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(cfg)
+            .await
+            .map_err(|e| LogError::Stream {
+                stream: stream.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(ParkedLog {
+            js: self.js.clone(),
+            stream,
+        })
+    }
+
+    /// Stores `payload` under `subject` in the care stream as it is, without validation;
+    /// `msg_id` becomes the `Nats-Msg-Id`. For replaying parked events (and for tests that
+    /// need a malformed event in the stream). Returns the stream sequence.
+    pub async fn publish_raw(
+        &self,
+        subject: &str,
+        payload: Vec<u8>,
+        msg_id: Option<&str>,
+    ) -> Result<u64, LogError> {
+        let err = |message: String| LogError::Stream {
+            stream: self.config.stream.clone(),
+            message,
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        headers.insert("Content-Type", "application/cloudevents+json");
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_string(), headers, Bytes::from(payload))
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(ack.sequence)
+    }
+}
+
+impl ParkedLog {
+    fn err(&self, message: String) -> LogError {
+        LogError::Stream {
+            stream: self.stream.clone(),
+            message,
+        }
+    }
+
+    /// The stream name.
+    pub fn stream_name(&self) -> &str {
+        &self.stream
+    }
+
+    /// Stores a parking record; resolves once JetStream acknowledged it. `msg_id` makes
+    /// parking the same event again (after a crash or during a rebuild) a duplicate.
+    pub async fn park(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), LogError> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", msg_id);
+        self.js
+            .publish_with_headers(subject.to_string(), headers, Bytes::from(payload))
+            .await
+            .map_err(|e| self.err(e.to_string()))?
+            .await
+            .map_err(|e| self.err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Every parked message, oldest first.
+    pub async fn list(&self) -> Result<Vec<ParkedMessage>, LogError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| self.err(e.to_string()))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.err(e.to_string()))?;
+        let mut out = Vec::new();
+        loop {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .messages()
+                .await
+                .map_err(|e| self.err(e.to_string()))?;
+            let mut got = 0;
+            let mut pending = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| self.err(e.to_string()))?;
+                got += 1;
+                let info = m.info().map_err(|e| self.err(e.to_string()))?;
+                pending = info.pending;
+                out.push(ParkedMessage {
+                    sequence: info.stream_sequence,
+                    subject: m.subject.to_string(),
+                    payload: m.payload.clone(),
+                });
+            }
+            if got == 0 || pending == 0 {
+                break;
+            }
+        }
+        let _ = stream
+            .delete_consumer(consumer.cached_info().name.as_str())
+            .await;
+        Ok(out)
+    }
+
+    /// Removes a parked message by its sequence in the parked stream.
+    pub async fn delete(&self, sequence: u64) -> Result<bool, LogError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| self.err(e.to_string()))?;
+        stream
+            .delete_message(sequence)
+            .await
+            .map_err(|e| self.err(e.to_string()))
+    }
+}
+
+impl EventLog {
+    /// Purges every message of the given people (subjects `care.*.*.<key>`); returns the
+    /// number of messages removed.
+    pub async fn purge_people(&self, person_keys: &[String]) -> Result<u64, LogError> {
+        let err = |message: String| LogError::Stream {
+            stream: self.config.stream.clone(),
+            message,
+        };
+        let stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let mut purged = 0;
+        for key in person_keys {
+            let r = stream
+                .purge()
+                .filter(handover_events::subject::person_filter(key))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            purged += r.purged;
+        }
+        // Parked (dead-letter) copies of their events hold the same data.
+        if let Ok(parked) = self
+            .js
+            .get_stream(format!("{}_PARKED", self.config.stream))
+            .await
+        {
+            for key in person_keys {
+                let r = parked
+                    .purge()
+                    .filter(format!("parked.*.{key}"))
+                    .await
+                    .map_err(|e| err(e.to_string()))?;
+                purged += r.purged;
+            }
+        }
+        Ok(purged)
+    }
+}
+
+impl handover_events::LogAdmin for EventLog {
+    fn purge_people<'a>(
+        &'a self,
+        person_keys: &'a [String],
+    ) -> handover_events::sink::BoxFuture<'a, Result<u64, SinkError>> {
+        Box::pin(async move {
+            EventLog::purge_people(self, person_keys)
+                .await
+                .map_err(|e| SinkError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn last_sequence(&self) -> handover_events::sink::BoxFuture<'_, Result<u64, SinkError>> {
+        Box::pin(async move {
+            EventLog::last_sequence(self)
+                .await
+                .map_err(|e| SinkError::Unavailable(e.to_string()))
+        })
     }
 }

@@ -250,6 +250,9 @@ pub struct Package {
     /// Carers per call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carers_per_call: Option<u8>,
+    /// The weekly schedule (from a v2 request; v1 requests have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
     /// Required start.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_start: Option<Date>,
@@ -439,6 +442,7 @@ impl Journey {
                     hours_per_week: None,
                     calls_per_day: None,
                     carers_per_call: None,
+                    schedule: None,
                     required_start: None,
                     provider: None,
                     agreed_start: None,
@@ -571,10 +575,19 @@ impl Journey {
                     completed_at: *time,
                 })
             }
-            D::PackageRequested(d) => {
+            // Both versions of a request fold through one shape (`PackageRequest`): v1 is
+            // upcast with its flat figures and no schedule; v2's figures derive from its
+            // schedule.
+            D::PackageRequested(_) | D::PackageRequestedV2(_) => {
+                let d: PackageRequest = match data {
+                    D::PackageRequestedV2(d) => d.into(),
+                    D::PackageRequested(d) => d.into(),
+                    _ => return,
+                };
                 let p = self.package(&d.package_id);
                 p.service_type = Some(d.service_type);
-                p.referral_id = d.referral_id.clone();
+                p.referral_id = d.referral_id;
+                p.schedule = d.schedule;
                 p.hours_per_week = d.hours_per_week;
                 p.calls_per_day = d.calls_per_day;
                 p.carers_per_call = d.carers_per_call;

@@ -25,23 +25,51 @@ use crate::rows::{brokerage_rows, delay_row, person_facts, BrokerageRow, DelayRo
 #[derive(Clone, Debug)]
 pub struct Journeys {
     key: PseudonymKey,
+    /// Test hook: events this returns an error for fail to apply (see [`Journeys::with_fault`]).
+    fault: Option<fn(&Event) -> Option<String>>,
 }
 
 /// The projection's name and tree.
 pub const NAME: &str = "journey";
 
+/// The journey projection's code version, stored beside its position. Bump it whenever a
+/// change to the fold or the stored layout means the existing tree no longer equals a fresh
+/// replay: on start-up a tree written by another version is rebuilt into a shadow tree and
+/// swapped in while the old one keeps serving.
+///
+/// - 1: the first layout (trees without a stored version are version 1);
+/// - 2: care packages carry the v2 `schedule` (v1 requests are upcast to it).
+pub const JOURNEY_VERSION: u32 = 2;
+
+/// Why an event could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The store failed: the whole batch fails and is retried by the runner.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The event at `index` of the batch cannot be applied (a bug or a bad event); the
+    /// batch's other events are unaffected once it is left out.
+    #[error("event {index} of the batch cannot be applied: {error}")]
+    Event {
+        /// Its index in the slice given to [`Journeys::try_apply_batch`].
+        index: usize,
+        /// Why (no identifiers).
+        error: String,
+    },
+}
+
 /// Longest alias chain followed (merges of merges).
 const MAX_ALIAS_DEPTH: usize = 8;
 
-fn person_slot(key: &str) -> Vec<u8> {
+pub(crate) fn person_slot(key: &str) -> Vec<u8> {
     format!("p/{key}").into_bytes()
 }
 
-fn alias_slot(key: &str) -> Vec<u8> {
+pub(crate) fn alias_slot(key: &str) -> Vec<u8> {
     format!("a/{key}").into_bytes()
 }
 
-fn row_slot(kind: &str, key: &str, sub: Option<&str>) -> Vec<u8> {
+pub(crate) fn row_slot(kind: &str, key: &str, sub: Option<&str>) -> Vec<u8> {
     match sub {
         Some(s) => format!("{kind}/{key}/{s}").into_bytes(),
         None => format!("{kind}/{key}").into_bytes(),
@@ -167,15 +195,40 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 impl Journeys {
     /// The projection, deriving person keys with `key` (the same key the log uses).
     pub fn new(key: PseudonymKey) -> Journeys {
-        Journeys { key }
+        Journeys { key, fault: None }
     }
 
-    /// Applies a batch of events (with their stream sequences and subjects) to `tx`.
+    /// The pseudonym key person keys are derived with.
+    pub fn pseudonym_key(&self) -> &PseudonymKey {
+        &self.key
+    }
+
+    /// Test hook: the projection fails to apply every event `fault` returns an error for,
+    /// as it would an event that trips a bug in the fold.
+    #[doc(hidden)]
+    pub fn with_fault(mut self, fault: fn(&Event) -> Option<String>) -> Journeys {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// Applies a batch of events (with their stream sequences and subjects) to `tx`; an
+    /// event that cannot be applied fails the batch (see [`Journeys::try_apply_batch`]).
     pub fn apply_batch(
         &self,
         tx: &mut Tx<'_>,
         events: &[(u64, &str, Event)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), ApplyError> {
+        self.try_apply_batch(tx, events)
+    }
+
+    /// Applies a batch of events to `tx`, event by event. When one cannot be applied (its
+    /// fold panics, or the test hook refuses it), stops and names it: `tx` then holds a
+    /// partial batch and must be dropped; the caller applies the batch again without it.
+    pub fn try_apply_batch(
+        &self,
+        tx: &mut Tx<'_>,
+        events: &[(u64, &str, Event)],
+    ) -> Result<(), ApplyError> {
         let mut b = Batch {
             tx,
             cache: HashMap::new(),
@@ -183,9 +236,41 @@ impl Journeys {
             taken_packages: Vec::new(),
         };
         let mut touched = std::collections::HashSet::new();
-        for (seq, subject, event) in events {
+        for (index, (seq, subject, event)) in events.iter().enumerate() {
+            if let Some(error) = self.fault.and_then(|f| f(event)) {
+                return Err(ApplyError::Event { index, error });
+            }
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.apply_one(&mut b, &mut touched, *seq, subject, event)
+            }));
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(ApplyError::Store(e)),
+                Err(panic) => {
+                    let error = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "the fold panicked".into());
+                    return Err(ApplyError::Event { index, error });
+                }
+            }
+        }
+        b.finish(&touched);
+        Ok(())
+    }
+
+    fn apply_one(
+        &self,
+        b: &mut Batch<'_, '_>,
+        touched: &mut std::collections::HashSet<String>,
+        seq: u64,
+        subject: &str,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        {
             let Some(person) = event.person() else {
-                continue;
+                return Ok(());
             };
             let own = match person_key_of_subject(subject) {
                 Some(k) => k.to_string(),
@@ -195,7 +280,7 @@ impl Journeys {
             let mut journey = b
                 .load(&key)?
                 .unwrap_or_else(|| Journey::new(event.subject.map(|n| n.as_string())));
-            journey.apply(*seq, event);
+            journey.apply(seq, event);
             if let Some(nhs) = event.subject {
                 let links: Vec<PersonRef> = match &event.data {
                     EventData::PersonIdentified(d) => {
@@ -215,7 +300,6 @@ impl Journeys {
             touched.insert(key.clone());
             b.put(&key, journey);
         }
-        b.finish(&touched);
         Ok(())
     }
 

@@ -15,12 +15,13 @@
 //!   destination is `usual-residence`.
 //! - **readmissions within 30 days**: of discharges in the period, excluding deaths, the
 //!   share followed by another admission of the same person within 30 days of discharge.
-//! - **91-day outcome after reablement** (ASCOF 2B style): people discharged in the period
-//!   on pathway 1 with a reablement package that started within 14 days of discharge, and
-//!   whose 91st day after discharge is no later than today; the share still at home on day
-//!   91: no readmission and no care-home placement (a residential or nursing package
-//!   started) within the 91 days. Discharges whose 91 days have not yet passed are counted
-//!   as `pending`.
+//! - **91-day outcome after reablement** (ASCOF 2B style), reported in the period in which
+//!   it becomes known: people discharged on pathway 1 with a reablement package that started
+//!   between the day before and 14 days after discharge, whose 91st day after discharge
+//!   falls in the period and is no later than today; the share still at home on day 91: no
+//!   readmission and no care-home placement (a residential or nursing package started)
+//!   within the 91 days. Such discharges in the period whose 91st day is still to come are
+//!   counted as `pending`.
 
 use std::collections::BTreeMap;
 
@@ -228,6 +229,38 @@ pub fn flow(
                     m.delayed_now += 1;
                 }
             }
+            if let Some(discharged) = s.discharged {
+                let reabled = person.packages.iter().any(|p| {
+                    p.service_type == Some(ServiceType::Reablement)
+                        && p.started_on.is_some_and(|d| {
+                            d >= discharged - Duration::days(1)
+                                && d <= discharged + Duration::days(14)
+                        })
+                });
+                if s.pathway == Some(1) && reabled && s.destination != Some(Destination::Died) {
+                    let day91 = discharged + Duration::days(91);
+                    if day91 > today {
+                        if in_period(Some(discharged)) {
+                            pending91 += 1;
+                        }
+                    } else if in_period(Some(day91)) {
+                        den91 += 1;
+                        let readmitted = person.stays[i + 1..].iter().any(|n| {
+                            n.admitted
+                                .is_some_and(|a| a > discharged - Duration::days(1) && a <= day91)
+                        });
+                        let care_home = person.packages.iter().any(|p| {
+                            matches!(
+                                p.service_type,
+                                Some(ServiceType::Residential | ServiceType::Nursing)
+                            ) && p.started_on.is_some_and(|d| d > discharged && d <= day91)
+                        });
+                        if !readmitted && !care_home {
+                            home91 += 1;
+                        }
+                    }
+                }
+            }
             if !in_period(s.discharged) {
                 continue;
             }
@@ -262,29 +295,6 @@ pub fn flow(
                 readmit_den += 1;
                 if readmitted_within(30) {
                     readmit_num += 1;
-                }
-            }
-            let reabled = person.packages.iter().any(|p| {
-                p.service_type == Some(ServiceType::Reablement)
-                    && p.started_on.is_some_and(|d| {
-                        d >= discharged - Duration::days(1) && d <= discharged + Duration::days(14)
-                    })
-            });
-            if s.pathway == Some(1) && reabled && s.destination != Some(Destination::Died) {
-                let day91 = discharged + Duration::days(91);
-                if day91 > today {
-                    pending91 += 1;
-                } else {
-                    den91 += 1;
-                    let care_home = person.packages.iter().any(|p| {
-                        matches!(
-                            p.service_type,
-                            Some(ServiceType::Residential | ServiceType::Nursing)
-                        ) && p.started_on.is_some_and(|d| d > discharged && d <= day91)
-                    });
-                    if !readmitted_within(91) && !care_home {
-                        home91 += 1;
-                    }
                 }
             }
         }

@@ -4,15 +4,29 @@
 //!
 //! Redelivered messages (at or below the stored position) are skipped, so delivery is
 //! at-least-once and the effect exactly-once.
+//!
+//! **Poison events.** An event the projection cannot decode, or whose fold fails
+//! ([`ApplyError::Event`]), does not fail the batch: a decode failure is parked at once (a
+//! pure function of the stored bytes), an apply failure after [`MAX_ATTEMPTS`] attempts
+//! with a short backoff. Parked means published to `<STREAM>_PARKED` and acknowledged by
+//! JetStream *before* the batch's commit moves the position past it; the batch is applied
+//! without it and the projection moves on. A store error still fails the whole batch.
+//!
+//! **Rebuilds.** When a rebuild swaps a new tree in ([`handover_store::Store::promote`]),
+//! the runner notices (the tree's generation changes, or a commit fails with
+//! [`StoreError::Swapped`]), rereads its position from the new tree and reopens its feed
+//! there.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use handover_events::Event;
-use handover_nats::{EventLog, LogError};
-use handover_store::{StoreError, Tree};
+use handover_nats::{Delivery, EventLog, LogError, ParkedLog};
+use handover_store::{StoreError, Tree, Tx};
 use tokio::sync::watch;
 
-use crate::journeys::Journeys;
+use crate::journeys::{ApplyError, Journeys, JOURNEY_VERSION, NAME};
+use crate::parking::{ParkedRecord, MAX_ATTEMPTS};
 
 /// Why a projection stopped.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +39,24 @@ pub enum RunError {
     Store(#[from] StoreError),
 }
 
+impl From<ApplyError> for RunError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Store(e) => RunError::Store(e),
+            // try_apply_batch's event errors are handled by project_batch; never reached.
+            ApplyError::Event { error, .. } => RunError::Log(LogError::Consumer {
+                name: NAME.into(),
+                message: error,
+            }),
+        }
+    }
+}
+
 /// Largest number of events applied in one transaction.
 pub const MAX_BATCH: usize = 1000;
+
+/// How often an idle runner checks whether a rebuild replaced its tree.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// Progress of a running projection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,8 +65,114 @@ pub struct Progress {
     pub position: u64,
     /// Messages the consumer still had after the last batch.
     pub pending: u64,
-    /// Events that could not be decoded and were skipped.
+    /// Events that could not be decoded and were skipped (unused since parking; kept 0).
     pub skipped: u64,
+    /// Events parked in the dead-letter stream by this process.
+    pub parked: u64,
+}
+
+/// A batch decoded and applied to a transaction, with what must be parked before it commits.
+pub struct Projected<'t> {
+    /// The writes, ready to commit.
+    pub tx: Tx<'t>,
+    /// Events left out, to park first.
+    pub parked: Vec<ParkedRecord>,
+    /// The last stream sequence of the batch (the position to commit).
+    pub last: u64,
+    /// Pending messages reported with the last delivery.
+    pub pending: u64,
+}
+
+/// Decodes `deliveries` after `position` and applies them to a new transaction on `tree`,
+/// leaving out (for parking) each event that cannot be decoded or applied.
+pub async fn project_batch<'t>(
+    tree: &'t Tree,
+    projection: &Journeys,
+    deliveries: &[Delivery],
+    position: u64,
+) -> Result<Projected<'t>, StoreError> {
+    let mut parked = Vec::new();
+    let mut last = position;
+    let mut pending = 0;
+    let mut events: Vec<(u64, &str, Event)> = Vec::with_capacity(deliveries.len());
+    let mut sources: Vec<&Delivery> = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        pending = d.pending;
+        if d.sequence <= position {
+            continue;
+        }
+        last = d.sequence;
+        match Event::from_stored(&d.payload) {
+            Ok(e) => {
+                events.push((d.sequence, d.subject.as_str(), e));
+                sources.push(d);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    sequence = d.sequence,
+                    projection = NAME,
+                    "parking an event the projection cannot decode"
+                );
+                parked.push(ParkedRecord::new(
+                    NAME,
+                    d.sequence,
+                    &d.subject,
+                    "decode",
+                    &e.to_string(),
+                    1,
+                    &d.payload,
+                ));
+            }
+        }
+    }
+    let mut failures: Vec<u32> = vec![0; events.len()];
+    loop {
+        let mut tx = tree.begin();
+        match projection.try_apply_batch(&mut tx, &events) {
+            Ok(()) => {
+                return Ok(Projected {
+                    tx,
+                    parked,
+                    last,
+                    pending,
+                })
+            }
+            Err(ApplyError::Store(e)) => return Err(e),
+            Err(ApplyError::Event { index, error }) => {
+                failures[index] += 1;
+                let attempts = failures[index];
+                if attempts >= MAX_ATTEMPTS {
+                    let (seq, _, _) = events.remove(index);
+                    failures.remove(index);
+                    let d = sources.remove(index);
+                    tracing::warn!(
+                        sequence = seq,
+                        projection = NAME,
+                        attempts,
+                        "parking an event the projection cannot apply"
+                    );
+                    parked.push(ParkedRecord::new(
+                        NAME, seq, &d.subject, "apply", &error, attempts, &d.payload,
+                    ));
+                    parked.sort_by_key(|r| r.sequence);
+                } else {
+                    // Deterministic backoff: 20 ms, 40 ms.
+                    tokio::time::sleep(Duration::from_millis(20 << (attempts - 1))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Parks `records`, each acknowledged by JetStream before this returns.
+pub async fn park(parked_log: &ParkedLog, records: &[ParkedRecord]) -> Result<(), LogError> {
+    for r in records {
+        let payload = serde_json::to_vec(r).unwrap_or_default();
+        parked_log
+            .park(&r.parked_subject(), &r.message_id(), payload)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs the journey projection until `shutdown` resolves or an error occurs.
@@ -47,38 +183,57 @@ pub async fn run_journeys(
     progress: Arc<watch::Sender<Progress>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let parked_log = log.parked_log().await?;
     let mut position = tree.position()?;
-    let mut skipped = 0;
+    let mut generation = tree.generation();
+    if position == 0 && tree.version()? != Some(JOURNEY_VERSION) {
+        tree.set_version(JOURNEY_VERSION).await?;
+    }
+    let mut parked = progress.borrow().parked;
     progress.send_modify(|p| p.position = position);
-    let mut feed = log.feed(crate::journeys::NAME, None, position).await?;
+    let mut feed = log.feed(NAME, None, position).await?;
     tokio::pin!(shutdown);
     loop {
+        if tree.generation() != generation {
+            // A rebuild swapped a new tree in: continue from its position.
+            generation = tree.generation();
+            position = tree.position()?;
+            tracing::info!(
+                position,
+                projection = NAME,
+                "projection tree replaced by a rebuild; resuming from its position"
+            );
+            feed = log.feed(NAME, None, position).await?;
+            progress.send_modify(|p| p.position = position);
+        }
         let batch = tokio::select! {
             b = feed.next_batch(MAX_BATCH) => b?,
             _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(IDLE_CHECK) => continue,
         };
-        let mut events = Vec::with_capacity(batch.deliveries.len());
-        let mut last = position;
-        let mut pending = 0;
-        for d in &batch.deliveries {
-            pending = d.pending;
-            if d.sequence <= position {
-                continue;
-            }
-            last = d.sequence;
-            match Event::from_stored(&d.payload) {
-                Ok(e) => events.push((d.sequence, d.subject.as_str(), e)),
-                Err(e) => {
-                    skipped += 1;
-                    tracing::warn!(sequence = d.sequence, error = %e, "skipping an event the projection cannot decode");
-                }
-            }
+        if tree.generation() != generation {
+            continue;
         }
-        if last > position {
-            let mut tx = tree.begin();
-            projection.apply_batch(&mut tx, &events)?;
-            tree.commit(tx, last).await?;
-            position = last;
+        // One consumer span per event, continuing its publisher's trace, open until the
+        // batch is committed.
+        let _spans: Vec<tracing::Span> = batch
+            .deliveries
+            .iter()
+            .filter(|d| d.sequence > position)
+            .map(|d| d.span(NAME))
+            .collect();
+        let p = project_batch(&tree, &projection, &batch.deliveries, position).await?;
+        if p.last > position {
+            park(&parked_log, &p.parked).await?;
+            let n = p.parked.len() as u64;
+            match tree.commit(p.tx, p.last).await {
+                Ok(()) => {
+                    position = p.last;
+                    parked += n;
+                }
+                Err(StoreError::Swapped(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
         if let Err(e) = batch.ack().await {
             // Not fatal: a redelivery is skipped by position.
@@ -86,8 +241,77 @@ pub async fn run_journeys(
         }
         progress.send_replace(Progress {
             position,
-            pending,
-            skipped,
+            pending: p.pending,
+            skipped: 0,
+            parked,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use handover_events::PseudonymKey;
+
+    fn delivery(seq: u64, payload: &str) -> Delivery {
+        Delivery {
+            sequence: seq,
+            subject: "care.discharge.admitted".into(),
+            payload: payload.as_bytes().to_vec().into(),
+            pending: 0,
+            traceparent: None,
+        }
+    }
+
+    fn admitted(id: &str, nhs: &str) -> String {
+        serde_json::json!({
+            "specversion": "1.0", "id": id, "source": "urn:ods:RX1:pas",
+            "type": "handover.discharge.admitted.v1", "subject": nhs,
+            "time": "2026-11-01T10:00:00Z",
+            "data": {"encounter_id": id, "site": "RX1CC", "admitted_at": "2026-11-01T10:00:00Z"}
+        })
+        .to_string()
+    }
+
+    fn refuse_bad(e: &Event) -> Option<String> {
+        (e.id == "bad").then(|| "refused by the test hook for \"bad\"".to_string())
+    }
+
+    #[tokio::test]
+    async fn a_bad_event_is_left_out_for_parking_and_the_rest_of_the_batch_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = handover_store::Store::open(dir.path()).unwrap();
+        let tree = store.tree(NAME).unwrap();
+        let key = PseudonymKey::new(vec![7u8; 32]).unwrap();
+        let projection = Journeys::new(key.clone()).with_fault(refuse_bad);
+        let deliveries = vec![
+            delivery(1, &admitted("a", "9434765919")),
+            delivery(2, "{\"not\": \"an event\"}"),
+            delivery(3, &admitted("bad", "9434765919")),
+            delivery(4, &admitted("b", "9434765870")),
+        ];
+        let started = std::time::Instant::now();
+        let p = project_batch(&tree, &projection, &deliveries, 0)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(60),
+            "two backoffs"
+        );
+        assert_eq!(p.last, 4);
+        let kinds: Vec<_> = p
+            .parked
+            .iter()
+            .map(|r| (r.sequence, r.kind.as_str(), r.attempts))
+            .collect();
+        assert_eq!(kinds, vec![(2, "decode", 1), (3, "apply", MAX_ATTEMPTS)]);
+        assert_eq!(p.parked[1].error, "refused by the test hook for \"…\"");
+        tree.commit(p.tx, p.last).await.unwrap();
+        let j = Journeys::new(key);
+        for nhs in ["9434765919", "9434765870"] {
+            let n = handover_events::NhsNumber::parse(nhs).unwrap();
+            assert_eq!(j.get(&tree, &n).unwrap().unwrap().timeline.len(), 1);
+        }
     }
 }

@@ -289,9 +289,10 @@ fn two_stays_readmission_and_a_package_suspended_during_it() {
     assert_eq!(m.delayed_bed_days, 8);
     // reablement on pathway 1: pending until day 91 has passed, then not at home (readmitted)
     assert_eq!(m.at_home_91_days_after_reablement.pending, 1);
+    // known in December: day 91 after 6 September is 6 December
     let later = flow(
         [facts],
-        &period("2026-09-01", "2026-09-30"),
+        &period("2026-12-01", "2026-12-31"),
         d("2026-12-31"),
     );
     assert_eq!(
@@ -346,8 +347,15 @@ fn the_91_day_outcome_counts_people_still_at_home() {
         person(true, false),
         person(false, true),
     ];
-    let m = flow(people, &period("2026-06-01", "2026-06-30"), d("2026-11-01"));
-    let o = &m.at_home_91_days_after_reablement;
+    let m = flow(
+        people.clone(),
+        &period("2026-06-01", "2026-06-30"),
+        d("2026-11-01"),
+    );
+    assert_eq!(m.at_home_91_days_after_reablement.at_home.denominator, 0);
+    // discharged 4 June: day 91 is 3 September, so the outcome is reported for September
+    let known = flow(people, &period("2026-09-01", "2026-09-30"), d("2026-11-01"));
+    let o = &known.at_home_91_days_after_reablement;
     assert_eq!(
         (o.at_home.numerator, o.at_home.denominator, o.pending),
         (2, 4, 0)

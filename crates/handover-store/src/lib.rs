@@ -4,12 +4,26 @@
 //! batch of events; [`Tree::commit`] applies them **and the new stream position** in one
 //! atomic sled batch and flushes it to disk before returning, so a crash either keeps both
 //! or neither, and the caller acknowledges the stream only after `commit` returns.
+//!
+//! A [`Tree`] is a handle on a projection's *current* physical sled tree. A rebuild fills a
+//! shadow tree ([`Store::shadow`], named `<projection>@<n>`) while the current one keeps
+//! serving, then [`Store::promote`] makes the shadow current: the pointer is written to a
+//! meta tree (so it survives a restart) and every handle of that projection — the runner's,
+//! the API's — sees the new tree from its next read. A [`Tx`] begun on the old tree can no
+//! longer commit ([`StoreError::Swapped`]), so a writer never mixes the two.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The key under which a tree keeps its stream position. Data keys never start with 0x00.
 const POSITION_KEY: &[u8] = b"\x00position";
+
+/// The key under which a tree keeps the code version of the projection that wrote it.
+const VERSION_KEY: &[u8] = b"\x00version";
+
+/// The tree holding which physical tree is current for each projection.
+const META_TREE: &str = "__handover_meta";
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -20,12 +34,39 @@ pub enum StoreError {
     /// A stored position is not 8 bytes.
     #[error("read-model store: corrupt position in tree {0}")]
     CorruptPosition(String),
+    /// The projection's tree was replaced by a rebuild after this transaction began.
+    #[error("read-model store: tree {0} was replaced by a rebuild; the batch was not committed")]
+    Swapped(String),
 }
 
+struct Physical {
+    name: String,
+    tree: sled::Tree,
+    generation: u64,
+}
+
+type Slot = Arc<RwLock<Physical>>;
+
 /// The read-model database.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    meta: sled::Tree,
+    slots: Arc<Mutex<HashMap<String, Slot>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn current_key(name: &str) -> Vec<u8> {
+    format!("current/{name}").into_bytes()
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Store {
@@ -36,15 +77,110 @@ impl Store {
             .cache_capacity(128 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open()?;
-        Ok(Store { db })
+        let meta = db.open_tree(META_TREE)?;
+        Ok(Store {
+            db,
+            meta,
+            slots: Arc::default(),
+        })
     }
 
-    /// A tree for a projection (`name`), created on first use.
+    /// The physical tree currently holding projection `name`.
+    fn current_physical(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self
+            .meta
+            .get(current_key(name))?
+            .and_then(|v| String::from_utf8(v.to_vec()).ok())
+            .unwrap_or_else(|| name.to_string()))
+    }
+
+    /// A handle on a projection's (`name`) current tree, created on first use. Every handle
+    /// of the same projection follows a [`Store::promote`].
     pub fn tree(&self, name: &str) -> Result<Tree, StoreError> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = slots.get(name) {
+            return Ok(Tree {
+                name: name.to_string(),
+                slot: slot.clone(),
+            });
+        }
+        let physical = self.current_physical(name)?;
+        let slot = Arc::new(RwLock::new(Physical {
+            tree: self.db.open_tree(&physical)?,
+            name: physical,
+            generation: 0,
+        }));
+        slots.insert(name.to_string(), slot.clone());
         Ok(Tree {
             name: name.to_string(),
-            tree: self.db.open_tree(name)?,
+            slot,
         })
+    }
+
+    /// A new, empty shadow tree for rebuilding projection `name` (`<name>@<n>`), not seen by
+    /// readers until [`Store::promote`]d. Shadows left over by an interrupted rebuild are
+    /// dropped first.
+    pub fn shadow(&self, name: &str) -> Result<Tree, StoreError> {
+        self.drop_orphan_shadows(name)?;
+        let n = self
+            .meta
+            .update_and_fetch(format!("next/{name}"), |old| {
+                let n = old
+                    .and_then(|o| <[u8; 8]>::try_from(o).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some((n + 1).to_be_bytes().to_vec())
+            })?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(1);
+        let physical = format!("{name}@{n}");
+        let tree = self.db.open_tree(&physical)?;
+        tree.clear()?;
+        Ok(Tree {
+            name: physical.clone(),
+            slot: Arc::new(RwLock::new(Physical {
+                name: physical,
+                tree,
+                generation: 0,
+            })),
+        })
+    }
+
+    /// Makes `shadow` (from [`Store::shadow`]) the current tree of projection `name`, durably,
+    /// and drops the tree it replaces. Handles of `name` read the new tree from now on; a
+    /// transaction begun on the old tree fails to commit with [`StoreError::Swapped`].
+    pub async fn promote(&self, name: &str, shadow: &Tree) -> Result<(), StoreError> {
+        let (new_name, new_tree) = {
+            let p = read(&shadow.slot);
+            (p.name.clone(), p.tree.clone())
+        };
+        new_tree.flush_async().await?;
+        self.meta.insert(current_key(name), new_name.as_bytes())?;
+        self.meta.flush_async().await?;
+        let slot = self.tree(name)?.slot;
+        let old = {
+            let mut p = slot.write().unwrap_or_else(|e| e.into_inner());
+            let old = std::mem::replace(&mut p.name, new_name);
+            p.tree = new_tree;
+            p.generation += 1;
+            old
+        };
+        self.db.drop_tree(old.as_bytes())?;
+        Ok(())
+    }
+
+    fn drop_orphan_shadows(&self, name: &str) -> Result<(), StoreError> {
+        let current = self.current_physical(name)?;
+        let prefix = format!("{name}@");
+        for n in self.db.tree_names() {
+            if let Ok(n) = std::str::from_utf8(&n) {
+                if n.starts_with(&prefix) && n != current {
+                    self.db.drop_tree(n)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Drops a tree and everything in it.
@@ -52,13 +188,13 @@ impl Store {
         Ok(self.db.drop_tree(name)?)
     }
 
-    /// The names of all projection trees.
+    /// The names of all physical projection trees (a rebuilt projection's is `<name>@<n>`).
     pub fn tree_names(&self) -> Vec<String> {
         self.db
             .tree_names()
             .into_iter()
             .filter_map(|n| String::from_utf8(n.to_vec()).ok())
-            .filter(|n| n != "__sled__default")
+            .filter(|n| n != "__sled__default" && n != META_TREE)
             .collect()
     }
 
@@ -74,22 +210,42 @@ impl Store {
     }
 }
 
-/// One projection's tree.
-#[derive(Clone, Debug)]
+/// A handle on one projection's current tree.
+#[derive(Clone)]
 pub struct Tree {
     name: String,
-    tree: sled::Tree,
+    slot: Slot,
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree").field("name", &self.name).finish()
+    }
 }
 
 impl Tree {
-    /// The tree's name.
+    /// The projection's name (a shadow's is its physical name, `<name>@<n>`).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The physical sled tree currently behind this handle.
+    pub fn physical_name(&self) -> String {
+        read(&self.slot).name.clone()
+    }
+
+    /// How many times the tree behind this handle was replaced by a rebuild.
+    pub fn generation(&self) -> u64 {
+        read(&self.slot).generation
+    }
+
+    fn current(&self) -> sled::Tree {
+        read(&self.slot).tree.clone()
+    }
+
     /// The stream position of the last committed batch (0 when none).
     pub fn position(&self) -> Result<u64, StoreError> {
-        match self.tree.get(POSITION_KEY)? {
+        match self.current().get(POSITION_KEY)? {
             None => Ok(0),
             Some(v) => {
                 let bytes: [u8; 8] = v
@@ -101,9 +257,26 @@ impl Tree {
         }
     }
 
+    /// The code version of the projection that wrote this tree (`None` when never set).
+    pub fn version(&self) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .current()
+            .get(VERSION_KEY)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes))
+    }
+
+    /// Records the code version of the projection writing this tree, durably.
+    pub async fn set_version(&self, version: u32) -> Result<(), StoreError> {
+        let t = self.current();
+        t.insert(VERSION_KEY, &version.to_be_bytes())?;
+        t.flush_async().await?;
+        Ok(())
+    }
+
     /// Reads a value.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.current().get(key)?.map(|v| v.to_vec()))
     }
 
     /// All entries whose key starts with `prefix`, in key order.
@@ -111,21 +284,28 @@ impl Tree {
         &self,
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
-        self.tree.scan_prefix(prefix).map(|r| {
+        self.current().scan_prefix(prefix).map(|r| {
             r.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(StoreError::from)
         })
     }
 
-    /// Starts a transaction over this tree.
+    /// Starts a transaction over this tree (over the physical tree current now).
     pub fn begin(&self) -> Tx<'_> {
+        let (tree, generation) = {
+            let p = read(&self.slot);
+            (p.tree.clone(), p.generation)
+        };
         Tx {
-            tree: self,
+            name: &self.name,
+            tree,
+            generation,
             writes: BTreeMap::new(),
         }
     }
 
     /// Applies `tx`'s writes and sets the position to `position` atomically, then flushes.
+    /// Fails with [`StoreError::Swapped`] when a rebuild replaced the tree since `begin`.
     pub async fn commit(&self, tx: Tx<'_>, position: u64) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in tx.writes {
@@ -135,21 +315,29 @@ impl Tree {
             }
         }
         batch.insert(POSITION_KEY, &position.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        self.tree.flush_async().await?;
+        {
+            // Held while applying, so a promote cannot slip between the check and the write.
+            let p = read(&self.slot);
+            if p.generation != tx.generation {
+                return Err(StoreError::Swapped(self.name.clone()));
+            }
+            tx.tree.apply_batch(batch)?;
+        }
+        tx.tree.flush_async().await?;
         Ok(())
     }
 
     /// Removes every entry, including the position.
     pub fn clear(&self) -> Result<(), StoreError> {
-        Ok(self.tree.clear()?)
+        Ok(self.current().clear()?)
     }
 
-    /// Number of entries (excluding the position).
+    /// Number of entries (excluding the position and version).
     pub fn len(&self) -> usize {
-        self.tree.len().saturating_sub(usize::from(
-            self.tree.contains_key(POSITION_KEY).unwrap_or(false),
-        ))
+        let t = self.current();
+        t.len()
+            .saturating_sub(usize::from(t.contains_key(POSITION_KEY).unwrap_or(false)))
+            .saturating_sub(usize::from(t.contains_key(VERSION_KEY).unwrap_or(false)))
     }
 
     /// True when the tree holds no data entries.
@@ -160,7 +348,9 @@ impl Tree {
 
 /// Pending reads-through and writes of one batch.
 pub struct Tx<'a> {
-    tree: &'a Tree,
+    name: &'a str,
+    tree: sled::Tree,
+    generation: u64,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
@@ -169,8 +359,13 @@ impl Tx<'_> {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.writes.get(key) {
             Some(v) => Ok(v.clone()),
-            None => self.tree.get(key),
+            None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
         }
+    }
+
+    /// The projection the transaction writes to.
+    pub fn tree_name(&self) -> &str {
+        self.name
     }
 
     /// Writes a value.
@@ -252,5 +447,53 @@ mod tests {
         assert_eq!(tree.get(b"p/b").unwrap(), None);
         assert_eq!(tree.len(), 1);
         assert_eq!(tree.scan_prefix(b"p/").count(), 1);
+    }
+
+    #[test]
+    fn a_promoted_shadow_replaces_the_tree_for_every_handle_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let live = store.tree("journey").unwrap();
+            let reader = store.tree("journey").unwrap();
+            let mut tx = live.begin();
+            tx.put(b"p/a".to_vec(), b"old".to_vec());
+            block_on(live.commit(tx, 5)).unwrap();
+            let stale = live.begin();
+
+            let shadow = store.shadow("journey").unwrap();
+            assert_eq!(shadow.name(), "journey@1");
+            let mut tx = shadow.begin();
+            tx.put(b"p/a".to_vec(), b"new".to_vec());
+            block_on(shadow.commit(tx, 7)).unwrap();
+            block_on(shadow.set_version(3)).unwrap();
+            assert_eq!(reader.get(b"p/a").unwrap(), Some(b"old".to_vec()));
+
+            block_on(store.promote("journey", &shadow)).unwrap();
+            assert_eq!(reader.get(b"p/a").unwrap(), Some(b"new".to_vec()));
+            assert_eq!(reader.position().unwrap(), 7);
+            assert_eq!(reader.version().unwrap(), Some(3));
+            assert_eq!(live.generation(), 1);
+            assert!(matches!(
+                block_on(live.commit(stale, 6)),
+                Err(StoreError::Swapped(_))
+            ));
+            assert_eq!(store.tree_names(), vec!["journey@1".to_string()]);
+            // an interrupted rebuild's shadow is dropped by the next one
+            let _orphan = store.shadow("journey").unwrap();
+            let next = store.shadow("journey").unwrap();
+            assert_eq!(next.name(), "journey@3");
+            let mut names = store.tree_names();
+            names.sort();
+            assert_eq!(
+                names,
+                vec!["journey@1".to_string(), "journey@3".to_string()]
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("journey").unwrap();
+        assert_eq!(tree.physical_name(), "journey@1");
+        assert_eq!(tree.get(b"p/a").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(tree.len(), 1);
     }
 }

@@ -267,7 +267,8 @@ mod tests {
 
     #[test]
     fn the_shipped_example_configuration_parses() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/handover.toml");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/handover.toml");
         let cfg = Config::load(&path).unwrap();
         assert_eq!(cfg.tokens.len(), 2);
         assert_eq!(cfg.hl7.as_ref().map(|h| h.listen.port()), Some(2575));

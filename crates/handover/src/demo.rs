@@ -1402,6 +1402,167 @@ pub fn demo_week(seed: u64, today: NaiveDate) -> Vec<Value> {
     g.finish(seed)
 }
 
+/// People discharged into reablement about three months before `today`, so that the 91-day
+/// outcome (reported when day 91 is reached) has a cohort in the default 28-day period: most
+/// stay at home, some are readmitted, a few move into a care home. Their NHS numbers do not
+/// overlap [`demo_week`]'s.
+pub fn demo_history(seed: u64, today: NaiveDate) -> Vec<Value> {
+    const PEOPLE: u64 = 60;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x91);
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    let mut base = 999_100_000u64;
+    let given = [
+        "Margaret", "Arthur", "Joan", "Dennis", "Irene", "Kenneth", "Doreen", "Roy",
+    ];
+    let family = [
+        "Hartley",
+        "Pickering",
+        "Ackroyd",
+        "Sutcliffe",
+        "Holroyd",
+        "Barraclough",
+    ];
+    for k in 0..PEOPLE {
+        let nhs = loop {
+            base += 1;
+            if let Some(c) = nhs_check_digit(base) {
+                break format!("{base}{c}");
+            }
+        };
+        let (hospital, site, council, gss) = if k % 2 == 0 {
+            (
+                "urn:ods:RX1:pas",
+                "RX1CC",
+                "urn:gss:E08000035:brokerage",
+                "E08000035",
+            )
+        } else {
+            (
+                "urn:ods:RR8:epr",
+                "RR801",
+                "urn:gss:E08000032:brokerage",
+                "E08000032",
+            )
+        };
+        let discharged = today - TimeDelta::days(91 + (k % 27) as i64);
+        let at = |d: NaiveDate, h: u32| ts(d.and_time(hm(h, 0)));
+        let date = |d: NaiveDate| d.format("%Y-%m-%d").to_string();
+        let enc = format!("HIST-ENC-{k:04}");
+        let pkg = format!("HIST-PKG-{k:04}");
+        let mut ev = |source: &str, ty: &str, time: String, data: Value| {
+            n += 1;
+            out.push(
+                json!({"specversion": "1.0", "id": format!("hist-{seed}-{n:05}"), "source": source,
+                "type": format!("handover.{ty}.v1"), "subject": nhs, "time": time,
+                "datacontenttype": "application/json", "data": data}),
+            );
+        };
+        let admitted = discharged - TimeDelta::days(rng.gen_range(4..12));
+        ev(
+            hospital,
+            "person.identified",
+            at(admitted, 9),
+            json!({"nhs_number_status": "01",
+            "local_ids": [{"system": format!("https://{}.nhs.uk/id/mrn", &site[..3].to_lowercase()), "value": format!("{}-2{k:05}", &site[..3])}],
+            "given_name": given[(k as usize) % given.len()], "family_name": family[(k as usize / 3) % family.len()],
+            "birth_date": format!("19{}-0{}-1{}", 30 + k % 20, 1 + k % 9, k % 9)}),
+        );
+        ev(
+            hospital,
+            "discharge.admitted",
+            at(admitted, 9),
+            json!({"encounter_id": enc, "site": site, "ward": "Elderly Care 3",
+            "admitted_at": at(admitted, 9), "admission_method": "emergency", "responsible_council": gss}),
+        );
+        ev(
+            hospital,
+            "discharge.ready-date-recorded",
+            at(discharged - TimeDelta::days(2), 10),
+            json!({"encounter_id": enc, "discharge_ready_date": date(discharged - TimeDelta::days(2))}),
+        );
+        ev(
+            hospital,
+            "discharge.pathway-assigned",
+            at(discharged - TimeDelta::days(2), 11),
+            json!({"encounter_id": enc, "pathway": 1}),
+        );
+        ev(
+            council,
+            "care-package.requested",
+            at(discharged - TimeDelta::days(1), 10),
+            json!({"package_id": pkg, "service_type": "reablement", "hours_per_week": 7, "calls_per_day": 2, "carers_per_call": 1,
+                   "required_start": date(discharged)}),
+        );
+        ev(
+            council,
+            "care-package.sourced",
+            at(discharged - TimeDelta::days(1), 15),
+            json!({"package_id": pkg, "provider": "Leeds Reablement Service", "agreed_start": date(discharged)}),
+        );
+        ev(
+            hospital,
+            "discharge.discharged",
+            at(discharged, 12),
+            json!({"encounter_id": enc, "discharged_at": at(discharged, 12),
+            "method": 1, "destination": "usual-residence", "pathway": 1}),
+        );
+        ev(
+            council,
+            "care-package.started",
+            at(discharged, 16),
+            json!({"package_id": pkg, "started_on": date(discharged)}),
+        );
+        ev(
+            council,
+            "care-package.ended",
+            at(discharged + TimeDelta::days(42), 10),
+            json!({"package_id": pkg, "reason": "reablement completed"}),
+        );
+        match k % 10 {
+            // readmitted within 91 days, and home again a week later
+            3 | 7 => {
+                let back = discharged + TimeDelta::days(20 + (k % 40) as i64);
+                let enc2 = format!("HIST-ENC-{k:04}-2");
+                ev(
+                    hospital,
+                    "discharge.admitted",
+                    at(back, 8),
+                    json!({"encounter_id": enc2, "site": site, "ward": "AMU",
+                    "admitted_at": at(back, 8), "admission_method": "emergency", "responsible_council": gss}),
+                );
+                ev(
+                    hospital,
+                    "discharge.discharged",
+                    at(back + TimeDelta::days(6), 12),
+                    json!({"encounter_id": enc2,
+                    "discharged_at": at(back + TimeDelta::days(6), 12), "method": 1, "destination": "usual-residence", "pathway": 0}),
+                );
+            }
+            // moved into a care home
+            5 => {
+                let home = format!("HIST-PKG-{k:04}-R");
+                let on = discharged + TimeDelta::days(60);
+                ev(
+                    council,
+                    "care-package.requested",
+                    at(on - TimeDelta::days(7), 10),
+                    json!({"package_id": home, "service_type": "residential"}),
+                );
+                ev(
+                    council,
+                    "care-package.started",
+                    at(on, 10),
+                    json!({"package_id": home, "started_on": date(on)}),
+                );
+            }
+            _ => {}
+        }
+    }
+    out.sort_by(|a, b| a["time"].as_str().cmp(&b["time"].as_str()));
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1976,5 +2137,26 @@ mod tests {
             add_working(fri.and_time(hm(3, 0)), 0, true),
             fri.and_time(hm(8, 30))
         );
+    }
+
+    #[test]
+    fn history_is_valid_and_gives_the_91_day_outcome_a_cohort() {
+        let h = demo_history(42, today());
+        let week_people: HashSet<String> =
+            week().iter().map(|e| s(e, "subject").to_string()).collect();
+        for e in &h {
+            handover_events::Event::from_json(e.clone()).unwrap();
+            assert!(nhs_check_digit_valid(s(e, "subject")));
+            assert!(
+                !week_people.contains(s(e, "subject")),
+                "history people are not in the week"
+            );
+            assert!(s(e, "time") < "2026-11-19", "{}", s(e, "time"));
+        }
+        let discharges = h
+            .iter()
+            .filter(|e| s(e, "type") == "handover.discharge.discharged.v1")
+            .count();
+        assert_eq!(discharges, 60 + 12);
     }
 }

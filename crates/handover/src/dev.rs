@@ -175,7 +175,8 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
     let rt = Runtime::start(&cfg, None).await?;
     let mut example_nhs = None;
     if opts.demo {
-        let values = crate::demo::demo_week(today_seed(today), today);
+        let mut values = crate::demo::demo_history(today_seed(today), today);
+        values.extend(crate::demo::demo_week(today_seed(today), today));
         let events: Vec<Event> = values
             .into_iter()
             .map(Event::from_json)
@@ -249,7 +250,8 @@ fn today_seed(today: chrono::NaiveDate) -> u64 {
     today.num_days_from_ce() as u64
 }
 
-/// A demo person still in hospital past their DRD, for the printed example.
+/// A demo person still in hospital past their DRD at RX1 (the dev discharge-team token's
+/// trust), for the printed example.
 fn pick_example(events: &[Event], today: chrono::NaiveDate) -> Option<String> {
     use handover_events::EventData;
     let mut candidates: Vec<(String, bool)> = Vec::new();
@@ -258,7 +260,9 @@ fn pick_example(events: &[Event], today: chrono::NaiveDate) -> Option<String> {
             continue;
         };
         match &e.data {
-            EventData::ReadyDateRecorded(d) if d.discharge_ready_date.0 < today => {
+            EventData::ReadyDateRecorded(d)
+                if d.discharge_ready_date.0 < today && e.source.starts_with("urn:ods:RX1:") =>
+            {
                 candidates.push((nhs, true))
             }
             EventData::Discharged(_) => candidates.retain(|(n, _)| *n != nhs),

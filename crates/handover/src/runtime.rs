@@ -16,6 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, DEFAULT_NATS_URL};
 
+/// How often the stream, consumer and projection-lag sample behind `/metrics` and the
+/// integration page is taken.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A running backbone.
 pub struct Runtime {
     /// Where the API listens, when it runs.
@@ -30,6 +34,8 @@ pub struct Runtime {
     pub journey_progress: watch::Receiver<Progress>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The rebuild queue (zero-downtime rebuilds; see `handover_projections::rebuild`).
+    pub rebuilds: Arc<handover_projections::Rebuilds>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -88,6 +94,11 @@ impl Runtime {
         let journey_tree = store.tree(handover_projections::journeys::NAME)?;
         let journeys = Journeys::new(key);
         let metrics = Arc::new(Metrics::default());
+        {
+            // Publish counters and JetStream ack latency, whoever publishes.
+            let log = log.clone();
+            metrics.add_source(move || log.render_metrics());
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (progress_tx, progress_rx) = watch::channel(Progress::default());
         let progress_tx = Arc::new(progress_tx);
@@ -95,6 +106,43 @@ impl Runtime {
         // The projection's last error while it is failing; readiness reports it.
         let failing: Arc<std::sync::Mutex<Option<(String, u64)>>> = Arc::default();
 
+        let rebuilds = Arc::new(handover_projections::Rebuilds::default());
+        {
+            // Parked events and rebuild progress, as gauges at /metrics.
+            let (progress, status) = (progress_rx.clone(), rebuilds.subscribe());
+            metrics.add_source(move || {
+                crate::ops::render_metrics(&progress.borrow(), &status.borrow())
+            });
+        }
+        if cfg.projections.enabled {
+            let (l, st, j, r) = (
+                log.clone(),
+                store.clone(),
+                journeys.clone(),
+                rebuilds.clone(),
+            );
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                r.run(l, st, j, stop).await;
+            }));
+            // A tree written by another version of the projection is rebuilt and swapped in
+            // while it keeps serving.
+            if let Some(old) = handover_projections::Rebuilds::outdated(&journey_tree)? {
+                let reason = format!(
+                    "version {old} -> {}",
+                    handover_projections::journeys::JOURNEY_VERSION
+                );
+                tracing::info!(
+                    projection = "journey",
+                    reason,
+                    "projection code changed; rebuilding"
+                );
+                let _ = rebuilds.request(handover_projections::journeys::NAME, &reason);
+            }
+        }
         if cfg.projections.enabled {
             let (log, tree, journeys, metrics) = (
                 log.clone(),
@@ -185,13 +233,13 @@ impl Runtime {
                     .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?,
             };
             api_addr = Some(listener.local_addr()?);
-            let auth = Auth::new(&cfg.tokens).map_err(|e| anyhow::anyhow!(e))?;
+            let auth = Arc::new(Auth::new(&cfg.tokens).map_err(|e| anyhow::anyhow!(e))?);
             let audit = log.audit_log().await?;
             let state = AppState {
                 sink: Arc::new(log.clone()),
                 journeys: journeys.clone(),
                 journey_tree: journey_tree.clone(),
-                auth: Arc::new(auth),
+                auth: auth.clone(),
                 readiness: Arc::new(Ready {
                     log: log.clone(),
                     failing: failing.clone(),
@@ -202,8 +250,14 @@ impl Runtime {
                 progress: progress_rx.clone(),
                 sessions: Default::default(),
                 audit: Arc::new(audit),
+                log_admin: Some(Arc::new(log.clone())),
             };
-            let app = handover_api::app(state);
+            let app = handover_api::app(state).merge(handover_api::admin::router(
+                handover_api::admin::AdminState {
+                    auth,
+                    rebuilds: rebuilds.clone(),
+                },
+            ));
             let mut stop = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
                 let signal = async move {
@@ -215,12 +269,40 @@ impl Runtime {
             }));
         }
 
+        {
+            // The status sample: streams, consumers, projection lag (see `crate::status`).
+            let (inspector, stream, metrics, progress) = (
+                log.inspector(),
+                cfg.nats.stream.clone(),
+                metrics.clone(),
+                progress_rx.clone(),
+            );
+            let projections = cfg.projections.enabled;
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let position = progress.borrow().position;
+                    let rows: Vec<(&str, u64)> = if projections {
+                        vec![(handover_projections::journeys::NAME, position)]
+                    } else {
+                        Vec::new()
+                    };
+                    metrics.set_status(crate::status::sample(&inspector, &stream, &rows).await);
+                    tokio::select! {
+                        _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            }));
+        }
+
         Ok(Runtime {
             api_addr,
             hl7_addr,
             log,
             store,
             journey_progress: progress_rx,
+            rebuilds,
             metrics,
             shutdown,
             tasks,

@@ -1,0 +1,1645 @@
+//! `handover bench`: the performance benchmark (issue 9, contract §5).
+//!
+//! One command starts its own `nats-server` (file storage, temporary store directory,
+//! random port) and its own temporary sled directories, generates realistic catalogue
+//! events deterministically from a seed, and measures, in the same run:
+//!
+//! 1. raw baselines: JetStream async publish (window of 1,024 acks), synchronous publish
+//!    (1 in flight), durable pull consume with batched acks, sled batched
+//!    read-modify-write, and consume-plus-sled;
+//! 2. ingest over real HTTP (`POST /v1/events`, batches of 100 and 1,000, 4 clients), as a
+//!    ratio to the raw async publish;
+//! 3. the journey projection catching up on the whole stream, as a ratio to raw
+//!    consume-plus-sled;
+//! 4. `GET /v1/persons/{nhs}/journey` latency under 32 concurrent clients;
+//! 5. end-to-end latency from the `202` of a single-event POST to the change being
+//!    projected, at a paced 1,000 events/s;
+//! 6. rebuild: catch-up time into an empty store, process RSS and the read model's size on
+//!    disk.
+//!
+//! Every figure is reported as the median and range over `--runs` runs. Nothing here
+//! asserts on a figure: a benchmark measures, it does not pass or fail.
+//!
+//! Figure names are stable (see [`FIGURES`]); tooling may key on them.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use handover_api::{token_digest, Role, TokenConfig};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::dev::{find_nats_server, LocalNats};
+use crate::runtime::Runtime;
+
+/// Hex pseudonym key used by the benchmark's own runtime (synthetic data only).
+const BENCH_KEY_HEX: &str = "6265e3c8a41f0d9b7c2e5a8f1d3b6c9e0f4a7d2b5e8c1f3a6d9b2e5c8f1a4d7b";
+/// The bench's bearer token for publishing: an admin token, because the generated batches mix
+/// sources of four organisations (two trusts, two councils) and an integration token may
+/// publish only as its own organisation.
+const TOKEN_PUBLISH: &str = "bench-admin-token";
+/// Discharge-team tokens for reading, one per trust (even people are RX1's, odd RR8's), so
+/// every read is of a person the caller's organisation may see.
+const TOKEN_READ: [&str; 2] = ["bench-discharge-team-rx1", "bench-discharge-team-rr8"];
+/// Distinct subjects of the raw publish baselines.
+const RAW_SUBJECTS: u64 = 10_000;
+/// Outstanding publish acks in the raw async baseline.
+const RAW_WINDOW: usize = 1_024;
+/// Batch size of the sled baselines and of consume acks.
+const SLED_BATCH: usize = 1_000;
+/// Concurrent HTTP ingest clients.
+const INGEST_CLIENTS: usize = 4;
+/// Concurrent journey query clients.
+const QUERY_CLIENTS: usize = 32;
+/// Concurrent worklist query clients.
+const WORKLIST_CLIENTS: usize = 4;
+
+/// The figures, in report order: (name, unit, what it is).
+pub const FIGURES: &[(&str, &str, &str)] = &[
+    ("raw.publish.async", "events/s", "JetStream async publish, ~400 B, 10,000 subjects, Nats-Msg-Id, 1,024 acks outstanding"),
+    ("raw.publish.sync", "events/s", "JetStream publish with 1 in flight (await each ack)"),
+    ("raw.consume", "events/s", "durable pull consumer, batches of 1,000, one cumulative ack per batch"),
+    ("raw.sled.rmw", "events/s", "sled read-modify-write: 1 get + 1 insert of ~400 B per event, batches of 1,000, flush per batch"),
+    ("raw.consume_sled", "events/s", "raw consume + sled read-modify-write, commit (flush) then ack per batch"),
+    ("ingest.http.batch100", "events/s", "POST /v1/events, batches of 100, 4 concurrent clients"),
+    ("ingest.http.batch1000", "events/s", "POST /v1/events, batches of 1,000, 4 concurrent clients"),
+    ("projection.catchup", "events/s", "journey projection catching up on the whole stream from zero"),
+    ("query.journey.p50", "ms", "GET /v1/persons/{nhs}/journey, 32 concurrent clients, random people"),
+    ("query.journey.p99", "ms", "as above, 99th percentile"),
+    ("query.journey.rate", "req/s", "as above, requests completed per second"),
+    ("query.worklist.delays.p50", "ms", "GET /v1/worklists/discharge-delays (default limit 500), 4 concurrent clients"),
+    ("query.worklist.delays.p99", "ms", "as above, 99th percentile"),
+    ("e2e.p50", "ms", "202 of a single-event POST to the change projected, paced 1,000 events/s"),
+    ("e2e.p99", "ms", "as above, 99th percentile"),
+    ("e2e.post.p99", "ms", "single-event POST to its 202 at the paced rate, 99th percentile"),
+    ("rebuild.seconds_per_1m", "s", "rebuild (catch-up into an empty store), scaled to 1M events"),
+    ("rebuild.rss_before", "MB", "process VmRSS before the rebuild"),
+    ("rebuild.rss_after", "MB", "process VmRSS after the rebuild"),
+    ("rebuild.disk_per_1m", "MB", "read-model store size on disk (Store::size_on_disk), scaled to 1M events"),
+    ("rebuild.logical_per_1m", "MB", "read-model keys + values (logical size), scaled to 1M events"),
+    ("rebuild.disk_ratio", "x", "on-disk size / logical size"),
+];
+
+/// Lines kept in the table for things not measured yet.
+pub const NOT_YET: &[(&str, &str)] = &[
+    (
+        "ingest.mllp",
+        "TODO: MLLP: not yet measured (MLLP ingest is being built in handover-adapters)",
+    ),
+    (
+        "query.worklist.brokerage",
+        "TODO: brokerage queue and flow measures: not yet measured",
+    ),
+];
+
+/// What `handover bench` measures and how big.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Events per run.
+    pub events: u64,
+    /// People the events are spread over.
+    pub people: u64,
+    /// Runs; figures are medians over them.
+    pub runs: usize,
+    /// Seed of the generated events.
+    pub seed: u64,
+    /// Events of the synchronous publish baseline (at most `events`).
+    pub sync_events: u64,
+    /// How long the query phase runs.
+    pub query_time: Duration,
+    /// How long the paced end-to-end phase runs.
+    pub e2e_time: Duration,
+    /// The paced end-to-end rate (events/s).
+    pub e2e_rate: u64,
+    /// Write the JSON report here.
+    pub json: Option<PathBuf>,
+    /// Write the Markdown report here.
+    pub markdown: Option<PathBuf>,
+    /// Draw a progress bar (else plain lines on stderr).
+    pub progress_bar: bool,
+}
+
+impl BenchOptions {
+    /// The full size (1M events, 100k people, 3 runs) or, with `quick`, the smoke size
+    /// (20k events, 2k people, 1 run); explicit values win.
+    pub fn new(
+        quick: bool,
+        events: Option<u64>,
+        people: Option<u64>,
+        runs: Option<usize>,
+    ) -> BenchOptions {
+        let (de, dp, dr, q, e2e) = if quick {
+            (
+                20_000,
+                2_000,
+                1,
+                Duration::from_secs(2),
+                Duration::from_secs(2),
+            )
+        } else {
+            (
+                1_000_000,
+                100_000,
+                3,
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+            )
+        };
+        let events = events.unwrap_or(de).max(1);
+        BenchOptions {
+            events,
+            people: people.unwrap_or(dp).clamp(1, events.max(1)),
+            runs: runs.unwrap_or(dr).max(1),
+            seed: 42,
+            sync_events: events.min(25_000),
+            query_time: q,
+            e2e_time: e2e,
+            e2e_rate: 1_000,
+            json: None,
+            markdown: None,
+            progress_bar: std::io::stdout().is_terminal(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Report
+
+/// The machine the benchmark ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// CPU model (/proc/cpuinfo).
+    pub cpu: String,
+    /// Logical CPUs available.
+    pub cores: usize,
+    /// Total memory in MB (/proc/meminfo).
+    pub memory_mb: u64,
+    /// Kernel release.
+    pub kernel: String,
+    /// `nats-server --version`.
+    pub nats_server: String,
+}
+
+/// One figure over all runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Stable name.
+    pub name: String,
+    /// Unit.
+    pub unit: String,
+    /// What it measures.
+    pub description: String,
+    /// Median over runs.
+    pub median: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Every run's value.
+    pub values: Vec<f64>,
+    /// Ratio to a baseline measured in the same run, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<Ratio>,
+}
+
+/// A figure as a ratio to a baseline of the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// The baseline figure's name.
+    pub to: String,
+    /// Median over runs of the per-run ratio.
+    pub median: f64,
+    /// Smallest per-run ratio.
+    pub min: f64,
+    /// Largest per-run ratio.
+    pub max: f64,
+}
+
+/// A target from issue 9 and whether the medians meet it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// The target as written.
+    pub target: String,
+    /// The measured median it is judged on.
+    pub measured: String,
+    /// Met, not met, or not measured.
+    pub status: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The machine.
+    pub machine: Machine,
+    /// Events per run.
+    pub events: u64,
+    /// People.
+    pub people: u64,
+    /// Runs.
+    pub runs: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Events of the synchronous publish baseline.
+    pub sync_events: u64,
+    /// Mean size in bytes of a generated event.
+    pub mean_event_bytes: f64,
+    /// 1-minute load average before each run.
+    pub load_before: Vec<f64>,
+    /// 1-minute load average after the last run.
+    pub load_after: f64,
+    /// When it ran (UTC, RFC 3339).
+    pub started_at: String,
+    /// The figures.
+    pub figures: Vec<Figure>,
+    /// Lines not measured yet.
+    pub not_measured: Vec<String>,
+    /// The issue's targets.
+    pub targets: Vec<Target>,
+}
+
+impl Report {
+    /// The figure called `name`.
+    pub fn figure(&self, name: &str) -> Option<&Figure> {
+        self.figures.iter().find(|f| f.name == name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry point
+
+/// Runs the benchmark, writes the requested files and prints the Markdown table.
+pub async fn main(opts: BenchOptions) -> anyhow::Result<()> {
+    let report = run(&opts).await?;
+    let md = markdown(&report);
+    if let Some(p) = &opts.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &opts.markdown {
+        std::fs::write(p, &md).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    println!("{md}");
+    Ok(())
+}
+
+/// Runs every phase `opts.runs` times and gathers the figures.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
+    let machine = machine()?;
+    let gen = Gen::new(opts.seed, opts.people);
+    let mean_event_bytes = {
+        let mut buf = Vec::new();
+        let n = opts.events.min(10_000);
+        let mut total = 0usize;
+        for i in 0..n {
+            buf.clear();
+            gen.event(&mut buf, i);
+            total += buf.len();
+        }
+        total as f64 / n.max(1) as f64
+    };
+    let ui = Ui::new(opts.progress_bar);
+    ui.line(&format!(
+        "handover bench: {} events over {} people, {} run(s), seed {}; {} on {} cores; {}",
+        opts.events,
+        opts.people,
+        opts.runs,
+        opts.seed,
+        machine.cpu,
+        machine.cores,
+        machine.nats_server
+    ));
+    let started_at = chrono::Utc::now().to_rfc3339();
+    let mut runs: Vec<RunFigures> = Vec::new();
+    let mut load_before = Vec::new();
+    for r in 0..opts.runs {
+        let load = loadavg();
+        load_before.push(load);
+        ui.line(&format!(
+            "run {}/{} (load average {load:.2})",
+            r + 1,
+            opts.runs
+        ));
+        runs.push(one_run(opts, &gen, &ui, r).await?);
+    }
+    let load_after = loadavg();
+
+    let mut figures = Vec::new();
+    for (name, unit, description) in FIGURES {
+        let values: Vec<f64> = runs.iter().map(|r| r.get(name)).collect();
+        let ratio_to = match *name {
+            "ingest.http.batch100" | "ingest.http.batch1000" => Some("raw.publish.async"),
+            "projection.catchup" => Some("raw.consume_sled"),
+            _ => None,
+        };
+        let ratio = ratio_to.map(|to| {
+            let rs: Vec<f64> = runs.iter().map(|r| r.get(name) / r.get(to)).collect();
+            let (median, min, max) = summary(&rs);
+            Ratio {
+                to: to.to_string(),
+                median,
+                min,
+                max,
+            }
+        });
+        let (median, min, max) = summary(&values);
+        figures.push(Figure {
+            name: name.to_string(),
+            unit: unit.to_string(),
+            description: description.to_string(),
+            median,
+            min,
+            max,
+            values,
+            ratio,
+        });
+    }
+    let mut report = Report {
+        machine,
+        events: opts.events,
+        people: opts.people,
+        runs: opts.runs,
+        seed: opts.seed,
+        sync_events: opts.sync_events,
+        mean_event_bytes,
+        load_before,
+        load_after,
+        started_at,
+        figures,
+        not_measured: NOT_YET.iter().map(|(n, w)| format!("{n}: {w}")).collect(),
+        targets: Vec::new(),
+    };
+    report.targets = targets(&report);
+    Ok(report)
+}
+
+/// One run's values by figure name.
+#[derive(Debug, Default)]
+struct RunFigures(Vec<(&'static str, f64)>);
+
+impl RunFigures {
+    fn set(&mut self, name: &'static str, v: f64) {
+        self.0.push((name, v));
+    }
+    fn get(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+fn summary(values: &[f64]) -> (f64, f64, f64) {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (median, v[0], v[v.len() - 1])
+}
+
+// ---------------------------------------------------------------------------------------
+// One run
+
+fn bench_config(
+    nats_url: &str,
+    dir: &Path,
+    store: &Path,
+    api: bool,
+    projections: bool,
+) -> anyhow::Result<Config> {
+    let mut cfg = Config::default();
+    cfg.nats.url = Some(nats_url.to_string());
+    cfg.store.path = store.to_path_buf();
+    let key_file = dir.join("pseudonym.key");
+    if !key_file.exists() {
+        std::fs::write(&key_file, BENCH_KEY_HEX)?;
+    }
+    cfg.pseudonym.key_file = Some(key_file);
+    cfg.api.enabled = api;
+    cfg.projections.enabled = projections;
+    cfg.projections.ready_max_lag = u64::MAX;
+    for (role, org, token) in [
+        (Role::Admin, "RX1", TOKEN_PUBLISH),
+        (Role::DischargeTeam, "RX1", TOKEN_READ[0]),
+        (Role::DischargeTeam, "RR8", TOKEN_READ[1]),
+    ] {
+        cfg.tokens.push(TokenConfig {
+            name: format!("bench-{}-{org}", role.as_str()),
+            organisation: org.into(),
+            role,
+            token_sha256: token_digest(token),
+        });
+    }
+    Ok(cfg)
+}
+
+async fn start_runtime(cfg: &Config) -> anyhow::Result<(Runtime, String)> {
+    let listener = if cfg.api.enabled {
+        Some(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+    } else {
+        None
+    };
+    let rt = Runtime::start(cfg, listener).await?;
+    let base = rt
+        .api_addr
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
+    Ok((rt, base))
+}
+
+async fn one_run(
+    opts: &BenchOptions,
+    gen: &Gen,
+    ui: &Ui,
+    run: usize,
+) -> anyhow::Result<RunFigures> {
+    let tmp = tempfile::Builder::new()
+        .prefix("handover-bench-")
+        .tempdir()?;
+    let dir = tmp.path();
+    let nats = LocalNats::start(&dir.join("nats")).await?;
+    let url = nats.url.clone();
+    let n = opts.events;
+    let mut f = RunFigures::default();
+
+    // 1. Raw baselines.
+    let raw = raw::Raw::connect(&url).await?;
+    raw.create_stream("BENCHRAW", "bench.raw").await?;
+    raw.create_stream("BENCHSYNC", "bench.sync").await?;
+    let p = ui.phase("raw publish (async, window 1,024)", n);
+    let t = Instant::now();
+    raw.publish(gen, "bench.raw", 0, n, RAW_WINDOW, &p).await?;
+    f.set("raw.publish.async", rate(n, t.elapsed()));
+    p.finish(t.elapsed());
+
+    let sync_n = opts.sync_events.min(n);
+    let p = ui.phase("raw publish (sync, 1 in flight)", sync_n);
+    let t = Instant::now();
+    raw.publish(gen, "bench.sync", 0, sync_n, 1, &p).await?;
+    f.set("raw.publish.sync", rate(sync_n, t.elapsed()));
+    p.finish(t.elapsed());
+
+    let p = ui.phase("raw consume (batches of 1,000)", n);
+    let t = Instant::now();
+    raw.consume("BENCHRAW", "bench-consume", n, None, opts.people, &p)
+        .await?;
+    f.set("raw.consume", rate(n, t.elapsed()));
+    p.finish(t.elapsed());
+
+    {
+        let store = handover_store::Store::open(&dir.join("raw-sled"))?;
+        let tree = store.tree("rmw")?;
+        let p = ui.phase("raw sled read-modify-write", n);
+        let t = Instant::now();
+        sled_rmw(&tree, n, opts.people, &p).await?;
+        f.set("raw.sled.rmw", rate(n, t.elapsed()));
+        p.finish(t.elapsed());
+
+        let tree = store.tree("consume")?;
+        let p = ui.phase("raw consume + sled", n);
+        let t = Instant::now();
+        raw.consume(
+            "BENCHRAW",
+            "bench-consume-sled",
+            n,
+            Some(&tree),
+            opts.people,
+            &p,
+        )
+        .await?;
+        f.set("raw.consume_sled", rate(n, t.elapsed()));
+        p.finish(t.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(dir.join("raw-sled"));
+    raw.delete_stream("BENCHRAW").await?;
+    raw.delete_stream("BENCHSYNC").await?;
+
+    // 2. Ingest over HTTP. Each size gets a fresh HANDOVER stream; the last one stays for
+    // the projection.
+    for (i, (batch, name)) in [
+        (100u64, "ingest.http.batch100"),
+        (1000, "ingest.http.batch1000"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cfg = bench_config(&url, dir, &dir.join(format!("ingest-{batch}")), true, false)?;
+        let (rt, base) = start_runtime(&cfg).await?;
+        let p = ui.phase(
+            &format!("HTTP ingest (batches of {batch}, {INGEST_CLIENTS} clients)"),
+            n,
+        );
+        let t = Instant::now();
+        http_ingest(gen, &base, n, batch, &p).await?;
+        f.set(name, rate(n, t.elapsed()));
+        p.finish(t.elapsed());
+        let last = rt.log.last_sequence().await?;
+        anyhow::ensure!(
+            last == n,
+            "the stream holds {last} events after ingesting {n}"
+        );
+        rt.shutdown().await;
+        if i == 0 {
+            raw.delete_stream(&cfg.nats.stream).await?;
+        }
+    }
+
+    // 3 and 6. Projection catch-up from zero into an empty store = a rebuild.
+    let store_dir = dir.join("read-models");
+    let rss_before = rss_mb();
+    let p = ui.phase("journey projection catch-up (rebuild)", n);
+    let cfg = bench_config(&url, dir, &store_dir, false, true)?;
+    let t = Instant::now();
+    let (rt, _) = start_runtime(&cfg).await?;
+    let last = rt.log.last_sequence().await?;
+    {
+        let mut rx = rt.journey_progress.clone();
+        let p = &p;
+        tokio::time::timeout(
+            Duration::from_secs(24 * 3600),
+            rx.wait_for(|pr| {
+                p.set(pr.position);
+                pr.position >= last
+            }),
+        )
+        .await
+        .context("timed out waiting for the projection")?
+        .context("projection stopped")?;
+    }
+    let took = t.elapsed();
+    p.finish(took);
+    f.set("projection.catchup", rate(n, took));
+    f.set(
+        "rebuild.seconds_per_1m",
+        took.as_secs_f64() * 1e6 / n as f64,
+    );
+    f.set("rebuild.rss_before", rss_before);
+    f.set("rebuild.rss_after", rss_mb());
+    rt.store.flush().await?;
+    let disk = rt.store.size_on_disk()? as f64;
+    let logical = logical_size(&rt.store)? as f64;
+    f.set("rebuild.disk_per_1m", disk / 1e6 * 1e6 / n as f64);
+    f.set("rebuild.logical_per_1m", logical / 1e6 * 1e6 / n as f64);
+    f.set("rebuild.disk_ratio", disk / logical.max(1.0));
+    rt.shutdown().await;
+
+    // 4 and 5. Queries and end-to-end latency on the caught-up store.
+    let cfg = bench_config(&url, dir, &store_dir, true, true)?;
+    let (rt, base) = start_runtime(&cfg).await?;
+    rt.projected(last, Duration::from_secs(600)).await?;
+    let p = ui.phase(&format!("journey queries ({QUERY_CLIENTS} clients)"), 0);
+    let people = n.min(opts.people);
+    let journey_url = {
+        let (gen, base) = (gen.clone(), base.clone());
+        move |rng: &mut rand::rngs::StdRng| {
+            use rand::Rng;
+            let person = gen.person_at(rng.gen_range(0..people));
+            (
+                format!("{base}/v1/persons/{}/journey", nhs_for(person)),
+                TOKEN_READ[(person % 2) as usize],
+            )
+        }
+    };
+    let (lat, count, took) = query(
+        QUERY_CLIENTS,
+        journey_url,
+        opts.query_time,
+        gen.seed ^ run as u64,
+        &p,
+    )
+    .await?;
+    p.finish(took);
+    f.set("query.journey.p50", percentile_ms(&lat, 50.0));
+    f.set("query.journey.p99", percentile_ms(&lat, 99.0));
+    f.set("query.journey.rate", rate(count, took));
+
+    let p = ui.phase(
+        &format!("discharge-delays worklist ({WORKLIST_CLIENTS} clients)"),
+        0,
+    );
+    let delays_url = {
+        let base = base.clone();
+        move |_: &mut rand::rngs::StdRng| {
+            (
+                format!("{base}/v1/worklists/discharge-delays"),
+                TOKEN_READ[0],
+            )
+        }
+    };
+    let (lat, _, took) = query(WORKLIST_CLIENTS, delays_url, opts.query_time / 2, 0, &p).await?;
+    p.finish(took);
+    f.set("query.worklist.delays.p50", percentile_ms(&lat, 50.0));
+    f.set("query.worklist.delays.p99", percentile_ms(&lat, 99.0));
+
+    let total = opts.e2e_rate * opts.e2e_time.as_secs().max(1);
+    let p = ui.phase(&format!("end-to-end at {} events/s", opts.e2e_rate), total);
+    let t = Instant::now();
+    let (e2e, post) = end_to_end(
+        gen,
+        &base,
+        &rt,
+        n.min(opts.people),
+        opts.e2e_rate,
+        total,
+        run,
+        &p,
+    )
+    .await?;
+    p.finish(t.elapsed());
+    f.set("e2e.p50", percentile_ms(&e2e, 50.0));
+    f.set("e2e.p99", percentile_ms(&e2e, 99.0));
+    f.set("e2e.post.p99", percentile_ms(&post, 99.0));
+    rt.shutdown().await;
+    nats.stop().await;
+    drop(tmp);
+    Ok(f)
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn percentile_ms(sorted_us: &[u64], pct: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let idx =
+        ((sorted_us.len() as f64 * pct / 100.0).ceil() as usize).clamp(1, sorted_us.len()) - 1;
+    sorted_us[idx] as f64 / 1000.0
+}
+
+fn logical_size(store: &handover_store::Store) -> anyhow::Result<u64> {
+    let tree = store.tree(handover_projections::journeys::NAME)?;
+    let mut total = 0u64;
+    for kv in tree.scan_prefix(b"") {
+        let (k, v) = kv?;
+        total += (k.len() + v.len()) as u64;
+    }
+    Ok(total)
+}
+
+/// sled read-modify-write of `n` events over `people` keys, batches of 1,000, flush per batch.
+async fn sled_rmw(
+    tree: &handover_store::Tree,
+    n: u64,
+    people: u64,
+    p: &Phase,
+) -> anyhow::Result<()> {
+    let mut value = vec![b'x'; 400];
+    let mut i = 0;
+    while i < n {
+        let end = (i + SLED_BATCH as u64).min(n);
+        let mut tx = tree.begin();
+        for j in i..end {
+            let key = sled_key(j % people);
+            let old = tx.get(&key)?;
+            value[..8].copy_from_slice(&j.to_be_bytes());
+            if let Some(o) = old {
+                value[8] = o.get(8).copied().unwrap_or(0).wrapping_add(1);
+            }
+            tx.put(key, value.clone());
+        }
+        tree.commit(tx, end).await?;
+        p.set(end);
+        i = end;
+    }
+    Ok(())
+}
+
+fn sled_key(person: u64) -> Vec<u8> {
+    let h = (person as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+    format!("p/{h:032x}").into_bytes()
+}
+
+/// Publishes events `[0, n)` over HTTP in batches, from [`INGEST_CLIENTS`] clients.
+async fn http_ingest(gen: &Gen, base: &str, n: u64, batch: u64, p: &Phase) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(0));
+    let url = format!("{base}/v1/events");
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..INGEST_CLIENTS {
+        let (client, next, url, gen, p) = (
+            client.clone(),
+            next.clone(),
+            url.clone(),
+            gen.clone(),
+            p.clone(),
+        );
+        set.spawn(async move {
+            loop {
+                let start = next.fetch_add(batch, Ordering::Relaxed);
+                if start >= n {
+                    return anyhow::Ok(());
+                }
+                let end = (start + batch).min(n);
+                let mut body = Vec::with_capacity((end - start) as usize * 460 + 2);
+                body.push(b'[');
+                for i in start..end {
+                    if i > start {
+                        body.push(b',');
+                    }
+                    gen.event(&mut body, i);
+                }
+                body.push(b']');
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(TOKEN_PUBLISH)
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = resp.status();
+                if status.as_u16() != 202 {
+                    let text = resp.text().await.unwrap_or_default();
+                    anyhow::bail!(
+                        "POST /v1/events answered {status}: {}",
+                        truncate(&text, 2000)
+                    );
+                }
+                let _ = resp.bytes().await?;
+                p.add(end - start);
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// GETs of `url(rng)` (a URL and the token to use) from `clients` concurrent clients for
+/// `time`, with a reason for access; returns the sorted latencies in µs, the count and the
+/// elapsed time.
+async fn query<F>(
+    clients: usize,
+    url: F,
+    time: Duration,
+    seed: u64,
+    p: &Phase,
+) -> anyhow::Result<(Vec<u64>, u64, Duration)>
+where
+    F: Fn(&mut rand::rngs::StdRng) -> (String, &'static str) + Clone + Send + 'static,
+{
+    use rand::SeedableRng;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let deadline = started + time;
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, url, p) = (client.clone(), url.clone(), p.clone());
+        set.spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed.rotate_left(17) ^ c as u64);
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let (u, token) = url(&mut rng);
+                let t = Instant::now();
+                let resp = client
+                    .get(&u)
+                    .bearer_auth(token)
+                    .header("handover-access-reason", "direct-care")
+                    .send()
+                    .await?;
+                let status = resp.status();
+                let _ = resp.bytes().await?;
+                lat.push(t.elapsed().as_micros() as u64);
+                if !status.is_success() {
+                    anyhow::bail!("GET {u} answered {status}");
+                }
+                p.add(1);
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r??);
+    }
+    let took = started.elapsed();
+    all.sort_unstable();
+    let count = all.len() as u64;
+    Ok((all, count, took))
+}
+
+/// Single-event POSTs paced at `rate`/s; for each, the time from its 202 until the journey
+/// projection has committed it, and the POST's own latency (both sorted, µs).
+#[allow(clippy::too_many_arguments)]
+async fn end_to_end(
+    gen: &Gen,
+    base: &str,
+    rt: &Runtime,
+    people: u64,
+    rate: u64,
+    total: u64,
+    run: usize,
+    p: &Phase,
+) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    use rand::{Rng, SeedableRng};
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/events");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(gen.seed ^ 0xE2E ^ run as u64);
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..total {
+        ticker.tick().await;
+        let person = gen.person_at(rng.gen_range(0..people));
+        let mut body = Vec::with_capacity(512);
+        gen.e2e_event(&mut body, run, k, person);
+        let (client, url, p) = (client.clone(), url.clone(), p.clone());
+        let mut progress = rt.journey_progress.clone();
+        set.spawn(async move {
+            let t = Instant::now();
+            let resp = client
+                .post(&url)
+                .bearer_auth(TOKEN_PUBLISH)
+                .header("content-type", "application/cloudevents+json")
+                .body(body)
+                .send()
+                .await?;
+            let status = resp.status();
+            let bytes = resp.bytes().await?;
+            let acked = Instant::now();
+            if status.as_u16() != 202 {
+                anyhow::bail!(
+                    "POST /v1/events answered {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+            let v: serde_json::Value = serde_json::from_slice(&bytes)?;
+            let seq = v["events"][0]["sequence"]
+                .as_u64()
+                .context("the 202 names no sequence")?;
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                progress.wait_for(|pr| pr.position >= seq),
+            )
+            .await
+            .context("the event was not projected within 60 s")??;
+            p.add(1);
+            anyhow::Ok((
+                acked.elapsed().as_micros() as u64,
+                (acked - t).as_micros() as u64,
+            ))
+        });
+    }
+    let mut e2e = Vec::new();
+    let mut post = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (a, b) = r??;
+        e2e.push(a);
+        post.push(b);
+    }
+    e2e.sort_unstable();
+    post.sort_unstable();
+    Ok((e2e, post))
+}
+
+// ---------------------------------------------------------------------------------------
+// Event generation
+
+/// Deterministic generator of realistic catalogue events: event `i` is step `i / people` of
+/// the story of person `permute(i % people)`, so every person's events arrive in order and
+/// interleaved with everyone else's.
+#[derive(Debug, Clone)]
+pub struct Gen {
+    seed: u64,
+    people: u64,
+    mul: u64,
+}
+
+/// A person's story: one hospital stay with a council-arranged package (10 events), repeated
+/// as further stays when a person has more events. For a third of the people (person % 3 ==
+/// 0) the package has not started and the person is still in hospital: steps 8 and 9 are
+/// further delay-recorded events, so the worklists are not empty.
+const STORY: &[&str] = &[
+    "handover.discharge.admitted.v1",
+    "handover.discharge.transferred.v1",
+    "handover.discharge.ready-date-recorded.v1",
+    "handover.discharge.pathway-assigned.v1",
+    "handover.referral.sent.v1",
+    "handover.discharge.delay-recorded.v1",
+    "handover.care-package.requested.v1",
+    "handover.care-package.sourced.v1",
+    "handover.care-package.started.v1",
+    "handover.discharge.discharged.v1",
+];
+
+const WARDS: &[&str] = &[
+    "Ward 7",
+    "Ward 12",
+    "Elderly Care 3",
+    "Elderly Care 4",
+    "Stroke Unit",
+    "Ward 21 (Respiratory)",
+];
+const DELAYS: &[(&str, &str, &str)] = &[
+    (
+        "awaiting-care-package",
+        "council",
+        "no provider capacity in the area",
+    ),
+    (
+        "awaiting-assessment",
+        "council",
+        "social worker allocated, visit booked",
+    ),
+    (
+        "awaiting-equipment",
+        "nhs",
+        "hospital bed and hoist on order",
+    ),
+    (
+        "patient-family-choice",
+        "joint",
+        "family visiting care homes this week",
+    ),
+];
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// A valid NHS number (Modulus 11) for person `p`: the first valid one in the block of ten
+/// nine-digit stems starting at `900000000 + 10 p`.
+pub fn nhs_for(p: u64) -> String {
+    let block = 900_000_000 + (p % 9_999_999) * 10;
+    for j in 0..10 {
+        let stem = block + j;
+        let mut digits = [0u8; 9];
+        let mut s = stem;
+        for d in digits.iter_mut().rev() {
+            *d = (s % 10) as u8;
+            s /= 10;
+        }
+        if let Some(c) = handover_events::nhs::check_digit(&digits) {
+            return format!("{stem}{c}");
+        }
+    }
+    // Unreachable: at most one stem in eleven has no check digit.
+    format!("{}0", block + 1)
+}
+
+/// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+struct Ts(i64);
+impl std::fmt::Display for Ts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d) = civil(self.0.div_euclid(86_400));
+        let s = self.0.rem_euclid(86_400);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
+    }
+}
+struct Day(i64);
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (y, m, d) = civil(self.0.div_euclid(86_400));
+        write!(f, "{y:04}-{m:02}-{d:02}")
+    }
+}
+
+/// 2024-01-01T00:00:00Z.
+const EPOCH_2024: i64 = 1_704_067_200;
+
+impl Gen {
+    /// A generator for `people` people.
+    pub fn new(seed: u64, people: u64) -> Gen {
+        let people = people.max(1);
+        let mut mul = 1_000_003 + (seed % 1000) * 2;
+        while gcd(mul, people) != 1 {
+            mul += 1;
+        }
+        Gen { seed, people, mul }
+    }
+
+    /// The person of the `slot`-th position in the interleaving.
+    pub fn person_at(&self, slot: u64) -> u64 {
+        ((slot % self.people) * self.mul + self.seed) % self.people
+    }
+
+    /// Appends event `i` as compact CloudEvents JSON.
+    pub fn event(&self, out: &mut Vec<u8>, i: u64) {
+        let person = self.person_at(i % self.people);
+        let step = i / self.people;
+        self.write(out, &format!("{:x}-{i:010}", self.seed), person, step);
+    }
+
+    /// Appends an extra delay-recorded event for `person` (end-to-end phase).
+    fn e2e_event(&self, out: &mut Vec<u8>, run: usize, k: u64, person: u64) {
+        self.write(out, &format!("e2e-{:x}-{run}-{k:08}", self.seed), person, 5);
+    }
+
+    fn write(&self, out: &mut Vec<u8>, id: &str, person: u64, step: u64) {
+        let mut kind = (step % STORY.len() as u64) as usize;
+        if person.is_multiple_of(3) && kind >= 8 {
+            kind = 5;
+        }
+        let stay = step / STORY.len() as u64;
+        let ty = STORY[kind];
+        let mix = person.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ self.seed;
+        // Each stay starts on its own day; events of a stay follow over the next days.
+        let admitted = EPOCH_2024
+            + ((person % 500) as i64 + stay as i64 * 45) * 86_400
+            + 8 * 3600
+            + (mix % 600) as i64 * 60;
+        let t = admitted + kind as i64 * 86_400 + ((mix >> 10) % 240) as i64 * 60;
+        let (hospital, site, council) = if person.is_multiple_of(2) {
+            ("RX1", "RX1CC", "E08000035")
+        } else {
+            ("RR8", "RR801", "E08000032")
+        };
+        let source = match kind {
+            0..=5 | 9 => format!("urn:ods:{hospital}:pas"),
+            _ => format!("urn:gss:{council}:brokerage"),
+        };
+        let nhs = nhs_for(person);
+        let enc = format!("{hospital}-ENC-{person:07}-{stay}");
+        let referral = format!("REF-{hospital}-{person:07}-{stay}");
+        let package = format!("PKG-{council}-{person:07}-{stay}");
+        let ward = WARDS[(mix % WARDS.len() as u64) as usize];
+        let drd = admitted + 2 * 86_400;
+        let start = admitted + 8 * 86_400;
+        let _ = write!(
+            out,
+            r#"{{"specversion":"1.0","id":"{id}","source":"{source}","type":"{ty}","subject":"{nhs}","time":"{}","datacontenttype":"application/json","traceparent":"00-{:016x}{:016x}-{:016x}-01","data":"#,
+            Ts(t),
+            mix,
+            mix.rotate_left(29) | 1,
+            (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+        );
+        let _ = match kind {
+            0 => write!(
+                out,
+                r#"{{"encounter_id":"{enc}","site":"{site}","ward":"{ward}","admitted_at":"{}","admission_method":"emergency","responsible_council":"{council}"}}"#,
+                Ts(admitted)
+            ),
+            1 => write!(
+                out,
+                r#"{{"encounter_id":"{enc}","ward":"Elderly Care 3","previous_ward":"{ward}","at":"{}"}}"#,
+                Ts(t)
+            ),
+            2 => write!(
+                out,
+                r#"{{"encounter_id":"{enc}","discharge_ready_date":"{}"}}"#,
+                Day(drd)
+            ),
+            3 => write!(
+                out,
+                r#"{{"encounter_id":"{enc}","pathway":{}}}"#,
+                1 + mix % 3
+            ),
+            4 => write!(
+                out,
+                r#"{{"referral_id":"{referral}","to_council":"{council}","from_org":"{hospital}","encounter_id":"{enc}","reason":"needs support with personal care after a fall","urgency":"urgent","proposed_discharge_date":"{}","consent_obtained":true}}"#,
+                Day(drd)
+            ),
+            5 => {
+                let (reason, who, note) = DELAYS[((mix >> 4) % DELAYS.len() as u64) as usize];
+                write!(
+                    out,
+                    r#"{{"encounter_id":"{enc}","reason":"{reason}","attributed_to":"{who}","note":"{note}"}}"#
+                )
+            }
+            6 => write!(
+                out,
+                r#"{{"package_id":"{package}","service_type":"reablement","referral_id":"{referral}","hours_per_week":10.5,"calls_per_day":3,"carers_per_call":1,"required_start":"{}"}}"#,
+                Day(start)
+            ),
+            7 => write!(
+                out,
+                r#"{{"package_id":"{package}","provider":"1-{:09}","agreed_start":"{}"}}"#,
+                mix % 1_000_000_000,
+                Day(start)
+            ),
+            8 => write!(
+                out,
+                r#"{{"package_id":"{package}","started_on":"{}"}}"#,
+                Day(start)
+            ),
+            _ => write!(
+                out,
+                r#"{{"encounter_id":"{enc}","discharged_at":"{}","method":1,"destination":"usual-residence","pathway":1}}"#,
+                Ts(start + 11 * 3600)
+            ),
+        };
+        out.push(b'}');
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Machine facts
+
+fn machine() -> anyhow::Result<Machine> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_mb = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|kb| kb / 1024)
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let bin = find_nats_server().context("nats-server is not installed (cargo xtask setup)")?;
+    let out = std::process::Command::new(&bin).arg("--version").output()?;
+    let nats_server = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok(Machine {
+        cpu,
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        memory_mb,
+        kernel,
+        nats_server,
+    })
+}
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+/// This process's resident set in MB (VmRSS).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+fn fmt_value(v: f64, unit: &str) -> String {
+    if !v.is_finite() {
+        return "–".into();
+    }
+    match unit {
+        "events/s" | "req/s" => {
+            let r = v.round() as u64;
+            let s = r.to_string();
+            let mut out = String::new();
+            for (i, c) in s.chars().enumerate() {
+                if i > 0 && (s.len() - i).is_multiple_of(3) {
+                    out.push(',');
+                }
+                out.push(c);
+            }
+            out
+        }
+        "ms" => format!("{v:.2}"),
+        "x" => format!("{v:.2}"),
+        _ => format!("{v:.1}"),
+    }
+}
+
+fn targets(r: &Report) -> Vec<Target> {
+    let med = |n: &str| r.figure(n).map(|f| f.median).unwrap_or(f64::NAN);
+    let ratio = |n: &str| {
+        r.figure(n)
+            .and_then(|f| f.ratio.as_ref())
+            .map(|x| x.median)
+            .unwrap_or(f64::NAN)
+    };
+    let judge = |ok: bool| if ok { "met" } else { "NOT met" }.to_string();
+    let mut t = Vec::new();
+    for (name, label) in [
+        ("ingest.http.batch100", "batches of 100"),
+        ("ingest.http.batch1000", "batches of 1,000"),
+    ] {
+        let x = ratio(name);
+        t.push(Target {
+            target: format!("Ingest over HTTP ({label}) ≥ 0.7× raw async publish"),
+            measured: format!("{x:.2}×"),
+            status: judge(x >= 0.7),
+        });
+    }
+    t.push(Target {
+        target: "MLLP, 1 connection ≥ 0.8× raw sync publish".into(),
+        measured: "not yet measured".into(),
+        status: "TODO".into(),
+    });
+    let x = ratio("projection.catchup");
+    t.push(Target {
+        target: "Projection ≥ 0.8× raw consume-plus-sled".into(),
+        measured: format!("{x:.2}×"),
+        status: judge(x >= 0.8),
+    });
+    let x = med("query.journey.p99");
+    t.push(Target {
+        target: "Journey query p99 < 2 ms (32 clients)".into(),
+        measured: format!("{x:.2} ms"),
+        status: judge(x < 2.0),
+    });
+    let x = med("e2e.p99");
+    t.push(Target {
+        target: "End-to-end p99 < 50 ms at 1,000 events/s".into(),
+        measured: format!("{x:.2} ms"),
+        status: judge(x < 50.0),
+    });
+    let x = med("rebuild.rss_after");
+    t.push(Target {
+        target: "Projector RSS < 300 MB at 1M events".into(),
+        measured: format!(
+            "{x:.0} MB (whole bench process after the rebuild, {} events)",
+            r.events
+        ),
+        status: judge(x < 300.0),
+    });
+    let x = med("rebuild.disk_ratio");
+    t.push(Target {
+        target: "Read-model disk ≤ 3× logical size".into(),
+        measured: format!("{x:.2}×"),
+        status: judge(x <= 3.0),
+    });
+    t
+}
+
+/// The report as Markdown: the machine, the figures table and the targets.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let loads: Vec<String> = r.load_before.iter().map(|l| format!("{l:.2}")).collect();
+    s.push_str(&format!(
+        "Machine: {} ({} cores, {} MB), Linux {}; {}.\n\
+         Size: {} events (mean {:.0} bytes) over {} people, seed {}; {} run(s); sync publish baseline over {} events.\n\
+         Load average (1 min) before each run: {}; after: {:.2}. Started {}.\n\n",
+        m.cpu, m.cores, m.memory_mb, m.kernel, m.nats_server, r.events, r.mean_event_bytes, r.people, r.seed, r.runs,
+        r.sync_events, loads.join(", "), r.load_after, r.started_at
+    ));
+    s.push_str(
+        "| figure | unit | median | range (min–max) | ratio to baseline (median, range) |\n",
+    );
+    s.push_str("|---|---|---:|---:|---|\n");
+    for f in &r.figures {
+        let ratio = match &f.ratio {
+            Some(x) => format!("{:.2}× {} ({:.2}–{:.2})", x.median, x.to, x.min, x.max),
+            None => String::new(),
+        };
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {}–{} | {} |\n",
+            f.name,
+            f.unit,
+            fmt_value(f.median, &f.unit),
+            fmt_value(f.min, &f.unit),
+            fmt_value(f.max, &f.unit),
+            ratio
+        ));
+    }
+    for (name, why) in NOT_YET {
+        s.push_str(&format!("| `{name}` | | – | – | {why} |\n"));
+    }
+    s.push_str("\n| target (issue 9) | measured (median) | status |\n|---|---|---|\n");
+    for t in &r.targets {
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            t.target, t.measured, t.status
+        ));
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Progress
+
+/// Progress output: a bar on a terminal, plain lines otherwise.
+struct Ui {
+    bar: bool,
+}
+
+impl Ui {
+    fn new(bar: bool) -> Ui {
+        Ui { bar }
+    }
+
+    fn line(&self, s: &str) {
+        if self.bar {
+            println!("{s}");
+        } else {
+            eprintln!("{s}");
+        }
+    }
+
+    fn phase(&self, label: &str, total: u64) -> Phase {
+        let p = Phase(Arc::new(PhaseInner {
+            label: label.to_string(),
+            total,
+            done: AtomicU64::new(0),
+            started: Instant::now(),
+            bar: self.bar,
+            stop: AtomicU64::new(0),
+        }));
+        if self.bar {
+            let q = p.clone();
+            tokio::spawn(async move {
+                while q.0.stop.load(Ordering::Relaxed) == 0 {
+                    q.draw();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }
+        p
+    }
+}
+
+#[derive(Clone)]
+struct Phase(Arc<PhaseInner>);
+
+struct PhaseInner {
+    label: String,
+    total: u64,
+    done: AtomicU64,
+    started: Instant,
+    bar: bool,
+    stop: AtomicU64,
+}
+
+impl Phase {
+    fn add(&self, n: u64) {
+        self.0.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn set(&self, n: u64) {
+        self.0.done.store(n, Ordering::Relaxed);
+    }
+
+    fn draw(&self) {
+        let done = self.0.done.load(Ordering::Relaxed);
+        let secs = self.0.started.elapsed().as_secs_f64();
+        let width = 30usize;
+        let filled = if self.0.total > 0 {
+            ((done.min(self.0.total) as f64 / self.0.total as f64) * width as f64) as usize
+        } else {
+            0
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\r\x1b[2K  [{}{}] {} {}{} {:.1}s",
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            self.0.label,
+            done,
+            if self.0.total > 0 {
+                format!("/{}", self.0.total)
+            } else {
+                String::new()
+            },
+            secs
+        );
+        let _ = out.flush();
+    }
+
+    fn finish(&self, took: Duration) {
+        self.0.stop.store(1, Ordering::Relaxed);
+        let done = self.0.done.load(Ordering::Relaxed);
+        let line = format!(
+            "  {}: {} in {:.2}s ({}/s)",
+            self.0.label,
+            done,
+            took.as_secs_f64(),
+            fmt_value(done as f64 / took.as_secs_f64().max(1e-9), "events/s")
+        );
+        if self.0.bar {
+            println!("\r\x1b[2K{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw JetStream baselines
+
+/// The raw JetStream baseline, through handover-nats's `baseline` (the only crate that
+/// talks to NATS), and the raw sled read-modify-write beside it.
+mod raw {
+    use anyhow::Context;
+    use bytes::Bytes;
+    use handover_nats::baseline::RawJetStream;
+
+    use super::{sled_key, Gen, Phase, RAW_SUBJECTS, SLED_BATCH};
+
+    pub struct Raw {
+        js: RawJetStream,
+    }
+
+    impl Raw {
+        pub async fn connect(url: &str) -> anyhow::Result<Raw> {
+            Ok(Raw {
+                js: RawJetStream::connect(url)
+                    .await
+                    .with_context(|| format!("cannot connect to {url}"))?,
+            })
+        }
+
+        /// A stream configured like the event log's over `<root>.>`.
+        pub async fn create_stream(&self, name: &str, root: &str) -> anyhow::Result<()> {
+            Ok(self.js.create_stream(name, root).await?)
+        }
+
+        pub async fn delete_stream(&self, name: &str) -> anyhow::Result<()> {
+            Ok(self.js.delete_stream(name).await?)
+        }
+
+        /// Publishes events `[from, from + n)` under `<root>.<person mod 10,000>` with
+        /// `Nats-Msg-Id`, keeping at most `window` acknowledgements outstanding.
+        pub async fn publish(
+            &self,
+            gen: &Gen,
+            root: &str,
+            from: u64,
+            n: u64,
+            window: usize,
+            p: &Phase,
+        ) -> anyhow::Result<()> {
+            let items = (from..from + n).map(|i| {
+                let mut buf = Vec::with_capacity(1024);
+                gen.event(&mut buf, i);
+                let person = gen.person_at(i % gen.people);
+                (
+                    format!("{root}.{:04}", person % RAW_SUBJECTS),
+                    format!("{:040x}", (i as u128) << 8 | 0x5a),
+                    Bytes::from(buf),
+                )
+            });
+            self.js.publish(items, window, || p.add(1)).await?;
+            Ok(())
+        }
+
+        /// Consumes `n` messages of `stream_name` through a durable pull consumer in batches
+        /// of up to 1,000, acknowledging each batch once. With `tree`, each message is also a
+        /// sled read-modify-write and each batch is committed (flushed) before its ack, like
+        /// a projection.
+        pub async fn consume(
+            &self,
+            stream_name: &str,
+            durable: &str,
+            n: u64,
+            tree: Option<&handover_store::Tree>,
+            people: u64,
+            p: &Phase,
+        ) -> anyhow::Result<()> {
+            let mut feed = self.js.feed(stream_name, durable, SLED_BATCH).await?;
+            let mut seen = 0u64;
+            while seen < n {
+                let batch = feed.next_batch(SLED_BATCH).await?;
+                let count = batch.deliveries.len() as u64;
+                if let Some(tree) = tree {
+                    let mut tx = tree.begin();
+                    for d in &batch.deliveries {
+                        let key = sled_key((d.sequence - 1) % people);
+                        let _old = tx.get(&key)?;
+                        tx.put(key, d.payload.to_vec());
+                    }
+                    let pos = batch.deliveries.last().map(|d| d.sequence).unwrap_or(0);
+                    tree.commit(tx, pos).await?;
+                }
+                batch.ack().await?;
+                seen += count;
+                p.add(count);
+            }
+            let _ = self.js.delete_consumer(stream_name, durable).await;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn generated_events_are_valid_catalogue_events_of_about_400_bytes() {
+        let gen = Gen::new(7, 50);
+        let mut total = 0;
+        for i in 0..500 {
+            let mut buf = Vec::new();
+            gen.event(&mut buf, i);
+            total += buf.len();
+            let e = handover_events::Event::from_json_slice(&buf).unwrap_or_else(|e| {
+                panic!(
+                    "event {i} invalid: {e:?}\n{}",
+                    String::from_utf8_lossy(&buf)
+                )
+            });
+            let person = gen.person_at(i % 50);
+            let step = (i / 50 % 10) as usize;
+            let expected = if person.is_multiple_of(3) && step >= 8 {
+                STORY[5]
+            } else {
+                STORY[step]
+            };
+            assert_eq!(e.event_type().as_str(), expected);
+        }
+        let mean = total / 500;
+        assert!((300..=520).contains(&mean), "mean event size {mean}");
+        let mut buf = Vec::new();
+        gen.e2e_event(&mut buf, 0, 1, 3);
+        handover_events::Event::from_json_slice(&buf).unwrap();
+    }
+
+    #[test]
+    fn nhs_numbers_are_valid_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for p in 0..20_000 {
+            let n = nhs_for(p);
+            handover_events::NhsNumber::parse(&n).unwrap();
+            assert!(seen.insert(n));
+        }
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(Ts(EPOCH_2024).to_string(), "2024-01-01T00:00:00Z");
+        assert_eq!(Day(EPOCH_2024 + 59 * 86_400).to_string(), "2024-02-29");
+    }
+
+    /// The whole pipeline at a tiny size against a real nats-server, so the bench keeps
+    /// working. No figure is checked: only that every phase runs and reports.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_whole_bench_runs_at_a_tiny_size() {
+        if find_nats_server().is_none() {
+            eprintln!("nats-server not installed; skipping");
+            return;
+        }
+        let mut opts = BenchOptions::new(true, Some(500), Some(50), Some(1));
+        opts.sync_events = 100;
+        opts.query_time = Duration::from_millis(300);
+        opts.e2e_time = Duration::from_secs(1);
+        opts.e2e_rate = 100;
+        opts.progress_bar = false;
+        let dir = tempfile::tempdir().unwrap();
+        opts.json = Some(dir.path().join("bench.json"));
+        opts.markdown = Some(dir.path().join("bench.md"));
+        main(opts.clone()).await.unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(opts.json.as_ref().unwrap()).unwrap()).unwrap();
+        let names: Vec<&str> = json["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = FIGURES.iter().map(|f| f.0).collect();
+        assert_eq!(names, expected);
+        let md = std::fs::read_to_string(opts.markdown.as_ref().unwrap()).unwrap();
+        assert!(md.contains("MLLP: not yet measured"));
+    }
+}
