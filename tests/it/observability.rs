@@ -52,10 +52,14 @@ async fn start_with_hl7() -> Backbone {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = support::config(&nats.url(), &dir.path().join("store"));
-    cfg.hl7 = Some(handover_adapters::hl7::Hl7Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
-    });
+    // Adapters are configured by their registry section, as in handover.toml.
+    cfg.adapters.insert(
+        "hl7".into(),
+        handover::config::Config::parse("[hl7]\nlisten = \"127.0.0.1:0\"\n")
+            .unwrap()
+            .adapters["hl7"]
+            .clone(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let rt = Runtime::start(&cfg, Some(listener)).await.unwrap();
     Backbone {

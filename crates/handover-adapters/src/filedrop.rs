@@ -65,7 +65,30 @@ pub const ADAPTER: crate::Adapter = crate::Adapter {
     config_section: "filedrop",
     summary:
         "CSV or JSON exports from council systems (brokerage, referrals) dropped in a directory",
+    check: |v| crate::section::<FileDropConfig>("filedrop", v).map(|_| ()),
+    start: |v, ctx| Box::pin(start(v, ctx)),
 };
+
+/// Checks the mapping files named in the `[filedrop]` section and returns the run loop.
+async fn start(section: toml::Value, ctx: crate::Context) -> Result<crate::Started, String> {
+    let cfg: FileDropConfig = crate::section("filedrop", &section)?;
+    let metrics = Arc::new(FileDropMetrics::default());
+    let rendered = metrics.clone();
+    let shutdown = ctx.shutdown_signal();
+    let sink = ctx.sink.clone();
+    Ok(crate::Started {
+        listening: None,
+        metrics: Box::new(move || rendered.render_prometheus()),
+        task: Box::pin(async move {
+            if cfg.sources.is_empty() {
+                return;
+            }
+            if let Err(e) = run(Arc::new(cfg), sink, metrics, shutdown).await {
+                tracing::error!(error = %e, "file drop adapter stopped");
+            }
+        }),
+    })
+}
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

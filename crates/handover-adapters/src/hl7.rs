@@ -67,7 +67,34 @@ pub const ADAPTER: crate::Adapter = crate::Adapter {
     name: "hl7",
     config_section: "hl7",
     summary: "HL7 v2 ADT (A01, A02, A03, A08, A11, A13, A40) over MLLP from a hospital PAS",
+    check: |v| crate::section::<Hl7Config>("hl7", v).map(|_| ()),
+    start: |v, ctx| Box::pin(start(v, ctx)),
 };
+
+/// Binds the listener from the `[hl7]` section and returns the run loop.
+async fn start(section: toml::Value, ctx: crate::Context) -> Result<crate::Started, String> {
+    let cfg: Hl7Config = crate::section("hl7", &section)?;
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
+        format!(
+            "cannot listen for HL7 MLLP on {} (hl7.listen): {e}",
+            cfg.listen
+        )
+    })?;
+    let listening = listener.local_addr().ok();
+    let metrics = Arc::new(Hl7Metrics::default());
+    let rendered = metrics.clone();
+    let shutdown = ctx.shutdown_signal();
+    let sink = ctx.sink.clone();
+    Ok(crate::Started {
+        listening,
+        metrics: Box::new(move || rendered.render_prometheus()),
+        task: Box::pin(async move {
+            if let Err(e) = run(listener, Arc::new(cfg), sink, metrics, shutdown).await {
+                tracing::error!(error = %e, "HL7 listener failed");
+            }
+        }),
+    })
+}
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

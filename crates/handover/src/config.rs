@@ -59,12 +59,11 @@ pub struct Config {
     /// API bearer tokens.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
-    /// The HL7 v2 MLLP listener; runs when the section is present (and always in `dev`).
-    #[serde(default)]
-    pub hl7: Option<handover_adapters::hl7::Hl7Config>,
-    /// The council file-drop adapter; runs when the section has sources.
-    #[serde(default)]
-    pub filedrop: Option<handover_adapters::filedrop::FileDropConfig>,
+    /// The adapters' sections (`[hl7]`, `[filedrop]`, … — one per entry of
+    /// `handover_adapters::ADAPTERS`), each checked by its adapter; an adapter runs when its
+    /// section is present (the HL7 listener always does in `dev`).
+    #[serde(skip)]
+    pub adapters: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// `[nats]`.
@@ -197,8 +196,23 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text)
-            .with_context(|| format!("invalid configuration in {}", path.display()))
+        Config::parse(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+    }
+
+    /// Parses a configuration: adapters' sections are taken out by the names in the adapter
+    /// registry and checked by their adapters; everything else must be a known key.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        let mut adapters = std::collections::BTreeMap::new();
+        for a in handover_adapters::ADAPTERS {
+            if let Some(section) = table.remove(a.config_section) {
+                (a.check)(&section).map_err(|e| anyhow::anyhow!(e))?;
+                adapters.insert(a.config_section.to_string(), section);
+            }
+        }
+        let mut cfg: Config = toml::Value::Table(table).try_into()?;
+        cfg.adapters = adapters;
+        Ok(cfg)
     }
 
     /// The file named by `--config`, else `HANDOVER_CONFIG`, else defaults; then the NATS URL
@@ -254,12 +268,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let err = toml::from_str::<Config>("[nats]\nurll = \"x\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = format!("{:#}", Config::parse("[nats]\nurll = \"x\"\n").unwrap_err());
         assert!(err.contains("unknown field `urll`"), "{err}");
-        let cfg: Config =
-            toml::from_str("[nats]\nurl = \"nats://h:4222\"\nreplicas = 3\n").unwrap();
+        let cfg = Config::parse("[nats]\nurl = \"nats://h:4222\"\nreplicas = 3\n").unwrap();
+        let err = format!(
+            "{:#}",
+            Config::parse("[hl7]\nlisten = \"127.0.0.1:1\"\nport = 3\n").unwrap_err()
+        );
+        assert!(err.contains("[hl7]") && err.contains("port"), "{err}");
         assert_eq!(cfg.nats.url.as_deref(), Some("nats://h:4222"));
         assert_eq!(cfg.nats.replicas, 3);
         assert_eq!(cfg.api.listen.port(), 8080);
@@ -271,8 +287,11 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/handover.toml");
         let cfg = Config::load(&path).unwrap();
         assert_eq!(cfg.tokens.len(), 2);
-        assert_eq!(cfg.hl7.as_ref().map(|h| h.listen.port()), Some(2575));
-        assert_eq!(cfg.filedrop.as_ref().map(|f| f.sources.len()), Some(1));
+        assert_eq!(cfg.adapters["hl7"]["listen"].as_str(), Some("0.0.0.0:2575"));
+        assert_eq!(
+            cfg.adapters["filedrop"]["sources"].as_array().map(Vec::len),
+            Some(1)
+        );
         handover_api::Auth::new(&cfg.tokens).unwrap();
     }
 }

@@ -164,13 +164,16 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
         tokens.push((role, token));
     }
 
-    if cfg.hl7.is_none() {
+    if !cfg.adapters.contains_key("hl7") {
         // The contract's default MLLP port, or any free one when it is taken.
-        let mut hl7 = handover_adapters::hl7::Hl7Config::default();
-        if std::net::TcpListener::bind(hl7.listen).is_err() {
-            hl7.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        }
-        cfg.hl7 = Some(hl7);
+        let listen = if std::net::TcpListener::bind("127.0.0.1:2575").is_ok() {
+            "127.0.0.1:2575"
+        } else {
+            "127.0.0.1:0"
+        };
+        let mut hl7 = toml::Table::new();
+        hl7.insert("listen".into(), listen.into());
+        cfg.adapters.insert("hl7".into(), toml::Value::Table(hl7));
     }
     let rt = Runtime::start(&cfg, None).await?;
     let mut example_nhs = None;

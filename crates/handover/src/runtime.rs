@@ -26,6 +26,8 @@ pub struct Runtime {
     pub api_addr: Option<SocketAddr>,
     /// Where the HL7 MLLP listener listens, when it runs.
     pub hl7_addr: Option<SocketAddr>,
+    /// Where each listening adapter listens, by adapter name.
+    pub adapter_addrs: std::collections::BTreeMap<&'static str, SocketAddr>,
     /// The event log.
     pub log: EventLog,
     /// The read-model store.
@@ -181,48 +183,26 @@ impl Runtime {
             }));
         }
 
-        let mut hl7_addr = None;
-        if let Some(hl7) = &cfg.hl7 {
-            let listener = tokio::net::TcpListener::bind(hl7.listen)
+        // Every registered adapter whose section is configured.
+        let mut adapter_addrs = std::collections::BTreeMap::new();
+        for adapter in handover_adapters::ADAPTERS {
+            let Some(section) = cfg.adapters.get(adapter.config_section) else {
+                continue;
+            };
+            let ctx = handover_adapters::Context {
+                sink: Arc::new(log.clone()),
+                shutdown: shutdown_rx.clone(),
+            };
+            let started = (adapter.start)(section.clone(), ctx)
                 .await
-                .with_context(|| {
-                    format!("cannot listen for HL7 MLLP on {} (hl7.listen)", hl7.listen)
-                })?;
-            hl7_addr = Some(listener.local_addr()?);
-            let hl7_metrics = Arc::new(handover_adapters::hl7::Hl7Metrics::default());
-            let rendered = hl7_metrics.clone();
-            metrics.add_source(move || rendered.render_prometheus());
-            let (cfg, sink) = (Arc::new(hl7.clone()), Arc::new(log.clone()));
-            let mut stop = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let signal = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) =
-                    handover_adapters::hl7::run(listener, cfg, sink, hl7_metrics, signal).await
-                {
-                    tracing::error!(error = %e, "HL7 listener failed");
-                }
-            }));
+                .map_err(|e| anyhow::anyhow!("cannot start the {} adapter: {e}", adapter.name))?;
+            if let Some(a) = started.listening {
+                adapter_addrs.insert(adapter.name, a);
+            }
+            metrics.add_source(started.metrics);
+            tasks.push(tokio::spawn(started.task));
         }
-
-        if let Some(fd) = cfg.filedrop.as_ref().filter(|f| !f.sources.is_empty()) {
-            let fd_metrics = Arc::new(handover_adapters::filedrop::FileDropMetrics::default());
-            let rendered = fd_metrics.clone();
-            metrics.add_source(move || rendered.render_prometheus());
-            let (cfg, sink) = (Arc::new(fd.clone()), Arc::new(log.clone()));
-            let mut stop = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let signal = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(e) =
-                    handover_adapters::filedrop::run(cfg, sink, fd_metrics, signal).await
-                {
-                    tracing::error!(error = %e, "file drop adapter stopped");
-                }
-            }));
-        }
+        let hl7_addr = adapter_addrs.get("hl7").copied();
 
         let mut api_addr = None;
         if cfg.api.enabled {
@@ -299,6 +279,7 @@ impl Runtime {
         Ok(Runtime {
             api_addr,
             hl7_addr,
+            adapter_addrs,
             log,
             store,
             journey_progress: progress_rx,
