@@ -560,26 +560,44 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl EventLog {
-    /// Opens (creating or updating) the audit stream beside the event stream, with the same
-    /// replicas. Audit records are kept until removed by an operator.
-    pub async fn audit_log(&self) -> Result<AuditLog, LogError> {
-        let stream = format!("{}_AUDIT", self.config.stream);
-        let cfg = stream::Config {
-            name: stream.clone(),
-            subjects: vec!["audit.>".into()],
+    /// Creates or updates a stream beside the event stream, `<STREAM>_<suffix>` over
+    /// `<root>.>`, file-stored with the event stream's replicas; returns its name.
+    async fn side_stream(
+        &self,
+        suffix: &str,
+        root: &str,
+        description: &str,
+        duplicate_window: Option<Duration>,
+    ) -> Result<String, LogError> {
+        let name = format!("{}_{suffix}", self.config.stream);
+        let mut cfg = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{root}.>")],
             storage: stream::StorageType::File,
             num_replicas: self.config.replicas,
             discard: stream::DiscardPolicy::New,
-            description: Some("Handover access audit".into()),
+            description: Some(description.into()),
             ..Default::default()
         };
+        if let Some(w) = duplicate_window {
+            cfg.duplicate_window = w;
+        }
         self.js
             .create_or_update_stream(cfg)
             .await
             .map_err(|e| LogError::Stream {
-                stream: stream.clone(),
+                stream: name.clone(),
                 message: e.to_string(),
             })?;
+        Ok(name)
+    }
+
+    /// Opens (creating or updating) the audit stream beside the event stream, with the same
+    /// replicas. Audit records are kept until removed by an operator.
+    pub async fn audit_log(&self) -> Result<AuditLog, LogError> {
+        let stream = self
+            .side_stream("AUDIT", "audit", "Handover access audit", None)
+            .await?;
         Ok(AuditLog {
             js: self.js.clone(),
             stream,
@@ -749,24 +767,14 @@ impl EventLog {
     /// Opens (creating or updating) the parked stream beside the event stream, with the same
     /// replicas and duplicate window. Parked records are kept until discarded.
     pub async fn parked_log(&self) -> Result<ParkedLog, LogError> {
-        let stream = format!("{}_PARKED", self.config.stream);
-        let cfg = stream::Config {
-            name: stream.clone(),
-            subjects: vec!["parked.>".into()],
-            storage: stream::StorageType::File,
-            num_replicas: self.config.replicas,
-            duplicate_window: self.config.duplicate_window,
-            discard: stream::DiscardPolicy::New,
-            description: Some("Handover parked (poison) events".into()),
-            ..Default::default()
-        };
-        self.js
-            .create_or_update_stream(cfg)
-            .await
-            .map_err(|e| LogError::Stream {
-                stream: stream.clone(),
-                message: e.to_string(),
-            })?;
+        let stream = self
+            .side_stream(
+                "PARKED",
+                "parked",
+                "Handover parked (poison) events",
+                Some(self.config.duplicate_window),
+            )
+            .await?;
         Ok(ParkedLog {
             js: self.js.clone(),
             stream,
