@@ -10,9 +10,7 @@ use handover::runtime::Runtime;
 use handover_testkit::{wait_until, NatsCluster};
 use serde_json::Value;
 
-use crate::faults::{
-    assert_stored_and_projected_once, nhs_numbers, projected_all, requests, workload, Load,
-};
+use crate::faults::{assert_stored_and_projected_once, projected_all, requests, workload, Load};
 
 /// A plain HTTP/1.0 GET on a loopback port: the body when the status is 200.
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -106,7 +104,7 @@ async fn the_stream_leader_killed_mid_ingest_loses_no_acknowledged_event_and_rej
     let base = format!("http://{}", rt.api_addr.unwrap());
     let http = reqwest::Client::new();
 
-    let people = nhs_numbers(990_300_000, 30);
+    let people = crate::support::nhs_numbers(990_300_000, 30);
     let events = workload("cl", &people, 600);
     let load = Load::start(http.clone(), base.clone(), requests(events.clone()));
 

@@ -24,19 +24,6 @@ use crate::support::{ev, token, Backbone};
 
 pub(crate) const SOURCE: &str = "urn:ods:RX1:pas";
 
-/// `n` valid NHS numbers starting after `base` (distinct ranges keep tests apart).
-pub(crate) fn nhs_numbers(mut base: u64, n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        base += 1;
-        let nine: Vec<u8> = base.to_string().bytes().map(|b| b - b'0').collect();
-        if let Some(c) = handover_events::nhs::check_digit(&nine) {
-            out.push(format!("{base}{c}"));
-        }
-    }
-    out
-}
-
 /// `n` events spread round-robin over `people`, each with a unique id (`tag-i`), mixing
 /// five event types.
 pub(crate) fn workload(tag: &str, people: &[String], n: usize) -> Vec<Value> {
@@ -422,7 +409,7 @@ async fn nats_killed_and_restarted_during_ingest_loses_no_acknowledged_event_and
 {
     let started = Instant::now();
     let mut b = Backbone::start().await;
-    let people = nhs_numbers(990_100_000, 25);
+    let people = crate::support::nhs_numbers(990_100_000, 25);
     let events = workload("nk", &people, 500);
     let load = Load::start(b.http.clone(), b.base.clone(), requests(events.clone()));
 
@@ -570,18 +557,6 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Opens the store once the previous (aborted) owner has let go of it.
-fn reopen(path: &std::path::Path) -> handover_store::Store {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match handover::runtime::open_store(path) {
-            Ok(s) => return s,
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("store still locked: {e:#}"),
-        }
-    }
-}
-
 fn journey_snapshot(store: &handover_store::Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let tree = store.tree(handover_projections::journeys::NAME).unwrap();
     tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
@@ -608,7 +583,7 @@ async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes
     b.base = format!("http://{}", b.rt().api_addr.unwrap());
 
     // ingest until the read-model disk is full and the projection stops advancing
-    let people = nhs_numbers(990_200_000, 40);
+    let people = crate::support::nhs_numbers(990_200_000, 40);
     let mut sent = Vec::new();
     let mut round = 0;
     let full = loop {
@@ -671,7 +646,7 @@ async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes
     // crash and restart on the same store
     let base_before = b.base.clone();
     b.rt.take().unwrap().abort().await;
-    drop(reopen(&cfg.store.path));
+    drop(crate::support::reopen(&cfg.store.path));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     b.rt = Some(
         handover::runtime::Runtime::start(&cfg, Some(listener))
@@ -698,7 +673,7 @@ async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes
     // ... and byte for byte what a fresh replay of the stream produces
     let resumed_rt = b.rt.take().unwrap();
     resumed_rt.shutdown().await;
-    let resumed = journey_snapshot(&reopen(&cfg.store.path));
+    let resumed = journey_snapshot(&crate::support::reopen(&cfg.store.path));
     let mut fresh_cfg = cfg.clone();
     fresh_cfg.api.enabled = false;
     fresh_cfg.store.path = b.dir.path().join("fresh");
@@ -707,7 +682,7 @@ async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes
         .unwrap();
     rt.projected(total, Duration::from_secs(30)).await.unwrap();
     rt.shutdown().await;
-    let fresh = journey_snapshot(&reopen(&fresh_cfg.store.path));
+    let fresh = journey_snapshot(&crate::support::reopen(&fresh_cfg.store.path));
     assert_eq!(resumed.len(), fresh.len());
     for (k, v) in &fresh {
         assert_eq!(

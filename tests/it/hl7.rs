@@ -23,20 +23,6 @@ use crate::support::Backbone;
 
 // ----- messages -----------------------------------------------------------------------------
 
-/// `n` valid NHS numbers.
-fn nhs_numbers(n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut base = 943_100_000u64;
-    while out.len() < n {
-        base += 1;
-        let nine: Vec<u8> = base.to_string().bytes().map(|b| b - b'0').collect();
-        if let Some(c) = handover_events::nhs::check_digit(&nine) {
-            out.push(format!("{base}{c}"));
-        }
-    }
-    out
-}
-
 fn seg(name: &str, fields: &[(usize, &str)]) -> String {
     let n = fields.iter().map(|(i, _)| *i).max().unwrap_or(0);
     let mut out = vec![String::new(); n];
@@ -266,7 +252,7 @@ async fn a_burst_of_admissions_and_discharges_is_acked_stored_and_projected() {
     let sink: Arc<dyn EventSink> = Arc::new(b.rt().log.clone());
     let hl7 = Adapter::start(sink).await;
     let before = b.rt().log.last_sequence().await.unwrap();
-    let nhs = nhs_numbers(1000);
+    let nhs = crate::support::nhs_numbers(943_100_000, 1000);
 
     // 1,000 messages (500 stays) on one connection.
     let single = stays("S", &nhs[..500]);
@@ -337,7 +323,7 @@ async fn a_burst_of_admissions_and_discharges_is_acked_stored_and_projected() {
 async fn a_resent_message_is_acked_again_and_stored_once() {
     let (_nats, log) = nats_and_log(Duration::from_secs(10)).await;
     let hl7 = Adapter::start(Arc::new(log.clone())).await;
-    let stay = &stays("R", &nhs_numbers(1))[0];
+    let stay = &stays("R", &crate::support::nhs_numbers(943_100_000, 1))[0];
     let (ctrl, a01) = stay.message("A01");
     let mut sender = Sender::connect(hl7.addr).await;
     assert_eq!(sender.send(&a01).await, ("AA".into(), ctrl.clone()));
@@ -386,7 +372,7 @@ async fn garbage_gets_ar_and_content_errors_get_ae_naming_the_field() {
     assert_eq!(ack.get("ERR-3.1"), Some("102"));
 
     // A bad date names its field.
-    let good = &stays("E", &nhs_numbers(1))[0];
+    let good = &stays("E", &crate::support::nhs_numbers(943_100_000, 1))[0];
     let (ctrl, a01) = good.message("A01");
     let bad_date = a01.replace("20240301094500", "20240231094500");
     let ack = sender.send_raw(&encode(bad_date.as_bytes())).await;
@@ -411,7 +397,7 @@ async fn nats_killed_mid_stream_never_gets_an_aa_for_what_is_not_stored() {
     let hl7 = Adapter::start(Arc::new(log.clone())).await;
     let told: Told = Arc::default();
     let (aa, ar) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let nhs = nhs_numbers(120);
+    let nhs = crate::support::nhs_numbers(943_100_000, 120);
     let all: Vec<(String, String)> = stays("K", &nhs).iter().flat_map(|s| s.messages()).collect();
 
     // Three PAS connections send their stays one message at a time, whatever the answer.

@@ -2,12 +2,11 @@
 //! shadow tree while the live one keeps answering, and swaps it in; a projection written by
 //! another code version rebuilds itself on start-up.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use handover::runtime::{open_store, Runtime};
+use handover::runtime::Runtime;
 use handover_api::Role;
 use handover_events::Event;
 use handover_projections::journeys::JOURNEY_VERSION;
@@ -15,19 +14,6 @@ use handover_projections::RebuildState;
 use serde_json::json;
 
 use crate::support::{ev, token, Backbone};
-
-fn nhs_numbers(n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut base = 943_000_000u64;
-    while out.len() < n {
-        base += 1;
-        let nine: Vec<u8> = base.to_string().bytes().map(|b| b - b'0').collect();
-        if let Some(c) = handover_events::nhs::check_digit(&nine) {
-            out.push(format!("{base}{c}"));
-        }
-    }
-    out
-}
 
 fn events(nhs: &[String], rounds: std::ops::Range<usize>) -> Vec<Event> {
     let mut out = Vec::new();
@@ -61,25 +47,6 @@ fn events(nhs: &[String], rounds: std::ops::Range<usize>) -> Vec<Event> {
     out
 }
 
-fn snapshot(store: &handover_store::Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let tree = store.tree("journey").unwrap();
-    tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
-}
-
-fn reopen(path: &std::path::Path) -> handover_store::Store {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match open_store(path) {
-            Ok(s) => return s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("store still locked: {e:#}"),
-        }
-    }
-}
-
 async fn metrics(b: &Backbone) -> String {
     b.http
         .get(format!("{}/metrics", b.base))
@@ -94,7 +61,7 @@ async fn metrics(b: &Backbone) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_is_parked_and_the_projection_moves_on() {
     let b = Backbone::start().await;
-    let nhs = nhs_numbers(2);
+    let nhs = crate::support::nhs_numbers(943_000_000, 2);
     let before = ev(
         "good-1",
         "urn:ods:RX1:pas",
@@ -201,7 +168,7 @@ async fn a_poison_event_is_parked_and_the_projection_moves_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_keep_answering_during_a_rebuild_and_the_swapped_tree_equals_a_fresh_replay() {
     let b = Backbone::start().await;
-    let nhs = nhs_numbers(300);
+    let nhs = crate::support::nhs_numbers(943_000_000, 300);
     let first = events(&nhs, 0..10);
     for chunk in first.chunks(1000) {
         b.rt().log.publish(chunk).await.unwrap();
@@ -288,7 +255,7 @@ async fn reads_keep_answering_during_a_rebuild_and_the_swapped_tree_equals_a_fre
         b.rt().store.tree("journey").unwrap().physical_name(),
         "journey@1"
     );
-    let rebuilt = snapshot(&b.rt().store);
+    let rebuilt = crate::support::snapshot(&b.rt().store);
     // one projector per stream: stop this one before the fresh replay takes the consumer
     let mut b = b;
     b.rt.take().unwrap().shutdown().await;
@@ -299,7 +266,7 @@ async fn reads_keep_answering_during_a_rebuild_and_the_swapped_tree_equals_a_fre
     let rt = Runtime::start(&fresh_cfg, None).await.unwrap();
     rt.projected(total, Duration::from_secs(60)).await.unwrap();
     rt.shutdown().await;
-    let fresh = snapshot(&reopen(&fresh_cfg.store.path));
+    let fresh = crate::support::snapshot(&crate::support::reopen(&fresh_cfg.store.path));
     assert_eq!(rebuilt.len(), fresh.len());
     for (k, v) in &fresh {
         assert_eq!(
@@ -314,14 +281,14 @@ async fn reads_keep_answering_during_a_rebuild_and_the_swapped_tree_equals_a_fre
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projection_written_by_another_version_rebuilds_itself_on_start() {
     let mut b = Backbone::start().await;
-    let nhs = nhs_numbers(50);
+    let nhs = crate::support::nhs_numbers(943_000_000, 50);
     let evs = events(&nhs, 0..4);
     b.rt().log.publish(&evs).await.unwrap();
     b.caught_up().await;
     let path = b.config().store.path;
     b.rt.take().unwrap().shutdown().await;
     {
-        let store = reopen(&path);
+        let store = crate::support::reopen(&path);
         let tree = store.tree("journey").unwrap();
         assert_eq!(tree.version().unwrap(), Some(JOURNEY_VERSION));
         tree.set_version(JOURNEY_VERSION - 1).await.unwrap();

@@ -1,30 +1,16 @@
 //! A projector killed mid-stream and restarted ends with exactly the read model a fresh
 //! replay of the whole stream produces.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use handover::runtime::{open_store, Runtime};
+use handover::runtime::Runtime;
 use handover_events::{Event, NhsNumber};
 use serde_json::json;
 
 use crate::support::Backbone;
 
-fn nhs_numbers(n: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut base = 999_000_000u64;
-    while out.len() < n {
-        base += 1;
-        let nine: Vec<u8> = base.to_string().bytes().map(|b| b - b'0').collect();
-        if let Some(c) = handover_events::nhs::check_digit(&nine) {
-            out.push(format!("{base}{c}"));
-        }
-    }
-    out
-}
-
 fn load(people: usize, per_person: usize) -> Vec<Event> {
-    let nhs = nhs_numbers(people);
+    let nhs = crate::support::nhs_numbers(999_000_000, people);
     let mut events = Vec::new();
     for round in 0..per_person {
         for (p, n) in nhs.iter().enumerate() {
@@ -64,26 +50,6 @@ fn load(people: usize, per_person: usize) -> Vec<Event> {
     events
 }
 
-/// Opens the store once the previous (killed) owner's background flush has let go of it.
-fn reopen(path: &std::path::Path) -> handover_store::Store {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match open_store(path) {
-            Ok(s) => return s,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                std::thread::yield_now();
-            }
-            Err(e) => panic!("store still locked: {e:#}"),
-        }
-    }
-}
-
-fn snapshot(store: &handover_store::Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let tree = store.tree("journey").unwrap();
-    tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting() {
     let mut b = Backbone::start().await;
@@ -105,7 +71,7 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting()
     cfg.api.enabled = false;
     let mut kills = 0;
     loop {
-        let start = reopen(&cfg.store.path)
+        let start = crate::support::reopen(&cfg.store.path)
             .tree("journey")
             .unwrap()
             .position()
@@ -136,7 +102,7 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting()
         "the projector was killed mid-stream at least twice (killed {kills} times)"
     );
 
-    let resumed = snapshot(&reopen(&cfg.store.path));
+    let resumed = crate::support::snapshot(&crate::support::reopen(&cfg.store.path));
 
     // a fresh replay of the whole stream into a new store
     let mut fresh_cfg = b.config();
@@ -145,7 +111,7 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting()
     let rt = Runtime::start(&fresh_cfg, None).await.unwrap();
     rt.projected(total, Duration::from_secs(60)).await.unwrap();
     rt.shutdown().await;
-    let fresh = snapshot(&reopen(&fresh_cfg.store.path));
+    let fresh = crate::support::snapshot(&crate::support::reopen(&fresh_cfg.store.path));
 
     assert_eq!(resumed.len(), fresh.len());
     assert_eq!(
@@ -162,10 +128,10 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting()
         );
     }
     // and the read model really holds every event once
-    let store = reopen(&cfg.store.path);
+    let store = crate::support::reopen(&cfg.store.path);
     let journeys = handover_projections::Journeys::new(cfg.pseudonym_key().unwrap());
     let tree = store.tree("journey").unwrap();
-    let first = NhsNumber::parse(&nhs_numbers(1)[0]).unwrap();
+    let first = NhsNumber::parse(&crate::support::nhs_numbers(999_000_000, 1)[0]).unwrap();
     let j = journeys.get(&tree, &first).unwrap().unwrap();
     assert_eq!(j.timeline.len(), 40);
     assert_eq!(tree.position().unwrap(), total);

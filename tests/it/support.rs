@@ -132,3 +132,35 @@ pub fn ev(id: &str, source: &str, ty: &str, nhs: &str, time: &str, data: Value) 
         "type": format!("handover.{ty}.v1"), "subject": nhs, "time": time, "data": data
     })
 }
+
+/// `n` valid NHS numbers (Modulus 11) after `base` (nine digits).
+pub fn nhs_numbers(mut base: u64, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        base += 1;
+        let nine: Vec<u8> = base.to_string().bytes().map(|b| b - b'0').collect();
+        if let Some(c) = handover_events::nhs::check_digit(&nine) {
+            out.push(format!("{base}{c}"));
+        }
+    }
+    out
+}
+
+/// Opens a read-model store once a previous (killed) owner's background flush has let go of
+/// it (in production a killed process releases the lock at once).
+pub fn reopen(path: &std::path::Path) -> handover_store::Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match handover::runtime::open_store(path) {
+            Ok(s) => return s,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+            Err(e) => panic!("store still locked: {e:#}"),
+        }
+    }
+}
+
+/// Every entry of the journey tree.
+pub fn snapshot(store: &handover_store::Store) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let tree = store.tree("journey").unwrap();
+    tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
+}
