@@ -3,6 +3,7 @@
 //! live in the workspace's `tests/it/hl7.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod fhir_props;
 mod hl7_listener;
 mod hl7_props;
 mod hl7_snapshots;
