@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
 use handover_projections::measures::{flow, FlowMeasures, MeasureFilter};
-use handover_projections::rows::{BrokerageRow, DelayRow};
+use handover_projections::rows::{BrokerageRow, DelayRow, DelayRowKey};
 use handover_projections::Journeys;
 use serde::Serialize;
 
@@ -124,15 +124,27 @@ pub fn delay_worklist(
         })?),
     };
     let (site, council, limit) = (param(q, "site"), param(q, "council"), param_limit(q)?);
-    let rows =
-        Journeys::delay_rows(&st.journey_tree).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut items: Vec<DelayItem> = rows
+    // The caller's organisation's rows, stored in worklist order: count them and decode
+    // only the page returned.
+    let filtered = site.is_some() || council.is_some() || pathway.is_some();
+    let keep = |r: &DelayRowKey<'_>| {
+        site.is_none_or(|s| r.site.as_deref() == Some(s))
+            && council.is_none_or(|c| r.council.as_deref() == Some(c))
+            && pathway.is_none_or(|p| r.pathway == Some(p))
+    };
+    let page = Journeys::delay_page(
+        &st.journey_tree,
+        &caller.organisation,
+        today,
+        filtered.then_some(&keep as &dyn Fn(&DelayRowKey<'_>) -> bool),
+        limit,
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let total = page.total;
+    let items: Vec<DelayItem> = page
+        .rows
         .into_iter()
-        .filter(|r| r.discharge_ready_date.0 < today)
         .filter(|r| crate::policy::may_see_delay_row(caller, r))
-        .filter(|r| site.is_none_or(|s| r.site.as_deref() == Some(s)))
-        .filter(|r| council.is_none_or(|c| r.council.as_deref() == Some(c)))
-        .filter(|r| pathway.is_none_or(|p| r.pathway == Some(p)))
         .map(|mut row| {
             crate::policy::minimise_delay_row(caller.role, &mut row);
             DelayItem {
@@ -145,14 +157,6 @@ pub fn delay_worklist(
             }
         })
         .collect();
-    items.sort_by(|a, b| {
-        b.days_delayed
-            .cmp(&a.days_delayed)
-            .then_with(|| a.row.site.cmp(&b.row.site))
-            .then_with(|| a.row.encounter_id.cmp(&b.row.encounter_id))
-    });
-    let total = items.len();
-    items.truncate(limit);
     Ok(DelayWorklist {
         as_of: today,
         total,

@@ -691,6 +691,11 @@ macro_rules! catalogue {
                 match self { $(EventType::$variant => schemars::SchemaGenerator::default().into_root_schema_for::<$data>()),+ }
             }
 
+            /// Decodes `data` of this type from its JSON text.
+            pub fn decode_data_str(&self, data: &str) -> Result<EventData, serde_json::Error> {
+                match self { $(EventType::$variant => serde_json::from_str::<$data>(data).map(EventData::$variant)),+ }
+            }
+
             /// Decodes `data` of this type.
             pub fn decode_data(&self, data: serde_json::Value) -> Result<EventData, serde_json::Error> {
                 match self { $(EventType::$variant => serde_json::from_value::<$data>(data).map(EventData::$variant)),+ }

@@ -355,7 +355,7 @@ impl EventLog {
             .map_err(|e| err(e.to_string()))?;
         let messages = consumer
             .stream()
-            .max_messages_per_batch(1000)
+            .max_messages_per_batch(2000)
             .messages()
             .await
             .map_err(|e| err(e.to_string()))?;

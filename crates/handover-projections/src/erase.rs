@@ -52,9 +52,17 @@ pub fn person_keys(
 pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, StoreError> {
     let mut removed = 0;
     for k in keys {
+        if let Some(record) = tree.get(&person_slot(k))? {
+            for slot in crate::journeys::index_keys(&record) {
+                tx.remove(slot);
+                removed += 1;
+            }
+        }
         for slot in [
             person_slot(k),
             row_slot("w", k, None),
+            // `m/` rows are gone since layout 4 (the facts are in the record); an old
+            // tree being erased before its rebuild may still hold one.
             row_slot("m", k, None),
             alias_slot(k),
         ] {

@@ -456,7 +456,7 @@ impl Journey {
         &mut self.care_packages[i]
     }
 
-    fn fold(&mut self, data: &EventData, time: &Timestamp, source: &str) {
+    pub(crate) fn fold(&mut self, data: &EventData, time: &Timestamp, source: &str) {
         use EventData as D;
         match data {
             D::PersonIdentified(d) => {

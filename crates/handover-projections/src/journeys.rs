@@ -1,24 +1,40 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree:
-//! - `p/<person-key>`: a [`Journey`] (JSON);
-//! - `a/<person-key>`: the person key it is an alias of (a local id linked to an NHS
-//!   number, or an NHS number merged into another);
-//! - `w/<person-key>`: the person's [`DelayRow`] while in hospital with a DRD;
-//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`] per package not yet started;
-//! - `m/<person-key>`: the person's [`PersonFacts`] for the measures.
+//! Keys in the `journey` tree (layout version 4):
+//! - `p/<person-key>`: the person's [`Record`]: a version byte (1), then three
+//!   length-prefixed parts — the [`Head`] (JSON: their folded journey without its timeline,
+//!   a digest of every event applied for de-duplication by `source`+`id`, the latest
+//!   timeline position and fingerprints of their index rows), their [`PersonFacts`] (JSON,
+//!   for the measures) — and the timeline: one frame per event, ordered by event time then
+//!   stream sequence, holding the event exactly as stored in the log. For a key that is an
+//!   alias (a local id linked to an NHS number, an NHS number merged into another) the value
+//!   is `@` followed by the person key it leads to;
+//! - `a/<person-key>`: the person key an alias leads to (kept for erasure, which must find
+//!   every alias of a person);
+//! - `w/<org>/<drd>/<site>\0<encounter>\0<person-key>`: the person's [`DelayRow`] while in
+//!   hospital with a DRD, once under each organisation that may see it (the trust and the
+//!   responsible council), so a worklist reads its organisation's rows already in worklist
+//!   order (longest delayed first) and stops after a page;
+//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`] per package not yet started.
+//!
+//! An event therefore costs one read (the record, once per person per batch) and one or two
+//! sled writes: the record — whose timeline is appended to as bytes, never re-encoded — and
+//! an index row only when its content changed (the head keeps their fingerprints). The
+//! events of the timeline are decoded only when one arrives out of time order or two
+//! journeys merge, which refold the state from them, and when the journey is read.
 //!
 //! The rows are derived from the journey and written in the same batch, so they share the
 //! journey's stream position and can never disagree with it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use handover_events::subject::person_key_of_subject;
-use handover_events::{Event, EventData, NhsNumber, PersonRef, PseudonymKey};
+use handover_events::{Event, EventData, NhsNumber, PersonRef, PseudonymKey, Timestamp};
 use handover_store::{StoreError, Tree, Tx};
+use serde::{Deserialize, Serialize};
 
-use crate::journey::Journey;
+use crate::journey::{Entry, Journey};
 use crate::rows::{brokerage_rows, delay_row, person_facts, BrokerageRow, DelayRow, PersonFacts};
 
 /// The journey projection.
@@ -38,8 +54,11 @@ pub const NAME: &str = "journey";
 /// swapped in while the old one keeps serving.
 ///
 /// - 1: the first layout (trees without a stored version are version 1);
-/// - 2: care packages carry the v2 `schedule` (v1 requests are upcast to it).
-pub const JOURNEY_VERSION: u32 = 2;
+/// - 2: care packages carry the v2 `schedule` (v1 requests are upcast to it);
+/// - 4: one record per person holds a small head, the measure facts and the timeline as the
+///   events' stored bytes; aliases redirect from `p/`; unchanged index rows are not
+///   rewritten.
+pub const JOURNEY_VERSION: u32 = 4;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +77,24 @@ pub enum ApplyError {
     },
 }
 
+/// One event of a batch: its stream sequence, subject, decoded form and stored bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Applied<'a> {
+    /// Stream sequence.
+    pub seq: u64,
+    /// NATS subject it was stored under.
+    pub subject: &'a str,
+    /// The decoded event.
+    pub event: &'a Event,
+    /// The event as stored in the log (kept verbatim as its timeline entry).
+    pub raw: &'a [u8],
+}
+
 /// Longest alias chain followed (merges of merges).
 const MAX_ALIAS_DEPTH: usize = 8;
+
+/// First byte of a `p/` value that is an alias rather than a head.
+const REDIRECT: u8 = b'@';
 
 pub(crate) fn person_slot(key: &str) -> Vec<u8> {
     format!("p/{key}").into_bytes()
@@ -76,115 +111,374 @@ pub(crate) fn row_slot(kind: &str, key: &str, sub: Option<&str>) -> Vec<u8> {
     }
 }
 
-/// Journeys loaded during one batch, written back at its end.
+/// Where an event sits in a timeline: event time (order-preserving) then stream sequence.
+type At = (u64, u64);
+
+fn at(time: &Timestamp, seq: u64) -> At {
+    ((time.0.timestamp_micros() as u64) ^ (1 << 63), seq)
+}
+
+/// Version byte of a stored [`Record`].
+const RECORD_V1: u8 = 1;
+
+/// A person's stored record, as bytes: head, facts, and the timeline frames
+/// (`time` u64 BE, `seq` u64 BE, `len` u32 BE, the event's stored bytes), in timeline order.
+struct Record<'a> {
+    head: &'a [u8],
+    facts: &'a [u8],
+    timeline: &'a [u8],
+}
+
+fn take_part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let part = bytes.get(4..4 + len)?;
+    *bytes = &bytes[4 + len..];
+    Some(part)
+}
+
+impl<'a> Record<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<Record<'a>> {
+        let (&version, mut rest) = bytes.split_first()?;
+        if version != RECORD_V1 {
+            return None;
+        }
+        let head = take_part(&mut rest)?;
+        let facts = take_part(&mut rest)?;
+        Some(Record {
+            head,
+            facts,
+            timeline: rest,
+        })
+    }
+
+    fn encode(head: &[u8], facts: &[u8], timeline: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + head.len() + facts.len() + timeline.len());
+        out.push(RECORD_V1);
+        for part in [head, facts] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(timeline);
+        out
+    }
+}
+
+/// The frames of a timeline: `(position, the event as stored)`, in order.
+fn frames(mut timeline: &[u8]) -> impl Iterator<Item = (At, &[u8])> {
+    std::iter::from_fn(move || {
+        let time = u64::from_be_bytes(timeline.get(..8)?.try_into().ok()?);
+        let seq = u64::from_be_bytes(timeline.get(8..16)?.try_into().ok()?);
+        let len = u32::from_be_bytes(timeline.get(16..20)?.try_into().ok()?) as usize;
+        let raw = timeline.get(20..20 + len)?;
+        timeline = &timeline[20 + len..];
+        Some(((time, seq), raw))
+    })
+}
+
+fn push_frame(timeline: &mut Vec<u8>, (time, seq): At, raw: &[u8]) {
+    timeline.extend_from_slice(&time.to_be_bytes());
+    timeline.extend_from_slice(&seq.to_be_bytes());
+    timeline.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+    timeline.extend_from_slice(raw);
+}
+
+/// Inserts a frame at its place in time order (after frames at the same position).
+fn insert_frame(timeline: &mut Vec<u8>, here: At, raw: &[u8]) {
+    let mut offset = 0;
+    for (at, r) in frames(timeline) {
+        if at > here {
+            break;
+        }
+        offset += 20 + r.len();
+    }
+    let mut frame = Vec::with_capacity(20 + raw.len());
+    push_frame(&mut frame, here, raw);
+    timeline.splice(offset..offset, frame);
+}
+
+/// FNV-1a, 64 bits: a stable, fast fingerprint (not a security property; a collision
+/// costs at most a skipped duplicate check or a skipped row rewrite within one person).
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h ^= 0x1f;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    // 0 means "no row" in the marks.
+    h.max(1)
+}
+
+fn digest(event: &Event) -> u64 {
+    fnv(&[event.source.as_bytes(), event.id.as_bytes()])
+}
+
+/// What `p/<person-key>` holds for a person.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Head {
+    /// The folded journey, with an empty timeline (the timeline is under `t/`).
+    #[serde(rename = "j")]
+    journey: Journey,
+    /// Digests of `source`+`id` of every event in the timeline.
+    #[serde(rename = "s", default)]
+    seen: Vec<u64>,
+    /// The latest position in the timeline.
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    last: Option<At>,
+    /// Fingerprints of the index rows as stored.
+    #[serde(rename = "r", default)]
+    marks: Marks,
+}
+
+/// Fingerprints of a person's stored index rows (0: none stored).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Marks {
+    #[serde(default)]
+    w: u64,
+    /// The keys the delay row is stored under.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    wk: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    b: Vec<(String, u64)>,
+}
+
+/// A person as loaded into a batch: the decoded head and the timeline's bytes.
+#[derive(Debug, Default)]
+struct Person {
+    head: Head,
+    timeline: Vec<u8>,
+}
+
+fn corrupt(tree: &str, what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        tree: tree.to_string(),
+        detail: format!("{what}: {e}"),
+    }
+}
+
+/// Decodes a timeline frame (an event as stored in the log) into its [`Entry`].
+fn entry((_, seq): At, raw: &[u8]) -> Option<Entry> {
+    let e = Event::from_stored(raw).ok()?;
+    Some(Entry {
+        seq,
+        time: e.time,
+        event_type: e.event_type().as_str().to_string(),
+        data: e.data.to_json(),
+        id: e.id,
+        source: e.source,
+    })
+}
+
+fn decode_record(tree: &str, bytes: &[u8]) -> Result<(Head, Vec<u8>), StoreError> {
+    let r = Record::parse(bytes).ok_or_else(|| corrupt(tree, "journey record", "bad framing"))?;
+    let head = serde_json::from_slice(r.head).map_err(|e| corrupt(tree, "journey head", e))?;
+    Ok((head, r.timeline.to_vec()))
+}
+
+/// People loaded during one batch, written back (with their rows) at its end.
 struct Batch<'t, 'a> {
     tx: &'t mut Tx<'a>,
-    cache: HashMap<String, Option<Journey>>,
-    aliases: HashMap<String, String>,
-    /// Package ids of journeys taken (merged away), whose rows must go.
-    taken_packages: Vec<(String, Vec<String>)>,
+    people: HashMap<String, Person>,
+    dirty: HashSet<String>,
 }
 
 impl Batch<'_, '_> {
-    fn resolve(&self, key: &str) -> Result<String, StoreError> {
+    /// Follows aliases from `key` to the key a journey is (or would be) kept under, loading
+    /// the person into the batch when one is stored.
+    fn resolve(&mut self, key: &str) -> Result<String, StoreError> {
         let mut k = key.to_string();
         for _ in 0..MAX_ALIAS_DEPTH {
-            let next = match self.aliases.get(&k) {
-                Some(t) => Some(t.clone()),
-                None => self
-                    .tx
-                    .get(&alias_slot(&k))?
-                    .and_then(|v| String::from_utf8(v).ok()),
-            };
-            match next {
-                Some(t) if t != k => k = t,
-                _ => break,
+            if self.people.contains_key(&k) {
+                return Ok(k);
+            }
+            match self.tx.get(&person_slot(&k))? {
+                None => return Ok(k),
+                Some(v) if v.first() == Some(&REDIRECT) => {
+                    let next = String::from_utf8(v[1..].to_vec())
+                        .map_err(|e| corrupt(self.tx.tree_name(), "alias", e))?;
+                    if next == k {
+                        return Ok(k);
+                    }
+                    k = next;
+                }
+                Some(v) => {
+                    let (head, timeline) = decode_record(self.tx.tree_name(), &v)?;
+                    self.people.insert(k.clone(), Person { head, timeline });
+                    return Ok(k);
+                }
             }
         }
         Ok(k)
     }
 
-    fn load(&mut self, key: &str) -> Result<Option<Journey>, StoreError> {
-        if let Some(j) = self.cache.get(key) {
-            return Ok(j.clone());
+    /// Refolds the person's state from their timeline (after an out-of-order event or a
+    /// merge).
+    fn refold(p: &mut Person) {
+        let nhs = p.head.journey.nhs_number.take();
+        p.head.journey = Journey::new(nhs);
+        p.head.last = None;
+        for (at, raw) in frames(&p.timeline) {
+            let Ok(e) = Event::from_stored(raw) else {
+                continue;
+            };
+            p.head.journey.fold(&e.data, &e.time, &e.source);
+            p.head.last = Some(at).max(p.head.last);
         }
-        let j = match self.tx.get(&person_slot(key))? {
-            Some(bytes) => serde_json::from_slice(&bytes).ok(),
-            None => None,
-        };
-        self.cache.insert(key.to_string(), j.clone());
-        Ok(j)
     }
 
-    fn take(&mut self, key: &str) -> Result<Option<Journey>, StoreError> {
-        let j = self.load(key)?;
-        if let Some(j) = &j {
-            let ids = j
-                .care_packages
-                .iter()
-                .map(|p| p.package_id.clone())
-                .collect();
-            self.taken_packages.push((key.to_string(), ids));
+    /// Adds `a` to the person's timeline; false when already there.
+    fn apply(p: &mut Person, a: &Applied<'_>) -> bool {
+        let event = a.event;
+        if p.head.journey.nhs_number.is_none() {
+            p.head.journey.nhs_number = event.subject.map(|n| n.as_string());
         }
-        self.cache.insert(key.to_string(), None);
-        Ok(j)
+        let d = digest(event);
+        if p.head.seen.contains(&d) {
+            return false;
+        }
+        p.head.seen.push(d);
+        let here = at(&event.time, a.seq);
+        if p.head.last.is_none_or(|l| here >= l) {
+            push_frame(&mut p.timeline, here, a.raw);
+            p.head.last = Some(here);
+            p.head.journey.fold(&event.data, &event.time, &event.source);
+        } else {
+            insert_frame(&mut p.timeline, here, a.raw);
+            Self::refold(p);
+        }
+        true
     }
 
-    fn put(&mut self, key: &str, j: Journey) {
-        self.cache.insert(key.to_string(), Some(j));
-    }
-
-    /// Makes `from` an alias of `to`, absorbing any journey kept under `from`.
-    fn alias(&mut self, from: &str, to: &str, journey: &mut Journey) -> Result<(), StoreError> {
+    /// Makes `from` an alias of `to`, absorbing any journey kept under `from` into `p`.
+    fn alias(&mut self, from: &str, to: &str, p: &mut Person) {
         if from == to {
-            return Ok(());
+            return;
         }
-        self.aliases.insert(from.to_string(), to.to_string());
-        if let Some(other) = self.take(from)? {
-            journey.merge(other);
+        let other = self.people.remove(from);
+        self.dirty.remove(from);
+        let mut redirect = vec![REDIRECT];
+        redirect.extend_from_slice(to.as_bytes());
+        self.tx.put(person_slot(from), redirect);
+        self.tx.put(alias_slot(from), to.as_bytes().to_vec());
+        let Some(other) = other else {
+            return;
+        };
+        // Its rows go; its timeline joins this one (without duplicates) and the state is
+        // refolded.
+        for key in &other.head.marks.wk {
+            self.tx.remove(key.as_bytes().to_vec());
         }
-        Ok(())
+        for (package, _) in &other.head.marks.b {
+            self.tx.remove(row_slot("b", from, Some(package)));
+        }
+        for (here, raw) in frames(&other.timeline) {
+            let Ok(e) = Event::from_stored(raw) else {
+                continue;
+            };
+            let d = digest(&e);
+            if !p.head.seen.contains(&d) {
+                p.head.seen.push(d);
+                insert_frame(&mut p.timeline, here, raw);
+            }
+        }
+        if p.head.journey.nhs_number.is_none() {
+            p.head.journey.nhs_number = other.head.journey.nhs_number;
+        }
+        Self::refold(p);
     }
 
-    fn finish(self, touched: &std::collections::HashSet<String>) {
-        for (k, v) in self.aliases {
-            self.tx.put(alias_slot(&k), v.into_bytes());
-        }
-        for (k, ids) in self.taken_packages {
-            for id in ids {
-                self.tx.remove(row_slot("b", &k, Some(&id)));
-            }
-        }
-        for (k, j) in self.cache {
-            match j {
-                Some(j) if touched.contains(&k) => {
-                    match delay_row(&j) {
-                        Some(row) => self.tx.put(row_slot("w", &k, None), json(&row)),
-                        None => self.tx.remove(row_slot("w", &k, None)),
+    /// Writes every changed person's record and those of their index rows whose content
+    /// changed.
+    fn finish(mut self) {
+        let mut dirty: Vec<String> = self.dirty.drain().collect();
+        dirty.sort();
+        for k in dirty {
+            let Some(p) = self.people.get_mut(&k) else {
+                continue;
+            };
+            let head = &mut p.head;
+            let j = &head.journey;
+            let w = delay_row(j).map(|r| (delay_keys(&k, &r), json(&r)));
+            let wh = w.as_ref().map_or(0, |(_, b)| fnv(&[b]));
+            if wh != head.marks.w {
+                let keys = w.as_ref().map(|(keys, _)| keys.clone()).unwrap_or_default();
+                for old in &head.marks.wk {
+                    if !keys.contains(old) {
+                        self.tx.remove(old.as_bytes().to_vec());
                     }
-                    let open = brokerage_rows(&j);
-                    for p in &j.care_packages {
-                        if !open.iter().any(|r| r.package_id == p.package_id) {
-                            self.tx.remove(row_slot("b", &k, Some(&p.package_id)));
-                        }
-                    }
-                    for row in open {
-                        self.tx
-                            .put(row_slot("b", &k, Some(&row.package_id)), json(&row));
-                    }
-                    self.tx
-                        .put(row_slot("m", &k, None), json(&person_facts(&j)));
-                    self.tx.put(person_slot(&k), json(&j));
                 }
-                Some(_) => {}
-                None => {
-                    self.tx.remove(person_slot(&k));
-                    self.tx.remove(row_slot("w", &k, None));
-                    self.tx.remove(row_slot("m", &k, None));
+                if let Some((_, row)) = w {
+                    for key in &keys {
+                        self.tx.put(key.as_bytes().to_vec(), row.clone());
+                    }
+                }
+                head.marks.w = wh;
+                head.marks.wk = keys;
+            }
+            let mut marks = Vec::new();
+            for row in brokerage_rows(j) {
+                let bytes = json(&row);
+                let h = fnv(&[&bytes]);
+                let old = head.marks.b.iter().find(|(p, _)| *p == row.package_id);
+                if old.map(|(_, oh)| *oh) != Some(h) {
+                    self.tx.put(row_slot("b", &k, Some(&row.package_id)), bytes);
+                }
+                marks.push((row.package_id, h));
+            }
+            for (package, _) in &head.marks.b {
+                if !marks.iter().any(|(p, _)| p == package) {
+                    self.tx.remove(row_slot("b", &k, Some(package)));
                 }
             }
+            head.marks.b = marks;
+            let facts = json(&person_facts(&head.journey));
+            let record = Record::encode(&json(&*head), &facts, &p.timeline);
+            self.tx.put(person_slot(&k), record);
         }
     }
+}
+
+/// The keys a delay row is stored under: one per organisation that may see it.
+fn delay_keys(person: &str, r: &DelayRow) -> Vec<String> {
+    let mut orgs: Vec<&str> = [r.trust.as_deref(), r.council.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    orgs.dedup();
+    orgs.into_iter()
+        .map(|org| {
+            format!(
+                "w/{org}/{}/{}\0{}\0{person}",
+                r.discharge_ready_date,
+                r.site.as_deref().unwrap_or(""),
+                r.encounter_id
+            )
+        })
+        .collect()
+}
+
+/// The keys of a person's index rows, read from their stored record (for erasure).
+pub(crate) fn index_keys(record: &[u8]) -> Vec<Vec<u8>> {
+    let Some(head) =
+        Record::parse(record).and_then(|r| serde_json::from_slice::<Head>(r.head).ok())
+    else {
+        return Vec::new();
+    };
+    head.marks.wk.into_iter().map(String::into_bytes).collect()
+}
+
+/// One page of an organisation's discharge-delays worklist (see [`Journeys::delay_page`]).
+#[derive(Debug, Default)]
+pub struct DelayPage {
+    /// Rows matching, in all.
+    pub total: usize,
+    /// The first `limit` of them, longest delayed first.
+    pub rows: Vec<DelayRow>,
 }
 
 /// JSON of a stored value; serialising these plain structs cannot fail.
@@ -211,13 +505,9 @@ impl Journeys {
         self
     }
 
-    /// Applies a batch of events (with their stream sequences and subjects) to `tx`; an
-    /// event that cannot be applied fails the batch (see [`Journeys::try_apply_batch`]).
-    pub fn apply_batch(
-        &self,
-        tx: &mut Tx<'_>,
-        events: &[(u64, &str, Event)],
-    ) -> Result<(), ApplyError> {
+    /// Applies a batch of events to `tx`; an event that cannot be applied fails the batch
+    /// (see [`Journeys::try_apply_batch`]).
+    pub fn apply_batch(&self, tx: &mut Tx<'_>, events: &[Applied<'_>]) -> Result<(), ApplyError> {
         self.try_apply_batch(tx, events)
     }
 
@@ -227,21 +517,19 @@ impl Journeys {
     pub fn try_apply_batch(
         &self,
         tx: &mut Tx<'_>,
-        events: &[(u64, &str, Event)],
+        events: &[Applied<'_>],
     ) -> Result<(), ApplyError> {
         let mut b = Batch {
             tx,
-            cache: HashMap::new(),
-            aliases: HashMap::new(),
-            taken_packages: Vec::new(),
+            people: HashMap::new(),
+            dirty: HashSet::new(),
         };
-        let mut touched = std::collections::HashSet::new();
-        for (index, (seq, subject, event)) in events.iter().enumerate() {
-            if let Some(error) = self.fault.and_then(|f| f(event)) {
+        for (index, a) in events.iter().enumerate() {
+            if let Some(error) = self.fault.and_then(|f| f(a.event)) {
                 return Err(ApplyError::Event { index, error });
             }
             let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.apply_one(&mut b, &mut touched, *seq, subject, event)
+                self.apply_one(&mut b, a)
             }));
             match applied {
                 Ok(Ok(())) => {}
@@ -256,32 +544,30 @@ impl Journeys {
                 }
             }
         }
-        b.finish(&touched);
+        b.finish();
         Ok(())
     }
 
-    fn apply_one(
-        &self,
-        b: &mut Batch<'_, '_>,
-        touched: &mut std::collections::HashSet<String>,
-        seq: u64,
-        subject: &str,
-        event: &Event,
-    ) -> Result<(), StoreError> {
-        {
-            let Some(person) = event.person() else {
-                return Ok(());
-            };
-            let own = match person_key_of_subject(subject) {
-                Some(k) => k.to_string(),
-                None => self.key.person_key(&person),
-            };
-            let key = b.resolve(&own)?;
-            let mut journey = b
-                .load(&key)?
-                .unwrap_or_else(|| Journey::new(event.subject.map(|n| n.as_string())));
-            journey.apply(seq, event);
-            if let Some(nhs) = event.subject {
+    fn apply_one(&self, b: &mut Batch<'_, '_>, a: &Applied<'_>) -> Result<(), StoreError> {
+        let event = a.event;
+        let Some(person) = event.person() else {
+            return Ok(());
+        };
+        let own = match person_key_of_subject(a.subject) {
+            Some(k) => k.to_string(),
+            None => self.key.person_key(&person),
+        };
+        let key = b.resolve(&own)?;
+        let mut person = b.people.remove(&key).unwrap_or_else(|| Person {
+            head: Head {
+                journey: Journey::new(event.subject.map(|n| n.as_string())),
+                ..Head::default()
+            },
+            timeline: Vec::new(),
+        });
+        let result = (|| {
+            Batch::apply(&mut person, a);
+            if event.subject.is_some() {
                 let links: Vec<PersonRef> = match &event.data {
                     EventData::PersonIdentified(d) => {
                         d.local_ids.iter().cloned().map(PersonRef::Local).collect()
@@ -290,39 +576,96 @@ impl Journeys {
                     EventData::NhsNumberChanged(d) => vec![PersonRef::Nhs(d.previous_nhs_number)],
                     _ => Vec::new(),
                 };
-                let _ = nhs;
                 for l in links {
-                    let from = self.key.person_key(&l);
-                    let from = b.resolve(&from)?;
-                    b.alias(&from, &key, &mut journey)?;
+                    let from = b.resolve(&self.key.person_key(&l))?;
+                    b.alias(&from, &key, &mut person);
                 }
             }
-            touched.insert(key.clone());
-            b.put(&key, journey);
-        }
-        Ok(())
+            Ok(())
+        })();
+        b.dirty.insert(key.clone());
+        b.people.insert(key, person);
+        result
     }
 
-    /// Reads a person's journey by NHS number.
+    /// Reads a person's journey (with its timeline) by NHS number.
     pub fn get(&self, tree: &Tree, nhs: &NhsNumber) -> Result<Option<Journey>, StoreError> {
         let mut key = self.key.person_key(&PersonRef::Nhs(*nhs));
         for _ in 0..MAX_ALIAS_DEPTH {
-            match tree
-                .get(&alias_slot(&key))?
-                .and_then(|v| String::from_utf8(v).ok())
-            {
-                Some(t) if t != key => key = t,
-                _ => break,
+            match tree.get(&person_slot(&key))? {
+                None => return Ok(None),
+                Some(v) if v.first() == Some(&REDIRECT) => {
+                    let next = String::from_utf8_lossy(&v[1..]).to_string();
+                    if next == key {
+                        return Ok(None);
+                    }
+                    key = next;
+                }
+                Some(v) => return load(tree, &v).map(Some),
             }
         }
-        Ok(tree
-            .get(&person_slot(&key))?
-            .and_then(|b| serde_json::from_slice(&b).ok()))
+        Ok(None)
     }
 
     /// Every delay row (people in hospital with a DRD), unfiltered.
     pub fn delay_rows(tree: &Tree) -> Result<Vec<DelayRow>, StoreError> {
-        rows(tree, b"w/")
+        // Each row is stored once per organisation that may see it: keep one per person.
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for r in tree.scan_prefix(b"w/") {
+            let (k, v) = r?;
+            let person = k.rsplit(|b| *b == 0).next().unwrap_or_default().to_vec();
+            if seen.insert(person) {
+                if let Ok(row) = serde_json::from_slice(&v) {
+                    out.push(row);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The delay rows `org` may see whose discharge ready date is before `today`, longest
+    /// delayed first (then by site and encounter): how many there are and the first
+    /// `limit` that pass `filter` (`None`: every row passes, and the rows are only counted).
+    pub fn delay_page(
+        tree: &Tree,
+        org: &str,
+        today: chrono::NaiveDate,
+        filter: Option<&dyn Fn(&crate::rows::DelayRowKey<'_>) -> bool>,
+        limit: usize,
+    ) -> Result<DelayPage, StoreError> {
+        let start = format!("w/{org}/").into_bytes();
+        let end = format!("w/{org}/{}", handover_events::Date(today)).into_bytes();
+        let mut page = DelayPage::default();
+        match filter {
+            None => {
+                page.total = tree.count_range(&start, &end)?;
+                for r in tree.scan_range(&start, &end).take(limit) {
+                    let (_, v) = r?;
+                    if let Ok(row) = serde_json::from_slice(&v) {
+                        page.rows.push(row);
+                    }
+                }
+            }
+            Some(keep) => {
+                for r in tree.scan_range(&start, &end) {
+                    let (_, v) = r?;
+                    let Ok(key) = serde_json::from_slice::<crate::rows::DelayRowKey<'_>>(&v) else {
+                        continue;
+                    };
+                    if !keep(&key) {
+                        continue;
+                    }
+                    page.total += 1;
+                    if page.rows.len() < limit {
+                        if let Ok(row) = serde_json::from_slice(&v) {
+                            page.rows.push(row);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(page)
     }
 
     /// Every brokerage row (packages not yet started), unfiltered.
@@ -332,14 +675,34 @@ impl Journeys {
 
     /// Every person's facts for the measures.
     pub fn facts(tree: &Tree) -> Result<Vec<PersonFacts>, StoreError> {
-        rows(tree, b"m/")
+        let mut out = Vec::new();
+        for r in tree.scan_prefix(b"p/") {
+            let (_, v) = r?;
+            if let Some(f) = Record::parse(&v).and_then(|r| serde_json::from_slice(r.facts).ok()) {
+                out.push(f);
+            }
+        }
+        Ok(out)
     }
 
-    /// Every journey in the tree, in key order.
+    /// Every journey in the tree (with its timeline), in person-key order.
     pub fn all(tree: &Tree) -> impl Iterator<Item = Result<Journey, StoreError>> + '_ {
-        tree.scan_prefix(b"p/")
-            .map(|r| r.map(|(_, v)| serde_json::from_slice(&v).unwrap_or_default()))
+        tree.scan_prefix(b"p/").filter_map(move |r| match r {
+            Err(e) => Some(Err(e)),
+            Ok((_, v)) if v.first() == Some(&REDIRECT) => None,
+            Ok((_, v)) => Some(load(tree, &v)),
+        })
     }
+}
+
+/// A journey from its stored record `bytes`, with its timeline decoded.
+fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
+    let (head, timeline) = decode_record(tree.name(), bytes)?;
+    let mut journey = head.journey;
+    journey.timeline = frames(&timeline)
+        .filter_map(|(at, raw)| entry(at, raw))
+        .collect();
+    Ok(journey)
 }
 
 fn rows<T: serde::de::DeserializeOwned>(tree: &Tree, prefix: &[u8]) -> Result<Vec<T>, StoreError> {

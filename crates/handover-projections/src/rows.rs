@@ -72,6 +72,29 @@ pub struct DelayRow {
     pub waiting_for: String,
 }
 
+/// The fields of a stored [`DelayRow`] the worklist filters and sorts by, read without
+/// decoding the rest of the row (the worklist decodes in full only the page it returns).
+#[derive(Debug, Deserialize)]
+pub struct DelayRowKey<'a> {
+    /// See [`DelayRow::encounter_id`].
+    #[serde(borrow)]
+    pub encounter_id: std::borrow::Cow<'a, str>,
+    /// See [`DelayRow::trust`].
+    #[serde(default, borrow)]
+    pub trust: Option<std::borrow::Cow<'a, str>>,
+    /// See [`DelayRow::site`].
+    #[serde(default, borrow)]
+    pub site: Option<std::borrow::Cow<'a, str>>,
+    /// See [`DelayRow::council`].
+    #[serde(default, borrow)]
+    pub council: Option<std::borrow::Cow<'a, str>>,
+    /// See [`DelayRow::discharge_ready_date`].
+    pub discharge_ready_date: Date,
+    /// See [`DelayRow::pathway`].
+    #[serde(default)]
+    pub pathway: Option<u8>,
+}
+
 /// A row of the brokerage queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BrokerageRow {

@@ -25,7 +25,7 @@ use handover_nats::{Delivery, EventLog, LogError, ParkedLog};
 use handover_store::{StoreError, Tree, Tx};
 use tokio::sync::watch;
 
-use crate::journeys::{ApplyError, Journeys, JOURNEY_VERSION, NAME};
+use crate::journeys::{Applied, ApplyError, Journeys, JOURNEY_VERSION, NAME};
 use crate::parking::{ParkedRecord, MAX_ATTEMPTS};
 
 /// Why a projection stopped.
@@ -53,7 +53,7 @@ impl From<ApplyError> for RunError {
 }
 
 /// Largest number of events applied in one transaction.
-pub const MAX_BATCH: usize = 1000;
+pub const MAX_BATCH: usize = 4000;
 
 /// How often an idle runner checks whether a rebuild replaced its tree.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
@@ -128,7 +128,17 @@ pub async fn project_batch<'t>(
     let mut failures: Vec<u32> = vec![0; events.len()];
     loop {
         let mut tx = tree.begin();
-        match projection.try_apply_batch(&mut tx, &events) {
+        let applied: Vec<Applied<'_>> = events
+            .iter()
+            .zip(&sources)
+            .map(|((seq, subject, event), d)| Applied {
+                seq: *seq,
+                subject,
+                event,
+                raw: &d.payload,
+            })
+            .collect();
+        match projection.try_apply_batch(&mut tx, &applied) {
             Ok(()) => {
                 return Ok(Projected {
                     tx,

@@ -34,6 +34,14 @@ pub enum StoreError {
     /// A stored position is not 8 bytes.
     #[error("read-model store: corrupt position in tree {0}")]
     CorruptPosition(String),
+    /// A stored value could not be decoded by the projection that wrote it.
+    #[error("read-model store: corrupt entry in tree {tree}: {detail}")]
+    Corrupt {
+        /// The tree.
+        tree: String,
+        /// What was wrong (no identifiers).
+        detail: String,
+    },
     /// The projection's tree was replaced by a rebuild after this transaction began.
     #[error("read-model store: tree {0} was replaced by a rebuild; the batch was not committed")]
     Swapped(String),
@@ -288,6 +296,28 @@ impl Tree {
             r.map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .map_err(StoreError::from)
         })
+    }
+
+    /// Entries with keys in `start..end`, in key order.
+    pub fn scan_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>> + '_ {
+        self.current().range(start..end).map(|r| {
+            r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .map_err(StoreError::from)
+        })
+    }
+
+    /// How many entries have keys in `start..end` (without copying them).
+    pub fn count_range(&self, start: &[u8], end: &[u8]) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for r in self.current().range(start..end) {
+            r?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Starts a transaction over this tree (over the physical tree current now).

@@ -8,10 +8,13 @@
 //!    (1 in flight), durable pull consume with batched acks, sled batched
 //!    read-modify-write, and consume-plus-sled;
 //! 2. ingest over real HTTP (`POST /v1/events`, batches of 100 and 1,000, 4 clients), as a
-//!    ratio to the raw async publish;
+//!    ratio to the raw async publish; and over MLLP: HL7 v2 ADT^A03 messages sent one at a
+//!    time, each waiting for its ACK (the way PAS senders work), on 1 connection and on 16,
+//!    as a ratio to the raw synchronous publish;
 //! 3. the journey projection catching up on the whole stream, as a ratio to raw
 //!    consume-plus-sled;
-//! 4. `GET /v1/persons/{nhs}/journey` latency under 32 concurrent clients;
+//! 4. `GET /v1/persons/{nhs}/journey` latency under 32 concurrent clients and from one
+//!    client; the discharge-delays worklist and the brokerage queue under 4 clients;
 //! 5. end-to-end latency from the `202` of a single-event POST to the change being
 //!    projected, at a paced 1,000 events/s;
 //! 6. rebuild: catch-up time into an empty store, process RSS and the read model's size on
@@ -55,6 +58,8 @@ const SLED_BATCH: usize = 1_000;
 const INGEST_CLIENTS: usize = 4;
 /// Concurrent journey query clients.
 const QUERY_CLIENTS: usize = 32;
+/// MLLP connections of the concurrent MLLP phase.
+const MLLP_CONNECTIONS: u64 = 16;
 /// Concurrent worklist query clients.
 const WORKLIST_CLIENTS: usize = 4;
 
@@ -67,12 +72,18 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("raw.consume_sled", "events/s", "raw consume + sled read-modify-write, commit (flush) then ack per batch"),
     ("ingest.http.batch100", "events/s", "POST /v1/events, batches of 100, 4 concurrent clients"),
     ("ingest.http.batch1000", "events/s", "POST /v1/events, batches of 1,000, 4 concurrent clients"),
+    ("ingest.mllp.1conn", "messages/s", "HL7 v2 ADT^A03 over MLLP, 1 connection, each message waits for its ACK (1 event per message)"),
+    ("ingest.mllp.16conn", "messages/s", "as above, 16 connections"),
     ("projection.catchup", "events/s", "journey projection catching up on the whole stream from zero"),
     ("query.journey.p50", "ms", "GET /v1/persons/{nhs}/journey, 32 concurrent clients, random people"),
     ("query.journey.p99", "ms", "as above, 99th percentile"),
     ("query.journey.rate", "req/s", "as above, requests completed per second"),
+    ("query.journey.1client.p50", "ms", "GET /v1/persons/{nhs}/journey from 1 client (latency without queueing)"),
+    ("query.journey.1client.p99", "ms", "as above, 99th percentile"),
     ("query.worklist.delays.p50", "ms", "GET /v1/worklists/discharge-delays (default limit 500), 4 concurrent clients"),
     ("query.worklist.delays.p99", "ms", "as above, 99th percentile"),
+    ("query.worklist.brokerage.p50", "ms", "GET /v1/worklists/brokerage (default limit 500), 4 concurrent clients"),
+    ("query.worklist.brokerage.p99", "ms", "as above, 99th percentile"),
     ("e2e.p50", "ms", "202 of a single-event POST to the change projected, paced 1,000 events/s"),
     ("e2e.p99", "ms", "as above, 99th percentile"),
     ("e2e.post.p99", "ms", "single-event POST to its 202 at the paced rate, 99th percentile"),
@@ -85,16 +96,7 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
 ];
 
 /// Lines kept in the table for things not measured yet.
-pub const NOT_YET: &[(&str, &str)] = &[
-    (
-        "ingest.mllp",
-        "TODO: MLLP: not yet measured (MLLP ingest is being built in handover-adapters)",
-    ),
-    (
-        "query.worklist.brokerage",
-        "TODO: brokerage queue and flow measures: not yet measured",
-    ),
-];
+pub const NOT_YET: &[(&str, &str)] = &[];
 
 /// What `handover bench` measures and how big.
 #[derive(Debug, Clone)]
@@ -332,6 +334,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         let values: Vec<f64> = runs.iter().map(|r| r.get(name)).collect();
         let ratio_to = match *name {
             "ingest.http.batch100" | "ingest.http.batch1000" => Some("raw.publish.async"),
+            "ingest.mllp.1conn" | "ingest.mllp.16conn" => Some("raw.publish.sync"),
             "projection.catchup" => Some("raw.consume_sled"),
             _ => None,
         };
@@ -548,6 +551,23 @@ async fn one_run(
             last == n,
             "the stream holds {last} events after ingesting {n}"
         );
+        if i == 0 {
+            // MLLP on the same runtime (projections off), before its stream is dropped.
+            let sync_n = opts.sync_events.min(n);
+            for (connections, name, count) in [
+                (1, "ingest.mllp.1conn", sync_n),
+                (MLLP_CONNECTIONS, "ingest.mllp.16conn", sync_n * 4),
+            ] {
+                let p = ui.phase(
+                    &format!("MLLP ingest ({connections} connection(s), ACK per message)"),
+                    count,
+                );
+                let t = Instant::now();
+                mllp_ingest(&rt, gen, run, count, connections, &p).await?;
+                f.set(name, rate(count, t.elapsed()));
+                p.finish(t.elapsed());
+            }
+        }
         rt.shutdown().await;
         if i == 0 {
             raw.delete_stream(&cfg.nats.stream).await?;
@@ -612,7 +632,7 @@ async fn one_run(
     };
     let (lat, count, took) = query(
         QUERY_CLIENTS,
-        journey_url,
+        journey_url.clone(),
         opts.query_time,
         gen.seed ^ run as u64,
         &p,
@@ -622,6 +642,19 @@ async fn one_run(
     f.set("query.journey.p50", percentile_ms(&lat, 50.0));
     f.set("query.journey.p99", percentile_ms(&lat, 99.0));
     f.set("query.journey.rate", rate(count, took));
+
+    let p = ui.phase("journey queries (1 client)", 0);
+    let (lat, _, took) = query(
+        1,
+        journey_url,
+        opts.query_time / 2,
+        gen.seed ^ run as u64 ^ 1,
+        &p,
+    )
+    .await?;
+    p.finish(took);
+    f.set("query.journey.1client.p50", percentile_ms(&lat, 50.0));
+    f.set("query.journey.1client.p99", percentile_ms(&lat, 99.0));
 
     let p = ui.phase(
         &format!("discharge-delays worklist ({WORKLIST_CLIENTS} clients)"),
@@ -640,6 +673,16 @@ async fn one_run(
     p.finish(took);
     f.set("query.worklist.delays.p50", percentile_ms(&lat, 50.0));
     f.set("query.worklist.delays.p99", percentile_ms(&lat, 99.0));
+
+    let p = ui.phase(&format!("brokerage queue ({WORKLIST_CLIENTS} clients)"), 0);
+    let brokerage_url = {
+        let base = base.clone();
+        move |_: &mut rand::rngs::StdRng| (format!("{base}/v1/worklists/brokerage"), TOKEN_READ[0])
+    };
+    let (lat, _, took) = query(WORKLIST_CLIENTS, brokerage_url, opts.query_time / 2, 0, &p).await?;
+    p.finish(took);
+    f.set("query.worklist.brokerage.p50", percentile_ms(&lat, 50.0));
+    f.set("query.worklist.brokerage.p99", percentile_ms(&lat, 99.0));
 
     let total = opts.e2e_rate * opts.e2e_time.as_secs().max(1);
     let p = ui.phase(&format!("end-to-end at {} events/s", opts.e2e_rate), total);
@@ -782,6 +825,109 @@ fn truncate(s: &str, n: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// An ADT^A03 (discharge) for `person`, control id unique per run, connection and message.
+fn a03(run: usize, connection: u64, i: u64, person: u64) -> String {
+    /// A segment with `fields` at their (1-based) positions.
+    fn seg(name: &str, fields: &[(usize, String)]) -> String {
+        let n = fields.iter().map(|(i, _)| *i).max().unwrap_or(0);
+        let mut out = vec![String::new(); n];
+        for (i, v) in fields {
+            out[i - 1] = v.clone();
+        }
+        format!("{name}|{}", out.join("|"))
+    }
+    let nhs = nhs_for(person);
+    let msh = format!(
+        "MSH|^~\\&|PAS|RX1|HANDOVER|HANDOVER|20261120113200||ADT^A03|B{run}-{connection}-{i}|P|2.4"
+    );
+    let evn = seg("EVN", &[(1, "A03".into()), (2, "20261120113200".into())]);
+    let pid = seg(
+        "PID",
+        &[
+            (1, "1".into()),
+            (3, format!("{nhs}^^^NHS^NH~MRN{person}^^^RX1^MR")),
+            (5, "EXAMPLE^PAT".into()),
+            (7, "19450312".into()),
+        ],
+    );
+    let pv1 = seg(
+        "PV1",
+        &[
+            (2, "I".into()),
+            (3, "WARD7^^^RX1CC".into()),
+            (19, format!("ENC-{person}")),
+            (36, "1".into()),
+            (37, "19".into()),
+            (45, "20261120113000".into()),
+        ],
+    );
+    format!("{msh}\r{evn}\r{pid}\r{pv1}\r")
+}
+
+/// MLLP senders against the HL7 adapter serving on the runtime's event log: `connections`
+/// connections, each sending its share of `n` A03 messages one at a time and waiting for each
+/// ACK, which must be `AA`.
+async fn mllp_ingest(
+    rt: &Runtime,
+    gen: &Gen,
+    run: usize,
+    n: u64,
+    connections: u64,
+    p: &Phase,
+) -> anyhow::Result<()> {
+    use handover_hl7::mllp::{encode, MllpDecoder};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(handover_adapters::hl7::run(
+        listener,
+        Arc::new(handover_adapters::hl7::Hl7Config::default()),
+        Arc::new(rt.log.clone()),
+        Arc::new(handover_adapters::hl7::Hl7Metrics::default()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..connections {
+        let count = n / connections + u64::from(c < n % connections);
+        let (gen, p) = (gen.clone(), p.clone());
+        set.spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let mut decoder = MllpDecoder::default();
+            let mut buf = vec![0u8; 4096];
+            for i in 0..count {
+                let person = gen.person_at(c * count + i);
+                stream
+                    .write_all(&encode(a03(run, c, i, person).as_bytes()))
+                    .await?;
+                let frame = loop {
+                    if let Some(frame) = decoder.next_frame() {
+                        break frame.map_err(|e| anyhow::anyhow!("MLLP framing: {e:?}"))?;
+                    }
+                    let k = stream.read(&mut buf).await?;
+                    anyhow::ensure!(k > 0, "the MLLP connection closed before the ACK");
+                    decoder.push(&buf[..k]);
+                };
+                let ack = handover_hl7::Message::parse(&frame)
+                    .map_err(|e| anyhow::anyhow!("unreadable ACK: {e:?}"))?;
+                let code = ack.get("MSA-1").unwrap_or("").to_string();
+                anyhow::ensure!(code == "AA", "ACK {code}, not AA, for message {i}");
+                p.add(1);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
 }
 
 /// GETs of `url(rng)` (a URL and the token to use) from `clients` concurrent clients for
@@ -1269,16 +1415,29 @@ fn targets(r: &Report) -> Vec<Target> {
             status: judge(x >= 0.7),
         });
     }
+    let x = ratio("ingest.mllp.1conn");
     t.push(Target {
         target: "MLLP, 1 connection ≥ 0.8× raw sync publish".into(),
-        measured: "not yet measured".into(),
-        status: "TODO".into(),
+        measured: format!("{x:.2}×"),
+        status: judge(x >= 0.8),
     });
     let x = ratio("projection.catchup");
     t.push(Target {
         target: "Projection ≥ 0.8× raw consume-plus-sled".into(),
         measured: format!("{x:.2}×"),
         status: judge(x >= 0.8),
+    });
+    let x = med("query.journey.1client.p99");
+    t.push(Target {
+        target: "Journey query p99 < 2 ms (1 client)".into(),
+        measured: format!("{x:.2} ms"),
+        status: judge(x < 2.0),
+    });
+    let x = med("query.worklist.delays.p99");
+    t.push(Target {
+        target: "Worklist (first page) p99 < 20 ms (4 clients)".into(),
+        measured: format!("{x:.2} ms"),
+        status: judge(x < 20.0),
     });
     let x = med("query.journey.p99");
     t.push(Target {

@@ -1,0 +1,334 @@
+//! The stored journey projection (head record + one timeline key per event, aliases as
+//! redirects) gives the same journey whatever order the events arrive in and however they
+//! are split into batches, equals the pure fold ([`Journey::apply`]) of the same events,
+//! follows links and NHS-number merges, ignores duplicates, and erasure leaves nothing.
+#![allow(clippy::unwrap_used)]
+
+use handover_events::{Event, NhsNumber, PseudonymKey};
+use handover_projections::journeys::Applied;
+use handover_projections::{Journey, Journeys};
+use handover_store::{Store, Tree};
+use serde_json::{json, Value};
+
+const A: &str = "9434765919";
+const B: &str = "9434765870";
+
+fn example(event_type: &str) -> Value {
+    let path = format!(
+        "{}/../../schemas/examples/handover.{event_type}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// An example event with its id, time and person replaced: `who` is an NHS number, or
+/// `local:<value>` for a person known only by a hospital MRN.
+fn ev(event_type: &str, id: &str, hour: u32, who: &str, data: Value) -> Value {
+    let mut e = example(event_type);
+    e["id"] = json!(id);
+    e["time"] = json!(format!(
+        "2026-11-{:02}T{:02}:00:00Z",
+        10 + hour / 24,
+        hour % 24
+    ));
+    match who.strip_prefix("local:") {
+        Some(mrn) => {
+            e.as_object_mut().unwrap().remove("subject");
+            e["data"]["local_id"] = json!({"system": "https://rx1.nhs.uk/id/mrn", "value": mrn});
+        }
+        None => e["subject"] = json!(who),
+    }
+    if let (Some(d), Value::Object(extra)) = (e["data"].as_object_mut(), data) {
+        d.extend(extra);
+    }
+    e
+}
+
+/// One person's story told by several systems: events under a local id before the NHS
+/// number is known, a second NHS number merged in, a duplicate, and one event whose time
+/// is earlier than everything else.
+fn story() -> Vec<Value> {
+    vec![
+        ev("discharge.admitted.v1", "e1", 2, "local:M1", json!({})),
+        ev(
+            "discharge.ready-date-recorded.v1",
+            "e2",
+            5,
+            "local:M1",
+            json!({}),
+        ),
+        ev(
+            "person.identified.v1",
+            "e3",
+            6,
+            A,
+            json!({"local_ids": [{"system": "https://rx1.nhs.uk/id/mrn", "value": "M1"}]}),
+        ),
+        ev("referral.sent.v1", "e4", 7, B, json!({})),
+        ev("person.nhs-number-changed.v1", "e5", 9, A, json!({})),
+        ev(
+            "discharge.transferred.v1",
+            "e6",
+            10,
+            A,
+            json!({"ward": "Ward 9"}),
+        ),
+        ev(
+            "discharge.ready-date-recorded.v1",
+            "e2",
+            5,
+            "local:M1",
+            json!({}),
+        ),
+        ev("discharge.delay-recorded.v1", "e0", 1, A, json!({})),
+        ev("care-package.requested.v1", "e7", 12, A, json!({})),
+        ev("referral.accepted.v1", "e8", 11, B, json!({})),
+    ]
+}
+
+fn key() -> PseudonymKey {
+    PseudonymKey::new(vec![3u8; 32]).unwrap()
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Projects `events` (in this arrival order, split into batches of the given sizes) into a
+/// fresh store.
+fn project(dir: &std::path::Path, events: &[Value], splits: &[usize]) -> (Store, Tree) {
+    let store = Store::open(dir).unwrap();
+    let tree = store.tree("journey").unwrap();
+    let journeys = Journeys::new(key());
+    let raws: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect();
+    let decoded: Vec<Event> = raws
+        .iter()
+        .map(|r| Event::from_stored(r).unwrap())
+        .collect();
+    let mut start = 0;
+    let mut splits = splits.iter().cycle();
+    while start < events.len() {
+        let end = (start + splits.next().unwrap()).min(events.len());
+        let batch: Vec<Applied<'_>> = (start..end)
+            .map(|i| Applied {
+                seq: i as u64 + 1,
+                subject: "",
+                event: &decoded[i],
+                raw: &raws[i],
+            })
+            .collect();
+        let mut tx = tree.begin();
+        journeys.try_apply_batch(&mut tx, &batch).unwrap();
+        block_on(tree.commit(tx, end as u64)).unwrap();
+        start = end;
+    }
+    (store, tree)
+}
+
+/// The journey as a comparable value: its state, and its timeline without stream sequences
+/// (which depend on arrival order).
+fn comparable(j: &Journey) -> Value {
+    let mut v = serde_json::to_value(j).unwrap();
+    for e in v["timeline"].as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("seq");
+    }
+    v
+}
+
+/// A deterministic permutation of `0..n` from `seed` (Fisher–Yates over an LCG).
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        p.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    p
+}
+
+#[test]
+fn any_arrival_order_and_batching_gives_the_pure_fold_of_the_whole_story() {
+    let events = story();
+    // The pure model: every event of the story folded into one journey.
+    let mut pure = Journey::new(Some(A.to_string()));
+    for (i, e) in events.iter().enumerate() {
+        pure.apply(
+            i as u64 + 1,
+            &Event::from_stored(&serde_json::to_vec(e).unwrap()).unwrap(),
+        );
+    }
+    let expected = comparable(&pure);
+    assert_eq!(
+        pure.timeline.len(),
+        9,
+        "the duplicate is not a second entry"
+    );
+
+    let a = NhsNumber::parse(A).unwrap();
+    let b = NhsNumber::parse(B).unwrap();
+    for seed in 0..40u64 {
+        let order = permutation(events.len(), seed);
+        let arrived: Vec<Value> = order.iter().map(|&i| events[i].clone()).collect();
+        let splits = [1 + (seed as usize % 4), 3, 1 + (seed as usize % 7)];
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, tree) = project(dir.path(), &arrived, &splits);
+        let journeys = Journeys::new(key());
+        let got = journeys.get(&tree, &a).unwrap().unwrap();
+        let mut got_v = comparable(&got);
+        // The pure model starts from the NHS number it is given; the store learns it.
+        got_v["nhs_number"] = json!(A);
+        assert_eq!(got_v, expected, "seed {seed}: order {order:?}");
+        assert_eq!(
+            comparable(&journeys.get(&tree, &b).unwrap().unwrap()),
+            comparable(&got),
+            "the merged NHS number leads to the same journey (seed {seed})"
+        );
+        // One journey and two aliases (the MRN and the merged number), one delay row (kept
+        // under the trust and the council), one brokerage row.
+        let keys: Vec<Vec<u8>> = tree.scan_prefix(b"").map(|r| r.unwrap().0).collect();
+        let count = |p: &[u8]| keys.iter().filter(|k| k.starts_with(p)).count();
+        assert_eq!(
+            (count(b"p/"), count(b"a/"), count(b"w/"), count(b"b/")),
+            (3, 2, 2, 1),
+            "seed {seed}"
+        );
+        assert_eq!(
+            keys.len(),
+            3 + 2 + 2 + 1 + 1,
+            "and the position (seed {seed})"
+        );
+        assert_eq!(Journeys::facts(&tree).unwrap().len(), 1, "seed {seed}");
+        assert_eq!(Journeys::all(&tree).count(), 1, "seed {seed}");
+    }
+}
+
+#[test]
+fn erasing_a_person_leaves_nothing_of_them_in_the_tree() {
+    let events = story();
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, tree) = project(dir.path(), &events, &[4]);
+    let a = NhsNumber::parse(A).unwrap();
+    let keys = handover_projections::erase::person_keys(&key(), &tree, &a).unwrap();
+    assert_eq!(
+        keys.len(),
+        3,
+        "the journey's key, the merged number and the MRN"
+    );
+    let mut tx = tree.begin();
+    let removed = handover_projections::erase::erase(&tree, &mut tx, &keys).unwrap();
+    block_on(tree.commit(tx, 100)).unwrap();
+    assert_eq!(removed, 3 + 2 + 2 + 1, "records, aliases and rows");
+    let left: Vec<String> = tree
+        .scan_prefix(b"")
+        .map(|r| String::from_utf8_lossy(&r.unwrap().0).to_string())
+        .collect();
+    assert!(
+        left.iter().all(|k| k.starts_with('\0')),
+        "left behind: {left:?}"
+    );
+}
+
+/// Admission + DRD for person `nhs` at `site` (trust RX1, council E08000035 from the
+/// example), with DRD `drd`.
+fn stay(nhs: &str, tag: &str, site: &str, drd: &str, hour: u32) -> Vec<Value> {
+    vec![
+        ev(
+            "discharge.admitted.v1",
+            &format!("{tag}-a"),
+            hour,
+            nhs,
+            json!({"encounter_id": format!("ENC-{tag}"), "site": site}),
+        ),
+        ev(
+            "discharge.ready-date-recorded.v1",
+            &format!("{tag}-r"),
+            hour + 1,
+            nhs,
+            json!({"encounter_id": format!("ENC-{tag}"), "discharge_ready_date": drd}),
+        ),
+    ]
+}
+
+#[test]
+fn the_delay_index_is_per_organisation_in_worklist_order_and_follows_changes() {
+    use handover_projections::rows::DelayRowKey;
+    // Valid NHS numbers (Modulus 11) from consecutive stems.
+    let nhs: Vec<String> = (900_000_100u64..)
+        .filter_map(|stem| {
+            let digits: Vec<u8> = stem.to_string().bytes().map(|b| b - b'0').collect();
+            handover_events::nhs::check_digit(&digits).map(|c| format!("{stem}{c}"))
+        })
+        .take(5)
+        .collect();
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+    let mut events = Vec::new();
+    events.extend(stay(&nhs[0], "p0", "RX1CC", "2026-11-15", 1)); // 7 days
+    events.extend(stay(&nhs[1], "p1", "RX1AB", "2026-11-18", 1)); // 4 days
+    events.extend(stay(&nhs[2], "p2", "RX1AA", "2026-11-18", 1)); // 4 days, site sorts first
+    events.extend(stay(&nhs[3], "p3", "RX1CC", "2026-11-25", 1)); // not yet due
+    events.extend(stay(&nhs[4], "p4", "RX1CC", "2026-11-10", 1)); // discharged below
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, tree) = project(dir.path(), &events, &[3]);
+    let page =
+        |org: &str, limit: usize| Journeys::delay_page(&tree, org, today, None, limit).unwrap();
+    let encounters = |p: &handover_projections::journeys::DelayPage| {
+        p.rows
+            .iter()
+            .map(|r| r.encounter_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let trust = page("RX1", 10);
+    assert_eq!(trust.total, 4);
+    assert_eq!(encounters(&trust), ["ENC-p4", "ENC-p0", "ENC-p2", "ENC-p1"]);
+    let council = page("E08000035", 2);
+    assert_eq!(
+        (council.total, encounters(&council)),
+        (4, vec!["ENC-p4".to_string(), "ENC-p0".into()])
+    );
+    assert_eq!(page("E08000032", 10).total, 0, "another council sees none");
+    let only_cc = |r: &DelayRowKey<'_>| r.site.as_deref() == Some("RX1CC");
+    let filtered = Journeys::delay_page(&tree, "RX1", today, Some(&only_cc), 10).unwrap();
+    assert_eq!(encounters(&filtered), ["ENC-p4", "ENC-p0"]);
+    assert_eq!(filtered.total, 2);
+
+    // p4 is discharged, p0's DRD moves later: their old keys go.
+    let mut more = vec![ev(
+        "discharge.discharged.v1",
+        "p4-d",
+        10,
+        &nhs[4],
+        json!({"encounter_id": "ENC-p4"}),
+    )];
+    more.extend(
+        stay(&nhs[0], "p0", "RX1CC", "2026-11-20", 1)
+            .split_off(1)
+            .into_iter()
+            .map(|mut e| {
+                e["id"] = json!("p0-r2");
+                e["time"] = json!("2026-11-10T12:00:00Z");
+                e
+            }),
+    );
+    let mut all = events.clone();
+    all.extend(more);
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, tree) = project(dir.path(), &all, &[3]);
+    let trust = Journeys::delay_page(&tree, "RX1", today, None, 10).unwrap();
+    assert_eq!(encounters(&trust), ["ENC-p2", "ENC-p1", "ENC-p0"]);
+    let keys = tree.scan_prefix(b"w/").count();
+    assert_eq!(
+        keys,
+        2 * 4,
+        "four people in hospital with a DRD, two organisations each"
+    );
+}
