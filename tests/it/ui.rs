@@ -153,6 +153,11 @@ async fn a_discharge_team_follows_the_worklist_to_a_journey_in_a_browser() {
         .click()
         .await
         .unwrap();
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Id("r-direct-care"))
+        .await
+        .unwrap();
     let h1 = c
         .find(Locator::Css("h1"))
         .await
@@ -174,7 +179,13 @@ async fn a_discharge_team_follows_the_worklist_to_a_journey_in_a_browser() {
         .await
         .unwrap();
 
-    // The journey: name, stay, and a timeline with hospital and council columns
+    // The journey: name, stay, and a timeline with hospital and council columns (wait for
+    // the navigation: a loaded machine may still show the reason form)
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("table.timeline"))
+        .await
+        .unwrap();
     let h1 = c
         .find(Locator::Css("h1"))
         .await

@@ -1799,6 +1799,7 @@ mod tests {
         let expected: Vec<&str> = FIGURES.iter().map(|f| f.0).collect();
         assert_eq!(names, expected);
         let md = std::fs::read_to_string(opts.markdown.as_ref().unwrap()).unwrap();
-        assert!(md.contains("MLLP: not yet measured"));
+        assert!(md.contains("`ingest.mllp.1conn`"), "{md}");
+        assert!(md.contains("`query.worklist.brokerage.p99`"), "{md}");
     }
 }
