@@ -12,10 +12,12 @@
 //!   is `@` followed by the person key it leads to;
 //! - `a/<person-key>`: the person key an alias leads to (kept for erasure, which must find
 //!   every alias of a person);
-//! - `w/<org>/<drd>/<site>\0<encounter>\0<person-key>`: the person's [`DelayRow`] while in
-//!   hospital with a DRD, once under each organisation that may see it (the trust and the
-//!   responsible council), so a worklist reads its organisation's rows already in worklist
-//!   order (longest delayed first) and stops after a page;
+//! - `d/<person-key>`: the person's [`DelayRow`] while in hospital with a DRD;
+//! - `w/<org>/<drd>/<site>\0<encounter>\0<person-key>` (empty value): the delay row's index
+//!   entry under each organisation that may see it (the trust and the responsible council),
+//!   so a worklist walks its organisation's rows already in worklist order (longest delayed
+//!   first), counts them without reading them and reads only the page it returns. Index
+//!   entries change only when the DRD, site, encounter or organisations do;
 //! - `b/<person-key>/<package-id>`: a [`BrokerageRow`] per package not yet started.
 //!
 //! An event therefore costs one read (the record, once per person per batch) and one or two
@@ -373,6 +375,7 @@ impl Batch<'_, '_> {
         for key in &other.head.marks.wk {
             self.tx.remove(key.as_bytes().to_vec());
         }
+        self.tx.remove(row_slot("d", from, None));
         for (package, _) in &other.head.marks.b {
             self.tx.remove(row_slot("b", from, Some(package)));
         }
@@ -407,15 +410,21 @@ impl Batch<'_, '_> {
             let wh = w.as_ref().map_or(0, |(_, b)| fnv(&[b]));
             if wh != head.marks.w {
                 let keys = w.as_ref().map(|(keys, _)| keys.clone()).unwrap_or_default();
-                for old in &head.marks.wk {
-                    if !keys.contains(old) {
-                        self.tx.remove(old.as_bytes().to_vec());
+                if keys != head.marks.wk {
+                    for old in &head.marks.wk {
+                        if !keys.contains(old) {
+                            self.tx.remove(old.as_bytes().to_vec());
+                        }
+                    }
+                    for key in &keys {
+                        if !head.marks.wk.contains(key) {
+                            self.tx.put(key.as_bytes().to_vec(), Vec::new());
+                        }
                     }
                 }
-                if let Some((_, row)) = w {
-                    for key in &keys {
-                        self.tx.put(key.as_bytes().to_vec(), row.clone());
-                    }
+                match w {
+                    Some((_, row)) => self.tx.put(row_slot("d", &k, None), row),
+                    None => self.tx.remove(row_slot("d", &k, None)),
                 }
                 head.marks.w = wh;
                 head.marks.wk = keys;
@@ -609,19 +618,7 @@ impl Journeys {
 
     /// Every delay row (people in hospital with a DRD), unfiltered.
     pub fn delay_rows(tree: &Tree) -> Result<Vec<DelayRow>, StoreError> {
-        // Each row is stored once per organisation that may see it: keep one per person.
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for r in tree.scan_prefix(b"w/") {
-            let (k, v) = r?;
-            let person = k.rsplit(|b| *b == 0).next().unwrap_or_default().to_vec();
-            if seen.insert(person) {
-                if let Ok(row) = serde_json::from_slice(&v) {
-                    out.push(row);
-                }
-            }
-        }
-        Ok(out)
+        rows(tree, b"d/")
     }
 
     /// The delay rows `org` may see whose discharge ready date is before `today`, longest
@@ -637,19 +634,28 @@ impl Journeys {
         let start = format!("w/{org}/").into_bytes();
         let end = format!("w/{org}/{}", handover_events::Date(today)).into_bytes();
         let mut page = DelayPage::default();
+        let row = |key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
+            let person = key.rsplit(|b| *b == 0).next().unwrap_or_default();
+            let mut slot = b"d/".to_vec();
+            slot.extend_from_slice(person);
+            tree.get(&slot)
+        };
         match filter {
             None => {
                 page.total = tree.count_range(&start, &end)?;
                 for r in tree.scan_range(&start, &end).take(limit) {
-                    let (_, v) = r?;
-                    if let Ok(row) = serde_json::from_slice(&v) {
+                    let (k, _) = r?;
+                    if let Some(row) = row(&k)?.and_then(|v| serde_json::from_slice(&v).ok()) {
                         page.rows.push(row);
                     }
                 }
             }
             Some(keep) => {
                 for r in tree.scan_range(&start, &end) {
-                    let (_, v) = r?;
+                    let (k, _) = r?;
+                    let Some(v) = row(&k)? else {
+                        continue;
+                    };
                     let Ok(key) = serde_json::from_slice::<crate::rows::DelayRowKey<'_>>(&v) else {
                         continue;
                     };

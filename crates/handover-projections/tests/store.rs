@@ -198,13 +198,19 @@ fn any_arrival_order_and_batching_gives_the_pure_fold_of_the_whole_story() {
         let keys: Vec<Vec<u8>> = tree.scan_prefix(b"").map(|r| r.unwrap().0).collect();
         let count = |p: &[u8]| keys.iter().filter(|k| k.starts_with(p)).count();
         assert_eq!(
-            (count(b"p/"), count(b"a/"), count(b"w/"), count(b"b/")),
-            (3, 2, 2, 1),
+            (
+                count(b"p/"),
+                count(b"a/"),
+                count(b"d/"),
+                count(b"w/"),
+                count(b"b/")
+            ),
+            (3, 2, 1, 2, 1),
             "seed {seed}"
         );
         assert_eq!(
             keys.len(),
-            3 + 2 + 2 + 1 + 1,
+            3 + 2 + 1 + 2 + 1 + 1,
             "and the position (seed {seed})"
         );
         assert_eq!(Journeys::facts(&tree).unwrap().len(), 1, "seed {seed}");
@@ -227,7 +233,11 @@ fn erasing_a_person_leaves_nothing_of_them_in_the_tree() {
     let mut tx = tree.begin();
     let removed = handover_projections::erase::erase(&tree, &mut tx, &keys).unwrap();
     block_on(tree.commit(tx, 100)).unwrap();
-    assert_eq!(removed, 3 + 2 + 2 + 1, "records, aliases and rows");
+    assert_eq!(
+        removed,
+        3 + 2 + 1 + 2 + 1,
+        "records, aliases, the delay row and its index entries, the brokerage row"
+    );
     let left: Vec<String> = tree
         .scan_prefix(b"")
         .map(|r| String::from_utf8_lossy(&r.unwrap().0).to_string())
@@ -325,10 +335,11 @@ fn the_delay_index_is_per_organisation_in_worklist_order_and_follows_changes() {
     let (_store, tree) = project(dir.path(), &all, &[3]);
     let trust = Journeys::delay_page(&tree, "RX1", today, None, 10).unwrap();
     assert_eq!(encounters(&trust), ["ENC-p2", "ENC-p1", "ENC-p0"]);
-    let keys = tree.scan_prefix(b"w/").count();
+    let index = tree.scan_prefix(b"w/").count();
     assert_eq!(
-        keys,
+        index,
         2 * 4,
         "four people in hospital with a DRD, two organisations each"
     );
+    assert_eq!(Journeys::delay_rows(&tree).unwrap().len(), 4);
 }
