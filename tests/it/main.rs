@@ -15,3 +15,4 @@ mod rebuild;
 mod recovery;
 mod support;
 mod ui;
+mod worklists;

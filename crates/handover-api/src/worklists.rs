@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
 use handover_projections::measures::{flow, FlowMeasures, MeasureFilter};
-use handover_projections::rows::{BrokerageRow, DelayRow, DelayRowKey};
+use handover_projections::rows::{BrokerageRow, BrokerageRowKey, DelayRow, DelayRowKey};
 use handover_projections::Journeys;
 use serde::Serialize;
 
@@ -184,12 +184,49 @@ pub fn brokerage_queue(
             )));
         }
     }
-    let rows = Journeys::brokerage_rows(&st.journey_tree)
+    // Filter and sort on a few fields of each row; decode in full only the page returned.
+    let values = Journeys::brokerage_row_values(&st.journey_tree)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut items: Vec<BrokerageItem> = rows
+    let org = Some(caller.organisation.as_str());
+    let mut keyed: Vec<(BrokerageRowKey<'_>, &[u8])> = values
+        .iter()
+        .filter_map(|v| {
+            Some((
+                serde_json::from_slice::<BrokerageRowKey<'_>>(v).ok()?,
+                &v[..],
+            ))
+        })
+        .filter(|(r, _)| council.is_none_or(|c| r.council.as_deref() == Some(c)))
+        .filter(|(r, _)| service.is_none_or(|s| r.service_type.map(|t| t.as_str()) == Some(s)))
+        // the organisation scoping of policy::may_see_brokerage_row, on the key fields
+        .filter(|(r, _)| {
+            r.council.as_deref() == org
+                || r.hospital.as_ref().and_then(|h| h.trust.as_deref()) == org
+        })
+        .collect();
+    let delayed = |r: &BrokerageRowKey<'_>| {
+        r.hospital
+            .as_ref()
+            .and_then(|h| h.discharge_ready_date)
+            .is_some_and(|d| d.0 < today)
+    };
+    keyed.sort_by(|(a, _), (b, _)| {
+        delayed(b)
+            .cmp(&delayed(a))
+            .then_with(|| a.hospital.is_none().cmp(&b.hospital.is_none()))
+            .then_with(|| {
+                a.required_start
+                    .map(|d| d.0)
+                    .unwrap_or(NaiveDate::MAX)
+                    .cmp(&b.required_start.map(|d| d.0).unwrap_or(NaiveDate::MAX))
+            })
+            .then_with(|| a.package_id.cmp(&b.package_id))
+    });
+    let total = keyed.len();
+    let items: Vec<BrokerageItem> = keyed
         .into_iter()
-        .filter(|r| council.is_none_or(|c| r.council.as_deref() == Some(c)))
-        .filter(|r| service.is_none_or(|s| r.service_type.map(|t| t.as_str()) == Some(s)))
+        .take(limit)
+        .filter_map(|(_, v)| serde_json::from_slice::<BrokerageRow>(v).ok())
         .filter(|r| crate::policy::may_see_brokerage_row(caller, r))
         .map(|mut row| {
             crate::policy::minimise_brokerage_row(caller.role, &mut row);
@@ -205,21 +242,6 @@ pub fn brokerage_queue(
             }
         })
         .collect();
-    items.sort_by(|a, b| {
-        b.delayed_in_hospital
-            .cmp(&a.delayed_in_hospital)
-            .then_with(|| a.row.hospital.is_none().cmp(&b.row.hospital.is_none()))
-            .then_with(|| {
-                a.row
-                    .required_start
-                    .map(|d| d.0)
-                    .unwrap_or(NaiveDate::MAX)
-                    .cmp(&b.row.required_start.map(|d| d.0).unwrap_or(NaiveDate::MAX))
-            })
-            .then_with(|| a.row.package_id.cmp(&b.row.package_id))
-    });
-    let total = items.len();
-    items.truncate(limit);
     Ok(BrokerageQueue {
         as_of: today,
         total,

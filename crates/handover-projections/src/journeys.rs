@@ -674,6 +674,12 @@ impl Journeys {
         Ok(page)
     }
 
+    /// Every brokerage row as stored (JSON of [`BrokerageRow`]; read its sort and filter
+    /// fields with [`crate::rows::BrokerageRowKey`]).
+    pub fn brokerage_row_values(tree: &Tree) -> Result<Vec<Vec<u8>>, StoreError> {
+        tree.scan_prefix(b"b/").map(|r| r.map(|(_, v)| v)).collect()
+    }
+
     /// Every brokerage row (packages not yet started), unfiltered.
     pub fn brokerage_rows(tree: &Tree) -> Result<Vec<BrokerageRow>, StoreError> {
         rows(tree, b"b/")

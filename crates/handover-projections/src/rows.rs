@@ -95,6 +95,38 @@ pub struct DelayRowKey<'a> {
     pub pathway: Option<u8>,
 }
 
+/// The fields of a stored [`BrokerageRow`] the queue filters and sorts by, read without
+/// decoding the rest of the row.
+#[derive(Debug, Deserialize)]
+pub struct BrokerageRowKey<'a> {
+    /// See [`BrokerageRow::package_id`].
+    #[serde(borrow)]
+    pub package_id: std::borrow::Cow<'a, str>,
+    /// See [`BrokerageRow::service_type`].
+    #[serde(default)]
+    pub service_type: Option<ServiceType>,
+    /// See [`BrokerageRow::council`].
+    #[serde(default, borrow)]
+    pub council: Option<std::borrow::Cow<'a, str>>,
+    /// See [`BrokerageRow::required_start`].
+    #[serde(default)]
+    pub required_start: Option<Date>,
+    /// See [`BrokerageRow::hospital`].
+    #[serde(default, borrow)]
+    pub hospital: Option<HospitalKey<'a>>,
+}
+
+/// The fields of [`HospitalStatus`] in a [`BrokerageRowKey`].
+#[derive(Debug, Deserialize)]
+pub struct HospitalKey<'a> {
+    /// See [`HospitalStatus::trust`].
+    #[serde(default, borrow)]
+    pub trust: Option<std::borrow::Cow<'a, str>>,
+    /// See [`HospitalStatus::discharge_ready_date`].
+    #[serde(default)]
+    pub discharge_ready_date: Option<Date>,
+}
+
 /// A row of the brokerage queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BrokerageRow {

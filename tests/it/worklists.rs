@@ -1,0 +1,153 @@
+//! The worklists over real HTTP, in the order their users work them: the discharge-delays
+//! worklist longest delayed first (then site, then encounter), paged, filtered and scoped by
+//! organisation through its per-organisation index; the brokerage queue with people delayed
+//! in hospital first, then by required start.
+
+use chrono::Duration as Days;
+use handover_api::Role;
+use serde_json::{json, Value};
+
+use crate::support::{ev, nhs_numbers, token_for, Backbone};
+
+const PAS: &str = "urn:ods:RX1:pas";
+const BROKERAGE: &str = "urn:gss:E08000035:brokerage";
+
+async fn get(b: &Backbone, path: &str, token: &str) -> Value {
+    let r = b
+        .http
+        .get(format!("{}{path}", b.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+fn encounters(v: &Value) -> Vec<String> {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["encounter_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worklists_come_in_working_order_paged_filtered_and_scoped() {
+    let b = Backbone::start().await;
+    let today = handover_events::time::london_today();
+    let day = |offset: i64| (today + Days::days(offset)).format("%Y-%m-%d").to_string();
+    let at = |offset: i64| format!("{}T09:00:00Z", day(offset));
+    let nhs = nhs_numbers(943_100_000, 6);
+    // (person, site, DRD offset, discharged?, package required start offset)
+    let people = [
+        (0, "RX1CC", -5, false, Some(4)),
+        (1, "RX1AB", -10, false, None),
+        (2, "RX1AA", -5, false, Some(1)),
+        (3, "RX1CC", 3, false, Some(2)),
+        (4, "RX1CC", -20, true, Some(0)),
+        (5, "RX1CC", -7, false, None),
+    ];
+    let mut events = Vec::new();
+    for (i, site, drd, discharged, package) in people {
+        let n = &nhs[i];
+        let enc = format!("ENC-{i}");
+        events.push(ev(
+            &format!("{i}-a"),
+            PAS,
+            "discharge.admitted",
+            n,
+            &at(-30),
+            json!({"encounter_id": enc, "site": site, "admitted_at": at(-30),
+                   "responsible_council": "E08000035"}),
+        ));
+        events.push(ev(
+            &format!("{i}-r"),
+            PAS,
+            "discharge.ready-date-recorded",
+            n,
+            &at(-29),
+            json!({"encounter_id": enc, "discharge_ready_date": day(drd)}),
+        ));
+        if let Some(start) = package {
+            events.push(ev(
+                &format!("{i}-p"),
+                BROKERAGE,
+                "care-package.requested",
+                n,
+                &at(-28),
+                json!({"package_id": format!("PKG-{i}"), "service_type": "home-care",
+                       "required_start": day(start)}),
+            ));
+        }
+        if discharged {
+            events.push(ev(
+                &format!("{i}-d"),
+                PAS,
+                "discharge.discharged",
+                n,
+                &at(-1),
+                json!({"encounter_id": enc, "discharged_at": at(-1)}),
+            ));
+        }
+    }
+    let r = b.post_events(&Value::Array(events)).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    b.caught_up().await;
+
+    let trust = token_for(Role::DischargeTeam, "RX1");
+    let council = token_for(Role::SocialWorker, "E08000035");
+    let delays = "/v1/worklists/discharge-delays";
+    // Past their DRD and in hospital: 1 (10 days), 5 (7), then 2 and 0 (5 days, by site).
+    let all = get(&b, delays, &trust).await;
+    assert_eq!(encounters(&all), ["ENC-1", "ENC-5", "ENC-2", "ENC-0"]);
+    assert_eq!(all["total"], 4);
+    let days: Vec<i64> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["days_delayed"].as_i64().unwrap())
+        .collect();
+    assert_eq!(days, [10, 7, 5, 5]);
+    let page = get(&b, &format!("{delays}?limit=2"), &trust).await;
+    assert_eq!(
+        (encounters(&page), &page["total"]),
+        (vec!["ENC-1".into(), "ENC-5".into()], &json!(4))
+    );
+    let cc = get(&b, &format!("{delays}?site=RX1CC"), &trust).await;
+    assert_eq!(
+        (encounters(&cc), &cc["total"]),
+        (vec!["ENC-5".into(), "ENC-0".into()], &json!(2))
+    );
+    assert_eq!(
+        get(&b, delays, &council).await["total"],
+        4,
+        "the responsible council sees them"
+    );
+    assert_eq!(
+        get(&b, delays, &token_for(Role::DischargeTeam, "RR8")).await["total"],
+        0,
+        "another trust sees none"
+    );
+
+    // Brokerage: packages not started; people delayed in hospital first (2 and 0, by
+    // required start), then people in hospital (3, not yet past their DRD), then people
+    // not in hospital (4, discharged).
+    let q = get(&b, "/v1/worklists/brokerage", &council).await;
+    let packages: Vec<&str> = q["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["package_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(packages, ["PKG-2", "PKG-0", "PKG-3", "PKG-4"]);
+    assert_eq!(q["total"], 4);
+    let q = get(&b, "/v1/worklists/brokerage?limit=1", &council).await;
+    assert_eq!(
+        (q["rows"].as_array().unwrap().len(), &q["total"]),
+        (1, &json!(4))
+    );
+    let other = token_for(Role::Broker, "E08000032");
+    assert_eq!(get(&b, "/v1/worklists/brokerage", &other).await["total"], 0);
+}
