@@ -4,7 +4,10 @@
 //!   window) at start-up.
 //! - [`EventLog::publish`] stores events in order under pseudonymous subjects with
 //!   `Nats-Msg-Id` set from `source`+`id`, and returns only after every publish
-//!   acknowledgement: it is the [`EventSink`] adapters hand their events to.
+//!   acknowledgement: it is the [`EventSink`] adapters hand their events to. While NATS is
+//!   away it waits for the reconnection (at most [`LogConfig::publish_wait`]); at most
+//!   [`LogConfig::max_pending`] calls wait or are in flight at once, and one more is refused
+//!   at once (back-pressure), so memory stays bounded however long the outage.
 //! - [`EventLog::feed`] opens a durable pull consumer from a given stream position, for
 //!   projections that keep their own position.
 //! - [`observe`]: trace context in message headers, publish metrics, read-only status.
@@ -12,6 +15,7 @@
 pub mod baseline;
 pub mod observe;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,13 @@ pub struct LogConfig {
     pub duplicate_window: Duration,
     /// Longest time JetStream waits for a publish acknowledgement.
     pub ack_timeout: Duration,
+    /// Most [`EventLog::publish`] calls waiting for NATS or in flight at once; one more is
+    /// refused at once with [`SinkError::Unavailable`] (back-pressure).
+    pub max_pending: usize,
+    /// Longest time a publish waits for NATS to come back while disconnected before it
+    /// fails with [`SinkError::Unavailable`]. Nothing is handed to the client meanwhile, so
+    /// a publish that failed this way is not stored later.
+    pub publish_wait: Duration,
 }
 
 impl Default for LogConfig {
@@ -45,7 +56,74 @@ impl Default for LogConfig {
             replicas: 1,
             duplicate_window: Duration::from_secs(3600),
             ack_timeout: Duration::from_secs(10),
+            max_pending: 1024,
+            publish_wait: Duration::from_secs(5),
         }
+    }
+}
+
+/// The longest pause between two reconnection attempts (async-nats backs off exponentially
+/// from 1 ms; its own default cap is 4 s, too long for publishes waiting a few seconds).
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// How often a waiting publish looks at the connection state again, in case it missed the
+/// wake-up of a reconnection.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// What bounds publishing: the permits of calls in flight, the wake-up on reconnection and
+/// the counters behind `/metrics`. Shared by an [`EventLog`]'s clones.
+#[derive(Debug)]
+struct PublishGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+    reconnected: Arc<tokio::sync::Notify>,
+    waiting: AtomicU64,
+    refused: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl PublishGate {
+    fn new(capacity: usize, reconnected: Arc<tokio::sync::Notify>) -> PublishGate {
+        let capacity = capacity.max(1);
+        PublishGate {
+            permits: Arc::new(tokio::sync::Semaphore::new(capacity)),
+            capacity,
+            reconnected,
+            waiting: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+        }
+    }
+
+    fn render_prometheus(&self) -> String {
+        let in_flight = self.capacity - self.permits.available_permits();
+        format!(
+            "# HELP handover_publish_waiting Publish calls waiting for the connection to NATS to come back.\n# TYPE handover_publish_waiting gauge\nhandover_publish_waiting {}\n\
+             # HELP handover_publish_in_flight Publish calls waiting for NATS or for their acknowledgements (at most nats.max_pending).\n# TYPE handover_publish_in_flight gauge\nhandover_publish_in_flight {in_flight}\n\
+             # HELP handover_publish_max_pending The configured bound on publish calls waiting or in flight (nats.max_pending).\n# TYPE handover_publish_max_pending gauge\nhandover_publish_max_pending {}\n\
+             # HELP handover_publish_refused_total Publish calls refused at once because nats.max_pending were already waiting or in flight (back-pressure).\n# TYPE handover_publish_refused_total counter\nhandover_publish_refused_total {}\n\
+             # HELP handover_publish_wait_timeouts_total Publish calls that failed because NATS did not come back within nats.publish_wait_ms.\n# TYPE handover_publish_wait_timeouts_total counter\nhandover_publish_wait_timeouts_total {}\n",
+            self.waiting.load(Ordering::Relaxed),
+            self.capacity,
+            self.refused.load(Ordering::Relaxed),
+            self.timed_out.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Counts one waiting publish while alive.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -86,6 +164,7 @@ pub struct EventLog {
     config: LogConfig,
     key: PseudonymKey,
     metrics: Arc<PublishMetrics>,
+    gate: Arc<PublishGate>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -119,9 +198,30 @@ impl EventLog {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .collect();
+        let reconnected = Arc::new(tokio::sync::Notify::new());
+        let wake = reconnected.clone();
         let client = async_nats::ConnectOptions::new()
             .name("handover")
             .connection_timeout(Duration::from_secs(5))
+            .reconnect_delay_callback(|attempts| {
+                let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+                Duration::from_millis(2u64.saturating_pow(exp)).min(MAX_RECONNECT_DELAY)
+            })
+            .event_callback(move |event| {
+                let wake = wake.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("connected to NATS");
+                            wake.notify_waiters();
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!("disconnected from NATS; reconnecting")
+                        }
+                        _ => {}
+                    }
+                }
+            })
             .connect(urls.as_slice())
             .await
             .map_err(|source| LogError::Connect {
@@ -130,12 +230,14 @@ impl EventLog {
             })?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.ack_timeout);
+        let gate = Arc::new(PublishGate::new(config.max_pending, reconnected));
         let log = EventLog {
             client,
             js,
             config,
             key,
             metrics: Arc::default(),
+            gate,
         };
         log.ensure_stream().await?;
         Ok(log)
@@ -163,9 +265,15 @@ impl EventLog {
             })
     }
 
-    /// Publish counters and ack latency, as Prometheus text.
+    /// Publish counters, ack latency and the publish gate (waiting, in flight, refused), as
+    /// Prometheus text.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render_prometheus()
+        self.metrics.render_prometheus() + &self.gate.render_prometheus()
+    }
+
+    /// Publish calls waiting for the connection to NATS to come back right now.
+    pub fn publish_waiting(&self) -> u64 {
+        self.gate.waiting.load(Ordering::Relaxed)
     }
 
     /// Read-only status of every stream and consumer on this connection.
@@ -201,25 +309,65 @@ impl EventLog {
     /// about one round trip. If any acknowledgement fails the whole call fails and nothing in
     /// it may be acknowledged to the sender; a retry is safe (duplicates are recognised).
     ///
+    /// **While NATS is away** the call waits for the client to reconnect, at most
+    /// [`LogConfig::publish_wait`], and then publishes; past that it fails with
+    /// [`SinkError::Unavailable`] without having handed anything to the client (so nothing
+    /// of it is stored later). At most [`LogConfig::max_pending`] calls wait or are in
+    /// flight at once; one more fails at once with [`SinkError::Unavailable`]
+    /// (back-pressure: the caller tells its sender to retry later).
+    ///
     /// Each event gets a producer span `handover.publish` (a child of the caller's span;
     /// without one, it continues the event's own `traceparent`) carrying the event id, type
     /// and source and, once acknowledged, the stream sequence. The span's W3C
     /// `traceparent` goes into the NATS header `traceparent`, and into the stored
     /// CloudEvent when the event has none (the `Nats-Msg-Id` does not depend on it).
     pub async fn publish(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
-        let result = self.publish_traced(events).await;
+        let result = match self.gate.permits.clone().try_acquire_owned() {
+            Ok(_permit) => match self.wait_connected().await {
+                Ok(()) => self.publish_traced(events).await,
+                Err(e) => Err(e),
+            },
+            Err(_) => {
+                self.gate.refused.fetch_add(1, Ordering::Relaxed);
+                Err(SinkError::Unavailable(format!(
+                    "{} publishes are already waiting for NATS or for their acknowledgements (nats.max_pending); retry later",
+                    self.gate.capacity
+                )))
+            }
+        };
         if result.is_err() {
             self.metrics.failed();
         }
         result
     }
 
-    async fn publish_traced(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
-        // While disconnected the client would buffer publishes and send them on reconnect,
-        // after the caller has been told they failed: refuse at once instead.
-        if !self.is_connected() {
-            return Err(SinkError::Unavailable("not connected to NATS".into()));
+    /// Returns once the client is connected, or fails after [`LogConfig::publish_wait`].
+    async fn wait_connected(&self) -> Result<(), SinkError> {
+        if self.is_connected() {
+            return Ok(());
         }
+        let _waiting = Waiting::new(&self.gate.waiting);
+        let deadline = tokio::time::Instant::now() + self.config.publish_wait;
+        loop {
+            // Registered before looking, so a reconnection in between is not missed; the
+            // periodic recheck covers a wake-up that comes before the state changes.
+            let woken = self.gate.reconnected.notified();
+            if self.is_connected() {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.gate.timed_out.fetch_add(1, Ordering::Relaxed);
+                return Err(SinkError::Unavailable(format!(
+                    "not connected to NATS, and it did not come back within {} ms (nats.publish_wait_ms); nothing was sent",
+                    self.config.publish_wait.as_millis()
+                )));
+            }
+            let _ = tokio::time::timeout((deadline - now).min(RECHECK), woken).await;
+        }
+    }
+
+    async fn publish_traced(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
         let mut pending = Vec::with_capacity(events.len());
         for event in events {
             let subject = self

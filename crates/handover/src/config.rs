@@ -6,6 +6,8 @@
 //! stream = "HANDOVER"
 //! replicas = 1                     # 3 on a clustered JetStream
 //! duplicate_window_secs = 3600
+//! max_pending = 1024               # publishes waiting for NATS or in flight; more get 503/AR
+//! publish_wait_ms = 5000           # how long a publish waits for NATS to come back
 //!
 //! [pseudonym]
 //! key_file = "/etc/handover/pseudonym.key"   # or HANDOVER_PSEUDONYM_KEY (hex); secret
@@ -82,6 +84,16 @@ pub struct NatsConfig {
     /// Duplicate window in seconds (at least 120).
     #[serde(default = "default_dup_window")]
     pub duplicate_window_secs: u64,
+    /// Most publish calls (one per HTTP request, HL7 message or file-drop chunk) waiting for
+    /// NATS or for their acknowledgements at once; one more is refused at once (HTTP `503`
+    /// with `Retry-After`, HL7 `AR`, the file is retried later). Bounds the memory held
+    /// while NATS is away.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// How long (milliseconds) a publish waits for NATS to come back while disconnected
+    /// before its sender is told to retry later. Nothing is sent to NATS meanwhile.
+    #[serde(default = "default_publish_wait_ms")]
+    pub publish_wait_ms: u64,
 }
 
 fn default_stream() -> String {
@@ -93,6 +105,12 @@ fn default_replicas() -> usize {
 fn default_dup_window() -> u64 {
     3600
 }
+fn default_max_pending() -> usize {
+    handover_nats::LogConfig::default().max_pending
+}
+fn default_publish_wait_ms() -> u64 {
+    handover_nats::LogConfig::default().publish_wait.as_millis() as u64
+}
 
 impl Default for NatsConfig {
     fn default() -> Self {
@@ -101,6 +119,8 @@ impl Default for NatsConfig {
             stream: default_stream(),
             replicas: default_replicas(),
             duplicate_window_secs: default_dup_window(),
+            max_pending: default_max_pending(),
+            publish_wait_ms: default_publish_wait_ms(),
         }
     }
 }
@@ -241,7 +261,22 @@ impl Config {
         if !matches!(cfg.nats.replicas, 1 | 3) {
             anyhow::bail!("nats.replicas must be 1 or 3");
         }
+        if cfg.nats.max_pending == 0 {
+            anyhow::bail!("nats.max_pending must be at least 1");
+        }
         Ok(cfg)
+    }
+
+    /// How the event log is set up, from `[nats]`.
+    pub fn log_config(&self) -> handover_nats::LogConfig {
+        handover_nats::LogConfig {
+            stream: self.nats.stream.clone(),
+            replicas: self.nats.replicas,
+            duplicate_window: std::time::Duration::from_secs(self.nats.duplicate_window_secs),
+            max_pending: self.nats.max_pending.max(1),
+            publish_wait: std::time::Duration::from_millis(self.nats.publish_wait_ms),
+            ..handover_nats::LogConfig::default()
+        }
     }
 
     /// The pseudonym key: `HANDOVER_PSEUDONYM_KEY` (hex), else `pseudonym.key_file`.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use handover::config::{Config, DEFAULT_NATS_URL};
+use handover::config::Config;
 
 /// Handover: an event backbone sharing discharge, referral and care-package information
 /// between NHS hospitals and councils.
@@ -162,33 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Publish { file } => {
             let events = handover::publish::read_events(&file)?;
-            let url = cfg
-                .nats
-                .url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NATS_URL.to_string());
-            let key = match cfg.pseudonym_key() {
-                Ok(k) => k,
-                Err(_) if std::path::Path::new(".handover/pseudonym.key").exists() => {
-                    let mut c = cfg.clone();
-                    c.pseudonym.key_file = Some(".handover/pseudonym.key".into());
-                    c.pseudonym_key()?
-                }
-                Err(e) => return Err(e),
-            };
-            let log = handover_nats::EventLog::connect(
-                &url,
-                handover_nats::LogConfig {
-                    stream: cfg.nats.stream.clone(),
-                    replicas: cfg.nats.replicas,
-                    duplicate_window: std::time::Duration::from_secs(
-                        cfg.nats.duplicate_window_secs,
-                    ),
-                    ..Default::default()
-                },
-                key,
-            )
-            .await?;
+            let log = handover::ops::connect_log(&cfg).await?;
             let (stored, dups) = handover::publish::publish_all(&log, &events).await?;
             println!("{stored} events stored, {dups} duplicates of events already stored");
             Ok(())

@@ -56,17 +56,7 @@ pub async fn connect_log(cfg: &Config) -> anyhow::Result<EventLog> {
         }
         Err(e) => return Err(e),
     };
-    Ok(EventLog::connect(
-        &url,
-        handover_nats::LogConfig {
-            stream: cfg.nats.stream.clone(),
-            replicas: cfg.nats.replicas,
-            duplicate_window: Duration::from_secs(cfg.nats.duplicate_window_secs),
-            ..Default::default()
-        },
-        key,
-    )
-    .await?)
+    Ok(EventLog::connect(&url, cfg.log_config(), key).await?)
 }
 
 /// One parked event as `parked list` shows it: no identifiers, no payload.

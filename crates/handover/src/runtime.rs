@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use handover_api::{AppState, Auth, Metrics, Readiness};
-use handover_nats::{EventLog, LogConfig};
+use handover_nats::EventLog;
 use handover_projections::{run_journeys, Journeys, Progress};
 use handover_store::Store;
 use tokio::sync::watch;
@@ -81,17 +81,7 @@ impl Runtime {
             .url
             .clone()
             .unwrap_or_else(|| DEFAULT_NATS_URL.to_string());
-        let log = EventLog::connect(
-            &url,
-            LogConfig {
-                stream: cfg.nats.stream.clone(),
-                replicas: cfg.nats.replicas,
-                duplicate_window: Duration::from_secs(cfg.nats.duplicate_window_secs),
-                ..LogConfig::default()
-            },
-            key.clone(),
-        )
-        .await?;
+        let log = EventLog::connect(&url, cfg.log_config(), key.clone()).await?;
         let store = open_store(&cfg.store.path)?;
         let journey_tree = store.tree(handover_projections::journeys::NAME)?;
         let journeys = Journeys::new(key);
