@@ -136,3 +136,226 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting()
     assert_eq!(j.timeline.len(), 40);
     assert_eq!(tree.position().unwrap(), total);
 }
+
+/// Size of the real-process kill test: `(events, kills)`. The issue's full size, 50,000
+/// events and 10 kills, unless `HANDOVER_KILL_EVENTS` / `HANDOVER_KILL_ROUNDS` say otherwise.
+fn kill_test_size() -> (usize, usize) {
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    (
+        var("HANDOVER_KILL_EVENTS", 50_000),
+        var("HANDOVER_KILL_ROUNDS", 10),
+    )
+}
+
+/// What one kill found.
+#[derive(Debug)]
+struct Kill {
+    after: Duration,
+    /// The position the killed process had committed.
+    position: u64,
+    /// The stream's last sequence at the kill.
+    stream_last: u64,
+    load_in_flight: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_process_sigkilled_at_random_points_under_load_ends_equal_to_a_clean_rebuild()
+{
+    use rand::{Rng, SeedableRng};
+
+    use crate::process::{all_trees, serve_command, store_differences, write_config, Handover};
+
+    let started = std::time::Instant::now();
+    let (total, kills) = kill_test_size();
+    let seed = std::env::var("HANDOVER_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!(
+        "kill test: {total} events, {kills} SIGKILLs, seed {seed} (HANDOVER_KILL_SEED={seed} replays these delays)"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Built before the clock starts for the load.
+    tokio::task::block_in_place(crate::process::handover_bin);
+
+    let nats = tokio::task::spawn_blocking(handover_testkit::NatsServer::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key =
+        handover_events::PseudonymKey::new(crate::support::KEY_HEX.as_bytes().to_vec()).unwrap();
+    // The load goes through the real log from this process; the projector is the child.
+    let log = handover_nats::EventLog::connect(&nats.url(), Default::default(), key)
+        .await
+        .unwrap();
+    let people = crate::support::nhs_numbers(970_000_000, (total / 25).max(1));
+    let events: Vec<Event> = crate::faults::workload("kill", &people, total)
+        .into_iter()
+        .map(|v| Event::from_json(v).unwrap())
+        .collect();
+
+    // The kill delays, drawn first so the load can be paced over them.
+    let delays: Vec<Duration> = (0..kills)
+        .map(|_| Duration::from_millis(rng.gen_range(200..2500)))
+        .collect();
+    // Half the load is a backlog before the first start; the other half is published in
+    // chunks of 100 paced over the kill delays, so it is in flight while the kills happen.
+    let (backlog, paced) = events.split_at(total / 2);
+    for chunk in backlog.chunks(500) {
+        log.publish(chunk).await.unwrap();
+    }
+    let load_for: Duration = delays.iter().sum();
+    let paced = paced.to_vec();
+    let publisher = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let t0 = tokio::time::Instant::now();
+            let chunks: Vec<&[Event]> = paced.chunks(100).collect();
+            let n = chunks.len().max(1) as u32;
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                tokio::time::sleep_until(t0 + load_for * i as u32 / n).await;
+                log.publish(chunk).await.unwrap();
+            }
+            t0.elapsed()
+        })
+    };
+
+    let store = dir.path().join("killed");
+    let config = write_config(dir.path(), "killed", &nats.url(), &store, "");
+    let http = reqwest::Client::new();
+    let mut history: Vec<Kill> = Vec::new();
+    for (round, after) in delays.into_iter().enumerate() {
+        let log_path = dir.path().join(format!("killed-{round}.log"));
+        let mut child =
+            tokio::task::block_in_place(|| Handover::spawn(serve_command(&config), &log_path));
+        tokio::time::sleep(after).await;
+        let load_in_flight = !publisher.is_finished();
+        assert!(
+            child.is_running(),
+            "handover died by itself:\n{}",
+            child.log()
+        );
+        tokio::task::block_in_place(|| child.kill());
+        let stream_last = log.last_sequence().await.unwrap();
+        let position = crate::support::reopen(&store)
+            .tree("journey")
+            .unwrap()
+            .position()
+            .unwrap();
+        if let Some(previous) = history.last() {
+            assert!(position >= previous.position, "the position went back");
+        }
+        history.push(Kill {
+            after,
+            position,
+            stream_last,
+            load_in_flight,
+        });
+    }
+    let load_took = publisher.await.unwrap();
+    let last = log.last_sequence().await.unwrap();
+    assert_eq!(last, total as u64, "the whole load is in the stream");
+    for (i, k) in history.iter().enumerate() {
+        eprintln!(
+            "  kill {}: after {} ms, committed position {} of {} in the stream{}",
+            i + 1,
+            k.after.as_millis(),
+            k.position,
+            k.stream_last,
+            if k.load_in_flight {
+                ", load in flight"
+            } else {
+                ""
+            }
+        );
+    }
+    let mid_stream = history
+        .iter()
+        .filter(|k| k.position < k.stream_last)
+        .count();
+    let under_load = history.iter().filter(|k| k.load_in_flight).count();
+    assert!(
+        mid_stream >= 1,
+        "no kill hit the projector while it had events to apply"
+    );
+    assert!(
+        under_load * 2 >= kills,
+        "most kills happened with the load in flight ({under_load} of {kills})"
+    );
+
+    // Restarted once more: it catches up and stops cleanly.
+    let t = std::time::Instant::now();
+    let mut child = tokio::task::block_in_place(|| {
+        Handover::spawn(serve_command(&config), &dir.path().join("killed-final.log"))
+    });
+    child.projected(&http, last, Duration::from_secs(600)).await;
+    tokio::task::block_in_place(|| child.stop());
+    let catch_up = t.elapsed();
+
+    // A clean rebuild: a fresh process on an empty store, the same stream.
+    let t = std::time::Instant::now();
+    let clean_store = dir.path().join("clean");
+    let clean_config = write_config(dir.path(), "clean", &nats.url(), &clean_store, "");
+    let mut clean = tokio::task::block_in_place(|| {
+        Handover::spawn(serve_command(&clean_config), &dir.path().join("clean.log"))
+    });
+    clean.projected(&http, last, Duration::from_secs(600)).await;
+    tokio::task::block_in_place(|| clean.stop());
+    let rebuild = t.elapsed();
+
+    let killed = all_trees(&crate::support::reopen(&store));
+    let fresh = all_trees(&crate::support::reopen(&clean_store));
+    let differences = store_differences(&killed, &fresh);
+    assert!(
+        differences.is_empty(),
+        "the killed store differs from a clean rebuild ({} entries):\n{}",
+        differences.len(),
+        differences[..differences.len().min(20)].join("\n")
+    );
+    let journeys = &fresh["journey"];
+    assert_eq!(
+        journeys.keys().filter(|k| k.starts_with(b"p/")).count(),
+        people.len(),
+        "one journey per person"
+    );
+    assert_eq!(
+        crate::support::reopen(&store)
+            .tree("journey")
+            .unwrap()
+            .position()
+            .unwrap(),
+        last
+    );
+
+    // The comparison would notice a lost or a changed entry.
+    let mut broken = killed.clone();
+    let tree = broken.get_mut("journey").unwrap();
+    let lost = tree.keys().find(|k| k.starts_with(b"p/")).unwrap().clone();
+    tree.remove(&lost);
+    let changed = tree.keys().rfind(|k| k.starts_with(b"p/")).unwrap().clone();
+    if let Some(b) = tree.get_mut(&changed).unwrap().last_mut() {
+        *b ^= 1;
+    }
+    assert_eq!(store_differences(&broken, &fresh).len(), 2);
+
+    eprintln!(
+        "kill test: {total} events published over {} ms; {kills} kills ({mid_stream} behind the stream, {under_load} with the load in flight); \
+         final catch-up and clean stop {} ms; clean rebuild of {last} events {} ms; {} trees, {} entries equal byte for byte; whole test {} ms",
+        load_took.as_millis(),
+        catch_up.as_millis(),
+        rebuild.as_millis(),
+        fresh.len(),
+        fresh.values().map(|t| t.len()).sum::<usize>(),
+        started.elapsed().as_millis()
+    );
+}
