@@ -3,8 +3,11 @@
 //!
 //! - `nats_killed_and_restarted_during_ingest_*`: the single nats-server is SIGKILLed in
 //!   the middle of a continuous HTTP load and restarted on the same port and store.
-//! - `a_full_read_model_disk_*`: the read-model store lives on a small tmpfs that fills up
-//!   mid-run (needs root for `mount`, as CI has).
+//! - `a_read_model_store_over_its_file_size_limit_*` (any user) and
+//!   `a_full_read_model_disk_*` (a small tmpfs when root, else the same file-size limit):
+//!   the real `handover` process cannot write its read-model store mid-run; ingest goes on,
+//!   the projection reports the error and is not ready, and after the limit is lifted and
+//!   the process restarted the read model is byte for byte a clean rebuild.
 //!
 //! The load generator, the read-back of the stream and the journey check are shared with
 //! `cluster.rs`.
@@ -488,7 +491,7 @@ async fn nats_killed_and_restarted_during_ingest_loses_no_acknowledged_event_and
     eprintln!("nats restart test took {} ms", ms(started.elapsed()));
 }
 
-/// A tmpfs of a fixed size mounted on a temporary directory; unmounted on drop.
+/// A tmpfs of a fixed size mounted on a temporary directory (root only); unmounted on drop.
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
@@ -508,10 +511,6 @@ impl Tmpfs {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned());
         }
         Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.dir.path()
     }
 
     /// Grows (or shrinks) the filesystem in place, keeping its files.
@@ -536,7 +535,7 @@ impl Drop for Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            // still busy (a store not yet closed): detach it now, freed when let go
+            // still busy: detach it now, freed when let go
             let _ = std::process::Command::new("umount")
                 .arg("-l")
                 .arg(self.dir.path())
@@ -557,140 +556,283 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn journey_snapshot(store: &handover_store::Store) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let tree = store.tree(handover_projections::journeys::NAME).unwrap();
-    tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
+/// How the read-model store is made unwritable.
+enum DiskLimit {
+    /// `RLIMIT_FSIZE` on the `handover` process (`prlimit`, any user): a write past this
+    /// many bytes of a file fails with `EFBIG` (SIGXFSZ is ignored, so it is an error, not
+    /// a kill). Lifted with `prlimit --pid`.
+    FileSize(u64),
+    /// The store on a tmpfs of this size (root only): writes fail with `ENOSPC`. Lifted by
+    /// growing the filesystem.
+    Tmpfs(&'static str),
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes_exactly_once() {
-    if !is_root() {
-        eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
-        return;
-    }
-    let started = Instant::now();
-    let mut b = Backbone::start().await;
-    b.rt.take().unwrap().shutdown().await;
-    let disk = Tmpfs::mount("1m").expect("mount a 1 MiB tmpfs for the read-model store");
-    let mut cfg = b.config();
-    cfg.store.path = disk.path().join("store");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    b.rt = Some(
-        handover::runtime::Runtime::start(&cfg, Some(listener))
-            .await
-            .unwrap(),
-    );
-    b.base = format!("http://{}", b.rt().api_addr.unwrap());
+/// The real `handover` process projects a continuous HTTP ingest until its read-model store
+/// cannot be written; then: ingest still answers `202`, `/readyz` is `503` naming the
+/// projection's error, the position stays where it was committed. The limit is lifted, the
+/// process is restarted on the same store, and the read model ends equal, byte for byte, to a
+/// clean rebuild from the stream, every event applied once.
+async fn read_model_disk_fills_up(limit: DiskLimit) {
+    use crate::process::{
+        all_trees, handover_bin, metric, serve_command, store_differences, write_config, Handover,
+    };
 
-    // ingest until the read-model disk is full and the projection stops advancing
+    let started = Instant::now();
+    tokio::task::block_in_place(handover_bin);
+    let nats = tokio::task::spawn_blocking(handover_testkit::NatsServer::start)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tmpfs = match &limit {
+        DiskLimit::Tmpfs(size) => Some(Tmpfs::mount(size).expect("mount a small tmpfs")),
+        DiskLimit::FileSize(_) => None,
+    };
+    let store = match &tmpfs {
+        Some(t) => t.dir.path().join("store"),
+        None => dir.path().join("store"),
+    };
+    let admin = token(Role::Admin);
+    let tokens = format!(
+        "[[tokens]]\nname = \"test-admin\"\norganisation = \"RX1\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        handover_api::token_digest(&admin)
+    );
+    let config = write_config(dir.path(), "limited", &nats.url(), &store, &tokens);
+    let limited = match &limit {
+        DiskLimit::FileSize(bytes) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c")
+                .arg(r#"trap '' XFSZ; exec prlimit --fsize="$1":unlimited -- "$2" serve --config "$3""#)
+                .arg("sh")
+                .arg(bytes.to_string())
+                .arg(handover_bin())
+                .arg(&config);
+            c
+        }
+        DiskLimit::Tmpfs(_) => serve_command(&config),
+    };
+    let mut child =
+        tokio::task::block_in_place(|| Handover::spawn(limited, &dir.path().join("limited.log")));
+    let http = reqwest::Client::new();
+    let log = EventLog::connect(
+        &nats.url(),
+        Default::default(),
+        crate::support::pseudonym_key(),
+    )
+    .await
+    .unwrap();
+    let post = |batch: Vec<Value>| {
+        let (http, base, admin) = (http.clone(), child.base.clone(), admin.clone());
+        async move {
+            http.post(format!("{base}/v1/events"))
+                .bearer_auth(admin)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(Value::from(batch).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    // ingest until the projection stops advancing
     let people = crate::support::nhs_numbers(990_200_000, 40);
     let mut sent = Vec::new();
     let mut round = 0;
-    let full = loop {
+    let stuck_at = loop {
         let batch = workload(&format!("df{round}"), &people, 100);
-        let r = b.post_events(&Value::from(batch.clone())).await;
         assert_eq!(
-            r.status(),
+            post(batch.clone()).await,
             202,
             "ingest does not depend on the read-model disk"
         );
         sent.extend(batch);
         round += 1;
-        let last = b.rt().log.last_sequence().await.unwrap();
-        let projected = b.rt().projected(last, Duration::from_secs(3)).await;
-        if projected.is_err() {
-            break last;
+        let last = log.last_sequence().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut position = 0.0;
+        while Instant::now() < deadline {
+            let m = child.metrics(&http).await.unwrap_or_default();
+            position =
+                metric(&m, "handover_projection_position{projection=\"journey\"}").unwrap_or(0.0);
+            if position >= last as f64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(round < 100, "the 1 MiB read-model disk never filled up");
+        if position < last as f64 {
+            break position as u64;
+        }
+        assert!(round < 400, "the read-model store never filled up");
     };
-    let stuck_at = b.rt().journey_progress.borrow().position;
-    let metrics = b.rt().metrics.render();
+    let full_after = sent.len();
+
+    // the failure is visible: readiness, metrics, the log
+    let (status, why) = child.readyz(&http).await;
+    let metrics = child.metrics(&http).await.unwrap();
+    let errors = child
+        .log_lines()
+        .into_iter()
+        .filter(|l| l["level"] == "ERROR")
+        .filter_map(|l| l["fields"]["error"].as_str().map(str::to_string))
+        .collect::<Vec<_>>();
     eprintln!(
-        "disk full: {} events in the stream, projection stopped at {stuck_at}; projection error gauge set: {}",
-        full,
-        metrics.contains("handover_projection_errors{projection=\"journey\"} 1")
+        "disk full after {full_after} events: projection stopped at {stuck_at}; /readyz {status} {}; first error logged: {:?}",
+        why.trim(),
+        errors.first()
     );
-    assert!(stuck_at < full);
-    // more events are still acknowledged while the projection cannot write
-    let extra = workload("df-extra", &people, 50);
-    let r = b.post_events(&Value::from(extra.clone())).await;
-    assert_eq!(r.status(), 202);
+    assert_eq!(status, 503, "not ready while the projection cannot write");
+    assert!(why.contains("journey projection failing"), "{why}");
+    let errno = match limit {
+        DiskLimit::FileSize(_) => "File too large",
+        DiskLimit::Tmpfs(_) => "No space left on device",
+    };
+    assert!(why.contains(errno), "/readyz names the cause: {why}");
+    assert!(
+        errors.iter().any(|e| e.contains(errno)),
+        "the log names the cause: {errors:?}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "handover_projection_errors{projection=\"journey\"}"
+        ),
+        Some(1.0)
+    );
+
+    // ingest goes on meanwhile
+    let extra = workload("df-extra", &people, 100);
+    assert_eq!(post(extra.clone()).await, 202);
     sent.extend(extra);
     let total = sent.len() as u64;
-    let readyz = b
-        .http
-        .get(format!("{}/readyz", b.base))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    eprintln!("disk full: /readyz answers {readyz}");
+    assert_eq!(log.last_sequence().await.unwrap(), total);
 
-    // free space: does the running projection recover by itself?
-    disk.resize("64m");
-    let in_process = b
-        .rt()
-        .projected(total, Duration::from_secs(5))
-        .await
-        .is_ok();
+    // lift the limit: does the running process recover by itself?
+    match &limit {
+        DiskLimit::FileSize(_) => {
+            let out = std::process::Command::new("prlimit")
+                .args([
+                    "--pid",
+                    &child.pid().to_string(),
+                    "--fsize=unlimited:unlimited",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        DiskLimit::Tmpfs(_) => tmpfs.as_ref().unwrap().resize("64m"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut recovered = false;
+    while Instant::now() < deadline && !recovered {
+        let m = child.metrics(&http).await.unwrap_or_default();
+        recovered = metric(&m, "handover_projection_position{projection=\"journey\"}")
+            .is_some_and(|p| p >= total as f64);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = child.readyz(&http).await;
     eprintln!(
-        "disk freed: the running projection {} by itself (position {})",
-        if in_process {
+        "limit lifted: the running process {} by itself; /readyz {status}",
+        if recovered {
             "recovered"
         } else {
-            "did not recover"
-        },
-        b.rt().journey_progress.borrow().position
+            "did not recover (sled keeps its I/O error)"
+        }
     );
-
-    // crash and restart on the same store
-    let base_before = b.base.clone();
-    b.rt.take().unwrap().abort().await;
-    drop(crate::support::reopen(&cfg.store.path));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    b.rt = Some(
-        handover::runtime::Runtime::start(&cfg, Some(listener))
-            .await
-            .unwrap(),
-    );
-    b.base = format!("http://{}", b.rt().api_addr.unwrap());
-    assert_ne!(b.base, base_before);
-    b.rt()
-        .projected(total, Duration::from_secs(30))
-        .await
-        .unwrap();
-
-    // every event in the read model exactly once ...
-    let report = LoadReport {
-        outcomes: Vec::new(),
-        acked: sent
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (key_of(v), (i as u64 + 1, false)))
-            .collect(),
-    };
-    assert_stored_and_projected_once(&b.rt().log, &b.http, &b.base, &sent, &report).await;
-    // ... and byte for byte what a fresh replay of the stream produces
-    let resumed_rt = b.rt.take().unwrap();
-    resumed_rt.shutdown().await;
-    let resumed = journey_snapshot(&crate::support::reopen(&cfg.store.path));
-    let mut fresh_cfg = cfg.clone();
-    fresh_cfg.api.enabled = false;
-    fresh_cfg.store.path = b.dir.path().join("fresh");
-    let rt = handover::runtime::Runtime::start(&fresh_cfg, None)
-        .await
-        .unwrap();
-    rt.projected(total, Duration::from_secs(30)).await.unwrap();
-    rt.shutdown().await;
-    let fresh = journey_snapshot(&crate::support::reopen(&fresh_cfg.store.path));
-    assert_eq!(resumed.len(), fresh.len());
-    for (k, v) in &fresh {
-        assert_eq!(
-            resumed.get(k),
-            Some(v),
-            "entry {} differs from a fresh replay",
-            String::from_utf8_lossy(k)
-        );
+    if !recovered {
+        assert_eq!(status, 503, "still not ready, rather than ready and stale");
     }
-    eprintln!("disk-full test took {} ms", ms(started.elapsed()));
+
+    // crash and restart on the same store (as systemd's Restart= would)
+    tokio::task::block_in_place(|| child.kill());
+    let committed = crate::support::reopen(&store)
+        .tree("journey")
+        .unwrap()
+        .position()
+        .unwrap();
+    // Not necessarily `stuck_at`: sled 0.34 can report a flush as done for a write that
+    // then fails (seen here: 850 reported, 800 on disk). Safe, because the position and
+    // the read-model changes are one batch and the consumer restarts from the store's own
+    // position; the comparison with a clean rebuild below is what proves it.
+    eprintln!(
+        "after the kill the store holds position {committed} (the process had reported {stuck_at})"
+    );
+    assert!(
+        committed > 0 && committed <= stuck_at,
+        "the store kept a committed prefix"
+    );
+    let mut child = tokio::task::block_in_place(|| {
+        Handover::spawn(serve_command(&config), &dir.path().join("restarted.log"))
+    });
+    child
+        .projected(&http, total, Duration::from_secs(120))
+        .await;
+    assert_eq!(child.readyz(&http).await.0, 200);
+    tokio::task::block_in_place(|| child.stop());
+
+    // byte for byte a clean rebuild; every event applied once
+    let clean_store = dir.path().join("clean");
+    let clean_config = write_config(dir.path(), "clean", &nats.url(), &clean_store, "");
+    let mut clean = tokio::task::block_in_place(|| {
+        Handover::spawn(serve_command(&clean_config), &dir.path().join("clean.log"))
+    });
+    clean
+        .projected(&http, total, Duration::from_secs(120))
+        .await;
+    tokio::task::block_in_place(|| clean.stop());
+    let resumed = crate::support::reopen(&store);
+    let differences = store_differences(
+        &all_trees(&resumed),
+        &all_trees(&crate::support::reopen(&clean_store)),
+    );
+    assert!(
+        differences.is_empty(),
+        "differs from a clean rebuild:\n{}",
+        differences.join("\n")
+    );
+    let journeys = handover_projections::Journeys::new(log.pseudonym_key().clone());
+    let tree = resumed.tree("journey").unwrap();
+    let mut applied = 0;
+    for nhs in &people {
+        let n = handover_events::NhsNumber::parse(nhs).unwrap();
+        let j = journeys.get(&tree, &n).unwrap().unwrap();
+        let ids: BTreeSet<&str> = j.timeline.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), j.timeline.len(), "an event applied twice");
+        applied += j.timeline.len();
+    }
+    assert_eq!(applied, sent.len(), "every event applied exactly once");
+    eprintln!(
+        "disk-full test ({}) took {} ms",
+        match limit {
+            DiskLimit::FileSize(b) => format!("file-size limit {b} bytes"),
+            DiskLimit::Tmpfs(s) => format!("tmpfs {s}"),
+        },
+        ms(started.elapsed())
+    );
+}
+
+/// Where the file-size limit falls: past sled's first segments, so the projection commits
+/// a few thousand events before a write fails.
+const FILE_SIZE_LIMIT: u64 = 2 * 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_store_over_its_file_size_limit_stops_the_projection_and_it_resumes_exactly_once(
+) {
+    read_model_disk_fills_up(DiskLimit::FileSize(FILE_SIZE_LIMIT)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes_exactly_once() {
+    if is_root() {
+        read_model_disk_fills_up(DiskLimit::Tmpfs("1m")).await;
+    } else {
+        eprintln!(
+            "not root, so no tmpfs can be mounted: the disk fills up by a file-size limit instead"
+        );
+        read_model_disk_fills_up(DiskLimit::FileSize(FILE_SIZE_LIMIT)).await;
+    }
 }

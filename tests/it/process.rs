@@ -194,8 +194,9 @@ impl Handover {
         let Some(mut c) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-INT", &c.id().to_string()])
+        // The shell's own `kill`, so no procps is needed.
+        let _ = Command::new("sh")
+            .args(["-c", r#"kill -INT "$1""#, "sh", &c.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         while matches!(c.try_wait(), Ok(None)) {

@@ -10,17 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use handover_events::{Event, PseudonymKey, SinkError, Stored};
+use handover_events::{Event, SinkError, Stored};
 use handover_nats::{EventLog, LogConfig};
 use handover_testkit::NatsServer;
 use serde_json::{json, Value};
 
 use crate::faults::{key_of, read_back, SOURCE};
 use crate::support::{ev, Backbone};
-
-fn key() -> PseudonymKey {
-    PseudonymKey::new(crate::support::KEY_HEX.as_bytes().to_vec()).unwrap()
-}
 
 /// `n` admissions of distinct people, ids `tag-0` …
 fn admissions(tag: &str, n: usize) -> Vec<Value> {
@@ -56,7 +52,9 @@ async fn start(max_pending: usize, publish_wait: Duration) -> (NatsServer, Event
         publish_wait,
         ..LogConfig::default()
     };
-    let log = EventLog::connect(&nats.url(), cfg, key()).await.unwrap();
+    let log = EventLog::connect(&nats.url(), cfg, crate::support::pseudonym_key())
+        .await
+        .unwrap();
     (nats, log)
 }
 

@@ -192,8 +192,7 @@ async fn the_projector_process_sigkilled_at_random_points_under_load_ends_equal_
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let key =
-        handover_events::PseudonymKey::new(crate::support::KEY_HEX.as_bytes().to_vec()).unwrap();
+    let key = crate::support::pseudonym_key();
     // The load goes through the real log from this process; the projector is the child.
     let log = handover_nats::EventLog::connect(&nats.url(), Default::default(), key)
         .await

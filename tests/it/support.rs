@@ -10,6 +10,15 @@ use serde_json::{json, Value};
 
 pub const KEY_HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+/// The pseudonym key of [`KEY_HEX`], as `handover` reads it from the key file.
+pub fn pseudonym_key() -> handover_events::PseudonymKey {
+    let bytes: Vec<u8> = (0..KEY_HEX.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&KEY_HEX[i..i + 2], 16).unwrap())
+        .collect();
+    handover_events::PseudonymKey::new(bytes).unwrap()
+}
+
 /// Organisations with test tokens: two trusts and two councils.
 pub const ORGS: [&str; 4] = ["RX1", "RR8", "E08000035", "E08000032"];
 
