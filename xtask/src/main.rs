@@ -1,8 +1,9 @@
 //! Project chores, run as `cargo xtask <task>` (cargo-xtask convention):
 //!
 //! - `setup`: installs what the project needs from Debian's packages when missing
-//!   (`nats-server`; `chromium` and `chromium-driver` for the browser test), using apt-get
-//!   as root or through sudo;
+//!   (`nats-server`; `chromium` and `chromium-driver` for the browser test; `util-linux` for
+//!   `prlimit`, which the disk-full test runs `handover` under), using apt-get as root or
+//!   through sudo;
 //! - `dev`: `setup`, then `handover dev --demo` (release build) — the README's run command;
 //! - `test`: `setup`, then formatting, clippy with warnings as errors, rustdoc with warnings
 //!   as errors, and the whole test suite — the README's test command, which `.ci/run` calls.
@@ -17,7 +18,7 @@ fn main() {
         Some("dev") => setup(false).and_then(|()| dev(&args[1..])),
         Some("test") | Some("ci") => setup(true).and_then(|()| test()),
         _ => {
-            eprintln!("usage: cargo xtask <setup|dev|test>\n  setup  install nats-server, chromium and chromium-driver if missing\n  dev    run the local backbone with demo data\n  test   fmt, clippy, docs and all tests (the CI entry point)");
+            eprintln!("usage: cargo xtask <setup|dev|test>\n  setup  install nats-server, chromium, chromium-driver and prlimit if missing\n  dev    run the local backbone with demo data\n  test   fmt, clippy, docs and all tests (the CI entry point)");
             exit(2);
         }
     };
@@ -85,7 +86,7 @@ fn apt_install(packages: &[&str]) -> Result {
 
 /// Installs what the project needs from Debian when missing: nats-server (the event log
 /// for `dev` and the tests) and, with `for_tests`, chromium and chromium-driver (the web
-/// UI's browser test).
+/// UI's browser test) and util-linux's `prlimit` (the disk-full test's file-size limit).
 fn setup(for_tests: bool) -> Result {
     let mut missing = Vec::new();
     if !have("nats-server", &["/usr/sbin/nats-server"]) {
@@ -96,6 +97,9 @@ fn setup(for_tests: bool) -> Result {
     }
     if for_tests && !have("chromedriver", &["/usr/bin/chromedriver"]) {
         missing.push("chromium-driver");
+    }
+    if for_tests && !have("prlimit", &["/usr/bin/prlimit"]) {
+        missing.push("util-linux");
     }
     if missing.is_empty() {
         return Ok(());

@@ -314,6 +314,11 @@ mod tests {
         assert_eq!(cfg.nats.url.as_deref(), Some("nats://h:4222"));
         assert_eq!(cfg.nats.replicas, 3);
         assert_eq!(cfg.api.listen.port(), 8080);
+        let err = format!(
+            "{:#}",
+            Config::parse("[nats]\nmax_pending = -1\n").unwrap_err()
+        );
+        assert!(err.contains("max_pending"), "{err}");
     }
 
     #[test]
@@ -322,6 +327,11 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/handover.toml");
         let cfg = Config::load(&path).unwrap();
         assert_eq!(cfg.tokens.len(), 2);
+        let log = cfg.log_config();
+        assert_eq!(
+            (log.max_pending, log.publish_wait),
+            (1024, std::time::Duration::from_secs(5))
+        );
         assert_eq!(cfg.adapters["hl7"]["listen"].as_str(), Some("0.0.0.0:2575"));
         assert_eq!(
             cfg.adapters["filedrop"]["sources"].as_array().map(Vec::len),
