@@ -55,8 +55,8 @@ pub enum ApiError {
         "send application/cloudevents+json, application/cloudevents-batch+json or application/json"
     )]
     UnsupportedMediaType,
-    /// The event log is unavailable: retry later.
-    #[error("the event log is unavailable; nothing was stored, retry later")]
+    /// The event log is unavailable, or too many publishes are waiting for it: retry later.
+    #[error("the event log is unavailable or busy; resend later with the same source and id (a resend is recognised as a duplicate)")]
     Unavailable,
     /// Anything else.
     #[error("internal error")]
