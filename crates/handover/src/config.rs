@@ -273,7 +273,7 @@ impl Config {
             stream: self.nats.stream.clone(),
             replicas: self.nats.replicas,
             duplicate_window: std::time::Duration::from_secs(self.nats.duplicate_window_secs),
-            max_pending: self.nats.max_pending.max(1),
+            max_pending: self.nats.max_pending,
             publish_wait: std::time::Duration::from_millis(self.nats.publish_wait_ms),
             ..handover_nats::LogConfig::default()
         }
