@@ -574,8 +574,9 @@ enum DiskLimit {
 /// clean rebuild from the stream, every event applied once.
 async fn read_model_disk_fills_up(limit: DiskLimit) {
     use crate::process::{
-        all_trees, handover_bin, metric, serve_command, store_differences, write_config, Handover,
+        all_trees, handover_bin, serve_command, store_differences, write_config, Handover,
     };
+    use crate::support::metric;
 
     let started = Instant::now();
     tokio::task::block_in_place(handover_bin);

@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::support::{self, ev, token, Backbone};
+use crate::support::{self, ev, metric, token, Backbone};
 
 const NHS: &str = "9434765919";
 const NHS_HL7: &str = "9434765870";
@@ -290,12 +290,6 @@ fn one_trace_from_http_or_hl7_through_the_jetstream_publish() {
             .any(|s| s.span_context.span_id() == p.parent_span_id));
     }
     drop(rt);
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[tokio::test]

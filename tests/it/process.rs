@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::metric;
+
 /// Variables (and prefixes) cargo sets for the test process about this package.
 const SET_FOR_TESTS: [&str; 8] = [
     "CARGO_PKG_",
@@ -256,12 +258,6 @@ impl Drop for Handover {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// The value of the sample `name` (with its labels, as written) in a Prometheus text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Every entry of every tree of a read-model store, by tree name.

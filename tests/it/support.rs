@@ -173,3 +173,10 @@ pub fn snapshot(store: &handover_store::Store) -> std::collections::BTreeMap<Vec
     let tree = store.tree("journey").unwrap();
     tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
 }
+
+/// The value of `series` (its name and labels, as written) in a Prometheus text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
