@@ -213,7 +213,9 @@ async fn the_projector_process_sigkilled_at_random_points_under_load_ends_equal_
     for chunk in backlog.chunks(500) {
         log.publish(chunk).await.unwrap();
     }
-    let load_for: Duration = delays.iter().sum();
+    // Each round also spends a few hundred ms starting the process and reading its store.
+    let load_for: Duration =
+        delays.iter().sum::<Duration>() + Duration::from_millis(500) * kills as u32;
     let paced = paced.to_vec();
     let publisher = {
         let log = log.clone();
