@@ -2,8 +2,8 @@
 //! aliases for linked local ids and merged NHS numbers.
 //!
 //! Keys in the `journey` tree (layout version 4):
-//! - `p/<person-key>`: the person's [`Record`]: a version byte (1), then three
-//!   length-prefixed parts — the [`Head`] (JSON: their folded journey without its timeline,
+//! - `p/<person-key>`: the person's `Record`: a version byte (1), then three
+//!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
 //!   timeline position and fingerprints of their index rows), their [`PersonFacts`] (JSON,
 //!   for the measures) — and the timeline: one frame per event, ordered by event time then
