@@ -37,8 +37,8 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-fn admin(st: &AdminState, headers: &HeaderMap, action: &'static str) -> Result<(), ApiError> {
-    let caller = st.auth.authenticate(headers)?;
+async fn admin(st: &AdminState, headers: &HeaderMap, action: &'static str) -> Result<(), ApiError> {
+    let caller = st.auth.authenticate(headers).await?;
     if caller.role != Role::Admin {
         return Err(ApiError::Forbidden {
             role: caller.role.as_str().into(),
@@ -67,7 +67,7 @@ async fn post_rebuild(
     Path(projection): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers, "rebuild projections")?;
+    admin(&st, &headers, "rebuild projections").await?;
     Ok(match st.rebuilds.request(&projection, "requested") {
         Ok(status) => {
             tracing::info!(projection, "rebuild requested through the admin API");
@@ -93,7 +93,7 @@ async fn get_rebuild(
     Path(projection): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    admin(&st, &headers, "see rebuilds")?;
+    admin(&st, &headers, "see rebuilds").await?;
     let status = st.rebuilds.status();
     if status.projection != projection {
         return Ok(problem(

@@ -1,6 +1,9 @@
 //! Bearer tokens mapped to an organisation and a role.
 //!
-//! Tokens are configured as SHA-256 digests, never in clear, and compared in constant time.
+//! Two kinds: tokens configured as SHA-256 digests (never in clear, compared in constant
+//! time), and JSON Web Tokens from an organisation's OpenID Connect identity provider
+//! ([`crate::oidc`]). A bearer value shaped like a JWT (three base64url segments) is
+//! checked as one; anything else against the digests. Neither is ever logged.
 
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -82,18 +85,23 @@ pub struct TokenConfig {
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// Holder name.
+    /// Holder name: the configured token's name, or the user claim of an OpenID Connect
+    /// token (recorded in the access audit).
     pub name: String,
     /// Organisation.
     pub organisation: String,
     /// Role.
     pub role: Role,
+    /// When the credential stops being valid (OpenID Connect tokens: `exp` plus leeway); a
+    /// web session signed in with it ends then too.
+    pub expires: Option<std::time::SystemTime>,
 }
 
-/// The token table.
+/// The token table and the OpenID Connect providers.
 #[derive(Debug, Clone, Default)]
 pub struct Auth {
     tokens: Vec<(Vec<u8>, Caller)>,
+    oidc: crate::oidc::Providers,
 }
 
 /// Hex SHA-256 of a token, as configured.
@@ -116,14 +124,30 @@ impl Auth {
                     name: t.name.clone(),
                     organisation: t.organisation.clone(),
                     role: t.role,
+                    expires: None,
                 },
             ));
         }
-        Ok(Auth { tokens: out })
+        Ok(Auth {
+            tokens: out,
+            oidc: Default::default(),
+        })
     }
 
-    /// The caller presenting `headers`' bearer token.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// The table with OpenID Connect providers added.
+    pub fn with_oidc(mut self, providers: crate::oidc::Providers) -> Auth {
+        self.oidc = providers;
+        self
+    }
+
+    /// The OpenID Connect providers (to load and refresh their keys).
+    pub fn oidc(&self) -> &crate::oidc::Providers {
+        &self.oidc
+    }
+
+    /// The caller presenting `headers`' bearer token: `401` for a missing, unknown or
+    /// invalid token, `403` for a valid OpenID Connect token without one Handover role.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let value = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -133,6 +157,12 @@ impl Auth {
             .or_else(|| value.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or(ApiError::Unauthenticated)?;
+        if crate::oidc::looks_like_jwt(token) {
+            if self.oidc.is_empty() {
+                return Err(crate::oidc::TokenError::UnknownIssuer.into());
+            }
+            return self.oidc.authenticate(token).await;
+        }
         let digest = Sha256::digest(token.as_bytes());
         let mut found = None;
         // Compare against every entry so timing does not reveal which one matched.

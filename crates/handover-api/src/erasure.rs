@@ -49,7 +49,7 @@ pub(crate) async fn erase(
     Path(nhs_number): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = st.auth.authenticate(&headers)?;
+    let caller = st.auth.authenticate(&headers).await?;
     if caller.role != Role::Admin {
         return Err(ApiError::Forbidden {
             role: caller.role.as_str().into(),

@@ -41,6 +41,8 @@ pub struct FhirError {
     pub status: StatusCode,
     /// The issues (at least one).
     pub issues: Vec<Issue>,
+    /// The `WWW-Authenticate` challenge of a `401`.
+    pub challenge: Option<HeaderValue>,
 }
 
 impl FhirError {
@@ -57,6 +59,7 @@ impl FhirError {
                 diagnostics: diagnostics.into(),
                 expression: None,
             }],
+            challenge: None,
         }
     }
 
@@ -64,6 +67,7 @@ impl FhirError {
         FhirError {
             status: StatusCode::BAD_REQUEST,
             issues,
+            challenge: None,
         }
     }
 }
@@ -72,8 +76,13 @@ impl From<ApiError> for FhirError {
     fn from(e: ApiError) -> FhirError {
         let text = e.to_string();
         let (status, code) = match &e {
-            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, IssueCode::Login),
+            ApiError::Unauthenticated | ApiError::InvalidToken(_) => {
+                let mut out = FhirError::one(StatusCode::UNAUTHORIZED, IssueCode::Login, text);
+                out.challenge = e.challenge();
+                return out;
+            }
             ApiError::Forbidden { .. }
+            | ApiError::NoRole(_)
             | ApiError::ReasonRequired
             | ApiError::NotPermitted { .. } => (StatusCode::FORBIDDEN, IssueCode::Forbidden),
             ApiError::UnsupportedMediaType => {
@@ -105,7 +114,8 @@ impl IntoResponse for FhirError {
             StatusCode::UNAUTHORIZED => {
                 h.insert(
                     header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"handover\""),
+                    self.challenge
+                        .unwrap_or(HeaderValue::from_static("Bearer realm=\"handover\"")),
                 );
             }
             StatusCode::SERVICE_UNAVAILABLE => {
@@ -126,12 +136,12 @@ fn fhir_response(status: StatusCode, body: &Value) -> Response {
 
 /// Authenticates, checks the role and media type, parses the body; returns the mapping
 /// context.
-fn prelude(
+async fn prelude(
     st: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(FhirContext, Value, crate::Caller), FhirError> {
-    let caller = st.auth.authenticate(headers)?;
+    let caller = st.auth.authenticate(headers).await?;
     if !caller.role.publishes() {
         return Err(ApiError::Forbidden {
             role: caller.role.as_str().into(),
@@ -193,6 +203,7 @@ async fn publish(
         return Err(FhirError {
             status: StatusCode::FORBIDDEN,
             issues: refused,
+            challenge: None,
         });
     }
     if events.len() > MAX_BATCH {
@@ -264,7 +275,7 @@ pub async fn post_resource(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let (ctx, value, caller) = prelude(&st, &headers, &body)?;
+    let (ctx, value, caller) = prelude(&st, &headers, &body).await?;
     if !RESOURCE_TYPES.contains(&resource_type.as_str()) {
         return Err(FhirError::one(
             StatusCode::NOT_FOUND,
@@ -306,7 +317,7 @@ pub async fn post_bundle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let (ctx, value, caller) = prelude(&st, &headers, &body)?;
+    let (ctx, value, caller) = prelude(&st, &headers, &body).await?;
     let entries = translate_bundle(&value, &ctx).map_err(|issues| {
         let n = value
             .get("entry")

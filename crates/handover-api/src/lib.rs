@@ -9,6 +9,7 @@ pub mod erasure;
 pub mod fhir;
 pub mod metrics;
 pub mod observe;
+pub mod oidc;
 pub mod openapi;
 pub mod policy;
 pub mod problem;
@@ -144,7 +145,7 @@ async fn post_events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = st.auth.authenticate(&headers)?;
+    let caller = st.auth.authenticate(&headers).await?;
     if !caller.role.publishes() {
         return Err(ApiError::Forbidden {
             role: caller.role.as_str().into(),
@@ -278,7 +279,7 @@ async fn get_journey(
     from: policy::ClientAddr,
     Path(nhs_number): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = worklists::require_people_reader(&st, &headers)?;
+    let caller = worklists::require_people_reader(&st, &headers).await?;
     let reason = access_reason(&headers).ok_or(ApiError::ReasonRequired)?;
     let nhs =
         NhsNumber::parse(&nhs_number).map_err(|e| ApiError::InvalidNhsNumber(e.to_string()))?;
@@ -336,7 +337,7 @@ async fn get_audit(
     from: policy::ClientAddr,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let caller = st.auth.authenticate(&headers)?;
+    let caller = st.auth.authenticate(&headers).await?;
     if caller.role != Role::Auditor {
         return Err(ApiError::Forbidden {
             role: caller.role.as_str().into(),

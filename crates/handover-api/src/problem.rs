@@ -14,6 +14,13 @@ pub enum ApiError {
     /// No or unknown bearer token.
     #[error("a valid bearer token is required")]
     Unauthenticated,
+    /// An OpenID Connect token that is not valid (expired, wrong issuer or audience, bad
+    /// signature, unknown key, …).
+    #[error("{0}")]
+    InvalidToken(crate::oidc::TokenError),
+    /// A valid OpenID Connect token that does not carry exactly one Handover role.
+    #[error("{0}")]
+    NoRole(String),
     /// The caller's role may not do this.
     #[error("the {role} role may not {action}")]
     Forbidden {
@@ -94,6 +101,12 @@ impl ApiError {
                 "unauthenticated",
                 "Authentication required",
             ),
+            InvalidToken(_) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid-token",
+                "Invalid bearer token",
+            ),
+            NoRole(_) => (StatusCode::FORBIDDEN, "no-role", "No Handover role"),
             Forbidden { .. } => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -136,6 +149,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The `WWW-Authenticate` challenge of a `401` (RFC 6750): `error="invalid_token"` with
+    /// the reason when a token was presented but refused.
+    pub fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            ApiError::Unauthenticated => {
+                Some(HeaderValue::from_static("Bearer realm=\"handover\""))
+            }
+            ApiError::InvalidToken(e) => HeaderValue::from_str(&format!(
+                "Bearer realm=\"handover\", error=\"invalid_token\", error_description=\"{e}\""
+            ))
+            .ok(),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, slug, title) = self.parts();
@@ -165,13 +195,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(challenge) = self.challenge() {
+            h.insert(header::WWW_AUTHENTICATE, challenge);
+        }
         match self {
-            ApiError::Unauthenticated => {
-                h.insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"handover\""),
-                );
-            }
             ApiError::Unavailable => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }

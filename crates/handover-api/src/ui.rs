@@ -62,7 +62,10 @@ impl Sessions {
     fn get(&self, id: &str) -> Option<Caller> {
         let mut m = self.inner.lock().ok()?;
         match m.get_mut(id) {
-            Some((c, t)) if t.elapsed() < SESSION_IDLE => {
+            Some((c, t))
+                if t.elapsed() < SESSION_IDLE
+                    && c.expires.is_none_or(|e| e > std::time::SystemTime::now()) =>
+            {
                 *t = Instant::now();
                 Some(c.clone())
             }
@@ -284,7 +287,7 @@ pub(crate) async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) 
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", f.token.trim())) {
         headers.insert(header::AUTHORIZATION, v);
     }
-    match st.auth.authenticate(&headers) {
+    match st.auth.authenticate(&headers).await {
         Ok(c) => {
             let id = st.sessions.create(c);
             let cookie = format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict");
@@ -292,6 +295,11 @@ pub(crate) async fn login(State(st): State<AppState>, Form(f): Form<LoginForm>) 
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
+            r
+        }
+        Err(e @ (ApiError::InvalidToken(_) | ApiError::NoRole(_))) => {
+            let mut r = login_page(Some(&format!("That token was refused: {e}.")));
+            *r.status_mut() = e.status();
             r
         }
         Err(_) => {

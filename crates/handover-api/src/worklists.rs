@@ -64,11 +64,11 @@ pub struct BrokerageQueue {
 }
 
 /// Reads people's data: discharge teams, brokers, social workers, admins.
-pub(crate) fn require_people_reader(
+pub(crate) async fn require_people_reader(
     st: &AppState,
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
-    let caller = st.auth.authenticate(headers)?;
+    let caller = st.auth.authenticate(headers).await?;
     if !caller.role.reads_people() {
         return Err(ApiError::Forbidden {
             role: caller.role.as_str().into(),
@@ -287,7 +287,7 @@ pub(crate) async fn get_delays(
     from: crate::policy::ClientAddr,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let caller = require_people_reader(&st, &headers)?;
+    let caller = require_people_reader(&st, &headers).await?;
     let w = delay_worklist(&st, &caller, &q, handover_events::time::london_today())?;
     let people = w
         .rows
@@ -311,7 +311,7 @@ pub(crate) async fn get_brokerage(
     from: crate::policy::ClientAddr,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let caller = require_people_reader(&st, &headers)?;
+    let caller = require_people_reader(&st, &headers).await?;
     let w = brokerage_queue(&st, &caller, &q, handover_events::time::london_today())?;
     let people = w
         .rows
@@ -334,7 +334,7 @@ pub(crate) async fn get_flow(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let caller = st.auth.authenticate(&headers)?;
+    let caller = st.auth.authenticate(&headers).await?;
     if caller.role == crate::Role::Integration {
         return Err(ApiError::Forbidden {
             role: caller.role.as_str().into(),

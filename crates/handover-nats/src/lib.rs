@@ -47,6 +47,48 @@ pub struct LogConfig {
     /// fails with [`SinkError::Unavailable`]. Nothing is handed to the client meanwhile, so
     /// a publish that failed this way is not stored later.
     pub publish_wait: Duration,
+    /// How the service authenticates to NATS (see deploy/nats-accounts.conf).
+    pub auth: NatsAuth,
+}
+
+/// NATS credentials of the Handover service. `Debug` never shows a secret.
+#[derive(Clone, Default)]
+pub enum NatsAuth {
+    /// No credentials (a server without authorisation, e.g. `handover dev`).
+    #[default]
+    None,
+    /// An nkey user seed (`SU…`); the server holds only the public key.
+    NKey(String),
+    /// A user and password (the server holds a bcrypt hash).
+    UserPassword {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::NKey(_) => f.write_str("NKey(<secret>)"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword({user}, <secret>)"),
+        }
+    }
+}
+
+impl NatsAuth {
+    /// Connection options carrying these credentials.
+    pub fn options(&self) -> async_nats::ConnectOptions {
+        match self {
+            NatsAuth::None => async_nats::ConnectOptions::new(),
+            NatsAuth::NKey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            NatsAuth::UserPassword { user, password } => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -58,6 +100,7 @@ impl Default for LogConfig {
             ack_timeout: Duration::from_secs(10),
             max_pending: 1024,
             publish_wait: Duration::from_secs(5),
+            auth: NatsAuth::None,
         }
     }
 }
@@ -200,7 +243,9 @@ impl EventLog {
             .collect();
         let reconnected = Arc::new(tokio::sync::Notify::new());
         let wake = reconnected.clone();
-        let client = async_nats::ConnectOptions::new()
+        let client = config
+            .auth
+            .options()
             .name("handover")
             .connection_timeout(Duration::from_secs(5))
             .reconnect_delay_callback(|attempts| {

@@ -222,13 +222,14 @@ impl std::fmt::Debug for Inspector {
 
 impl Inspector {
     /// Connects for reading status only.
-    pub async fn connect(url: &str) -> Result<Inspector, LogError> {
+    pub async fn connect(url: &str, auth: &crate::NatsAuth) -> Result<Inspector, LogError> {
         let urls: Vec<&str> = url
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .collect();
-        let client = async_nats::ConnectOptions::new()
+        let client = auth
+            .options()
             .name("handover-status")
             .connection_timeout(Duration::from_secs(5))
             .connect(urls.as_slice())

@@ -29,12 +29,38 @@
 //! organisation = "RX1"
 //! role = "discharge-team"
 //! token_sha256 = "…64 hex digits…"   # sha256 of the token; never the token itself
+//!
+//! [[oidc]]                           # an organisation's OpenID Connect identity provider
+//! organisation = "E08000035"         # every user of this provider belongs to it
+//! issuer = "https://login.example.org/leeds/v2.0"   # the tokens' `iss`, exactly
+//! audience = "api://handover"        # the tokens' `aud` must include it
+//! jwks_url = "https://login.example.org/leeds/discovery/keys"   # or jwks_file = "…"
+//! role_claim = "roles"               # default; string, space-separated or array
+//! user_claim = "sub"                 # default; named in the access audit
+//! algorithms = ["RS256", "ES256"]    # default; HS* refused
+//! leeway_secs = 60                   # default
+//! jwks_refresh_secs = 600            # default: fetch the JWKS URL again this often
+//! jwks_min_refetch_secs = 30         # default: at most this often for an unknown `kid`
+//! [oidc.role_map]                    # optional: claim values -> Handover roles
+//! "Handover.Broker" = "broker"
 //! ```
+//!
+//! A token's role claim must hold exactly one Handover role (after `role_map`): none, or
+//! several different ones, is refused with `403` — the identity provider must assign one.
+//! A JWKS URL that cannot be fetched at start-up is logged as a warning, not fatal: that
+//! provider's tokens get `401` until its keys arrive (retried every
+//! `jwks_min_refetch_secs`). A `jwks_file` that cannot be read or holds no usable key is a
+//! start-up error.
+//!
+//! `[nats]` also takes the service's NATS credentials when the server requires them
+//! (deploy/nats-accounts.conf): `nkey_seed_file` (an nkey user seed, `SU…`), or `user`
+//! with `password_file` (or `HANDOVER_NATS_PASSWORD`). Secrets are never in this file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use handover_api::oidc::OidcConfig;
 use handover_api::TokenConfig;
 use handover_events::PseudonymKey;
 use serde::Deserialize;
@@ -61,6 +87,9 @@ pub struct Config {
     /// API bearer tokens.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// OpenID Connect identity providers (`[[oidc]]`), one per organisation.
+    #[serde(default)]
+    pub oidc: Vec<OidcConfig>,
     /// The adapters' sections (`[hl7]`, `[filedrop]`, … — one per entry of
     /// `handover_adapters::ADAPTERS`), each checked by its adapter; an adapter runs when its
     /// section is present (the HL7 listener always does in `dev`).
@@ -94,6 +123,16 @@ pub struct NatsConfig {
     /// before its sender is told to retry later. Nothing is sent to NATS meanwhile.
     #[serde(default = "default_publish_wait_ms")]
     pub publish_wait_ms: u64,
+    /// File holding the service's NATS nkey user seed (`SU…`), when the server
+    /// authenticates users by nkey.
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// NATS user name, when the server authenticates by user and password.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// File holding that user's password (or set `HANDOVER_NATS_PASSWORD`).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 fn default_stream() -> String {
@@ -121,6 +160,9 @@ impl Default for NatsConfig {
             duplicate_window_secs: default_dup_window(),
             max_pending: default_max_pending(),
             publish_wait_ms: default_publish_wait_ms(),
+            nkey_seed_file: None,
+            user: None,
+            password_file: None,
         }
     }
 }
@@ -279,6 +321,59 @@ impl Config {
         }
     }
 
+    /// The NATS credentials: an nkey seed from `nats.nkey_seed_file`, or `nats.user` with
+    /// the password from `HANDOVER_NATS_PASSWORD`, else `nats.password_file`; none when
+    /// neither is configured.
+    pub fn nats_auth(&self) -> anyhow::Result<handover_nats::NatsAuth> {
+        use handover_nats::NatsAuth;
+        match (&self.nats.nkey_seed_file, &self.nats.user) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!(
+                    "nats: give either nkey_seed_file or user (with a password), not both"
+                )
+            }
+            (Some(p), None) => {
+                let seed = std::fs::read_to_string(p).with_context(|| {
+                    format!("cannot read the NATS nkey seed file {}", p.display())
+                })?;
+                let seed = seed.trim().to_string();
+                if !seed.starts_with("SU") {
+                    anyhow::bail!("{} does not hold an nkey user seed (SU…)", p.display());
+                }
+                Ok(NatsAuth::NKey(seed))
+            }
+            (None, Some(user)) => {
+                let password = match std::env::var("HANDOVER_NATS_PASSWORD")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                {
+                    Some(p) => p,
+                    None => match &self.nats.password_file {
+                        Some(p) => std::fs::read_to_string(p)
+                            .with_context(|| {
+                                format!("cannot read the NATS password file {}", p.display())
+                            })?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_string(),
+                        None => anyhow::bail!(
+                            "nats.user is set: set HANDOVER_NATS_PASSWORD or nats.password_file"
+                        ),
+                    },
+                };
+                Ok(NatsAuth::UserPassword {
+                    user: user.clone(),
+                    password,
+                })
+            }
+            (None, None) => {
+                if self.nats.password_file.is_some() {
+                    anyhow::bail!("nats.password_file needs nats.user");
+                }
+                Ok(NatsAuth::None)
+            }
+        }
+    }
+
     /// The pseudonym key: `HANDOVER_PSEUDONYM_KEY` (hex), else `pseudonym.key_file`.
     pub fn pseudonym_key(&self) -> anyhow::Result<PseudonymKey> {
         let hex_key = match std::env::var("HANDOVER_PSEUDONYM_KEY").ok().filter(|s| !s.is_empty()) {
@@ -332,11 +427,98 @@ mod tests {
             (log.max_pending, log.publish_wait),
             (1024, std::time::Duration::from_secs(5))
         );
+        assert_eq!(cfg.oidc.len(), 1);
+        assert_eq!(cfg.oidc[0].organisation, "E08000035");
         assert_eq!(cfg.adapters["hl7"]["listen"].as_str(), Some("0.0.0.0:2575"));
         assert_eq!(
             cfg.adapters["filedrop"]["sources"].as_array().map(Vec::len),
             Some(1)
         );
         handover_api::Auth::new(&cfg.tokens).unwrap();
+    }
+
+    #[test]
+    fn an_oidc_section_parses_with_defaults_and_rejects_unknown_keys() {
+        use handover_api::oidc::Algorithm;
+        let cfg = Config::parse(
+            r#"
+[[oidc]]
+organisation = "RX1"
+issuer = "https://idp.rx1.example"
+audience = "handover"
+jwks_file = "/etc/handover/rx1-jwks.json"
+
+[[oidc]]
+organisation = "E08000035"
+issuer = "https://login.example.org/leeds/v2.0"
+audience = "api://handover"
+jwks_url = "https://login.example.org/leeds/discovery/keys"
+role_claim = "realm_access.roles"
+user_claim = "preferred_username"
+algorithms = ["ES256"]
+leeway_secs = 30
+jwks_refresh_secs = 3600
+jwks_min_refetch_secs = 10
+[oidc.role_map]
+"Handover.Broker" = "broker"
+"#,
+        )
+        .unwrap();
+        let (a, b) = (&cfg.oidc[0], &cfg.oidc[1]);
+        assert_eq!(a.role_claim, "roles");
+        assert_eq!(a.user_claim, "sub");
+        assert_eq!(a.algorithms, [Algorithm::RS256, Algorithm::ES256]);
+        assert_eq!(
+            (a.leeway_secs, a.jwks_refresh_secs, a.jwks_min_refetch_secs),
+            (60, 600, 30)
+        );
+        assert!(a.role_map.is_empty());
+        assert_eq!(
+            b.jwks_url.as_deref(),
+            Some("https://login.example.org/leeds/discovery/keys")
+        );
+        assert_eq!(b.role_claim, "realm_access.roles");
+        assert_eq!(b.user_claim, "preferred_username");
+        assert_eq!(b.algorithms, [Algorithm::ES256]);
+        assert_eq!(b.role_map["Handover.Broker"], handover_api::Role::Broker);
+        assert_eq!(
+            (b.leeway_secs, b.jwks_refresh_secs, b.jwks_min_refetch_secs),
+            (30, 3600, 10)
+        );
+
+        let err = |text: &str| format!("{:#}", Config::parse(text).unwrap_err());
+        let base = "[[oidc]]\norganisation = \"RX1\"\nissuer = \"i\"\naudience = \"a\"\njwks_file = \"f\"\n";
+        assert!(err(&format!("{base}jwks_uri = \"x\"\n")).contains("unknown field `jwks_uri`"));
+        assert!(err(&format!("{base}algorithms = [\"none\"]\n")).contains("none"));
+        assert!(err(&format!("{base}[oidc.role_map]\nx = \"nurse\"\n")).contains("nurse"));
+        assert!(err("[[oidc]]\norganisation = \"RX1\"\n").contains("missing field"));
+    }
+
+    #[test]
+    fn nats_credentials_come_from_files_never_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = dir.path().join("handover.nk");
+        std::fs::write(&seed, "SUAEXAMPLE\n").unwrap();
+        let cfg = Config::parse(&format!("[nats]\nnkey_seed_file = {:?}\n", seed)).unwrap();
+        assert!(
+            matches!(cfg.nats_auth().unwrap(), handover_nats::NatsAuth::NKey(s) if s == "SUAEXAMPLE")
+        );
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let cfg = Config::parse(&format!(
+            "[nats]\nuser = \"handover\"\npassword_file = {:?}\n",
+            pw
+        ))
+        .unwrap();
+        assert!(
+            matches!(cfg.nats_auth().unwrap(), handover_nats::NatsAuth::UserPassword { user, password } if user == "handover" && password == "s3cret")
+        );
+        assert!(matches!(
+            Config::default().nats_auth().unwrap(),
+            handover_nats::NatsAuth::None
+        ));
+        std::fs::write(&seed, "not a seed").unwrap();
+        let cfg = Config::parse(&format!("[nats]\nnkey_seed_file = {:?}\n", seed)).unwrap();
+        assert!(cfg.nats_auth().is_err());
     }
 }

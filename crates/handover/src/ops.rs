@@ -56,7 +56,15 @@ pub async fn connect_log(cfg: &Config) -> anyhow::Result<EventLog> {
         }
         Err(e) => return Err(e),
     };
-    Ok(EventLog::connect(&url, cfg.log_config(), key).await?)
+    Ok(EventLog::connect(
+        &url,
+        handover_nats::LogConfig {
+            auth: cfg.nats_auth()?,
+            ..cfg.log_config()
+        },
+        key,
+    )
+    .await?)
 }
 
 /// One parked event as `parked list` shows it: no identifiers, no payload.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use handover_api::{AppState, Auth, Metrics, Readiness};
-use handover_nats::EventLog;
+use handover_nats::{EventLog, LogConfig};
 use handover_projections::{run_journeys, Journeys, Progress};
 use handover_store::Store;
 use tokio::sync::watch;
@@ -81,7 +81,15 @@ impl Runtime {
             .url
             .clone()
             .unwrap_or_else(|| DEFAULT_NATS_URL.to_string());
-        let log = EventLog::connect(&url, cfg.log_config(), key.clone()).await?;
+        let log = EventLog::connect(
+            &url,
+            LogConfig {
+                auth: cfg.nats_auth()?,
+                ..cfg.log_config()
+            },
+            key.clone(),
+        )
+        .await?;
         let store = open_store(&cfg.store.path)?;
         let journey_tree = store.tree(handover_projections::journeys::NAME)?;
         let journeys = Journeys::new(key);
@@ -203,7 +211,20 @@ impl Runtime {
                     .with_context(|| format!("cannot listen on {} (api.listen)", cfg.api.listen))?,
             };
             api_addr = Some(listener.local_addr()?);
-            let auth = Arc::new(Auth::new(&cfg.tokens).map_err(|e| anyhow::anyhow!(e))?);
+            let auth = Arc::new(
+                Auth::new(&cfg.tokens)
+                    .map_err(|e| anyhow::anyhow!(e))?
+                    .with_oidc(oidc_providers(&cfg.oidc)?),
+            );
+            if !auth.oidc().is_empty() {
+                // A JWKS URL that cannot be fetched now is retried; its tokens get 401 meanwhile.
+                auth.oidc().load().await;
+                let providers = auth.oidc().clone();
+                let mut stop = shutdown_rx.clone();
+                tasks.push(tokio::spawn(providers.run_refresh(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })));
+            }
             let audit = log.audit_log().await?;
             let state = AppState {
                 sink: Arc::new(log.clone()),
@@ -309,6 +330,53 @@ impl Runtime {
             let _ = t.await;
         }
     }
+}
+
+/// The OpenID Connect providers of `configs`, fetching JWKS URLs with an HTTPS client
+/// (rustls, the system's trust store).
+pub fn oidc_providers(
+    configs: &[handover_api::oidc::OidcConfig],
+) -> anyhow::Result<handover_api::oidc::Providers> {
+    let fetch: Option<handover_api::oidc::JwksFetcher> =
+        if configs.iter().any(|c| c.jwks_url.is_some()) {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .user_agent(concat!("handover/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .context("cannot build the HTTPS client for JWKS URLs")?;
+            Some(Arc::new(move |url: String| {
+                let client = client.clone();
+                Box::pin(async move { fetch_jwks(&client, &url).await })
+            }))
+        } else {
+            None
+        };
+    Ok(handover_api::oidc::Providers::new(configs, fetch)?)
+}
+
+/// Largest JWKS document accepted.
+const MAX_JWKS: usize = 1024 * 1024;
+
+async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
+    let resp = client
+        .get(url)
+        .header(
+            reqwest::header::ACCEPT,
+            "application/json, application/jwk-set+json",
+        )
+        .send()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: HTTP {}", resp.status()));
+    }
+    let body = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+    if body.len() > MAX_JWKS {
+        return Err(format!(
+            "GET {url}: the JWKS is larger than {MAX_JWKS} bytes"
+        ));
+    }
+    Ok(body.to_vec())
 }
 
 /// Opens the store, creating its directory.

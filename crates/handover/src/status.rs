@@ -188,7 +188,7 @@ pub async fn run(cfg: &Config, api_url: Option<String>) -> anyhow::Result<()> {
         .url
         .clone()
         .unwrap_or_else(|| DEFAULT_NATS_URL.to_string());
-    let inspector = Inspector::connect(&url).await?;
+    let inspector = Inspector::connect(&url, &cfg.nats_auth()?).await?;
     let stream = cfg.nats.stream.as_str();
     // Projections are the durable consumers of the event stream; their ack floor is the
     // position they have committed and acknowledged.
