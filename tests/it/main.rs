@@ -11,6 +11,7 @@ mod hl7;
 mod ingest;
 mod journey;
 mod observability;
+mod oidc;
 mod process;
 mod publisher;
 mod rebuild;

@@ -76,6 +76,8 @@ impl Runtime {
         api_listener: Option<tokio::net::TcpListener>,
     ) -> anyhow::Result<Runtime> {
         let key = cfg.pseudonym_key()?;
+        // Identity providers first: a bad JWKS file stops start-up before anything runs.
+        let oidc = oidc_providers(&cfg.oidc)?;
         let url = cfg
             .nats
             .url
@@ -214,7 +216,7 @@ impl Runtime {
             let auth = Arc::new(
                 Auth::new(&cfg.tokens)
                     .map_err(|e| anyhow::anyhow!(e))?
-                    .with_oidc(oidc_providers(&cfg.oidc)?),
+                    .with_oidc(oidc),
             );
             if !auth.oidc().is_empty() {
                 // A JWKS URL that cannot be fetched now is retried; its tokens get 401 meanwhile.
