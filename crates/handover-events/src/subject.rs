@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::catalogue::EventType;
-use crate::envelope::PersonRef;
+use crate::envelope::{Event, PersonRef};
 
 /// The first token of every Handover subject.
 pub const SUBJECT_ROOT: &str = "care";
@@ -76,6 +76,34 @@ pub fn subject_for(event_type: EventType, person_key: &str) -> String {
     )
 }
 
+/// Whether `event` was stored under its own subject: `care.<domain>.<event>.<person-key>`
+/// of its type and person. Handover's own producers always do; a direct NATS producer
+/// (deploy/nats-accounts.conf) is only checked by the server at subject level, so an event
+/// of one type published under another type's subject, or under another person's key, is
+/// refused here (the projection parks it). The reason names no identifier.
+pub fn check_subject(key: &PseudonymKey, subject: &str, event: &Event) -> Result<(), String> {
+    let t = event.event_type();
+    let want = format!("{SUBJECT_ROOT}.{}.{}.", t.domain().as_str(), t.name());
+    let Some(person) = event.person() else {
+        return Err("the event names no person (no subject NHS number or data.local_id)".into());
+    };
+    let Some(own_key) = subject.strip_prefix(want.as_str()) else {
+        let named: Vec<&str> = subject.split('.').take(3).collect();
+        return Err(format!(
+            "stored under {}.…, which is not the subject of a {} event ({want}…)",
+            named.join("."),
+            t.as_str()
+        ));
+    };
+    if own_key != key.person_key(&person) {
+        return Err(
+            "stored under another person's key: the subject's person key is not that of the event's person"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// The subject filter for all of one person's events.
 pub fn person_filter(person_key: &str) -> String {
     format!("{SUBJECT_ROOT}.*.*.{person_key}")
@@ -114,5 +142,51 @@ mod tests {
         // another key gives another pseudonym: keys can be per deployment
         let other = PseudonymKey::new(*b"fedcba9876543210").unwrap();
         assert_ne!(other.person_key(&PersonRef::Nhs(n)), k);
+    }
+
+    #[test]
+    fn an_event_must_be_stored_under_its_own_type_and_person() {
+        let key = PseudonymKey::new(*b"0123456789abcdef").unwrap();
+        let event = |ty: &str, nhs: &str, data: serde_json::Value| {
+            Event::from_json(serde_json::json!({
+                "specversion": "1.0", "id": "x", "source": "urn:gss:E08000035:mosaic",
+                "type": ty, "subject": nhs, "time": "2026-11-02T09:00:00Z", "data": data
+            }))
+            .unwrap()
+        };
+        let accepted = event(
+            "handover.referral.accepted.v1",
+            "9434765919",
+            serde_json::json!({"referral_id": "R1"}),
+        );
+        let n = NhsNumber::parse("9434765919").unwrap();
+        let k = key.person_key(&PersonRef::Nhs(n));
+        let own = subject_for(EventType::ReferralAccepted, &k);
+        assert_eq!(check_subject(&key, &own, &accepted), Ok(()));
+        // a discharge published under a referral's subject (a council user may publish
+        // there), and the reverse
+        let discharged = event(
+            "handover.discharge.discharged.v1",
+            "9434765919",
+            serde_json::json!({"encounter_id": "E1", "discharged_at": "2026-11-02T09:00:00Z"}),
+        );
+        let e = check_subject(&key, &own, &discharged).unwrap_err();
+        assert_eq!(
+            e,
+            "stored under care.referral.accepted.…, which is not the subject of a handover.discharge.discharged.v1 event (care.discharge.discharged.…)"
+        );
+        // someone else's key
+        let other = NhsNumber::parse("9434765870").unwrap();
+        let theirs = subject_for(
+            EventType::ReferralAccepted,
+            &key.person_key(&PersonRef::Nhs(other)),
+        );
+        let e = check_subject(&key, &theirs, &accepted).unwrap_err();
+        assert!(
+            e.contains("another person's key") && !e.contains("943476"),
+            "{e}"
+        );
+        // not a care subject at all
+        assert!(check_subject(&key, "care.referral.accepted", &accepted).is_err());
     }
 }

@@ -20,7 +20,8 @@ pub struct ParkedRecord {
     pub sequence: u64,
     /// Its subject in the care stream (pseudonymous).
     pub subject: String,
-    /// `decode` (the stored bytes are not a catalogue event) or `apply` (the fold failed).
+    /// `decode` (the stored bytes are not a catalogue event), `subject` (stored under a
+    /// subject that is not the event's own) or `apply` (the fold failed).
     pub kind: String,
     /// Why, with quoted values and long digit runs removed (no identifiers).
     pub error: String,

@@ -12,6 +12,10 @@
 //! JetStream *before* the batch's commit moves the position past it; the batch is applied
 //! without it and the projection moves on. A store error still fails the whole batch.
 //!
+//! **Subjects.** An event stored under a subject other than its own (another type's or
+//! another person's, which a direct NATS producer could do: the server checks subjects
+//! only) is parked as well, kind `subject` ([`check_subject`]).
+//!
 //! **Rebuilds.** When a rebuild swaps a new tree in ([`handover_store::Store::promote`]),
 //! the runner notices (the tree's generation changes, or a commit fails with
 //! [`StoreError::Swapped`]), rereads its position from the new tree and reopens its feed
@@ -20,6 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use handover_events::subject::check_subject;
 use handover_events::Event;
 use handover_nats::{Delivery, EventLog, LogError, ParkedLog};
 use handover_store::{StoreError, Tree, Tx};
@@ -103,10 +108,24 @@ pub async fn project_batch<'t>(
         }
         last = d.sequence;
         match Event::from_stored(&d.payload) {
-            Ok(e) => {
-                events.push((d.sequence, d.subject.as_str(), e));
-                sources.push(d);
-            }
+            Ok(e) => match check_subject(projection.pseudonym_key(), &d.subject, &e) {
+                Ok(()) => {
+                    events.push((d.sequence, d.subject.as_str(), e));
+                    sources.push(d);
+                }
+                // A direct NATS producer's event under another type's or person's subject:
+                // the server checked only the subject, so it is refused here.
+                Err(why) => {
+                    tracing::warn!(
+                        sequence = d.sequence,
+                        projection = NAME,
+                        "parking an event stored under a subject that does not match it"
+                    );
+                    parked.push(ParkedRecord::new(
+                        NAME, d.sequence, &d.subject, "subject", &why, 1, &d.payload,
+                    ));
+                }
+            },
             Err(e) => {
                 tracing::warn!(
                     sequence = d.sequence,
@@ -264,10 +283,20 @@ mod tests {
     use super::*;
     use handover_events::PseudonymKey;
 
+    /// A delivery under the event's own subject (key as in the tests below).
     fn delivery(seq: u64, payload: &str) -> Delivery {
+        let key = PseudonymKey::new(vec![7u8; 32]).unwrap();
+        let subject = Event::from_stored(payload.as_bytes())
+            .ok()
+            .and_then(|e| {
+                e.person().map(|p| {
+                    handover_events::subject::subject_for(e.event_type(), &key.person_key(&p))
+                })
+            })
+            .unwrap_or_else(|| "care.x".into());
         Delivery {
             sequence: seq,
-            subject: "care.discharge.admitted".into(),
+            subject,
             payload: payload.as_bytes().to_vec().into(),
             pending: 0,
             traceparent: None,
@@ -323,5 +352,38 @@ mod tests {
             let n = handover_events::NhsNumber::parse(nhs).unwrap();
             assert_eq!(j.get(&tree, &n).unwrap().unwrap().timeline.len(), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn an_event_under_another_types_or_persons_subject_is_left_out_for_parking() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = handover_store::Store::open(dir.path()).unwrap();
+        let tree = store.tree(NAME).unwrap();
+        let projection = Journeys::new(PseudonymKey::new(vec![7u8; 32]).unwrap());
+        let mut wrong_type = delivery(1, &admitted("a", "9434765919"));
+        wrong_type.subject = wrong_type
+            .subject
+            .replace("care.discharge.admitted.", "care.referral.accepted.");
+        let mut wrong_person = delivery(2, &admitted("b", "9434765919"));
+        wrong_person.subject = delivery(9, &admitted("x", "9434765870")).subject;
+        let deliveries = vec![
+            wrong_type,
+            wrong_person,
+            delivery(3, &admitted("c", "9434765870")),
+        ];
+        let p = project_batch(&tree, &projection, &deliveries, 0)
+            .await
+            .unwrap();
+        assert_eq!(p.last, 3);
+        let kinds: Vec<_> = p
+            .parked
+            .iter()
+            .map(|r| (r.sequence, r.kind.as_str()))
+            .collect();
+        assert_eq!(kinds, vec![(1, "subject"), (2, "subject")]);
+        assert!(p.parked[0]
+            .error
+            .contains("not the subject of a handover.discharge.admitted.v1"));
+        assert!(p.parked[1].error.contains("another person's key"));
     }
 }

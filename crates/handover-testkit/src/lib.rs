@@ -331,6 +331,61 @@ impl NatsServer {
         );
     }
 
+    /// Starts a server from configuration files instead of flags, e.g. a copy of a
+    /// deployment's `nats-server.conf` and the files it includes.
+    ///
+    /// `files` are `(name, text)` pairs written side by side into the server's temporary
+    /// directory (so relative `include`s resolve); the first is passed with `-c`. In every
+    /// text, `{{port}}`, `{{monitor_port}}` and `{{store_dir}}` are replaced by the chosen
+    /// client port, monitoring port and store directory: the configuration must listen on
+    /// `127.0.0.1:{{port}}`, serve monitoring on `{{monitor_port}}` and enable JetStream in
+    /// `{{store_dir}}` (nats-server refuses a `store_dir` given both as flag and in a file).
+    pub fn start_with_config(files: &[(&str, &str)]) -> Self {
+        assert!(!files.is_empty(), "no configuration file given");
+        let binary = nats_server_binary();
+        let mut last_err = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let dir = tempfile::Builder::new()
+                .prefix("handover-nats-")
+                .tempdir()
+                .expect("create temp dir");
+            let store_dir = dir.path().join("store");
+            std::fs::create_dir_all(&store_dir).expect("create store dir");
+            let log_path = dir.path().join("nats-server.log");
+            let ports = free_ports(2);
+            let (port, monitor) = (ports[0], ports[1]);
+            for (name, text) in files {
+                let text = text
+                    .replace("{{port}}", &port.to_string())
+                    .replace("{{monitor_port}}", &monitor.to_string())
+                    .replace("{{store_dir}}", &store_dir.display().to_string());
+                std::fs::write(dir.path().join(name), text).expect("write configuration");
+            }
+            let args = vec![
+                "-c".to_string(),
+                dir.path().join(files[0].0).display().to_string(),
+            ];
+            let mut proc = Proc::new(args, port, monitor, log_path);
+            let started = proc
+                .spawn()
+                .and_then(|()| proc.wait_healthy(Instant::now() + START_DEADLINE));
+            match started {
+                Ok(()) => {
+                    return Self {
+                        proc,
+                        store_dir,
+                        _dir: dir,
+                    }
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        panic!(
+            "could not start {} with configuration files after {START_ATTEMPTS} attempts: {last_err}",
+            binary.display()
+        );
+    }
+
     /// The client URL, `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.proc.client_port)

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod dev;
+pub mod nats_accounts;
 pub mod ops;
 pub mod publish;
 pub mod runtime;
