@@ -10,6 +10,7 @@ mod governance;
 mod hl7;
 mod ingest;
 mod journey;
+mod nats_accounts;
 mod observability;
 mod oidc;
 mod process;

@@ -729,6 +729,21 @@ mod tests {
     }
 
     #[test]
+    fn configuration_files_with_an_include() {
+        let main = "listen: 127.0.0.1:{{port}}\nhttp: 127.0.0.1:{{monitor_port}}\n\
+                    jetstream { store_dir: \"{{store_dir}}\" }\ninclude ./extra.conf\n";
+        let mut nats = NatsServer::start_with_config(&[
+            ("main.conf", main),
+            ("extra.conf", "server_name: from-include\n"),
+        ]);
+        let varz = http_get(nats.monitor_port(), "/varz").unwrap().1;
+        assert!(varz.contains("from-include"), "{varz}");
+        assert!(nats.store_dir().join("jetstream").is_dir());
+        nats.restart();
+        assert!(nats_greets(nats.port()));
+    }
+
+    #[test]
     fn three_node_cluster() {
         let mut cluster = NatsCluster::start(3);
         assert_eq!(cluster.len(), 3);
