@@ -694,8 +694,11 @@ mod tests {
         assert_eq!(usable_keys(&ec, &[Algorithm::RS256]).unwrap().len(), 1);
     }
 
+    /// Answers a fetcher gives, in order (the last one repeats).
+    type Answers = Arc<std::sync::Mutex<Vec<Result<Vec<u8>, String>>>>;
+
     fn counting_fetcher(
-        bodies: Arc<std::sync::Mutex<Vec<Result<Vec<u8>, String>>>>,
+        bodies: Answers,
         calls: Arc<std::sync::atomic::AtomicUsize>,
     ) -> JwksFetcher {
         Arc::new(move |_url| {

@@ -198,11 +198,8 @@ impl IntoResponse for ApiError {
         if let Some(challenge) = self.challenge() {
             h.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        match self {
-            ApiError::Unavailable => {
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            _ => {}
+        if let ApiError::Unavailable = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         resp
     }
