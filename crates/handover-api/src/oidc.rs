@@ -320,6 +320,12 @@ impl Provider {
                 if fetch.is_none() {
                     return Err(config("jwks_url needs an HTTP client (none was given)"));
                 }
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|p| url.starts_with(p));
+                if url.starts_with("http://") && !loopback {
+                    tracing::warn!(issuer = %cfg.issuer, "jwks_url is plain HTTP: signing keys could be replaced in transit; use https://");
+                }
                 Vec::new()
             }
             _ => return Err(config("give exactly one of jwks_file and jwks_url")),

@@ -117,7 +117,8 @@ pub fn document() -> Value {
                  "description": "Discharge, referral, care-package and person-identity events shared between NHS trusts and councils. Errors are RFC 9457 problem details (FHIR: OperationOutcome)."},
         "components": {
             "schemas": Value::Object(components),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "A Handover token, or an access token (JWT) from an organisation's configured OpenID Connect identity provider. A refused JWT is 401 with WWW-Authenticate error=\"invalid_token\"; a valid one without exactly one Handover role is 403."}}
         },
         "security": secured,
         "paths": {
