@@ -547,7 +547,7 @@ async fn producers_may_assert_only_their_own_organisations_events() {
 }
 
 /// Everything written to the log by this test binary, captured once.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOGS.get_or_init(|| {
         let buf = Arc::new(Mutex::new(Vec::new()));

@@ -179,6 +179,7 @@ async fn assert_invalid_token(r: reqwest::Response, why: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_tokens_are_validated_and_audited_like_configured_tokens() {
+    let logs = crate::governance::captured_logs();
     let b = start(vec![provider(Some(fixture("jwks.json")), None)]).await;
     let team = claims(json!(["discharge-team"]));
 
@@ -398,6 +399,24 @@ async fn oidc_tokens_are_validated_and_audited_like_configured_tokens() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("expired"));
+
+    // refusals are logged by reason; tokens and the user claim never are
+    let log_text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    assert!(
+        log_text.contains("bearer token refused"),
+        "the capture saw them"
+    );
+    assert!(!log_text.contains(USER));
+    for t in [mint("rsa-1", &team), tampered, forged_none_payload(&team)] {
+        for part in t.split('.').skip(1).filter(|p| p.len() > 8) {
+            assert!(!log_text.contains(part), "a token reached the log");
+        }
+    }
+}
+
+/// The claims segment every token minted from `claims` shares.
+fn forged_none_payload(claims: &Value) -> String {
+    format!("x.{}.", b64(claims))
 }
 
 /// A JWKS endpoint whose answer the test changes: (status, body), and a hit counter.

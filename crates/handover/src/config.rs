@@ -435,6 +435,8 @@ mod tests {
             Some(1)
         );
         handover_api::Auth::new(&cfg.tokens).unwrap();
+        // the identity provider's entry is complete (its JWKS URL is not fetched here)
+        crate::runtime::oidc_providers(&cfg.oidc).unwrap();
     }
 
     #[test]
