@@ -340,22 +340,38 @@ async fn the_deployed_nats_accounts_let_each_producer_publish_only_its_sectors_e
         "2026-11-07T09:00:00Z",
         json!({"encounter_id":"E9","site":"RX1CC","admitted_at":"2026-11-07T09:00:00Z"}),
     );
-    let seq = publish(
+    let forged_seq = publish(
         &cjs,
         subject_for(EventType::ReferralAccepted, &key),
         &forged,
     )
     .await
     .unwrap();
+    // … and a referral answer claiming an NHS source (the sector rule) is parked too
+    let as_trust = ev(
+        "n7",
+        PAS,
+        "referral.accepted",
+        NHS,
+        "2026-11-07T10:00:00Z",
+        json!({"referral_id": "R1"}),
+    );
+    let seq = publish(
+        &cjs,
+        subject_for(EventType::ReferralAccepted, &key),
+        &as_trust,
+    )
+    .await
+    .unwrap();
     b.caught_up().await;
-    assert_eq!(b.rt().journey_progress.borrow().parked, 1);
+    assert_eq!(b.rt().journey_progress.borrow().parked, 2);
     let parked = b.rt().log.parked_log().await.unwrap();
     let records = handover::ops::parked_records(&parked).await.unwrap();
-    assert_eq!(records.len(), 1);
-    assert_eq!(
-        (records[0].1.sequence, records[0].1.kind.as_str()),
-        (seq, "subject")
-    );
+    let kinds: Vec<(u64, &str)> = records
+        .iter()
+        .map(|(_, r)| (r.sequence, r.kind.as_str()))
+        .collect();
+    assert_eq!(kinds, [(forged_seq, "subject"), (seq, "source")]);
     let j: Value = b.journey(NHS).await.json().await.unwrap();
     let timeline: Vec<&str> = j["timeline"]
         .as_array()
@@ -371,7 +387,7 @@ async fn the_deployed_nats_accounts_let_each_producer_publish_only_its_sectors_e
             "handover.discharge.transferred.v1",
             "handover.discharge.discharged.v1"
         ],
-        "the direct producers' events are projected; the forged one is not"
+        "the direct producers' events are projected; the forged ones are not"
     );
     assert_eq!(j["stays"].as_array().map(Vec::len), Some(1));
 

@@ -89,39 +89,11 @@ pub fn minimise_brokerage_row(role: Role, r: &mut BrokerageRow) {
     }
 }
 
-/// The event types a source of each sector may assert.
+/// The event types a source of each sector (`nhs`, `council`) may assert: the sector rule,
+/// defined with the catalogue ([`handover_events::sector::sector_may_assert`]) so the
+/// projection and the NATS permissions apply the same one.
 pub fn sector_may_publish(sector: &str, t: EventType) -> bool {
-    use EventType::*;
-    match sector {
-        "nhs" => !matches!(
-            t,
-            ReferralAccepted
-                | ReferralDeclined
-                | AssessmentCompleted
-                | PackageRequested
-                | PackageRequestedV2
-                | PackageSourced
-                | PackageStarted
-                | PackageSuspended
-                | PackageResumed
-                | PackageEnded
-                | PackageCancelled
-        ),
-        "council" => !matches!(
-            t,
-            Admitted
-                | Transferred
-                | AdmissionCancelled
-                | ReadyDateRecorded
-                | PathwayAssigned
-                | ExpectedDateSet
-                | DelayRecorded
-                | Discharged
-                | DischargeCancelled
-                | ReferralSent
-        ),
-        _ => false,
-    }
+    handover_events::sector::sector_may_assert(sector, t)
 }
 
 /// Whether `caller` may publish `event`: an NHS source (`urn:ods:…`) may assert hospital

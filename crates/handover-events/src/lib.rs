@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod envelope;
 pub mod nhs;
 pub mod schema;
+pub mod sector;
 pub mod sink;
 pub mod subject;
 pub mod time;

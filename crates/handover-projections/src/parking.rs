@@ -21,7 +21,8 @@ pub struct ParkedRecord {
     /// Its subject in the care stream (pseudonymous).
     pub subject: String,
     /// `decode` (the stored bytes are not a catalogue event), `subject` (stored under a
-    /// subject that is not the event's own) or `apply` (the fold failed).
+    /// subject that is not the event's own), `source` (its source's sector may not assert
+    /// it) or `apply` (the fold failed).
     pub kind: String,
     /// Why, with quoted values and long digit runs removed (no identifiers).
     pub error: String,

@@ -12,9 +12,10 @@
 //! JetStream *before* the batch's commit moves the position past it; the batch is applied
 //! without it and the projection moves on. A store error still fails the whole batch.
 //!
-//! **Subjects.** An event stored under a subject other than its own (another type's or
-//! another person's, which a direct NATS producer could do: the server checks subjects
-//! only) is parked as well, kind `subject` ([`check_subject`]).
+//! **Subjects and sectors.** An event stored under a subject other than its own (another
+//! type's or another person's, which a direct NATS producer could do: the server checks
+//! subjects only) is parked as well, kind `subject` ([`check_subject`]); so is one whose
+//! source's sector may not assert its type (the API's sector rule), kind `source`.
 //!
 //! **Rebuilds.** When a rebuild swaps a new tree in ([`handover_store::Store::promote`]),
 //! the runner notices (the tree's generation changes, or a commit fails with
@@ -108,21 +109,26 @@ pub async fn project_batch<'t>(
         }
         last = d.sequence;
         match Event::from_stored(&d.payload) {
-            Ok(e) => match check_subject(projection.pseudonym_key(), &d.subject, &e) {
+            Ok(e) => match check_subject(projection.pseudonym_key(), &d.subject, &e)
+                .map_err(|why| ("subject", why))
+                .and_then(|()| check_sector(&e).map_err(|why| ("source", why)))
+            {
                 Ok(()) => {
                     events.push((d.sequence, d.subject.as_str(), e));
                     sources.push(d);
                 }
-                // A direct NATS producer's event under another type's or person's subject:
-                // the server checked only the subject, so it is refused here.
-                Err(why) => {
+                // A direct NATS producer's event under another type's or person's subject,
+                // or one its source's sector may not assert: the server checked only the
+                // subject, so it is refused here.
+                Err((kind, why)) => {
                     tracing::warn!(
                         sequence = d.sequence,
                         projection = NAME,
-                        "parking an event stored under a subject that does not match it"
+                        kind,
+                        "parking an event stored under the wrong subject or from the wrong sector"
                     );
                     parked.push(ParkedRecord::new(
-                        NAME, d.sequence, &d.subject, "subject", &why, 1, &d.payload,
+                        NAME, d.sequence, &d.subject, kind, &why, 1, &d.payload,
                     ));
                 }
             },
@@ -190,6 +196,19 @@ pub async fn project_batch<'t>(
                 }
             }
         }
+    }
+}
+
+/// The sector rule on a stored event: its source's sector may assert its type.
+fn check_sector(e: &Event) -> Result<(), String> {
+    let (_, sector) = crate::journey::source_org(&e.source);
+    if handover_events::sector::sector_may_assert(sector, e.event_type()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "a source of sector {sector} may not assert {}",
+            e.event_type().as_str()
+        ))
     }
 }
 
@@ -355,7 +374,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_event_under_another_types_or_persons_subject_is_left_out_for_parking() {
+    async fn an_event_under_another_types_or_persons_subject_or_from_the_wrong_sector_is_left_out_for_parking(
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = handover_store::Store::open(dir.path()).unwrap();
         let tree = store.tree(NAME).unwrap();
@@ -385,5 +405,17 @@ mod tests {
             .error
             .contains("not the subject of a handover.discharge.admitted.v1"));
         assert!(p.parked[1].error.contains("another person's key"));
+        // a council source asserting an admission, under the admission's own subject
+        let council =
+            admitted("d", "9434765919").replace("urn:ods:RX1:pas", "urn:gss:E08000035:mosaic");
+        let q = project_batch(&tree, &projection, &[delivery(4, &council)], 3)
+            .await
+            .unwrap();
+        assert_eq!(q.parked.len(), 1);
+        assert_eq!(q.parked[0].kind, "source");
+        assert_eq!(
+            q.parked[0].error,
+            "a source of sector council may not assert handover.discharge.admitted.v1"
+        );
     }
 }
