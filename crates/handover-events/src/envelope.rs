@@ -214,13 +214,7 @@ impl Event {
         match obj.get("datacontenttype") {
             None | Some(Value::Null) => {}
             Some(Value::String(ct)) => {
-                let base = ct
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
-                if base != "application/json" && !base.ends_with("+json") {
+                if !is_json_content_type(ct) {
                     errors.push(FieldError::new(
                         "/datacontenttype",
                         format!("{ct:?} is not supported: data must be JSON"),
@@ -377,16 +371,11 @@ fn fast_stored(bytes: &[u8]) -> Option<Event> {
     {
         return None;
     }
-    if let Some(ct) = &a.datacontenttype {
-        let base = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if base != "application/json" && !base.ends_with("+json") {
-            return None;
-        }
+    if a.datacontenttype
+        .as_ref()
+        .is_some_and(|ct| !is_json_content_type(ct))
+    {
+        return None;
     }
     let t = EventType::parse(&a.event_type)?;
     let subject = match &a.subject {
@@ -469,6 +458,17 @@ fn optional_string(
             None
         }
     }
+}
+
+/// Whether a `datacontenttype` says JSON (`application/json` or any `+json` type).
+fn is_json_content_type(ct: &str) -> bool {
+    let base = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    base == "application/json" || base.ends_with("+json")
 }
 
 /// Whether `s` is a W3C `traceparent` (version 00 layout).

@@ -286,18 +286,7 @@ impl NatsServer {
     /// Like [`NatsServer::start`], with extra command-line arguments
     /// appended (kept for [`NatsServer::restart`]).
     pub fn start_with_args(extra: &[&str]) -> Self {
-        let binary = nats_server_binary();
-        let mut last_err = String::new();
-        for _ in 0..START_ATTEMPTS {
-            let dir = tempfile::Builder::new()
-                .prefix("handover-nats-")
-                .tempdir()
-                .expect("create temp dir");
-            let store_dir = dir.path().join("store");
-            std::fs::create_dir_all(&store_dir).expect("create store dir");
-            let log_path = dir.path().join("nats-server.log");
-            let ports = free_ports(2);
-            let (port, monitor) = (ports[0], ports[1]);
+        Self::launch("", |_, store_dir, port, monitor| {
             let mut args: Vec<String> = vec![
                 "-js".into(),
                 "-a".into(),
@@ -310,25 +299,8 @@ impl NatsServer {
                 store_dir.display().to_string(),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
-            let mut proc = Proc::new(args, port, monitor, log_path);
-            let started = proc
-                .spawn()
-                .and_then(|()| proc.wait_healthy(Instant::now() + START_DEADLINE));
-            match started {
-                Ok(()) => {
-                    return Self {
-                        proc,
-                        store_dir,
-                        _dir: dir,
-                    }
-                }
-                Err(e) => last_err = e,
-            }
-        }
-        panic!(
-            "could not start {} after {START_ATTEMPTS} attempts: {last_err}",
-            binary.display()
-        );
+            args
+        })
     }
 
     /// Starts a server from configuration files instead of flags, e.g. a copy of a
@@ -342,6 +314,24 @@ impl NatsServer {
     /// `{{store_dir}}` (nats-server refuses a `store_dir` given both as flag and in a file).
     pub fn start_with_config(files: &[(&str, &str)]) -> Self {
         assert!(!files.is_empty(), "no configuration file given");
+        Self::launch(
+            "with configuration files ",
+            |dir, store_dir, port, monitor| {
+                for (name, text) in files {
+                    let text = text
+                        .replace("{{port}}", &port.to_string())
+                        .replace("{{monitor_port}}", &monitor.to_string())
+                        .replace("{{store_dir}}", &store_dir.display().to_string());
+                    std::fs::write(dir.join(name), text).expect("write configuration");
+                }
+                vec!["-c".to_string(), dir.join(files[0].0).display().to_string()]
+            },
+        )
+    }
+
+    /// Starts a server in a fresh temporary directory on fresh ports, with the arguments
+    /// `args(dir, store_dir, port, monitor_port)` returns, retrying a few times.
+    fn launch(what: &str, mut args: impl FnMut(&Path, &Path, u16, u16) -> Vec<String>) -> Self {
         let binary = nats_server_binary();
         let mut last_err = String::new();
         for _ in 0..START_ATTEMPTS {
@@ -354,17 +344,7 @@ impl NatsServer {
             let log_path = dir.path().join("nats-server.log");
             let ports = free_ports(2);
             let (port, monitor) = (ports[0], ports[1]);
-            for (name, text) in files {
-                let text = text
-                    .replace("{{port}}", &port.to_string())
-                    .replace("{{monitor_port}}", &monitor.to_string())
-                    .replace("{{store_dir}}", &store_dir.display().to_string());
-                std::fs::write(dir.path().join(name), text).expect("write configuration");
-            }
-            let args = vec![
-                "-c".to_string(),
-                dir.path().join(files[0].0).display().to_string(),
-            ];
+            let args = args(dir.path(), &store_dir, port, monitor);
             let mut proc = Proc::new(args, port, monitor, log_path);
             let started = proc
                 .spawn()
@@ -381,7 +361,7 @@ impl NatsServer {
             }
         }
         panic!(
-            "could not start {} with configuration files after {START_ATTEMPTS} attempts: {last_err}",
+            "could not start {} {what}after {START_ATTEMPTS} attempts: {last_err}",
             binary.display()
         );
     }
