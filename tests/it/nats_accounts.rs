@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use handover::runtime::Runtime;
 use handover_api::Role;
 use handover_events::subject::subject_for;
 use handover_events::{Event, EventType, NhsNumber, PersonRef, PseudonymKey};
@@ -178,15 +177,7 @@ async fn the_deployed_nats_accounts_let_each_producer_publish_only_its_sectors_e
     let seed_file = dir.path().join("nats-handover.nk");
     std::fs::write(&seed_file, users.seed("HANDOVER_SERVICE")).unwrap();
     cfg.nats.nkey_seed_file = Some(seed_file);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rt = Runtime::start(&cfg, Some(listener)).await.unwrap();
-    let b = Backbone {
-        base: format!("http://{}", rt.api_addr.unwrap()),
-        nats,
-        dir,
-        rt: Some(rt),
-        http: reqwest::Client::new(),
-    };
+    let b = Backbone::with_config(nats, dir, &cfg).await;
     let admitted = ev(
         "n1",
         PAS,

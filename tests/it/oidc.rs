@@ -112,15 +112,7 @@ async fn start(providers: Vec<OidcConfig>) -> Backbone {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = support::config(&nats.url(), &dir.path().join("store"));
     cfg.oidc = providers;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let rt = Runtime::start(&cfg, Some(listener)).await.unwrap();
-    let b = Backbone {
-        base: format!("http://{}", rt.api_addr.unwrap()),
-        nats,
-        dir,
-        rt: Some(rt),
-        http: reqwest::Client::new(),
-    };
+    let b = Backbone::with_config(nats, dir, &cfg).await;
     let events = json!([
         ev(
             "o1",

@@ -81,6 +81,20 @@ impl Backbone {
         b
     }
 
+    /// A backbone whose runtime runs `cfg` (a custom configuration) on `nats`, with `dir`
+    /// holding its store.
+    pub async fn with_config(nats: NatsServer, dir: tempfile::TempDir, cfg: &Config) -> Backbone {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rt = Runtime::start(cfg, Some(listener)).await.unwrap();
+        Backbone {
+            base: format!("http://{}", rt.api_addr.unwrap()),
+            nats,
+            dir,
+            rt: Some(rt),
+            http: reqwest::Client::new(),
+        }
+    }
+
     pub fn config(&self) -> Config {
         config(&self.nats.url(), &self.dir.path().join("store"))
     }
