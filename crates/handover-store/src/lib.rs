@@ -22,6 +22,9 @@ const POSITION_KEY: &[u8] = b"\x00position";
 /// The key under which a tree keeps the code version of the projection that wrote it.
 const VERSION_KEY: &[u8] = b"\x00version";
 
+/// sled's page cache unless configured: 128 MiB.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// The tree holding which physical tree is current for each projection.
 const META_TREE: &str = "__handover_meta";
 
@@ -78,11 +81,19 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in directory `path`.
+    /// Opens (creating if needed) the store in directory `path`, with sled's page cache at
+    /// [`DEFAULT_CACHE_BYTES`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (creating if needed) the store in directory `path`, with a page cache of
+    /// `cache_bytes`: more cache, fewer reads from disk once the read models outgrow it, at
+    /// the cost of resident memory.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            .cache_capacity(128 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let meta = db.open_tree(META_TREE)?;
@@ -428,6 +439,22 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Opens a store just closed: sled's background flusher can hold the directory's lock
+    /// for a moment after the last handle is dropped.
+    fn reopen(path: &Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(path) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("reopening the store: {e}"),
+            }
+        }
+    }
+
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         // sled's flush_async completes without a runtime; a minimal executor is enough here.
         futures_lite_block_on(f)
@@ -470,7 +497,7 @@ mod tests {
             // dropped without commit: nothing happens
             drop(tx);
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let tree = store.tree("journey").unwrap();
         assert_eq!(tree.position().unwrap(), 42);
         assert_eq!(tree.get(b"p/a").unwrap(), Some(b"1".to_vec()));
@@ -520,7 +547,7 @@ mod tests {
                 vec!["journey@1".to_string(), "journey@3".to_string()]
             );
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let tree = store.tree("journey").unwrap();
         assert_eq!(tree.physical_name(), "journey@1");
         assert_eq!(tree.get(b"p/a").unwrap(), Some(b"new".to_vec()));

@@ -123,6 +123,8 @@ pub struct BenchOptions {
     pub markdown: Option<PathBuf>,
     /// Draw a progress bar (else plain lines on stderr).
     pub progress_bar: bool,
+    /// sled's page cache in MiB for the runtimes under test (None: the default).
+    pub cache_mb: Option<u64>,
 }
 
 impl BenchOptions {
@@ -164,6 +166,7 @@ impl BenchOptions {
             json: None,
             markdown: None,
             progress_bar: std::io::stdout().is_terminal(),
+            cache_mb: None,
         }
     }
 }
@@ -419,10 +422,14 @@ fn bench_config(
     store: &Path,
     api: bool,
     projections: bool,
+    cache_mb: Option<u64>,
 ) -> anyhow::Result<Config> {
     let mut cfg = Config::default();
     cfg.nats.url = Some(nats_url.to_string());
     cfg.store.path = store.to_path_buf();
+    if let Some(mb) = cache_mb {
+        cfg.store.cache_mb = mb;
+    }
     let key_file = dir.join("pseudonym.key");
     if !key_file.exists() {
         std::fs::write(&key_file, BENCH_KEY_HEX)?;
@@ -536,7 +543,14 @@ async fn one_run(
     .into_iter()
     .enumerate()
     {
-        let cfg = bench_config(&url, dir, &dir.join(format!("ingest-{batch}")), true, false)?;
+        let cfg = bench_config(
+            &url,
+            dir,
+            &dir.join(format!("ingest-{batch}")),
+            true,
+            false,
+            opts.cache_mb,
+        )?;
         let (rt, base) = start_runtime(&cfg).await?;
         let p = ui.phase(
             &format!("HTTP ingest (batches of {batch}, {INGEST_CLIENTS} clients)"),
@@ -578,7 +592,7 @@ async fn one_run(
     let store_dir = dir.join("read-models");
     let rss_before = rss_mb();
     let p = ui.phase("journey projection catch-up (rebuild)", n);
-    let cfg = bench_config(&url, dir, &store_dir, false, true)?;
+    let cfg = bench_config(&url, dir, &store_dir, false, true, opts.cache_mb)?;
     let t = Instant::now();
     let (rt, _) = start_runtime(&cfg).await?;
     let last = rt.log.last_sequence().await?;
@@ -614,7 +628,7 @@ async fn one_run(
     rt.shutdown().await;
 
     // 4 and 5. Queries and end-to-end latency on the caught-up store.
-    let cfg = bench_config(&url, dir, &store_dir, true, true)?;
+    let cfg = bench_config(&url, dir, &store_dir, true, true, opts.cache_mb)?;
     let (rt, base) = start_runtime(&cfg).await?;
     rt.projected(last, Duration::from_secs(600)).await?;
     let p = ui.phase(&format!("journey queries ({QUERY_CLIENTS} clients)"), 0);

@@ -183,6 +183,14 @@ pub struct StoreConfig {
     /// Directory of the sled database.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// sled's page cache in MiB (default 128): raise it when the read models outgrow it and
+    /// memory allows (docs/performance.md).
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    handover_store::DEFAULT_CACHE_BYTES / (1024 * 1024)
 }
 
 fn default_store_path() -> PathBuf {
@@ -193,6 +201,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_store_path(),
+            cache_mb: default_cache_mb(),
         }
     }
 }
@@ -427,6 +436,8 @@ mod tests {
             (log.max_pending, log.publish_wait),
             (1024, std::time::Duration::from_secs(5))
         );
+        assert_eq!(cfg.store.cache_mb, 128);
+        assert_eq!(Config::default().store.cache_mb, 128);
         assert_eq!(cfg.oidc.len(), 1);
         assert_eq!(cfg.oidc[0].organisation, "E08000035");
         assert_eq!(cfg.adapters["hl7"]["listen"].as_str(), Some("0.0.0.0:2575"));

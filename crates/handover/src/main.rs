@@ -94,6 +94,10 @@ enum Command {
         /// Seed of the generated events.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// sled's page cache of the projection under test, in MiB (default: `store.cache_mb`'s
+        /// default, 128).
+        #[arg(long)]
+        cache_mb: Option<u64>,
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -199,11 +203,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             runs,
             quick,
             seed,
+            cache_mb,
             json,
             markdown,
         } => {
             let mut opts = handover::bench::BenchOptions::new(quick, events, people, runs);
             opts.seed = seed;
+            opts.cache_mb = cache_mb;
             opts.json = json;
             opts.markdown = markdown;
             handover::bench::main(opts).await

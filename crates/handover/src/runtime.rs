@@ -92,7 +92,7 @@ impl Runtime {
             key.clone(),
         )
         .await?;
-        let store = open_store(&cfg.store.path)?;
+        let store = open_store(&cfg.store.path, cfg.store.cache_mb)?;
         let journey_tree = store.tree(handover_projections::journeys::NAME)?;
         let journeys = Journeys::new(key);
         let metrics = Arc::new(Metrics::default());
@@ -381,9 +381,9 @@ async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Stri
     Ok(body.to_vec())
 }
 
-/// Opens the store, creating its directory.
-pub fn open_store(path: &Path) -> anyhow::Result<Store> {
+/// Opens the store, creating its directory, with a page cache of `cache_mb` MiB.
+pub fn open_store(path: &Path, cache_mb: u64) -> anyhow::Result<Store> {
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-    Store::open(path)
+    Store::open_with_cache(path, cache_mb.max(1) * 1024 * 1024)
         .with_context(|| format!("cannot open the read-model store at {}", path.display()))
 }
