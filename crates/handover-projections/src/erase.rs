@@ -60,8 +60,8 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
         }
         for slot in [
             person_slot(k),
+            // layout 4 kept the delay row under d/, earlier ones under w/<person>
             row_slot("d", k, None),
-            // layouts before 4 kept the delay row here
             row_slot("w", k, None),
             // `m/` rows are gone since layout 4 (the facts are in the record); an old
             // tree being erased before its rebuild may still hold one.

@@ -1,30 +1,32 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree (layout version 4):
-//! - `p/<person-key>`: the person's `Record`: a version byte (1), then three
+//! Keys in the `journey` tree (layout version 5):
+//! - `p/<person-key>`: the person's `Record`: a version byte (2), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
-//!   timeline position and fingerprints of their index rows), their [`PersonFacts`] (JSON,
-//!   for the measures) — and the timeline: one frame per event, ordered by event time then
-//!   stream sequence, holding the event exactly as stored in the log. For a key that is an
-//!   alias (a local id linked to an NHS number, an NHS number merged into another) the value
-//!   is `@` followed by the person key it leads to;
+//!   timeline position and what of their index rows is stored), their [`PersonFacts`]
+//!   (JSON, for the measures), their [`DelayRow`] (JSON; empty while they have none) — and
+//!   the timeline: one frame per event, ordered by event time then stream sequence, holding
+//!   the event exactly as stored in the log. For a key that is an alias (a local id linked
+//!   to an NHS number, an NHS number merged into another) the value is `@` followed by the
+//!   person key it leads to;
 //! - `a/<person-key>`: the person key an alias leads to (kept for erasure, which must find
 //!   every alias of a person);
-//! - `d/<person-key>`: the person's [`DelayRow`] while in hospital with a DRD;
 //! - `w/<org>/<drd>/<site>\0<encounter>\0<person-key>` (empty value): the delay row's index
 //!   entry under each organisation that may see it (the trust and the responsible council),
-//!   so a worklist walks its organisation's rows already in worklist order (longest delayed
-//!   first), counts them without reading them and reads only the page it returns. Index
-//!   entries change only when the DRD, site, encounter or organisations do;
+//!   so a worklist walks its organisation's entries already in worklist order (longest
+//!   delayed first), counts them without reading them and reads only the records of the
+//!   page it returns. Index entries change only when the DRD, site, encounter or
+//!   organisations do;
 //! - `b/<person-key>/<package-id>`: a [`BrokerageRow`] per package not yet started.
 //!
-//! An event therefore costs one read (the record, once per person per batch) and one or two
-//! sled writes: the record — whose timeline is appended to as bytes, never re-encoded — and
-//! an index row only when its content changed (the head keeps their fingerprints). The
-//! events of the timeline are decoded only when one arrives out of time order or two
-//! journeys merge, which refold the state from them, and when the journey is read.
+//! An event therefore costs one read (the record, once per person per batch) and usually
+//! one sled write: the record, whose timeline is appended to as bytes, never re-encoded.
+//! Index entries and brokerage rows are written only when they change (the head keeps what
+//! is stored). The events of the timeline are decoded only when one arrives out of time
+//! order or two journeys merge, which refold the state from them, and when the journey is
+//! read.
 //!
 //! The rows are derived from the journey and written in the same batch, so they share the
 //! journey's stream position and can never disagree with it.
@@ -59,8 +61,9 @@ pub const NAME: &str = "journey";
 /// - 2: care packages carry the v2 `schedule` (v1 requests are upcast to it);
 /// - 4: one record per person holds a small head, the measure facts and the timeline as the
 ///   events' stored bytes; aliases redirect from `p/`; unchanged index rows are not
-///   rewritten.
-pub const JOURNEY_VERSION: u32 = 4;
+///   rewritten;
+/// - 5: the delay row moves into the record, indexed per organisation in worklist order.
+pub const JOURNEY_VERSION: u32 = 5;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -121,13 +124,15 @@ fn at(time: &Timestamp, seq: u64) -> At {
 }
 
 /// Version byte of a stored [`Record`].
-const RECORD_V1: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 
-/// A person's stored record, as bytes: head, facts, and the timeline frames
-/// (`time` u64 BE, `seq` u64 BE, `len` u32 BE, the event's stored bytes), in timeline order.
+/// A person's stored record, as bytes: head, facts, delay row (empty when none), and the
+/// timeline frames (`time` u64 BE, `seq` u64 BE, `len` u32 BE, the event's stored bytes), in
+/// timeline order.
 struct Record<'a> {
     head: &'a [u8],
     facts: &'a [u8],
+    delay: &'a [u8],
     timeline: &'a [u8],
 }
 
@@ -141,22 +146,25 @@ fn take_part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
 impl<'a> Record<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Record<'a>> {
         let (&version, mut rest) = bytes.split_first()?;
-        if version != RECORD_V1 {
+        if version != RECORD_VERSION {
             return None;
         }
         let head = take_part(&mut rest)?;
         let facts = take_part(&mut rest)?;
+        let delay = take_part(&mut rest)?;
         Some(Record {
             head,
             facts,
+            delay,
             timeline: rest,
         })
     }
 
-    fn encode(head: &[u8], facts: &[u8], timeline: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(9 + head.len() + facts.len() + timeline.len());
-        out.push(RECORD_V1);
-        for part in [head, facts] {
+    fn encode(head: &[u8], facts: &[u8], delay: &[u8], timeline: &[u8]) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(13 + head.len() + facts.len() + delay.len() + timeline.len());
+        out.push(RECORD_VERSION);
+        for part in [head, facts, delay] {
             out.extend_from_slice(&(part.len() as u32).to_be_bytes());
             out.extend_from_slice(part);
         }
@@ -237,12 +245,11 @@ struct Head {
     marks: Marks,
 }
 
-/// Fingerprints of a person's stored index rows (0: none stored).
+/// What of a person's index rows is stored: the delay row's index entries and fingerprints
+/// of the brokerage rows.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Marks {
-    #[serde(default)]
-    w: u64,
-    /// The keys the delay row is stored under.
+    /// The keys the delay row is indexed under.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     wk: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -375,7 +382,6 @@ impl Batch<'_, '_> {
         for key in &other.head.marks.wk {
             self.tx.remove(key.as_bytes().to_vec());
         }
-        self.tx.remove(row_slot("d", from, None));
         for (package, _) in &other.head.marks.b {
             self.tx.remove(row_slot("b", from, Some(package)));
         }
@@ -406,27 +412,23 @@ impl Batch<'_, '_> {
             };
             let head = &mut p.head;
             let j = &head.journey;
-            let w = delay_row(j).map(|r| (delay_keys(&k, &r), json(&r)));
-            let wh = w.as_ref().map_or(0, |(_, b)| fnv(&[b]));
-            if wh != head.marks.w {
-                let keys = w.as_ref().map(|(keys, _)| keys.clone()).unwrap_or_default();
-                if keys != head.marks.wk {
-                    for old in &head.marks.wk {
-                        if !keys.contains(old) {
-                            self.tx.remove(old.as_bytes().to_vec());
-                        }
-                    }
-                    for key in &keys {
-                        if !head.marks.wk.contains(key) {
-                            self.tx.put(key.as_bytes().to_vec(), Vec::new());
-                        }
+            // The delay row lives in the record; its index entries change only when the
+            // DRD, site, encounter or organisations do.
+            let (keys, delay) = match delay_row(j) {
+                Some(r) => (delay_keys(&k, &r), json(&r)),
+                None => (Vec::new(), Vec::new()),
+            };
+            if keys != head.marks.wk {
+                for old in &head.marks.wk {
+                    if !keys.contains(old) {
+                        self.tx.remove(old.as_bytes().to_vec());
                     }
                 }
-                match w {
-                    Some((_, row)) => self.tx.put(row_slot("d", &k, None), row),
-                    None => self.tx.remove(row_slot("d", &k, None)),
+                for key in &keys {
+                    if !head.marks.wk.contains(key) {
+                        self.tx.put(key.as_bytes().to_vec(), Vec::new());
+                    }
                 }
-                head.marks.w = wh;
                 head.marks.wk = keys;
             }
             let mut marks = Vec::new();
@@ -446,7 +448,7 @@ impl Batch<'_, '_> {
             }
             head.marks.b = marks;
             let facts = json(&person_facts(&head.journey));
-            let record = Record::encode(&json(&*head), &facts, &p.timeline);
+            let record = Record::encode(&json(&*head), &facts, &delay, &p.timeline);
             self.tx.put(person_slot(&k), record);
         }
     }
@@ -618,7 +620,17 @@ impl Journeys {
 
     /// Every delay row (people in hospital with a DRD), unfiltered.
     pub fn delay_rows(tree: &Tree) -> Result<Vec<DelayRow>, StoreError> {
-        rows(tree, b"d/")
+        let mut out = Vec::new();
+        for r in tree.scan_prefix(b"p/") {
+            let (_, v) = r?;
+            if let Some(row) = Record::parse(&v)
+                .filter(|r| !r.delay.is_empty())
+                .and_then(|r| serde_json::from_slice(r.delay).ok())
+            {
+                out.push(row);
+            }
+        }
+        Ok(out)
     }
 
     /// The delay rows `org` may see whose discharge ready date is before `today`, longest
@@ -636,9 +648,12 @@ impl Journeys {
         let mut page = DelayPage::default();
         let row = |key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
             let person = key.rsplit(|b| *b == 0).next().unwrap_or_default();
-            let mut slot = b"d/".to_vec();
+            let mut slot = b"p/".to_vec();
             slot.extend_from_slice(person);
-            tree.get(&slot)
+            Ok(tree
+                .get(&slot)?
+                .and_then(|v| Record::parse(&v).map(|r| r.delay.to_vec()))
+                .filter(|d| !d.is_empty()))
         };
         match filter {
             None => {
