@@ -724,6 +724,11 @@ impl Journeys {
 
 /// A journey from its stored record `bytes`, with its timeline decoded.
 fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
+    if bytes.first() == Some(&b'{') {
+        // Layouts 1 and 2 stored the whole journey as JSON: still readable while a store
+        // written by them is rebuilt after an upgrade.
+        return serde_json::from_slice(bytes).map_err(|e| corrupt(tree.name(), "journey", e));
+    }
     let (head, timeline) = decode_record(tree.name(), bytes)?;
     let mut journey = head.journey;
     journey.timeline = frames(&timeline)

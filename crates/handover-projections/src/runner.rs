@@ -239,8 +239,26 @@ pub async fn run_journeys(
     }
     let mut parked = progress.borrow().parked;
     progress.send_modify(|p| p.position = position);
-    let mut feed = log.feed(NAME, None, position).await?;
     tokio::pin!(shutdown);
+    if tree.version()?.unwrap_or(1) != JOURNEY_VERSION && position > 0 {
+        // A tree written by another version of the projection: the runtime has asked for a
+        // rebuild, and projecting into it with this code would mix layouts. Readers keep
+        // the old tree until the rebuilt one is swapped in; then carry on from its position.
+        tracing::info!(
+            projection = NAME,
+            "waiting for the rebuild of a tree written by another version"
+        );
+        while tree.generation() == generation {
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(IDLE_CHECK) => {}
+            }
+        }
+        generation = tree.generation();
+        position = tree.position()?;
+        progress.send_modify(|p| p.position = position);
+    }
+    let mut feed = log.feed(NAME, None, position).await?;
     loop {
         if tree.generation() != generation {
             // A rebuild swapped a new tree in: continue from its position.

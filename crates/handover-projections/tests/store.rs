@@ -347,3 +347,31 @@ fn the_delay_index_is_per_organisation_in_worklist_order_and_follows_changes() {
         "index entries hold no row"
     );
 }
+
+#[test]
+fn a_journey_stored_whole_as_json_by_layouts_1_and_2_is_still_read_during_the_upgrade_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tree = store.tree("journey").unwrap();
+    let mut legacy = Journey::new(Some(A.to_string()));
+    for (i, e) in story().iter().enumerate().take(3) {
+        legacy.apply(
+            i as u64 + 1,
+            &Event::from_stored(&serde_json::to_vec(e).unwrap()).unwrap(),
+        );
+    }
+    let person = key().person_key(&handover_events::PersonRef::Nhs(
+        NhsNumber::parse(A).unwrap(),
+    ));
+    let mut tx = tree.begin();
+    tx.put(
+        format!("p/{person}").into_bytes(),
+        serde_json::to_vec(&legacy).unwrap(),
+    );
+    block_on(tree.commit(tx, 3)).unwrap();
+    let read = Journeys::new(key())
+        .get(&tree, &NhsNumber::parse(A).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, legacy);
+}
