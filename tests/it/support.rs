@@ -174,7 +174,10 @@ pub fn nhs_numbers(mut base: u64, n: usize) -> Vec<String> {
 pub fn reopen(path: &std::path::Path) -> handover_store::Store {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match handover::runtime::open_store(path, 128) {
+        match handover::runtime::open_store(&handover::config::StoreConfig {
+            path: path.to_path_buf(),
+            ..Default::default()
+        }) {
             Ok(s) => return s,
             Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
             Err(e) => panic!("store still locked: {e:#}"),

@@ -125,6 +125,8 @@ pub struct BenchOptions {
     pub progress_bar: bool,
     /// sled's page cache in MiB for the runtimes under test (None: the default).
     pub cache_mb: Option<u64>,
+    /// Compress the read-model store under test (`store.compression`).
+    pub compression: bool,
 }
 
 impl BenchOptions {
@@ -167,6 +169,7 @@ impl BenchOptions {
             markdown: None,
             progress_bar: std::io::stdout().is_terminal(),
             cache_mb: None,
+            compression: false,
         }
     }
 }
@@ -422,7 +425,7 @@ fn bench_config(
     store: &Path,
     api: bool,
     projections: bool,
-    cache_mb: Option<u64>,
+    (cache_mb, compression): (Option<u64>, bool),
 ) -> anyhow::Result<Config> {
     let mut cfg = Config::default();
     cfg.nats.url = Some(nats_url.to_string());
@@ -430,6 +433,7 @@ fn bench_config(
     if let Some(mb) = cache_mb {
         cfg.store.cache_mb = mb;
     }
+    cfg.store.compression = compression;
     let key_file = dir.join("pseudonym.key");
     if !key_file.exists() {
         std::fs::write(&key_file, BENCH_KEY_HEX)?;
@@ -507,7 +511,12 @@ async fn one_run(
     p.finish(t.elapsed());
 
     {
-        let store = handover_store::Store::open(&dir.join("raw-sled"))?;
+        // sled as it comes (no compression), with Handover's default cache.
+        let store = handover_store::Store::open_with(
+            &dir.join("raw-sled"),
+            handover_store::DEFAULT_CACHE_BYTES,
+            false,
+        )?;
         let tree = store.tree("rmw")?;
         let p = ui.phase("raw sled read-modify-write", n);
         let t = Instant::now();
@@ -549,7 +558,7 @@ async fn one_run(
             &dir.join(format!("ingest-{batch}")),
             true,
             false,
-            opts.cache_mb,
+            (opts.cache_mb, opts.compression),
         )?;
         let (rt, base) = start_runtime(&cfg).await?;
         let p = ui.phase(
@@ -592,7 +601,14 @@ async fn one_run(
     let store_dir = dir.join("read-models");
     let rss_before = rss_mb();
     let p = ui.phase("journey projection catch-up (rebuild)", n);
-    let cfg = bench_config(&url, dir, &store_dir, false, true, opts.cache_mb)?;
+    let cfg = bench_config(
+        &url,
+        dir,
+        &store_dir,
+        false,
+        true,
+        (opts.cache_mb, opts.compression),
+    )?;
     let t = Instant::now();
     let (rt, _) = start_runtime(&cfg).await?;
     let last = rt.log.last_sequence().await?;
@@ -628,7 +644,14 @@ async fn one_run(
     rt.shutdown().await;
 
     // 4 and 5. Queries and end-to-end latency on the caught-up store.
-    let cfg = bench_config(&url, dir, &store_dir, true, true, opts.cache_mb)?;
+    let cfg = bench_config(
+        &url,
+        dir,
+        &store_dir,
+        true,
+        true,
+        (opts.cache_mb, opts.compression),
+    )?;
     let (rt, base) = start_runtime(&cfg).await?;
     rt.projected(last, Duration::from_secs(600)).await?;
     let p = ui.phase(&format!("journey queries ({QUERY_CLIENTS} clients)"), 0);

@@ -98,6 +98,9 @@ enum Command {
         /// default, 128).
         #[arg(long)]
         cache_mb: Option<u64>,
+        /// Compress the read-model store under test (`store.compression`).
+        #[arg(long)]
+        compression: bool,
         /// Also write the figures as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -204,12 +207,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             quick,
             seed,
             cache_mb,
+            compression,
             json,
             markdown,
         } => {
             let mut opts = handover::bench::BenchOptions::new(quick, events, people, runs);
             opts.seed = seed;
             opts.cache_mb = cache_mb;
+            opts.compression = compression;
             opts.json = json;
             opts.markdown = markdown;
             handover::bench::main(opts).await

@@ -2,7 +2,6 @@
 //! together by `handover serve`, `handover dev` and the integration tests.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +91,13 @@ impl Runtime {
             key.clone(),
         )
         .await?;
-        let store = open_store(&cfg.store.path, cfg.store.cache_mb)?;
+        let store = open_store(&cfg.store)?;
+        if store.compressed() != cfg.store.compression {
+            tracing::warn!(
+                compressed = store.compressed(),
+                "the read-model store keeps the compression it was created with; store.compression applies to new stores"
+            );
+        }
         let journey_tree = store.tree(handover_projections::journeys::NAME)?;
         let journeys = Journeys::new(key);
         let metrics = Arc::new(Metrics::default());
@@ -381,9 +386,10 @@ async fn fetch_jwks(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, Stri
     Ok(body.to_vec())
 }
 
-/// Opens the store, creating its directory, with a page cache of `cache_mb` MiB.
-pub fn open_store(path: &Path, cache_mb: u64) -> anyhow::Result<Store> {
+/// Opens the store as `[store]` says, creating its directory.
+pub fn open_store(cfg: &crate::config::StoreConfig) -> anyhow::Result<Store> {
+    let path = &cfg.path;
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-    Store::open_with_cache(path, cache_mb.max(1) * 1024 * 1024)
+    Store::open_with(path, cfg.cache_mb.max(1) * 1024 * 1024, cfg.compression)
         .with_context(|| format!("cannot open the read-model store at {}", path.display()))
 }
