@@ -281,6 +281,20 @@ fn worklist_reason(headers: &HeaderMap) -> &'static str {
     crate::access_reason(headers).unwrap_or("direct-care")
 }
 
+/// Records the access audit of a worklist page (everyone on it), durably, before it is
+/// returned.
+async fn audited_worklist<'a>(
+    st: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    from: crate::policy::ClientAddr,
+    action: &str,
+    people: impl Iterator<Item = &'a handover_projections::rows::PersonSummary>,
+) -> Result<(), ApiError> {
+    let people = people.filter_map(|p| p.nhs_number.as_deref());
+    crate::policy::audit(st, caller, worklist_reason(headers), action, from, people).await
+}
+
 pub(crate) async fn get_delays(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -289,16 +303,13 @@ pub(crate) async fn get_delays(
 ) -> Result<Response, ApiError> {
     let caller = require_people_reader(&st, &headers).await?;
     let w = delay_worklist(&st, &caller, &q, handover_events::time::london_today())?;
-    let people = w
-        .rows
-        .iter()
-        .filter_map(|r| r.row.person.nhs_number.as_deref());
-    crate::policy::audit(
+    let people = w.rows.iter().map(|r| &r.row.person);
+    audited_worklist(
         &st,
         &caller,
-        worklist_reason(&headers),
-        "worklist:discharge-delays",
+        &headers,
         from,
+        "worklist:discharge-delays",
         people,
     )
     .await?;
@@ -313,19 +324,8 @@ pub(crate) async fn get_brokerage(
 ) -> Result<Response, ApiError> {
     let caller = require_people_reader(&st, &headers).await?;
     let w = brokerage_queue(&st, &caller, &q, handover_events::time::london_today())?;
-    let people = w
-        .rows
-        .iter()
-        .filter_map(|r| r.row.person.nhs_number.as_deref());
-    crate::policy::audit(
-        &st,
-        &caller,
-        worklist_reason(&headers),
-        "worklist:brokerage",
-        from,
-        people,
-    )
-    .await?;
+    let people = w.rows.iter().map(|r| &r.row.person);
+    audited_worklist(&st, &caller, &headers, from, "worklist:brokerage", people).await?;
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(w)).into_response())
 }
 

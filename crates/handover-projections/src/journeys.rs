@@ -19,7 +19,7 @@
 //!   delayed first), counts them without reading them and reads only the records of the
 //!   page it returns. Index entries change only when the DRD, site, encounter or
 //!   organisations do;
-//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`] per package not yet started.
+//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`](crate::rows::BrokerageRow) per package not yet started.
 //!
 //! An event therefore costs one read (the record, once per person per batch) and usually
 //! one sled write: the record, whose timeline is appended to as bytes, never re-encoded.
@@ -39,7 +39,7 @@ use handover_store::{StoreError, Tree, Tx};
 use serde::{Deserialize, Serialize};
 
 use crate::journey::{Entry, Journey};
-use crate::rows::{brokerage_rows, delay_row, person_facts, BrokerageRow, DelayRow, PersonFacts};
+use crate::rows::{brokerage_rows, delay_row, person_facts, DelayRow, PersonFacts};
 
 /// The journey projection.
 #[derive(Clone, Debug)]
@@ -620,17 +620,7 @@ impl Journeys {
 
     /// Every delay row (people in hospital with a DRD), unfiltered.
     pub fn delay_rows(tree: &Tree) -> Result<Vec<DelayRow>, StoreError> {
-        let mut out = Vec::new();
-        for r in tree.scan_prefix(b"p/") {
-            let (_, v) = r?;
-            if let Some(row) = Record::parse(&v)
-                .filter(|r| !r.delay.is_empty())
-                .and_then(|r| serde_json::from_slice(r.delay).ok())
-            {
-                out.push(row);
-            }
-        }
-        Ok(out)
+        from_records(tree, |r| r.delay)
     }
 
     /// The delay rows `org` may see whose discharge ready date is before `today`, longest
@@ -689,27 +679,15 @@ impl Journeys {
         Ok(page)
     }
 
-    /// Every brokerage row as stored (JSON of [`BrokerageRow`]; read its sort and filter
+    /// Every brokerage row as stored (JSON of [`BrokerageRow`](crate::rows::BrokerageRow); read its sort and filter
     /// fields with [`crate::rows::BrokerageRowKey`]).
     pub fn brokerage_row_values(tree: &Tree) -> Result<Vec<Vec<u8>>, StoreError> {
         tree.scan_prefix(b"b/").map(|r| r.map(|(_, v)| v)).collect()
     }
 
-    /// Every brokerage row (packages not yet started), unfiltered.
-    pub fn brokerage_rows(tree: &Tree) -> Result<Vec<BrokerageRow>, StoreError> {
-        rows(tree, b"b/")
-    }
-
     /// Every person's facts for the measures.
     pub fn facts(tree: &Tree) -> Result<Vec<PersonFacts>, StoreError> {
-        let mut out = Vec::new();
-        for r in tree.scan_prefix(b"p/") {
-            let (_, v) = r?;
-            if let Some(f) = Record::parse(&v).and_then(|r| serde_json::from_slice(r.facts).ok()) {
-                out.push(f);
-            }
-        }
-        Ok(out)
+        from_records(tree, |r| r.facts)
     }
 
     /// Every journey in the tree (with its timeline), in person-key order.
@@ -737,12 +715,21 @@ fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
     Ok(journey)
 }
 
-fn rows<T: serde::de::DeserializeOwned>(tree: &Tree, prefix: &[u8]) -> Result<Vec<T>, StoreError> {
+/// One part (`part`) of every person's record, decoded; records without it (an empty part)
+/// and alias redirects are skipped.
+fn from_records<T: serde::de::DeserializeOwned>(
+    tree: &Tree,
+    part: for<'r> fn(&Record<'r>) -> &'r [u8],
+) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
-    for r in tree.scan_prefix(prefix) {
+    for r in tree.scan_prefix(b"p/") {
         let (_, v) = r?;
-        if let Ok(row) = serde_json::from_slice(&v) {
-            out.push(row);
+        if let Some(x) = Record::parse(&v)
+            .map(|r| part(&r))
+            .filter(|b| !b.is_empty())
+            .and_then(|b| serde_json::from_slice(b).ok())
+        {
+            out.push(x);
         }
     }
     Ok(out)
