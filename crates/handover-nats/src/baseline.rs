@@ -137,6 +137,7 @@ impl RawJetStream {
             .map_err(|e| err(e.to_string()))?;
         Ok(Feed {
             name: durable.to_string(),
+            pending: consumer.cached_info().num_pending,
             consumer,
             messages,
         })

@@ -533,7 +533,7 @@ impl EventLog {
                 start_sequence: after + 1,
             }
         };
-        let consumer = stream
+        let mut consumer = stream
             .create_consumer(consumer::pull::Config {
                 durable_name: Some(name.to_string()),
                 description: Some("Handover projection".into()),
@@ -546,6 +546,11 @@ impl EventLog {
             })
             .await
             .map_err(|e| err(e.to_string()))?;
+        let pending = consumer
+            .info()
+            .await
+            .map(|i| i.num_pending)
+            .map_err(|e| err(e.to_string()))?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(2000)
@@ -556,6 +561,7 @@ impl EventLog {
             name: name.to_string(),
             consumer,
             messages,
+            pending,
         })
     }
 }
@@ -664,9 +670,16 @@ pub struct Feed {
     name: String,
     consumer: consumer::PullConsumer,
     messages: consumer::pull::Stream,
+    pending: u64,
 }
 
 impl Feed {
+    /// Messages after the start position when the feed was opened: how far behind its
+    /// reader is before the first batch arrives.
+    pub fn pending_at_open(&self) -> u64 {
+        self.pending
+    }
+
     /// Waits for at least one message, then takes what else is ready, up to `max`.
     pub async fn next_batch(&mut self, max: usize) -> Result<Batch, LogError> {
         let mut deliveries = Vec::new();

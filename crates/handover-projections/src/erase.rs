@@ -7,7 +7,7 @@
 use handover_events::{NhsNumber, PersonRef, PseudonymKey};
 use handover_store::{StoreError, Tree, Tx};
 
-use crate::journeys::{alias_slot, person_slot, row_slot};
+use crate::journeys::{alias_slot, frame_prefix, person_slot, row_slot};
 
 /// Longest alias chain followed.
 const MAX_DEPTH: usize = 8;
@@ -54,7 +54,7 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
     for k in keys {
         if let Some(record) = tree.get(&person_slot(k))? {
             for slot in crate::journeys::index_keys(&record) {
-                tx.remove(slot);
+                crate::journeys::index_entry(tx, slot, false)?;
                 removed += 1;
             }
         }
@@ -73,7 +73,10 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
                 removed += 1;
             }
         }
-        for entry in tree.scan_prefix(&row_slot("b", k, Some(""))) {
+        for entry in tree
+            .scan_prefix(&row_slot("b", k, Some("")))
+            .chain(tree.scan_prefix(&frame_prefix(k)))
+        {
             let (slot, _) = entry?;
             tx.remove(slot);
             removed += 1;

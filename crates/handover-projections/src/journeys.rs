@@ -1,16 +1,18 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree (layout version 5):
-//! - `p/<person-key>`: the person's `Record`: a version byte (2), then three
+//! Keys in the `journey` tree (layout version 6):
+//! - `p/<person-key>`: the person's `Record`: a version byte (3), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
 //!   timeline position and what of their index rows is stored), their [`PersonFacts`]
-//!   (JSON, for the measures), their [`DelayRow`] (JSON; empty while they have none) — and
-//!   the timeline: one frame per event, ordered by event time then stream sequence, holding
-//!   the event exactly as stored in the log. For a key that is an alias (a local id linked
-//!   to an NHS number, an NHS number merged into another) the value is `@` followed by the
-//!   person key it leads to;
+//!   (JSON, for the measures) and their [`DelayRow`] (JSON; empty while they have none).
+//!   For a key that is an alias (a local id linked to an NHS number, an NHS number merged
+//!   into another) the value is `@` followed by the person key it leads to;
+//! - `t/<person-key>/<time><seq>` (event time in microseconds with the sign bit flipped
+//!   and stream sequence, both u64 big-endian, so key order is timeline order): one event
+//!   of the person's timeline, exactly as stored in the log. Written once, when the event
+//!   is applied; moved only when two journeys merge;
 //! - `a/<person-key>`: the person key an alias leads to (kept for erasure, which must find
 //!   every alias of a person);
 //! - `w/<org>/<drd>/<site>\0<encounter>\0<person-key>` (empty value): the delay row's index
@@ -19,10 +21,14 @@
 //!   delayed first), counts them without reading them and reads only the records of the
 //!   page it returns. Index entries change only when the DRD, site, encounter or
 //!   organisations do;
+//! - `n/<org>/<drd>`: how many `w/<org>/<drd>/…` index entries there are (u64 big-endian;
+//!   no key at zero), so a worklist's total is a sum over dates rather than a walk over
+//!   every row;
 //! - `b/<person-key>/<package-id>`: a [`BrokerageRow`](crate::rows::BrokerageRow) per package not yet started.
 //!
-//! An event therefore costs one read (the record, once per person per batch) and usually
-//! one sled write: the record, whose timeline is appended to as bytes, never re-encoded.
+//! An event therefore costs one read (the record, once per person per batch) and two sled
+//! writes: the record (small: it holds no timeline) and the event appended under its own
+//! `t/` key.
 //! Index entries and brokerage rows are written only when they change (the head keeps what
 //! is stored). The events of the timeline are decoded only when one arrives out of time
 //! order or two journeys merge, which refold the state from them, and when the journey is
@@ -62,8 +68,11 @@ pub const NAME: &str = "journey";
 /// - 4: one record per person holds a small head, the measure facts and the timeline as the
 ///   events' stored bytes; aliases redirect from `p/`; unchanged index rows are not
 ///   rewritten;
-/// - 5: the delay row moves into the record, indexed per organisation in worklist order.
-pub const JOURNEY_VERSION: u32 = 5;
+/// - 5: the delay row moves into the record, indexed per organisation in worklist order;
+/// - 6: the timeline moves out of the record, one `t/` key per event, so applying an event
+///   no longer rewrites the person's earlier events; `n/` counts the delay index per
+///   organisation and date.
+pub const JOURNEY_VERSION: u32 = 6;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +114,27 @@ pub(crate) fn person_slot(key: &str) -> Vec<u8> {
     format!("p/{key}").into_bytes()
 }
 
+/// The prefix of a person's timeline entries.
+pub(crate) fn frame_prefix(key: &str) -> Vec<u8> {
+    format!("t/{key}/").into_bytes()
+}
+
+fn frame_slot(key: &str, (time, seq): At) -> Vec<u8> {
+    let mut slot = frame_prefix(key);
+    slot.extend_from_slice(&time.to_be_bytes());
+    slot.extend_from_slice(&seq.to_be_bytes());
+    slot
+}
+
+/// The timeline position a `t/` key ends with.
+fn frame_at(slot: &[u8]) -> Option<At> {
+    let tail = slot.len().checked_sub(16).map(|i| &slot[i..])?;
+    Some((
+        u64::from_be_bytes(tail[..8].try_into().ok()?),
+        u64::from_be_bytes(tail[8..].try_into().ok()?),
+    ))
+}
+
 pub(crate) fn alias_slot(key: &str) -> Vec<u8> {
     format!("a/{key}").into_bytes()
 }
@@ -124,16 +154,20 @@ fn at(time: &Timestamp, seq: u64) -> At {
 }
 
 /// Version byte of a stored [`Record`].
-const RECORD_VERSION: u8 = 2;
+const RECORD_VERSION: u8 = 3;
 
-/// A person's stored record, as bytes: head, facts, delay row (empty when none), and the
-/// timeline frames (`time` u64 BE, `seq` u64 BE, `len` u32 BE, the event's stored bytes), in
-/// timeline order.
+/// Version byte of layout 5's records, which carried the timeline inline after the parts:
+/// still read while a store written by it is rebuilt after an upgrade.
+const RECORD_VERSION_INLINE: u8 = 2;
+
+/// A person's stored record, as bytes: head, facts and delay row (empty when none). A
+/// layout 5 record (version 2) also carries the timeline inline: frames of `time` u64 BE,
+/// `seq` u64 BE, `len` u32 BE and the event's stored bytes, in timeline order.
 struct Record<'a> {
     head: &'a [u8],
     facts: &'a [u8],
     delay: &'a [u8],
-    timeline: &'a [u8],
+    inline: &'a [u8],
 }
 
 fn take_part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -146,7 +180,7 @@ fn take_part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
 impl<'a> Record<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Record<'a>> {
         let (&version, mut rest) = bytes.split_first()?;
-        if version != RECORD_VERSION {
+        if version != RECORD_VERSION && version != RECORD_VERSION_INLINE {
             return None;
         }
         let head = take_part(&mut rest)?;
@@ -156,24 +190,26 @@ impl<'a> Record<'a> {
             head,
             facts,
             delay,
-            timeline: rest,
+            inline: if version == RECORD_VERSION_INLINE {
+                rest
+            } else {
+                &[]
+            },
         })
     }
 
-    fn encode(head: &[u8], facts: &[u8], delay: &[u8], timeline: &[u8]) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(13 + head.len() + facts.len() + delay.len() + timeline.len());
+    fn encode(head: &[u8], facts: &[u8], delay: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(13 + head.len() + facts.len() + delay.len());
         out.push(RECORD_VERSION);
         for part in [head, facts, delay] {
             out.extend_from_slice(&(part.len() as u32).to_be_bytes());
             out.extend_from_slice(part);
         }
-        out.extend_from_slice(timeline);
         out
     }
 }
 
-/// The frames of a timeline: `(position, the event as stored)`, in order.
+/// The frames of a layout 5 inline timeline: `(position, the event as stored)`, in order.
 fn frames(mut timeline: &[u8]) -> impl Iterator<Item = (At, &[u8])> {
     std::iter::from_fn(move || {
         let time = u64::from_be_bytes(timeline.get(..8)?.try_into().ok()?);
@@ -183,27 +219,6 @@ fn frames(mut timeline: &[u8]) -> impl Iterator<Item = (At, &[u8])> {
         timeline = &timeline[20 + len..];
         Some(((time, seq), raw))
     })
-}
-
-fn push_frame(timeline: &mut Vec<u8>, (time, seq): At, raw: &[u8]) {
-    timeline.extend_from_slice(&time.to_be_bytes());
-    timeline.extend_from_slice(&seq.to_be_bytes());
-    timeline.extend_from_slice(&(raw.len() as u32).to_be_bytes());
-    timeline.extend_from_slice(raw);
-}
-
-/// Inserts a frame at its place in time order (after frames at the same position).
-fn insert_frame(timeline: &mut Vec<u8>, here: At, raw: &[u8]) {
-    let mut offset = 0;
-    for (at, r) in frames(timeline) {
-        if at > here {
-            break;
-        }
-        offset += 20 + r.len();
-    }
-    let mut frame = Vec::with_capacity(20 + raw.len());
-    push_frame(&mut frame, here, raw);
-    timeline.splice(offset..offset, frame);
 }
 
 /// FNV-1a, 64 bits: a stable, fast fingerprint (not a security property; a collision
@@ -256,11 +271,10 @@ struct Marks {
     b: Vec<(String, u64)>,
 }
 
-/// A person as loaded into a batch: the decoded head and the timeline's bytes.
+/// A person as loaded into a batch: the decoded head (their timeline stays in the store).
 #[derive(Debug, Default)]
 struct Person {
     head: Head,
-    timeline: Vec<u8>,
 }
 
 fn corrupt(tree: &str, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -283,10 +297,11 @@ fn entry((_, seq): At, raw: &[u8]) -> Option<Entry> {
     })
 }
 
-fn decode_record(tree: &str, bytes: &[u8]) -> Result<(Head, Vec<u8>), StoreError> {
+/// The head of a stored record and, for a layout 5 record, its inline timeline.
+fn decode_record<'b>(tree: &str, bytes: &'b [u8]) -> Result<(Head, &'b [u8]), StoreError> {
     let r = Record::parse(bytes).ok_or_else(|| corrupt(tree, "journey record", "bad framing"))?;
     let head = serde_json::from_slice(r.head).map_err(|e| corrupt(tree, "journey head", e))?;
-    Ok((head, r.timeline.to_vec()))
+    Ok((head, r.inline))
 }
 
 /// People loaded during one batch, written back (with their rows) at its end.
@@ -316,8 +331,12 @@ impl Batch<'_, '_> {
                     k = next;
                 }
                 Some(v) => {
-                    let (head, timeline) = decode_record(self.tx.tree_name(), &v)?;
-                    self.people.insert(k.clone(), Person { head, timeline });
+                    let (head, inline) = decode_record(self.tx.tree_name(), &v)?;
+                    // A layout 5 record's inline timeline moves to `t/` keys.
+                    for (at, raw) in frames(inline) {
+                        self.tx.put(frame_slot(&k, at), raw.to_vec());
+                    }
+                    self.people.insert(k.clone(), Person { head });
                     return Ok(k);
                 }
             }
@@ -325,48 +344,48 @@ impl Batch<'_, '_> {
         Ok(k)
     }
 
-    /// Refolds the person's state from their timeline (after an out-of-order event or a
-    /// merge).
-    fn refold(p: &mut Person) {
+    /// Refolds the state of the person kept under `key` from their timeline (after an
+    /// out-of-order event or a merge).
+    fn refold(&self, key: &str, p: &mut Person) -> Result<(), StoreError> {
         let nhs = p.head.journey.nhs_number.take();
         p.head.journey = Journey::new(nhs);
         p.head.last = None;
-        for (at, raw) in frames(&p.timeline) {
-            let Ok(e) = Event::from_stored(raw) else {
+        for (slot, raw) in self.tx.scan_prefix(&frame_prefix(key))? {
+            let (Some(at), Ok(e)) = (frame_at(&slot), Event::from_stored(&raw)) else {
                 continue;
             };
             p.head.journey.fold(&e.data, &e.time, &e.source);
             p.head.last = Some(at).max(p.head.last);
         }
+        Ok(())
     }
 
-    /// Adds `a` to the person's timeline; false when already there.
-    fn apply(p: &mut Person, a: &Applied<'_>) -> bool {
+    /// Adds `a` to the timeline of the person kept under `key`; nothing when already there.
+    fn apply(&mut self, key: &str, p: &mut Person, a: &Applied<'_>) -> Result<(), StoreError> {
         let event = a.event;
         if p.head.journey.nhs_number.is_none() {
             p.head.journey.nhs_number = event.subject.map(|n| n.as_string());
         }
         let d = digest(event);
         if p.head.seen.contains(&d) {
-            return false;
+            return Ok(());
         }
         p.head.seen.push(d);
         let here = at(&event.time, a.seq);
+        self.tx.put(frame_slot(key, here), a.raw.to_vec());
         if p.head.last.is_none_or(|l| here >= l) {
-            push_frame(&mut p.timeline, here, a.raw);
             p.head.last = Some(here);
             p.head.journey.fold(&event.data, &event.time, &event.source);
+            Ok(())
         } else {
-            insert_frame(&mut p.timeline, here, a.raw);
-            Self::refold(p);
+            self.refold(key, p)
         }
-        true
     }
 
     /// Makes `from` an alias of `to`, absorbing any journey kept under `from` into `p`.
-    fn alias(&mut self, from: &str, to: &str, p: &mut Person) {
+    fn alias(&mut self, from: &str, to: &str, p: &mut Person) -> Result<(), StoreError> {
         if from == to {
-            return;
+            return Ok(());
         }
         let other = self.people.remove(from);
         self.dirty.remove(from);
@@ -375,35 +394,36 @@ impl Batch<'_, '_> {
         self.tx.put(person_slot(from), redirect);
         self.tx.put(alias_slot(from), to.as_bytes().to_vec());
         let Some(other) = other else {
-            return;
+            return Ok(());
         };
         // Its rows go; its timeline joins this one (without duplicates) and the state is
         // refolded.
         for key in &other.head.marks.wk {
-            self.tx.remove(key.as_bytes().to_vec());
+            index_entry(self.tx, key.as_bytes().to_vec(), false)?;
         }
         for (package, _) in &other.head.marks.b {
             self.tx.remove(row_slot("b", from, Some(package)));
         }
-        for (here, raw) in frames(&other.timeline) {
-            let Ok(e) = Event::from_stored(raw) else {
+        for (slot, raw) in self.tx.scan_prefix(&frame_prefix(from))? {
+            self.tx.remove(slot.clone());
+            let (Some(here), Ok(e)) = (frame_at(&slot), Event::from_stored(&raw)) else {
                 continue;
             };
             let d = digest(&e);
             if !p.head.seen.contains(&d) {
                 p.head.seen.push(d);
-                insert_frame(&mut p.timeline, here, raw);
+                self.tx.put(frame_slot(to, here), raw);
             }
         }
         if p.head.journey.nhs_number.is_none() {
             p.head.journey.nhs_number = other.head.journey.nhs_number;
         }
-        Self::refold(p);
+        self.refold(to, p)
     }
 
     /// Writes every changed person's record and those of their index rows whose content
     /// changed.
-    fn finish(mut self) {
+    fn finish(mut self) -> Result<(), StoreError> {
         let mut dirty: Vec<String> = self.dirty.drain().collect();
         dirty.sort();
         for k in dirty {
@@ -421,12 +441,12 @@ impl Batch<'_, '_> {
             if keys != head.marks.wk {
                 for old in &head.marks.wk {
                     if !keys.contains(old) {
-                        self.tx.remove(old.as_bytes().to_vec());
+                        index_entry(self.tx, old.as_bytes().to_vec(), false)?;
                     }
                 }
                 for key in &keys {
                     if !head.marks.wk.contains(key) {
-                        self.tx.put(key.as_bytes().to_vec(), Vec::new());
+                        index_entry(self.tx, key.as_bytes().to_vec(), true)?;
                     }
                 }
                 head.marks.wk = keys;
@@ -448,9 +468,10 @@ impl Batch<'_, '_> {
             }
             head.marks.b = marks;
             let facts = json(&person_facts(&head.journey));
-            let record = Record::encode(&json(&*head), &facts, &delay, &p.timeline);
+            let record = Record::encode(&json(&*head), &facts, &delay);
             self.tx.put(person_slot(&k), record);
         }
+        Ok(())
     }
 }
 
@@ -473,6 +494,39 @@ fn delay_keys(person: &str, r: &DelayRow) -> Vec<String> {
         .collect()
 }
 
+/// The `n/<org>/<drd>` counter a `w/<org>/<drd>/…` index entry counts in.
+fn counter_slot(index_key: &[u8]) -> Option<Vec<u8>> {
+    let rest = index_key.strip_prefix(b"w/")?;
+    let org = rest.iter().position(|b| *b == b'/')?;
+    let drd = rest[org + 1..].iter().position(|b| *b == b'/')?;
+    let mut slot = b"n/".to_vec();
+    slot.extend_from_slice(&rest[..org + 1 + drd]);
+    Some(slot)
+}
+
+/// Adds a delay index entry to (`put`) or removes it from the tree, keeping its counter.
+pub(crate) fn index_entry(tx: &mut Tx<'_>, key: Vec<u8>, put: bool) -> Result<(), StoreError> {
+    if let Some(slot) = counter_slot(&key) {
+        let n = tx
+            .get(&slot)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let n = if put { n + 1 } else { n.saturating_sub(1) };
+        if n == 0 {
+            tx.remove(slot);
+        } else {
+            tx.put(slot, n.to_be_bytes().to_vec());
+        }
+    }
+    if put {
+        tx.put(key, Vec::new());
+    } else {
+        tx.remove(key);
+    }
+    Ok(())
+}
+
 /// The keys of a person's index rows, read from their stored record (for erasure).
 pub(crate) fn index_keys(record: &[u8]) -> Vec<Vec<u8>> {
     let Some(head) =
@@ -481,6 +535,13 @@ pub(crate) fn index_keys(record: &[u8]) -> Vec<Vec<u8>> {
         return Vec::new();
     };
     head.marks.wk.into_iter().map(String::into_bytes).collect()
+}
+
+/// `w/…` → `n/…`: the counter range matching an index range bound.
+fn counter_slot_of(bound: &[u8]) -> Vec<u8> {
+    let mut slot = bound.to_vec();
+    slot[0] = b'n';
+    slot
 }
 
 /// One page of an organisation's discharge-delays worklist (see [`Journeys::delay_page`]).
@@ -555,7 +616,7 @@ impl Journeys {
                 }
             }
         }
-        b.finish();
+        b.finish()?;
         Ok(())
     }
 
@@ -574,10 +635,9 @@ impl Journeys {
                 journey: Journey::new(event.subject.map(|n| n.as_string())),
                 ..Head::default()
             },
-            timeline: Vec::new(),
         });
         let result = (|| {
-            Batch::apply(&mut person, a);
+            b.apply(&key, &mut person, a)?;
             if event.subject.is_some() {
                 let links: Vec<PersonRef> = match &event.data {
                     EventData::PersonIdentified(d) => {
@@ -589,7 +649,7 @@ impl Journeys {
                 };
                 for l in links {
                     let from = b.resolve(&self.key.person_key(&l))?;
-                    b.alias(&from, &key, &mut person);
+                    b.alias(&from, &key, &mut person)?;
                 }
             }
             Ok(())
@@ -612,7 +672,7 @@ impl Journeys {
                     }
                     key = next;
                 }
-                Some(v) => return load(tree, &v).map(Some),
+                Some(v) => return load(tree, &key, &v).map(Some),
             }
         }
         Ok(None)
@@ -647,7 +707,15 @@ impl Journeys {
         };
         match filter {
             None => {
-                page.total = tree.count_range(&start, &end)?;
+                // The counters of the dates before today.
+                let (cs, ce) = (counter_slot_of(&start), counter_slot_of(&end));
+                for r in tree.scan_range(&cs, &ce) {
+                    let (_, v) = r?;
+                    let n = <[u8; 8]>::try_from(v.as_slice())
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| corrupt(tree.name(), "delay index counter", "not 8 bytes"))?;
+                    page.total += n as usize;
+                }
                 for r in tree.scan_range(&start, &end).take(limit) {
                     let (k, _) = r?;
                     if let Some(row) = row(&k)?.and_then(|v| serde_json::from_slice(&v).ok()) {
@@ -695,23 +763,29 @@ impl Journeys {
         tree.scan_prefix(b"p/").filter_map(move |r| match r {
             Err(e) => Some(Err(e)),
             Ok((_, v)) if v.first() == Some(&REDIRECT) => None,
-            Ok((_, v)) => Some(load(tree, &v)),
+            Ok((k, v)) => Some(load(tree, &String::from_utf8_lossy(&k[2..]), &v)),
         })
     }
 }
 
-/// A journey from its stored record `bytes`, with its timeline decoded.
-fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
+/// The journey kept under `key`, from its stored record `bytes` and its timeline entries.
+fn load(tree: &Tree, key: &str, bytes: &[u8]) -> Result<Journey, StoreError> {
     if bytes.first() == Some(&b'{') {
         // Layouts 1 and 2 stored the whole journey as JSON: still readable while a store
         // written by them is rebuilt after an upgrade.
         return serde_json::from_slice(bytes).map_err(|e| corrupt(tree.name(), "journey", e));
     }
-    let (head, timeline) = decode_record(tree.name(), bytes)?;
+    let (head, inline) = decode_record(tree.name(), bytes)?;
     let mut journey = head.journey;
-    journey.timeline = frames(&timeline)
+    journey.timeline = frames(inline)
         .filter_map(|(at, raw)| entry(at, raw))
         .collect();
+    for r in tree.scan_prefix(&frame_prefix(key)) {
+        let (slot, raw) = r?;
+        if let Some(e) = frame_at(&slot).and_then(|at| entry(at, &raw)) {
+            journey.timeline.push(e);
+        }
+    }
     Ok(journey)
 }
 

@@ -75,6 +75,10 @@ pub struct Progress {
     pub skipped: u64,
     /// Events parked in the dead-letter stream by this process.
     pub parked: u64,
+    /// The projection has said where it stands: its feed is open (so `pending` is known),
+    /// or it is waiting for the rebuild of an outdated tree that keeps serving meanwhile.
+    /// False while it starts.
+    pub open: bool,
 }
 
 /// A batch decoded and applied to a transaction, with what must be parked before it commits.
@@ -248,6 +252,7 @@ pub async fn run_journeys(
             projection = NAME,
             "waiting for the rebuild of a tree written by another version"
         );
+        progress.send_modify(|p| p.open = true);
         while tree.generation() == generation {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
@@ -259,6 +264,11 @@ pub async fn run_journeys(
         progress.send_modify(|p| p.position = position);
     }
     let mut feed = log.feed(NAME, None, position).await?;
+    // Behind from the start (after a restart or into an empty tree): not ready until caught up.
+    progress.send_modify(|p| {
+        p.pending = feed.pending_at_open();
+        p.open = true;
+    });
     loop {
         if tree.generation() != generation {
             // A rebuild swapped a new tree in: continue from its position.
@@ -270,7 +280,10 @@ pub async fn run_journeys(
                 "projection tree replaced by a rebuild; resuming from its position"
             );
             feed = log.feed(NAME, None, position).await?;
-            progress.send_modify(|p| p.position = position);
+            progress.send_modify(|p| {
+                p.position = position;
+                p.pending = feed.pending_at_open();
+            });
         }
         let batch = tokio::select! {
             b = feed.next_batch(MAX_BATCH) => b?,
@@ -310,6 +323,7 @@ pub async fn run_journeys(
             pending: p.pending,
             skipped: 0,
             parked,
+            open: true,
         });
     }
 }

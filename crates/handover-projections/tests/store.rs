@@ -194,23 +194,41 @@ fn any_arrival_order_and_batching_gives_the_pure_fold_of_the_whole_story() {
             "the merged NHS number leads to the same journey (seed {seed})"
         );
         // One journey and two aliases (the MRN and the merged number), the delay row (in the
-        // record) indexed under the trust and the council, one brokerage row.
+        // record) indexed under the trust and the council, one brokerage row, and one
+        // timeline entry per distinct event, all under the journey's key (the merged
+        // journeys' entries moved there).
         let keys: Vec<Vec<u8>> = tree.scan_prefix(b"").map(|r| r.unwrap().0).collect();
         let count = |p: &[u8]| keys.iter().filter(|k| k.starts_with(p)).count();
+        let timeline = got.timeline.len();
+        assert!(timeline >= 8, "seed {seed}: {timeline} entries");
         assert_eq!(
             (
                 count(b"p/"),
                 count(b"a/"),
                 count(b"d/"),
                 count(b"w/"),
-                count(b"b/")
+                count(b"b/"),
+                count(b"t/"),
+                count(b"n/"),
             ),
-            (3, 2, 0, 2, 1),
+            (3, 2, 0, 2, 1, timeline, 2),
             "seed {seed}"
+        );
+        let (holder, _) = tree
+            .scan_prefix(b"p/")
+            .map(|r| r.unwrap())
+            .find(|(_, v)| v.first() != Some(&b'@'))
+            .unwrap();
+        let own = [b"t/".as_slice(), &holder[2..], b"/"].concat();
+        assert!(
+            keys.iter()
+                .filter(|k| k.starts_with(b"t/"))
+                .all(|k| k.starts_with(&own)),
+            "seed {seed}: every timeline entry is under the one journey's key"
         );
         assert_eq!(
             keys.len(),
-            3 + 2 + 2 + 1 + 1,
+            3 + 2 + 2 + 1 + timeline + 2 + 1,
             "and the position (seed {seed})"
         );
         assert_eq!(Journeys::facts(&tree).unwrap().len(), 1, "seed {seed}");
@@ -230,13 +248,19 @@ fn erasing_a_person_leaves_nothing_of_them_in_the_tree() {
         3,
         "the journey's key, the merged number and the MRN"
     );
+    let timeline = Journeys::new(key())
+        .get(&tree, &a)
+        .unwrap()
+        .unwrap()
+        .timeline
+        .len();
     let mut tx = tree.begin();
     let removed = handover_projections::erase::erase(&tree, &mut tx, &keys).unwrap();
     block_on(tree.commit(tx, 100)).unwrap();
     assert_eq!(
         removed,
-        3 + 2 + 2 + 1,
-        "records, aliases, the delay row's index entries, the brokerage row"
+        3 + 2 + 2 + 1 + timeline,
+        "records, aliases, the delay row's index entries, the brokerage row, the timeline"
     );
     let left: Vec<String> = tree
         .scan_prefix(b"")
@@ -335,6 +359,12 @@ fn the_delay_index_is_per_organisation_in_worklist_order_and_follows_changes() {
     let (_store, tree) = project(dir.path(), &all, &[3]);
     let trust = Journeys::delay_page(&tree, "RX1", today, None, 10).unwrap();
     assert_eq!(encounters(&trust), ["ENC-p2", "ENC-p1", "ENC-p0"]);
+    assert_eq!(trust.total, 3, "the counters follow the index");
+    let counted: u64 = tree
+        .scan_prefix(b"n/RX1/")
+        .map(|r| u64::from_be_bytes(r.unwrap().1.try_into().unwrap()))
+        .sum();
+    assert_eq!(counted, 4, "p3's entry counts too, under its later date");
     let index = tree.scan_prefix(b"w/").count();
     assert_eq!(
         index,

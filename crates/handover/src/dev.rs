@@ -239,7 +239,7 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
     }
     println!();
     println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
+    crate::runtime::stop_signal().await?;
     eprintln!("Stopping…");
     rt.shutdown().await;
     if let Some(n) = local {

@@ -163,7 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(a) = rt.api_addr {
                 tracing::info!(address = %a, "API listening");
             }
-            tokio::signal::ctrl_c().await?;
+            handover::runtime::stop_signal().await?;
             rt.shutdown().await;
             Ok(())
         }

@@ -46,6 +46,7 @@ struct Ready {
     failing: Arc<std::sync::Mutex<Option<(String, u64)>>>,
     progress: watch::Receiver<Progress>,
     max_lag: u64,
+    projections: bool,
 }
 
 impl Readiness for Ready {
@@ -54,6 +55,11 @@ impl Readiness for Ready {
             return Err("not connected to NATS".into());
         }
         let p = *self.progress.borrow();
+        if self.projections && !p.open {
+            // Until the projection knows how far behind it is (e.g. just restarted), it
+            // cannot claim to be caught up.
+            return Err("journey projection starting".into());
+        }
         if let Some((e, at)) = self.failing.lock().ok().and_then(|f| f.clone()) {
             // Failing until it commits past the position where it failed.
             if p.position <= at {
@@ -243,6 +249,7 @@ impl Runtime {
                     failing: failing.clone(),
                     progress: progress_rx.clone(),
                     max_lag: cfg.projections.ready_max_lag,
+                    projections: cfg.projections.enabled,
                 }),
                 metrics: metrics.clone(),
                 progress: progress_rx.clone(),
@@ -392,4 +399,15 @@ pub fn open_store(cfg: &crate::config::StoreConfig) -> anyhow::Result<Store> {
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
     Store::open_with(path, cfg.cache_mb.max(1) * 1024 * 1024, cfg.compression)
         .with_context(|| format!("cannot open the read-model store at {}", path.display()))
+}
+
+/// Resolves at the first SIGINT (Ctrl-C) or SIGTERM (`systemctl stop`, `docker stop`,
+/// Kubernetes), so either stops the process gracefully.
+pub async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
