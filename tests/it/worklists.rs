@@ -115,6 +115,31 @@ async fn worklists_come_in_working_order_paged_filtered_and_scoped() {
         (encounters(&page), &page["total"]),
         (vec!["ENC-1".into(), "ENC-5".into()], &json!(4))
     );
+    let next = get(&b, &format!("{delays}?limit=2&offset=2"), &trust).await;
+    assert_eq!(
+        (
+            encounters(&next),
+            &next["total"],
+            &next["offset"],
+            &next["limit"]
+        ),
+        (
+            vec!["ENC-2".into(), "ENC-0".into()],
+            &json!(4),
+            &json!(2),
+            &json!(2)
+        ),
+        "the second page"
+    );
+    assert_eq!(all["limit"], 100, "a page of 100 rows unless asked");
+    let bad = b
+        .http
+        .get(format!("{}{delays}?offset=-1", b.base))
+        .bearer_auth(&trust)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     let cc = get(&b, &format!("{delays}?site=RX1CC"), &trust).await;
     assert_eq!(
         (encounters(&cc), &cc["total"]),
@@ -147,6 +172,16 @@ async fn worklists_come_in_working_order_paged_filtered_and_scoped() {
     assert_eq!(
         (q["rows"].as_array().unwrap().len(), &q["total"]),
         (1, &json!(4))
+    );
+    let q = get(&b, "/v1/worklists/brokerage?limit=2&offset=3", &council).await;
+    assert_eq!(
+        (
+            q["rows"][0]["package_id"].as_str(),
+            q["rows"].as_array().unwrap().len(),
+            &q["total"]
+        ),
+        (Some("PKG-4"), 1, &json!(4)),
+        "the last page"
     );
     let other = token_for(Role::Broker, "E08000032");
     assert_eq!(get(&b, "/v1/worklists/brokerage", &other).await["total"], 0);

@@ -138,12 +138,14 @@ pub fn document() -> Value {
                 "operationId": "getDischargeDelays", "summary": "People past their discharge ready date, longest first (rows audited)",
                 "parameters": [query("site", "ODS site code", text.clone()), query("council", "GSS code", text.clone()),
                                query("pathway", "0-3", json!({"type": "integer", "minimum": 0, "maximum": 3})),
-                               query("limit", "1-5000", json!({"type": "integer", "minimum": 1, "maximum": 5000}))],
+                               query("limit", "page size, 1-5000 (default 100)", json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 100})),
+                               query("offset", "rows to skip (default 0)", json!({"type": "integer", "minimum": 0, "default": 0}))],
                 "responses": {"200": ok(delays, "the worklist"), "400": problem(), "401": problem(), "403": problem(), "503": problem()}}},
             "/v1/worklists/brokerage": {"get": {
                 "operationId": "getBrokerageQueue", "summary": "Care packages not yet started (rows audited)",
                 "parameters": [query("council", "GSS code", text.clone()), query("service_type", "service type code", text.clone()),
-                               query("limit", "1-5000", json!({"type": "integer", "minimum": 1, "maximum": 5000}))],
+                               query("limit", "page size, 1-5000 (default 100)", json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 100})),
+                               query("offset", "rows to skip (default 0)", json!({"type": "integer", "minimum": 0, "default": 0}))],
                 "responses": {"200": ok(brokerage, "the queue"), "400": problem(), "401": problem(), "403": problem(), "503": problem()}}},
             "/v1/measures/flow": {"get": {
                 "operationId": "getFlowMeasures", "summary": "Flow and outcome measures (docs/measures.md)",

@@ -386,6 +386,38 @@ fn sort_link(base: &str, q: &HashMap<String, String>, key: &str, label: &str) ->
     }
 }
 
+/// "Rows a–b of n" with links to the previous and next pages, keeping the other parameters.
+fn pager(
+    base: &str,
+    q: &HashMap<String, String>,
+    offset: usize,
+    limit: usize,
+    shown: usize,
+    total: usize,
+) -> Markup {
+    let link = |to: usize| {
+        let mut params: Vec<(String, String)> = q
+            .iter()
+            .filter(|(k, v)| *k != "offset" && !v.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        params.sort();
+        params.push(("offset".into(), to.to_string()));
+        let qs: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect();
+        format!("{base}?{}", qs.join("&"))
+    };
+    html! {
+        nav class="pager" aria-label="Pages" {
+            @if shown > 0 { "Rows " (offset + 1) "–" (offset + shown) " of " (total) } @else { "No rows on this page (" (total) " in all)" }
+            @if offset > 0 { " · " a href=(link(offset.saturating_sub(limit))) rel="prev" { "Previous " (limit) } }
+            @if offset + limit < total { " · " a href=(link(offset + limit)) rel="next" { "Next " (limit) } }
+        }
+    }
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -437,7 +469,7 @@ pub(crate) async fn delays(
             }
             div class="cards" {
                 div class="card" { span class="figure" { (w.total) } "people delayed" }
-                div class="card" { span class="figure" { (delayed_days) } "delayed bed-days so far (shown rows)" }
+                div class="card" { span class="figure" { (delayed_days) } "delayed bed-days so far (this page)" }
             }
             div class="scroll" {
                 table {
@@ -478,6 +510,7 @@ pub(crate) async fn delays(
                     }
                 }
             }
+            (pager("/ui/delays", &q, w.offset, w.limit, w.rows.len(), w.total))
         },
     ))
 }
@@ -561,6 +594,7 @@ pub(crate) async fn brokerage(
                     }
                 }
             }
+            (pager("/ui/brokerage", &q, w.offset, w.limit, w.rows.len(), w.total))
         },
     ))
 }

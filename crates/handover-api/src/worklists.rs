@@ -30,9 +30,13 @@ pub struct DelayItem {
 pub struct DelayWorklist {
     /// The date taken as today (Europe/London).
     pub as_of: NaiveDate,
-    /// Rows matching the filters (before `limit`).
+    /// Rows matching the filters, on every page.
     pub total: usize,
-    /// Longest delay first.
+    /// Rows skipped before this page (the `offset` asked for).
+    pub offset: usize,
+    /// The page size asked for (`limit`, default 100).
+    pub limit: usize,
+    /// This page, longest delay first.
     pub rows: Vec<DelayItem>,
 }
 
@@ -57,9 +61,13 @@ pub struct BrokerageItem {
 pub struct BrokerageQueue {
     /// The date taken as today (Europe/London).
     pub as_of: NaiveDate,
-    /// Rows matching the filters (before `limit`).
+    /// Rows matching the filters, on every page.
     pub total: usize,
-    /// People delayed in hospital first, then by required start.
+    /// Rows skipped before this page (the `offset` asked for).
+    pub offset: usize,
+    /// The page size asked for (`limit`, default 100).
+    pub limit: usize,
+    /// This page: people delayed in hospital first, then by required start.
     pub rows: Vec<BrokerageItem>,
 }
 
@@ -95,9 +103,13 @@ fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-fn param_limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
-    match param(q, "limit") {
-        None => Ok(500),
+/// A worklist page's size when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// `offset` (default 0) and `limit` (1 to 5,000, default [`DEFAULT_PAGE`]).
+fn param_page(q: &HashMap<String, String>) -> Result<(usize, usize), ApiError> {
+    let limit = match param(q, "limit") {
+        None => DEFAULT_PAGE,
         Some(s) => s
             .parse::<usize>()
             .ok()
@@ -106,8 +118,15 @@ fn param_limit(q: &HashMap<String, String>) -> Result<usize, ApiError> {
                 ApiError::BadRequest(format!(
                     "limit must be a whole number from 1 to 5000, not {s:?}"
                 ))
-            }),
-    }
+            })?,
+    };
+    let offset = match param(q, "offset") {
+        None => 0,
+        Some(s) => s.parse::<usize>().map_err(|_| {
+            ApiError::BadRequest(format!("offset must be a whole number from 0, not {s:?}"))
+        })?,
+    };
+    Ok((offset, limit))
 }
 
 /// Builds the delays worklist from stored rows.
@@ -123,7 +142,7 @@ pub fn delay_worklist(
             ApiError::BadRequest(format!("pathway must be 0, 1, 2 or 3, not {p:?}"))
         })?),
     };
-    let (site, council, limit) = (param(q, "site"), param(q, "council"), param_limit(q)?);
+    let (site, council, (offset, limit)) = (param(q, "site"), param(q, "council"), param_page(q)?);
     // The caller's organisation's rows, stored in worklist order: count them and decode
     // only the page returned.
     let filtered = site.is_some() || council.is_some() || pathway.is_some();
@@ -137,7 +156,7 @@ pub fn delay_worklist(
         &caller.organisation,
         today,
         filtered.then_some(&keep as &dyn Fn(&DelayRowKey<'_>) -> bool),
-        limit,
+        (offset, limit),
     )
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let total = page.total;
@@ -160,6 +179,8 @@ pub fn delay_worklist(
     Ok(DelayWorklist {
         as_of: today,
         total,
+        offset,
+        limit,
         rows: items,
     })
 }
@@ -171,10 +192,10 @@ pub fn brokerage_queue(
     q: &HashMap<String, String>,
     today: NaiveDate,
 ) -> Result<BrokerageQueue, ApiError> {
-    let (council, service, limit) = (
+    let (council, service, (offset, limit)) = (
         param(q, "council"),
         param(q, "service_type"),
-        param_limit(q)?,
+        param_page(q)?,
     );
     if let Some(s) = service {
         if !handover_events::catalogue::ServiceType::CODES.contains(&s) {
@@ -225,6 +246,7 @@ pub fn brokerage_queue(
     let total = keyed.len();
     let items: Vec<BrokerageItem> = keyed
         .into_iter()
+        .skip(offset)
         .take(limit)
         .filter_map(|(_, v)| serde_json::from_slice::<BrokerageRow>(v).ok())
         .filter(|r| crate::policy::may_see_brokerage_row(caller, r))
@@ -245,6 +267,8 @@ pub fn brokerage_queue(
     Ok(BrokerageQueue {
         as_of: today,
         total,
+        offset,
+        limit,
         rows: items,
     })
 }

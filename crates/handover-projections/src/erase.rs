@@ -7,7 +7,7 @@
 use handover_events::{NhsNumber, PersonRef, PseudonymKey};
 use handover_store::{StoreError, Tree, Tx};
 
-use crate::journeys::{alias_slot, frame_prefix, person_slot, row_slot};
+use crate::journeys::{alias_slot, person_slot, row_slot};
 
 /// Longest alias chain followed.
 const MAX_DEPTH: usize = 8;
@@ -57,6 +57,10 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
                 crate::journeys::index_entry(tx, slot, false)?;
                 removed += 1;
             }
+            for slot in crate::journeys::event_keys(&record) {
+                tx.remove(slot);
+                removed += 1;
+            }
         }
         for slot in [
             person_slot(k),
@@ -73,10 +77,7 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
                 removed += 1;
             }
         }
-        for entry in tree
-            .scan_prefix(&row_slot("b", k, Some("")))
-            .chain(tree.scan_prefix(&frame_prefix(k)))
-        {
+        for entry in tree.scan_prefix(&row_slot("b", k, Some(""))) {
             let (slot, _) = entry?;
             tx.remove(slot);
             removed += 1;

@@ -6,13 +6,15 @@
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
 //!   timeline position and what of their index rows is stored), their [`PersonFacts`]
-//!   (JSON, for the measures) and their [`DelayRow`] (JSON; empty while they have none).
-//!   For a key that is an alias (a local id linked to an NHS number, an NHS number merged
-//!   into another) the value is `@` followed by the person key it leads to;
-//! - `t/<person-key>/<time><seq>` (event time in microseconds with the sign bit flipped
-//!   and stream sequence, both u64 big-endian, so key order is timeline order): one event
-//!   of the person's timeline, exactly as stored in the log. Written once, when the event
-//!   is applied; moved only when two journeys merge;
+//!   (JSON, for the measures) and their [`DelayRow`] (JSON; empty while they have none) —
+//!   then their timeline's positions, 16 bytes each (event time in microseconds with the
+//!   sign bit flipped, then stream sequence; u64 big-endian), in timeline order. For a key
+//!   that is an alias (a local id linked to an NHS number, an NHS number merged into
+//!   another) the value is `@` followed by the person key it leads to;
+//! - `t/<seq>` (stream sequence, u64 big-endian): an event of some person's timeline,
+//!   exactly as stored in the log. Written once, when the event is applied, at the end of
+//!   the key range (the log's order), so appending touches the same few pages whoever the
+//!   event is about; a merge of two journeys moves only positions, never these;
 //! - `a/<person-key>`: the person key an alias leads to (kept for erasure, which must find
 //!   every alias of a person);
 //! - `w/<org>/<drd>/<site>\0<encounter>\0<person-key>` (empty value): the delay row's index
@@ -27,8 +29,8 @@
 //! - `b/<person-key>/<package-id>`: a [`BrokerageRow`](crate::rows::BrokerageRow) per package not yet started.
 //!
 //! An event therefore costs one read (the record, once per person per batch) and two sled
-//! writes: the record (small: it holds no timeline) and the event appended under its own
-//! `t/` key.
+//! writes: the record (which holds the timeline's positions, not its events) and the event
+//! appended under its `t/` key.
 //! Index entries and brokerage rows are written only when they change (the head keeps what
 //! is stored). The events of the timeline are decoded only when one arrives out of time
 //! order or two journeys merge, which refold the state from them, and when the journey is
@@ -69,9 +71,9 @@ pub const NAME: &str = "journey";
 ///   events' stored bytes; aliases redirect from `p/`; unchanged index rows are not
 ///   rewritten;
 /// - 5: the delay row moves into the record, indexed per organisation in worklist order;
-/// - 6: the timeline moves out of the record, one `t/` key per event, so applying an event
-///   no longer rewrites the person's earlier events; `n/` counts the delay index per
-///   organisation and date.
+/// - 6: the timeline's events move out of the record to `t/<seq>`, appended in log order,
+///   so applying an event no longer rewrites the person's earlier events; `n/` counts the
+///   delay index per organisation and date.
 pub const JOURNEY_VERSION: u32 = 6;
 
 /// Why an event could not be applied.
@@ -114,25 +116,34 @@ pub(crate) fn person_slot(key: &str) -> Vec<u8> {
     format!("p/{key}").into_bytes()
 }
 
-/// The prefix of a person's timeline entries.
-pub(crate) fn frame_prefix(key: &str) -> Vec<u8> {
-    format!("t/{key}/").into_bytes()
-}
-
-fn frame_slot(key: &str, (time, seq): At) -> Vec<u8> {
-    let mut slot = frame_prefix(key);
-    slot.extend_from_slice(&time.to_be_bytes());
+/// Where the event at stream sequence `seq` of a timeline is kept.
+fn event_slot(seq: u64) -> Vec<u8> {
+    let mut slot = b"t/".to_vec();
     slot.extend_from_slice(&seq.to_be_bytes());
     slot
 }
 
-/// The timeline position a `t/` key ends with.
-fn frame_at(slot: &[u8]) -> Option<At> {
-    let tail = slot.len().checked_sub(16).map(|i| &slot[i..])?;
-    Some((
-        u64::from_be_bytes(tail[..8].try_into().ok()?),
-        u64::from_be_bytes(tail[8..].try_into().ok()?),
-    ))
+/// A timeline's positions as stored at the end of a record.
+fn encode_positions(positions: &[At]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 * positions.len());
+    for (time, seq) in positions {
+        out.extend_from_slice(&time.to_be_bytes());
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+    out
+}
+
+fn decode_positions(bytes: &[u8]) -> Vec<At> {
+    bytes
+        .chunks_exact(16)
+        .map(|c| {
+            let (time, seq) = c.split_at(8);
+            (
+                u64::from_be_bytes(time.try_into().unwrap_or_default()),
+                u64::from_be_bytes(seq.try_into().unwrap_or_default()),
+            )
+        })
+        .collect()
 }
 
 pub(crate) fn alias_slot(key: &str) -> Vec<u8> {
@@ -160,14 +171,16 @@ const RECORD_VERSION: u8 = 3;
 /// still read while a store written by it is rebuilt after an upgrade.
 const RECORD_VERSION_INLINE: u8 = 2;
 
-/// A person's stored record, as bytes: head, facts and delay row (empty when none). A
-/// layout 5 record (version 2) also carries the timeline inline: frames of `time` u64 BE,
-/// `seq` u64 BE, `len` u32 BE and the event's stored bytes, in timeline order.
+/// A person's stored record, as bytes: head, facts, delay row (empty when none), and the
+/// timeline's positions. A layout 5 record (version 2) carries the timeline itself instead:
+/// frames of `time` u64 BE, `seq` u64 BE, `len` u32 BE and the event's stored bytes.
 struct Record<'a> {
     head: &'a [u8],
     facts: &'a [u8],
     delay: &'a [u8],
-    inline: &'a [u8],
+    /// The positions (16 bytes each), or a layout 5 record's inline frames.
+    timeline: &'a [u8],
+    inline: bool,
 }
 
 fn take_part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
@@ -190,21 +203,20 @@ impl<'a> Record<'a> {
             head,
             facts,
             delay,
-            inline: if version == RECORD_VERSION_INLINE {
-                rest
-            } else {
-                &[]
-            },
+            timeline: rest,
+            inline: version == RECORD_VERSION_INLINE,
         })
     }
 
-    fn encode(head: &[u8], facts: &[u8], delay: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(13 + head.len() + facts.len() + delay.len());
+    fn encode(head: &[u8], facts: &[u8], delay: &[u8], positions: &[At]) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(13 + head.len() + facts.len() + delay.len() + 16 * positions.len());
         out.push(RECORD_VERSION);
         for part in [head, facts, delay] {
             out.extend_from_slice(&(part.len() as u32).to_be_bytes());
             out.extend_from_slice(part);
         }
+        out.extend_from_slice(&encode_positions(positions));
         out
     }
 }
@@ -271,10 +283,12 @@ struct Marks {
     b: Vec<(String, u64)>,
 }
 
-/// A person as loaded into a batch: the decoded head (their timeline stays in the store).
+/// A person as loaded into a batch: the decoded head and their timeline's positions (the
+/// events stay in the store).
 #[derive(Debug, Default)]
 struct Person {
     head: Head,
+    positions: Vec<At>,
 }
 
 fn corrupt(tree: &str, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -297,11 +311,16 @@ fn entry((_, seq): At, raw: &[u8]) -> Option<Entry> {
     })
 }
 
-/// The head of a stored record and, for a layout 5 record, its inline timeline.
-fn decode_record<'b>(tree: &str, bytes: &'b [u8]) -> Result<(Head, &'b [u8]), StoreError> {
+/// A stored record decoded: its head, and its timeline's positions or, for a layout 5
+/// record, the inline frames (`(positions, &[])` or `(vec![], frames)`).
+fn decode_record<'b>(tree: &str, bytes: &'b [u8]) -> Result<(Head, Vec<At>, &'b [u8]), StoreError> {
     let r = Record::parse(bytes).ok_or_else(|| corrupt(tree, "journey record", "bad framing"))?;
     let head = serde_json::from_slice(r.head).map_err(|e| corrupt(tree, "journey head", e))?;
-    Ok((head, r.inline))
+    Ok(if r.inline {
+        (head, Vec::new(), r.timeline)
+    } else {
+        (head, decode_positions(r.timeline), &[])
+    })
 }
 
 /// People loaded during one batch, written back (with their rows) at its end.
@@ -331,12 +350,13 @@ impl Batch<'_, '_> {
                     k = next;
                 }
                 Some(v) => {
-                    let (head, inline) = decode_record(self.tx.tree_name(), &v)?;
+                    let (head, mut positions, inline) = decode_record(self.tx.tree_name(), &v)?;
                     // A layout 5 record's inline timeline moves to `t/` keys.
                     for (at, raw) in frames(inline) {
-                        self.tx.put(frame_slot(&k, at), raw.to_vec());
+                        self.tx.put(event_slot(at.1), raw.to_vec());
+                        positions.push(at);
                     }
-                    self.people.insert(k.clone(), Person { head });
+                    self.people.insert(k.clone(), Person { head, positions });
                     return Ok(k);
                 }
             }
@@ -344,24 +364,33 @@ impl Batch<'_, '_> {
         Ok(k)
     }
 
-    /// Refolds the state of the person kept under `key` from their timeline (after an
-    /// out-of-order event or a merge).
-    fn refold(&self, key: &str, p: &mut Person) -> Result<(), StoreError> {
+    /// Refolds the person's state from their timeline (after an out-of-order event or a
+    /// merge).
+    fn refold(&self, p: &mut Person) -> Result<(), StoreError> {
         let nhs = p.head.journey.nhs_number.take();
         p.head.journey = Journey::new(nhs);
         p.head.last = None;
-        for (slot, raw) in self.tx.scan_prefix(&frame_prefix(key))? {
-            let (Some(at), Ok(e)) = (frame_at(&slot), Event::from_stored(&raw)) else {
+        for at in &p.positions {
+            let Some(raw) = self.tx.get(&event_slot(at.1))? else {
+                continue;
+            };
+            let Ok(e) = Event::from_stored(&raw) else {
                 continue;
             };
             p.head.journey.fold(&e.data, &e.time, &e.source);
-            p.head.last = Some(at).max(p.head.last);
+            p.head.last = Some(*at).max(p.head.last);
         }
         Ok(())
     }
 
-    /// Adds `a` to the timeline of the person kept under `key`; nothing when already there.
-    fn apply(&mut self, key: &str, p: &mut Person, a: &Applied<'_>) -> Result<(), StoreError> {
+    /// Adds `here` to the person's timeline positions, in order.
+    fn place(p: &mut Person, here: At) {
+        let i = p.positions.partition_point(|x| *x <= here);
+        p.positions.insert(i, here);
+    }
+
+    /// Adds `a` to the person's timeline; nothing when already there.
+    fn apply(&mut self, p: &mut Person, a: &Applied<'_>) -> Result<(), StoreError> {
         let event = a.event;
         if p.head.journey.nhs_number.is_none() {
             p.head.journey.nhs_number = event.subject.map(|n| n.as_string());
@@ -372,13 +401,14 @@ impl Batch<'_, '_> {
         }
         p.head.seen.push(d);
         let here = at(&event.time, a.seq);
-        self.tx.put(frame_slot(key, here), a.raw.to_vec());
+        self.tx.put(event_slot(a.seq), a.raw.to_vec());
+        Self::place(p, here);
         if p.head.last.is_none_or(|l| here >= l) {
             p.head.last = Some(here);
             p.head.journey.fold(&event.data, &event.time, &event.source);
             Ok(())
         } else {
-            self.refold(key, p)
+            self.refold(p)
         }
     }
 
@@ -404,21 +434,26 @@ impl Batch<'_, '_> {
         for (package, _) in &other.head.marks.b {
             self.tx.remove(row_slot("b", from, Some(package)));
         }
-        for (slot, raw) in self.tx.scan_prefix(&frame_prefix(from))? {
-            self.tx.remove(slot.clone());
-            let (Some(here), Ok(e)) = (frame_at(&slot), Event::from_stored(&raw)) else {
+        for here in other.positions {
+            let slot = event_slot(here.1);
+            let Some(raw) = self.tx.get(&slot)? else {
                 continue;
             };
-            let d = digest(&e);
-            if !p.head.seen.contains(&d) {
-                p.head.seen.push(d);
-                self.tx.put(frame_slot(to, here), raw);
+            let d = Event::from_stored(&raw).map(|e| digest(&e)).ok();
+            match d {
+                Some(d) if !p.head.seen.contains(&d) => {
+                    p.head.seen.push(d);
+                    Self::place(p, here);
+                }
+                // Already in this timeline (the same event sent twice, once under each
+                // identity): this copy is no longer anyone's.
+                _ => self.tx.remove(slot),
             }
         }
         if p.head.journey.nhs_number.is_none() {
             p.head.journey.nhs_number = other.head.journey.nhs_number;
         }
-        self.refold(to, p)
+        self.refold(p)
     }
 
     /// Writes every changed person's record and those of their index rows whose content
@@ -468,7 +503,7 @@ impl Batch<'_, '_> {
             }
             head.marks.b = marks;
             let facts = json(&person_facts(&head.journey));
-            let record = Record::encode(&json(&*head), &facts, &delay);
+            let record = Record::encode(&json(&*head), &facts, &delay, &p.positions);
             self.tx.put(person_slot(&k), record);
         }
         Ok(())
@@ -527,6 +562,17 @@ pub(crate) fn index_entry(tx: &mut Tx<'_>, key: Vec<u8>, put: bool) -> Result<()
     Ok(())
 }
 
+/// The keys of a person's timeline events, read from their stored record (for erasure).
+pub(crate) fn event_keys(record: &[u8]) -> Vec<Vec<u8>> {
+    match Record::parse(record) {
+        Some(r) if !r.inline => decode_positions(r.timeline)
+            .into_iter()
+            .map(|(_, seq)| event_slot(seq))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The keys of a person's index rows, read from their stored record (for erasure).
 pub(crate) fn index_keys(record: &[u8]) -> Vec<Vec<u8>> {
     let Some(head) =
@@ -549,7 +595,7 @@ fn counter_slot_of(bound: &[u8]) -> Vec<u8> {
 pub struct DelayPage {
     /// Rows matching, in all.
     pub total: usize,
-    /// The first `limit` of them, longest delayed first.
+    /// The page asked for, longest delayed first.
     pub rows: Vec<DelayRow>,
 }
 
@@ -635,9 +681,10 @@ impl Journeys {
                 journey: Journey::new(event.subject.map(|n| n.as_string())),
                 ..Head::default()
             },
+            positions: Vec::new(),
         });
         let result = (|| {
-            b.apply(&key, &mut person, a)?;
+            b.apply(&mut person, a)?;
             if event.subject.is_some() {
                 let links: Vec<PersonRef> = match &event.data {
                     EventData::PersonIdentified(d) => {
@@ -672,7 +719,7 @@ impl Journeys {
                     }
                     key = next;
                 }
-                Some(v) => return load(tree, &key, &v).map(Some),
+                Some(v) => return load(tree, &v).map(Some),
             }
         }
         Ok(None)
@@ -684,14 +731,15 @@ impl Journeys {
     }
 
     /// The delay rows `org` may see whose discharge ready date is before `today`, longest
-    /// delayed first (then by site and encounter): how many there are and the first
-    /// `limit` that pass `filter` (`None`: every row passes, and the rows are only counted).
+    /// delayed first (then by site and encounter): how many pass `filter` and, of those,
+    /// `limit` from the `offset`-th (`None`: every row passes, and the total comes from the
+    /// counters without reading the rows).
     pub fn delay_page(
         tree: &Tree,
         org: &str,
         today: chrono::NaiveDate,
         filter: Option<&dyn Fn(&crate::rows::DelayRowKey<'_>) -> bool>,
-        limit: usize,
+        (offset, limit): (usize, usize),
     ) -> Result<DelayPage, StoreError> {
         let start = format!("w/{org}/").into_bytes();
         let end = format!("w/{org}/{}", handover_events::Date(today)).into_bytes();
@@ -716,7 +764,7 @@ impl Journeys {
                         .map_err(|_| corrupt(tree.name(), "delay index counter", "not 8 bytes"))?;
                     page.total += n as usize;
                 }
-                for r in tree.scan_range(&start, &end).take(limit) {
+                for r in tree.scan_range(&start, &end).skip(offset).take(limit) {
                     let (k, _) = r?;
                     if let Some(row) = row(&k)?.and_then(|v| serde_json::from_slice(&v).ok()) {
                         page.rows.push(row);
@@ -736,7 +784,7 @@ impl Journeys {
                         continue;
                     }
                     page.total += 1;
-                    if page.rows.len() < limit {
+                    if page.total > offset && page.rows.len() < limit {
                         if let Ok(row) = serde_json::from_slice(&v) {
                             page.rows.push(row);
                         }
@@ -763,26 +811,25 @@ impl Journeys {
         tree.scan_prefix(b"p/").filter_map(move |r| match r {
             Err(e) => Some(Err(e)),
             Ok((_, v)) if v.first() == Some(&REDIRECT) => None,
-            Ok((k, v)) => Some(load(tree, &String::from_utf8_lossy(&k[2..]), &v)),
+            Ok((_, v)) => Some(load(tree, &v)),
         })
     }
 }
 
-/// The journey kept under `key`, from its stored record `bytes` and its timeline entries.
-fn load(tree: &Tree, key: &str, bytes: &[u8]) -> Result<Journey, StoreError> {
+/// A journey from its stored record `bytes`, with its timeline's events read and decoded.
+fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
     if bytes.first() == Some(&b'{') {
         // Layouts 1 and 2 stored the whole journey as JSON: still readable while a store
         // written by them is rebuilt after an upgrade.
         return serde_json::from_slice(bytes).map_err(|e| corrupt(tree.name(), "journey", e));
     }
-    let (head, inline) = decode_record(tree.name(), bytes)?;
+    let (head, positions, inline) = decode_record(tree.name(), bytes)?;
     let mut journey = head.journey;
     journey.timeline = frames(inline)
         .filter_map(|(at, raw)| entry(at, raw))
         .collect();
-    for r in tree.scan_prefix(&frame_prefix(key)) {
-        let (slot, raw) = r?;
-        if let Some(e) = frame_at(&slot).and_then(|at| entry(at, &raw)) {
+    for at in positions {
+        if let Some(e) = tree.get(&event_slot(at.1))?.and_then(|raw| entry(at, &raw)) {
             journey.timeline.push(e);
         }
     }

@@ -416,28 +416,6 @@ impl Tx<'_> {
         }
     }
 
-    /// The entries whose key starts with `prefix`, in key order, seeing this transaction's
-    /// own writes (its puts added or replacing, its removes hiding).
-    #[allow(clippy::type_complexity)]
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
-        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for r in self.tree.scan_prefix(prefix) {
-            let (k, v) = r?;
-            out.insert(k.to_vec(), v.to_vec());
-        }
-        for (k, v) in self
-            .writes
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
-            match v {
-                Some(v) => out.insert(k.clone(), v.clone()),
-                None => out.remove(k),
-            };
-        }
-        Ok(out.into_iter().collect())
-    }
-
     /// The projection the transaction writes to.
     pub fn tree_name(&self) -> &str {
         self.name
@@ -563,18 +541,6 @@ mod tests {
             let mut tx = tree.begin();
             tx.remove(b"p/a".to_vec());
             tx.put(b"p/b".to_vec(), b"2".to_vec());
-            tx.put(b"q/c".to_vec(), b"3".to_vec());
-            let scanned: Vec<Vec<u8>> = tx
-                .scan_prefix(b"p/")
-                .unwrap()
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-            assert_eq!(
-                scanned,
-                vec![b"p/b".to_vec()],
-                "a scan sees the transaction's own puts and removes"
-            );
             // dropped without commit: nothing happens
             drop(tx);
         }
