@@ -208,6 +208,10 @@ impl Rebuilds {
         let started = Instant::now();
         let mut position = 0;
         let mut parked = 0;
+        let mut flushing: Option<(
+            tokio::task::JoinHandle<Result<(), StoreError>>,
+            handover_nats::Batch,
+        )> = None;
         let mut target = log.last_sequence().await?;
         let shadow_name = shadow.name().to_string();
         let report = |position: u64, target: u64, parked: u64| {
@@ -256,12 +260,25 @@ impl Rebuilds {
             if p.last > position {
                 park(&parked_log, &p.parked).await?;
                 parked += p.parked.len() as u64;
-                shadow.commit(p.tx, p.last).await?;
+                // Applied now, flushed while the next batch is projected (as the live
+                // projection does); acknowledged once durable.
+                shadow.apply(p.tx, p.last)?;
                 position = p.last;
             }
-            let _ = batch.ack().await;
+            if let Some((flush, earlier)) = flushing.take() {
+                finish_flush(flush).await?;
+                let _ = earlier.ack().await;
+            }
+            let mut batch = batch;
+            batch.deliveries = Vec::new();
+            let tree = shadow.clone();
+            flushing = Some((tokio::spawn(async move { tree.flush().await }), batch));
             target = target.max(position);
             report(position, target, parked);
+        }
+        if let Some((flush, earlier)) = flushing.take() {
+            finish_flush(flush).await?;
+            let _ = earlier.ack().await;
         }
         shadow.set_version(JOURNEY_VERSION).await?;
         store.promote(NAME, &shadow).await?;
@@ -269,5 +286,15 @@ impl Rebuilds {
         drop(feed);
         log.delete_consumer(REBUILD_CONSUMER).await?;
         Ok(())
+    }
+}
+
+/// Waits for a flush started with `tokio::spawn`.
+async fn finish_flush(
+    flush: tokio::task::JoinHandle<Result<(), StoreError>>,
+) -> Result<(), RunError> {
+    match flush.await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(RunError::Flush(e.to_string())),
     }
 }

@@ -43,6 +43,9 @@ pub enum RunError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The task flushing the store stopped without an answer.
+    #[error("read-model store: the flush task failed: {0}")]
+    Flush(String),
 }
 
 impl From<ApplyError> for RunError {
@@ -264,6 +267,7 @@ pub async fn run_journeys(
         progress.send_modify(|p| p.position = position);
     }
     let mut feed = log.feed(NAME, None, position).await?;
+    let mut flushing: Option<Flushing> = None;
     // Behind from the start (after a restart or into an empty tree): not ready until caught up.
     progress.send_modify(|p| {
         p.pending = feed.pending_at_open();
@@ -287,7 +291,21 @@ pub async fn run_journeys(
         }
         let batch = tokio::select! {
             b = feed.next_batch(MAX_BATCH) => b?,
-            _ = &mut shutdown => return Ok(()),
+            // Nothing new: finish the last batch's flush now rather than with the next one.
+            done = async { flushing.as_mut().map(|f| &mut f.flush).expect("guarded").await },
+                if flushing.is_some() =>
+            {
+                if let Some(f) = flushing.take() {
+                    f.settle(done, &progress).await?;
+                }
+                continue;
+            }
+            _ = &mut shutdown => {
+                if let Some(f) = flushing.take() {
+                    f.finish(&progress).await?;
+                }
+                return Ok(());
+            }
             _ = tokio::time::sleep(IDLE_CHECK) => continue,
         };
         if tree.generation() != generation {
@@ -305,7 +323,8 @@ pub async fn run_journeys(
         if p.last > position {
             park(&parked_log, &p.parked).await?;
             let n = p.parked.len() as u64;
-            match tree.commit(p.tx, p.last).await {
+            // Applied now (the next batch reads it), durable once flushed.
+            match tree.apply(p.tx, p.last) {
                 Ok(()) => {
                     position = p.last;
                     parked += n;
@@ -314,17 +333,65 @@ pub async fn run_journeys(
                 Err(e) => return Err(e.into()),
             }
         }
-        if let Err(e) = batch.ack().await {
+        // The previous batch's flush has run while this one was projected: wait for it,
+        // acknowledge that batch and report it; then this batch's flush starts and runs
+        // while the next one is projected. A batch is acknowledged, and counted in the
+        // progress, only once it is durable.
+        if let Some(f) = flushing.take() {
+            f.finish(&progress).await?;
+        }
+        let mut batch = batch;
+        batch.deliveries = Vec::new();
+        let flush_tree = tree.clone();
+        flushing = Some(Flushing {
+            flush: tokio::spawn(async move { flush_tree.flush().await }),
+            batch,
+            progress: Progress {
+                position,
+                pending: p.pending,
+                skipped: 0,
+                parked,
+                open: true,
+            },
+            _spans,
+        });
+    }
+}
+
+/// A batch applied to the store whose flush is under way: it is acknowledged, and its
+/// progress published, once the flush is done.
+struct Flushing {
+    flush: tokio::task::JoinHandle<Result<(), StoreError>>,
+    batch: handover_nats::Batch,
+    progress: Progress,
+    /// The batch's consumer spans, open until it is durable.
+    _spans: Vec<tracing::Span>,
+}
+
+impl Flushing {
+    /// Waits for the flush, then settles.
+    async fn finish(mut self, progress: &watch::Sender<Progress>) -> Result<(), RunError> {
+        let done = (&mut self.flush).await;
+        self.settle(done, progress).await
+    }
+
+    /// Acknowledges the batch and publishes its progress when its flush (`done`) succeeded.
+    async fn settle(
+        self,
+        done: Result<Result<(), StoreError>, tokio::task::JoinError>,
+        progress: &watch::Sender<Progress>,
+    ) -> Result<(), RunError> {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(RunError::Flush(e.to_string())),
+        }
+        if let Err(e) = self.batch.ack().await {
             // Not fatal: a redelivery is skipped by position.
             tracing::warn!(error = %e, "acknowledging a projected batch failed");
         }
-        progress.send_replace(Progress {
-            position,
-            pending: p.pending,
-            skipped: 0,
-            parked,
-            open: true,
-        });
+        progress.send_replace(self.progress);
+        Ok(())
     }
 }
 

@@ -22,8 +22,9 @@ const POSITION_KEY: &[u8] = b"\x00position";
 /// The key under which a tree keeps the code version of the projection that wrote it.
 const VERSION_KEY: &[u8] = b"\x00version";
 
-/// sled's page cache unless configured: 128 MiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// sled's page cache unless configured: 96 MiB, which keeps a projector at 1M events under
+/// 300 MB resident (sled's real use is above its nominal cache; docs/performance.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 96 * 1024 * 1024;
 
 /// The tree holding which physical tree is current for each projection.
 const META_TREE: &str = "__handover_meta";
@@ -360,6 +361,18 @@ impl Tree {
     /// Applies `tx`'s writes and sets the position to `position` atomically, then flushes.
     /// Fails with [`StoreError::Swapped`] when a rebuild replaced the tree since `begin`.
     pub async fn commit(&self, tx: Tx<'_>, position: u64) -> Result<(), StoreError> {
+        let tree = tx.tree.clone();
+        self.apply(tx, position)?;
+        tree.flush_async().await?;
+        Ok(())
+    }
+
+    /// Applies `tx`'s writes and sets the position to `position` atomically, in memory:
+    /// readers and later transactions see them at once, and they are durable after the
+    /// next [`Tree::flush`] (a crash before it loses them and the position together, never
+    /// one without the other). Fails with [`StoreError::Swapped`] when a rebuild replaced
+    /// the tree since `begin`.
+    pub fn apply(&self, tx: Tx<'_>, position: u64) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in tx.writes {
             match v {
@@ -368,15 +381,18 @@ impl Tree {
             }
         }
         batch.insert(POSITION_KEY, &position.to_be_bytes());
-        {
-            // Held while applying, so a promote cannot slip between the check and the write.
-            let p = read(&self.slot);
-            if p.generation != tx.generation {
-                return Err(StoreError::Swapped(self.name.clone()));
-            }
-            tx.tree.apply_batch(batch)?;
+        // Held while applying, so a promote cannot slip between the check and the write.
+        let p = read(&self.slot);
+        if p.generation != tx.generation {
+            return Err(StoreError::Swapped(self.name.clone()));
         }
-        tx.tree.flush_async().await?;
+        tx.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Makes everything applied to the store so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.current().flush_async().await?;
         Ok(())
     }
 

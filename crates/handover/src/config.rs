@@ -183,7 +183,7 @@ pub struct StoreConfig {
     /// Directory of the sled database.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
-    /// sled's page cache in MiB (default 128): raise it when the read models outgrow it and
+    /// sled's page cache in MiB (default 96): raise it when the read models outgrow it and
     /// memory allows (docs/performance.md).
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
@@ -447,9 +447,9 @@ mod tests {
             (log.max_pending, log.publish_wait),
             (1024, std::time::Duration::from_secs(5))
         );
-        assert_eq!(cfg.store.cache_mb, 128);
+        assert_eq!(cfg.store.cache_mb, 96);
         assert!(!cfg.store.compression && !Config::default().store.compression);
-        assert_eq!(Config::default().store.cache_mb, 128);
+        assert_eq!(Config::default().store.cache_mb, 96);
         assert_eq!(cfg.oidc.len(), 1);
         assert_eq!(cfg.oidc[0].organisation, "E08000035");
         assert_eq!(cfg.adapters["hl7"]["listen"].as_str(), Some("0.0.0.0:2575"));
