@@ -144,6 +144,46 @@ async fn a_discharge_team_follows_the_worklist_to_a_journey_in_a_browser() {
         "{first_row}"
     );
     std::fs::write(shots.join("delays.png"), c.screenshot().await.unwrap()).unwrap();
+    // Pages: two rows at a time, then the next two.
+    c.goto(&format!("{}/ui/delays?limit=2", b.base))
+        .await
+        .unwrap();
+    let pager = |c: fantoccini::Client| async move {
+        c.find(Locator::Css("nav.pager"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let text = pager(c.clone()).await;
+    assert!(text.starts_with(&format!("Rows 1–2 of {total}")), "{text}");
+    c.find(Locator::Css("nav.pager a[rel=next]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Only the second page has a link back.
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("nav.pager a[rel=prev]"))
+        .await
+        .unwrap();
+    let text = pager(c.clone()).await;
+    assert!(text.starts_with(&format!("Rows 3–4 of {total}")), "{text}");
+    let page2 = c.find_all(Locator::Css("table tbody tr")).await.unwrap();
+    assert_eq!(page2.len(), 2);
+    assert!(
+        page2[0]
+            .text()
+            .await
+            .unwrap()
+            .contains(api["rows"][2]["person"]["nhs_number"].as_str().unwrap()),
+        "the third row of the worklist heads the second page"
+    );
+    c.goto(&format!("{}/ui/delays", b.base)).await.unwrap();
+    let rows = c.find_all(Locator::Css("table tbody tr")).await.unwrap();
 
     // Follow the first person: the page asks for a reason first
     rows[0]

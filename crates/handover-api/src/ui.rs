@@ -368,21 +368,26 @@ const COUNCILS: &[(&str, &str)] = &[
     ("E08000032", "Bradford (E08000032)"),
 ];
 
-fn sort_link(base: &str, q: &HashMap<String, String>, key: &str, label: &str) -> Markup {
-    let mut params: Vec<(String, String)> = q
+/// `base` with the query `q`, its `name` parameter set to `value`.
+fn with_param(base: &str, q: &HashMap<String, String>, name: &str, value: &str) -> String {
+    let mut params: Vec<(&str, &str)> = q
         .iter()
-        .filter(|(k, v)| *k != "sort" && !v.is_empty())
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter(|(k, v)| *k != name && !v.is_empty())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     params.sort();
-    params.push(("sort".into(), key.into()));
+    params.push((name, value));
     let qs: Vec<String> = params
         .iter()
         .map(|(k, v)| format!("{k}={}", urlencode(v)))
         .collect();
+    format!("{base}?{}", qs.join("&"))
+}
+
+fn sort_link(base: &str, q: &HashMap<String, String>, key: &str, label: &str) -> Markup {
     let current = q.get("sort").map(String::as_str) == Some(key);
     html! {
-        a href={ (base) "?" (qs.join("&")) } aria-sort=[current.then_some("descending")] { (label) }
+        a href=(with_param(base, q, "sort", key)) aria-sort=[current.then_some("descending")] { (label) }
     }
 }
 
@@ -395,20 +400,7 @@ fn pager(
     shown: usize,
     total: usize,
 ) -> Markup {
-    let link = |to: usize| {
-        let mut params: Vec<(String, String)> = q
-            .iter()
-            .filter(|(k, v)| *k != "offset" && !v.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        params.sort();
-        params.push(("offset".into(), to.to_string()));
-        let qs: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencode(v)))
-            .collect();
-        format!("{base}?{}", qs.join("&"))
-    };
+    let link = |to: usize| with_param(base, q, "offset", &to.to_string());
     html! {
         nav class="pager" aria-label="Pages" {
             @if shown > 0 { "Rows " (offset + 1) "–" (offset + shown) " of " (total) } @else { "No rows on this page (" (total) " in all)" }
