@@ -275,7 +275,12 @@ pub async fn run_journeys(
     });
     loop {
         if tree.generation() != generation {
-            // A rebuild swapped a new tree in: continue from its position.
+            // A rebuild swapped a new tree in: settle the old tree's last batch (so its
+            // progress cannot arrive after the new tree's), then continue from the new
+            // tree's position.
+            if let Some(f) = flushing.take() {
+                f.finish(&progress).await?;
+            }
             generation = tree.generation();
             position = tree.position()?;
             tracing::info!(
