@@ -408,3 +408,83 @@ fn a_journey_stored_whole_as_json_by_layouts_1_and_2_is_still_read_during_the_up
         .unwrap();
     assert_eq!(read, legacy);
 }
+
+/// A layout 5 record (version 2: head, facts and delay row, then the timeline's frames
+/// inline) is read during the upgrade rebuild, and a batch applied to it moves its frames
+/// to `t/` keys.
+#[test]
+fn a_layout_5_record_with_its_timeline_inline_is_read_and_migrated_on_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tree = store.tree("journey").unwrap();
+    let events = stay(A, "v5", "RX1CC", "2026-11-15", 1);
+    let raws: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect();
+    let decoded: Vec<Event> = raws
+        .iter()
+        .map(|r| Event::from_stored(r).unwrap())
+        .collect();
+    let mut pure = Journey::new(Some(A.to_string()));
+    for (i, e) in decoded.iter().enumerate() {
+        pure.apply(i as u64 + 1, e);
+    }
+    let mut state = pure.clone();
+    state.timeline.clear();
+    let head = serde_json::to_vec(&json!({ "j": state })).unwrap();
+    let mut record = vec![2u8];
+    for part in [&head[..], b"", b""] {
+        record.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        record.extend_from_slice(part);
+    }
+    for (i, (e, raw)) in decoded.iter().zip(&raws).enumerate() {
+        let time = (e.time.0.timestamp_micros() as u64) ^ (1 << 63);
+        record.extend_from_slice(&time.to_be_bytes());
+        record.extend_from_slice(&(i as u64 + 1).to_be_bytes());
+        record.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        record.extend_from_slice(raw);
+    }
+    let person = key().person_key(&handover_events::PersonRef::Nhs(
+        NhsNumber::parse(A).unwrap(),
+    ));
+    let mut tx = tree.begin();
+    tx.put(format!("p/{person}").into_bytes(), record);
+    block_on(tree.commit(tx, 2)).unwrap();
+    let journeys = Journeys::new(key());
+    let a = NhsNumber::parse(A).unwrap();
+    assert_eq!(
+        journeys.get(&tree, &a).unwrap().unwrap(),
+        pure,
+        "read as stored"
+    );
+
+    // A third event: the record is rewritten in the current layout, its frames under t/.
+    let more = ev(
+        "discharge.discharged.v1",
+        "v5-d",
+        30,
+        A,
+        json!({"encounter_id": "ENC-v5"}),
+    );
+    let raw = serde_json::to_vec(&more).unwrap();
+    let event = Event::from_stored(&raw).unwrap();
+    pure.apply(3, &event);
+    let mut tx = tree.begin();
+    journeys
+        .try_apply_batch(
+            &mut tx,
+            &[Applied {
+                seq: 3,
+                subject: "",
+                event: &event,
+                raw: &raw,
+            }],
+        )
+        .unwrap();
+    block_on(tree.commit(tx, 3)).unwrap();
+    assert_eq!(journeys.get(&tree, &a).unwrap().unwrap(), pure);
+    assert_eq!(tree.scan_prefix(b"t/").count(), 3);
+    let (_, v) = tree.scan_prefix(b"p/").map(|r| r.unwrap()).next().unwrap();
+    assert_eq!(v[0], 3, "rewritten as a version 3 record");
+}
