@@ -48,6 +48,24 @@ fn start_chromedriver() -> Driver {
     Driver { child, port }
 }
 
+/// The text of the element `at` finds.
+async fn text_of(c: &fantoccini::Client, at: Locator<'_>) -> String {
+    c.find(at).await.unwrap().text().await.unwrap()
+}
+
+async fn click(c: &fantoccini::Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
+}
+
+/// Waits (up to 30 s) for the page to show what `at` finds.
+async fn wait_for(c: &fantoccini::Client, at: Locator<'_>) {
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(at)
+        .await
+        .unwrap();
+}
+
 fn screenshots_dir() -> std::path::PathBuf {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -148,29 +166,12 @@ async fn a_discharge_team_follows_the_worklist_to_a_journey_in_a_browser() {
     c.goto(&format!("{}/ui/delays?limit=2", b.base))
         .await
         .unwrap();
-    let pager = |c: fantoccini::Client| async move {
-        c.find(Locator::Css("nav.pager"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let text = pager(c.clone()).await;
+    let text = text_of(&c, Locator::Css("nav.pager")).await;
     assert!(text.starts_with(&format!("Rows 1–2 of {total}")), "{text}");
-    c.find(Locator::Css("nav.pager a[rel=next]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("nav.pager a[rel=next]")).await;
     // Only the second page has a link back.
-    c.wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("nav.pager a[rel=prev]"))
-        .await
-        .unwrap();
-    let text = pager(c.clone()).await;
+    wait_for(&c, Locator::Css("nav.pager a[rel=prev]")).await;
+    let text = text_of(&c, Locator::Css("nav.pager")).await;
     assert!(text.starts_with(&format!("Rows 3–4 of {total}")), "{text}");
     let page2 = c.find_all(Locator::Css("table tbody tr")).await.unwrap();
     assert_eq!(page2.len(), 2);
@@ -193,46 +194,16 @@ async fn a_discharge_team_follows_the_worklist_to_a_journey_in_a_browser() {
         .click()
         .await
         .unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Id("r-direct-care"))
-        .await
-        .unwrap();
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    wait_for(&c, Locator::Id("r-direct-care")).await;
+    let h1 = text_of(&c, Locator::Css("h1")).await;
     assert_eq!(h1, "Why are you opening this record?");
-    c.find(Locator::Id("r-direct-care"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Id("r-direct-care")).await;
+    click(&c, Locator::Css("main form button[type=submit]")).await;
 
     // The journey: name, stay, and a timeline with hospital and council columns (wait for
     // the navigation: a loaded machine may still show the reason form)
-    c.wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("table.timeline"))
-        .await
-        .unwrap();
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    wait_for(&c, Locator::Css("table.timeline")).await;
+    let h1 = text_of(&c, Locator::Css("h1")).await;
     assert_eq!(h1, first["person"]["name"].as_str().unwrap());
     let summary = c
         .find(Locator::Css("main"))

@@ -97,20 +97,26 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// `events` as stored in the log, and decoded from there.
+fn stored(events: &[Value]) -> (Vec<Vec<u8>>, Vec<Event>) {
+    let raws: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .collect();
+    let decoded = raws
+        .iter()
+        .map(|r| Event::from_stored(r).unwrap())
+        .collect();
+    (raws, decoded)
+}
+
 /// Projects `events` (in this arrival order, split into batches of the given sizes) into a
 /// fresh store.
 fn project(dir: &std::path::Path, events: &[Value], splits: &[usize]) -> (Store, Tree) {
     let store = Store::open(dir).unwrap();
     let tree = store.tree("journey").unwrap();
     let journeys = Journeys::new(key());
-    let raws: Vec<Vec<u8>> = events
-        .iter()
-        .map(|e| serde_json::to_vec(e).unwrap())
-        .collect();
-    let decoded: Vec<Event> = raws
-        .iter()
-        .map(|r| Event::from_stored(r).unwrap())
-        .collect();
+    let (raws, decoded) = stored(events);
     let mut start = 0;
     let mut splits = splits.iter().cycle();
     while start < events.len() {
@@ -418,14 +424,7 @@ fn a_layout_5_record_with_its_timeline_inline_is_read_and_migrated_on_write() {
     let store = Store::open(dir.path()).unwrap();
     let tree = store.tree("journey").unwrap();
     let events = stay(A, "v5", "RX1CC", "2026-11-15", 1);
-    let raws: Vec<Vec<u8>> = events
-        .iter()
-        .map(|e| serde_json::to_vec(e).unwrap())
-        .collect();
-    let decoded: Vec<Event> = raws
-        .iter()
-        .map(|r| Event::from_stored(r).unwrap())
-        .collect();
+    let (raws, decoded) = stored(&events);
     let mut pure = Journey::new(Some(A.to_string()));
     for (i, e) in decoded.iter().enumerate() {
         pure.apply(i as u64 + 1, e);
