@@ -205,50 +205,25 @@ pub fn brokerage_queue(
             )));
         }
     }
-    // Filter and sort on a few fields of each row; decode in full only the page returned.
-    let values = Journeys::brokerage_row_values(&st.journey_tree)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let org = Some(caller.organisation.as_str());
-    let mut keyed: Vec<(BrokerageRowKey<'_>, &[u8])> = values
-        .iter()
-        .filter_map(|v| {
-            Some((
-                serde_json::from_slice::<BrokerageRowKey<'_>>(v).ok()?,
-                &v[..],
-            ))
-        })
-        .filter(|(r, _)| council.is_none_or(|c| r.council.as_deref() == Some(c)))
-        .filter(|(r, _)| service.is_none_or(|s| r.service_type.map(|t| t.as_str()) == Some(s)))
-        // the organisation scoping of policy::may_see_brokerage_row, on the key fields
-        .filter(|(r, _)| {
-            r.council.as_deref() == org
-                || r.hospital.as_ref().and_then(|h| h.trust.as_deref()) == org
-        })
-        .collect();
-    let delayed = |r: &BrokerageRowKey<'_>| {
-        r.hospital
-            .as_ref()
-            .and_then(|h| h.discharge_ready_date)
-            .is_some_and(|d| d.0 < today)
+    // The caller's organisation's rows, indexed in queue order: read only the page returned
+    // (and, when filtered, the filter's fields of each row).
+    let filtered = council.is_some() || service.is_some();
+    let keep = |r: &BrokerageRowKey<'_>| {
+        council.is_none_or(|c| r.council.as_deref() == Some(c))
+            && service.is_none_or(|s| r.service_type.map(|t| t.as_str()) == Some(s))
     };
-    keyed.sort_by(|(a, _), (b, _)| {
-        delayed(b)
-            .cmp(&delayed(a))
-            .then_with(|| a.hospital.is_none().cmp(&b.hospital.is_none()))
-            .then_with(|| {
-                a.required_start
-                    .map(|d| d.0)
-                    .unwrap_or(NaiveDate::MAX)
-                    .cmp(&b.required_start.map(|d| d.0).unwrap_or(NaiveDate::MAX))
-            })
-            .then_with(|| a.package_id.cmp(&b.package_id))
-    });
-    let total = keyed.len();
-    let items: Vec<BrokerageItem> = keyed
+    let page = Journeys::brokerage_page(
+        &st.journey_tree,
+        &caller.organisation,
+        today,
+        filtered.then_some(&keep as &dyn Fn(&BrokerageRowKey<'_>) -> bool),
+        (offset, limit),
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let total = page.total;
+    let items: Vec<BrokerageItem> = page
+        .rows
         .into_iter()
-        .skip(offset)
-        .take(limit)
-        .filter_map(|(_, v)| serde_json::from_slice::<BrokerageRow>(v).ok())
         .filter(|r| crate::policy::may_see_brokerage_row(caller, r))
         .map(|mut row| {
             crate::policy::minimise_brokerage_row(caller.role, &mut row);

@@ -54,7 +54,7 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
     for k in keys {
         if let Some(record) = tree.get(&person_slot(k))? {
             for slot in crate::journeys::index_keys(&record) {
-                crate::journeys::index_entry(tx, slot, false)?;
+                crate::journeys::index_entry(tx, slot, None)?;
                 removed += 1;
             }
             for slot in crate::journeys::event_keys(&record) {

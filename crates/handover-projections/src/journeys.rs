@@ -26,7 +26,14 @@
 //! - `n/<org>/<drd>`: how many `w/<org>/<drd>/…` index entries there are (u64 big-endian;
 //!   no key at zero), so a worklist's total is a sum over dates rather than a walk over
 //!   every row;
-//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`](crate::rows::BrokerageRow) per package not yet started.
+//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`](crate::rows::BrokerageRow) per package not yet started;
+//! - `q/<org>/<h|o>/<required-start>/<package-id>\0<person-key>` (value: the stay's
+//!   discharge ready date, or empty): the brokerage row's index entry under each
+//!   organisation that may see it (the arranging council and the trust), `h` while the
+//!   person is in hospital, `o` otherwise, then in required-start order (`~` when none),
+//!   so the queue's first page is read from the start of `h` (delayed people first) without
+//!   reading or sorting every row;
+//! - `qn/<org>`: how many `q/<org>/…` entries there are (u64 big-endian; no key at zero).
 //!
 //! An event therefore costs one read (the record, once per person per batch) and two sled
 //! writes: the record (which holds the timeline's positions, not its events) and the event
@@ -47,7 +54,9 @@ use handover_store::{StoreError, Tree, Tx};
 use serde::{Deserialize, Serialize};
 
 use crate::journey::{Entry, Journey};
-use crate::rows::{brokerage_rows, delay_row, person_facts, DelayRow, PersonFacts};
+use crate::rows::{
+    brokerage_rows, delay_row, person_facts, BrokerageRow, BrokerageRowKey, DelayRow, PersonFacts,
+};
 
 /// The journey projection.
 #[derive(Clone, Debug)]
@@ -73,8 +82,10 @@ pub const NAME: &str = "journey";
 /// - 5: the delay row moves into the record, indexed per organisation in worklist order;
 /// - 6: the timeline's events move out of the record to `t/<seq>`, appended in log order,
 ///   so applying an event no longer rewrites the person's earlier events; `n/` counts the
-///   delay index per organisation and date.
-pub const JOURNEY_VERSION: u32 = 6;
+///   delay index per organisation and date;
+/// - 7: the brokerage rows are indexed per organisation in queue order (`q/`, counted by
+///   `qn/`).
+pub const JOURNEY_VERSION: u32 = 7;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +292,9 @@ struct Marks {
     wk: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     b: Vec<(String, u64)>,
+    /// The brokerage rows' index entries (key, value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    q: Vec<(String, String)>,
 }
 
 /// A person as loaded into a batch: the decoded head and their timeline's positions (the
@@ -429,10 +443,13 @@ impl Batch<'_, '_> {
         // Its rows go; its timeline joins this one (without duplicates) and the state is
         // refolded.
         for key in &other.head.marks.wk {
-            index_entry(self.tx, key.as_bytes().to_vec(), false)?;
+            index_entry(self.tx, key.as_bytes().to_vec(), None)?;
         }
         for (package, _) in &other.head.marks.b {
             self.tx.remove(row_slot("b", from, Some(package)));
+        }
+        for (key, _) in &other.head.marks.q {
+            index_entry(self.tx, key.as_bytes().to_vec(), None)?;
         }
         for here in other.positions {
             let slot = event_slot(here.1);
@@ -476,17 +493,18 @@ impl Batch<'_, '_> {
             if keys != head.marks.wk {
                 for old in &head.marks.wk {
                     if !keys.contains(old) {
-                        index_entry(self.tx, old.as_bytes().to_vec(), false)?;
+                        index_entry(self.tx, old.as_bytes().to_vec(), None)?;
                     }
                 }
                 for key in &keys {
                     if !head.marks.wk.contains(key) {
-                        index_entry(self.tx, key.as_bytes().to_vec(), true)?;
+                        index_entry(self.tx, key.as_bytes().to_vec(), Some(Vec::new()))?;
                     }
                 }
                 head.marks.wk = keys;
             }
             let mut marks = Vec::new();
+            let mut entries = Vec::new();
             for row in brokerage_rows(j) {
                 let bytes = json(&row);
                 let h = fnv(&[&bytes]);
@@ -494,6 +512,7 @@ impl Batch<'_, '_> {
                 if old.map(|(_, oh)| *oh) != Some(h) {
                     self.tx.put(row_slot("b", &k, Some(&row.package_id)), bytes);
                 }
+                entries.extend(brokerage_keys(&k, &row));
                 marks.push((row.package_id, h));
             }
             for (package, _) in &head.marks.b {
@@ -502,6 +521,27 @@ impl Batch<'_, '_> {
                 }
             }
             head.marks.b = marks;
+            if entries != head.marks.q {
+                for (old, _) in &head.marks.q {
+                    if !entries.iter().any(|(key, _)| key == old) {
+                        index_entry(self.tx, old.as_bytes().to_vec(), None)?;
+                    }
+                }
+                for (key, value) in &entries {
+                    match head.marks.q.iter().find(|(old, _)| old == key) {
+                        None => index_entry(
+                            self.tx,
+                            key.as_bytes().to_vec(),
+                            Some(value.as_bytes().to_vec()),
+                        )?,
+                        Some((_, old)) if old != value => self
+                            .tx
+                            .put(key.as_bytes().to_vec(), value.as_bytes().to_vec()),
+                        Some(_) => {}
+                    }
+                }
+                head.marks.q = entries;
+            }
             let facts = json(&person_facts(&head.journey));
             let record = Record::encode(&json(&*head), &facts, &delay, &p.positions);
             self.tx.put(person_slot(&k), record);
@@ -529,8 +569,45 @@ fn delay_keys(person: &str, r: &DelayRow) -> Vec<String> {
         .collect()
 }
 
-/// The `n/<org>/<drd>` counter a `w/<org>/<drd>/…` index entry counts in.
+/// The keys a brokerage row is stored under, one per organisation that may see it (the
+/// arranging council and the trust of the stay), with the discharge ready date as value.
+fn brokerage_keys(person: &str, r: &BrokerageRow) -> Vec<(String, String)> {
+    let trust = r.hospital.as_ref().and_then(|h| h.trust.as_deref());
+    let mut orgs: Vec<&str> = [r.council.as_deref(), trust]
+        .into_iter()
+        .flatten()
+        .collect();
+    orgs.dedup();
+    let group = if r.hospital.is_some() { 'h' } else { 'o' };
+    let start = r
+        .required_start
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| "~".into());
+    let drd = r
+        .hospital
+        .as_ref()
+        .and_then(|h| h.discharge_ready_date)
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    orgs.into_iter()
+        .map(|org| {
+            (
+                format!("q/{org}/{group}/{start}/{}\0{person}", r.package_id),
+                drd.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The counter an index entry counts in: `n/<org>/<drd>` for a delay entry
+/// `w/<org>/<drd>/…`, `qn/<org>` for a brokerage entry `q/<org>/…`.
 fn counter_slot(index_key: &[u8]) -> Option<Vec<u8>> {
+    if let Some(rest) = index_key.strip_prefix(b"q/") {
+        let org = rest.iter().position(|b| *b == b'/')?;
+        let mut slot = b"qn/".to_vec();
+        slot.extend_from_slice(&rest[..org]);
+        return Some(slot);
+    }
     let rest = index_key.strip_prefix(b"w/")?;
     let org = rest.iter().position(|b| *b == b'/')?;
     let drd = rest[org + 1..].iter().position(|b| *b == b'/')?;
@@ -539,8 +616,14 @@ fn counter_slot(index_key: &[u8]) -> Option<Vec<u8>> {
     Some(slot)
 }
 
-/// Adds a delay index entry to (`put`) or removes it from the tree, keeping its counter.
-pub(crate) fn index_entry(tx: &mut Tx<'_>, key: Vec<u8>, put: bool) -> Result<(), StoreError> {
+/// Adds an index entry with its value (`Some`) to, or removes it (`None`) from, the tree,
+/// keeping its counter. Adding must be of a key not yet stored.
+pub(crate) fn index_entry(
+    tx: &mut Tx<'_>,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+) -> Result<(), StoreError> {
+    let put = value.is_some();
     if let Some(slot) = counter_slot(&key) {
         let n = tx
             .get(&slot)?
@@ -554,10 +637,9 @@ pub(crate) fn index_entry(tx: &mut Tx<'_>, key: Vec<u8>, put: bool) -> Result<()
             tx.put(slot, n.to_be_bytes().to_vec());
         }
     }
-    if put {
-        tx.put(key, Vec::new());
-    } else {
-        tx.remove(key);
+    match value {
+        Some(v) => tx.put(key, v),
+        None => tx.remove(key),
     }
     Ok(())
 }
@@ -580,7 +662,13 @@ pub(crate) fn index_keys(record: &[u8]) -> Vec<Vec<u8>> {
     else {
         return Vec::new();
     };
-    head.marks.wk.into_iter().map(String::into_bytes).collect()
+    let brokerage = head.marks.q.into_iter().map(|(k, _)| k);
+    head.marks
+        .wk
+        .into_iter()
+        .chain(brokerage)
+        .map(String::into_bytes)
+        .collect()
 }
 
 /// `w/…` → `n/…`: the counter range matching an index range bound.
@@ -597,6 +685,85 @@ pub struct DelayPage {
     pub total: usize,
     /// The page asked for, longest delayed first.
     pub rows: Vec<DelayRow>,
+}
+
+/// One page of an organisation's brokerage queue (see [`Journeys::brokerage_page`]).
+#[derive(Debug, Default)]
+pub struct BrokeragePage {
+    /// Rows matching, in all.
+    pub total: usize,
+    /// The page asked for, in queue order.
+    pub rows: Vec<BrokerageRow>,
+}
+
+/// `q/<org>/<g>/<start>/<package>\0<person>` → `b/<person>/<package>`.
+fn brokerage_slot(index_key: &[u8]) -> Option<Vec<u8>> {
+    let rest = index_key.strip_prefix(b"q/")?;
+    let mut parts = rest.splitn(4, |b| *b == b'/');
+    let (_org, _group, _start) = (parts.next()?, parts.next()?, parts.next()?);
+    let tail = parts.next()?;
+    let nul = tail.iter().rposition(|b| *b == 0)?;
+    let mut slot = b"b/".to_vec();
+    slot.extend_from_slice(&tail[nul + 1..]);
+    slot.push(b'/');
+    slot.extend_from_slice(&tail[..nul]);
+    Some(slot)
+}
+
+/// The brokerage queue of a tree without the `q/` index (layouts before 7): every row
+/// read, filtered and sorted.
+fn unindexed_brokerage_page(
+    tree: &Tree,
+    org: &str,
+    today: chrono::NaiveDate,
+    filter: Option<&dyn Fn(&BrokerageRowKey<'_>) -> bool>,
+    (offset, limit): (usize, usize),
+) -> Result<BrokeragePage, StoreError> {
+    let values: Vec<Vec<u8>> = tree
+        .scan_prefix(b"b/")
+        .map(|r| r.map(|(_, v)| v))
+        .collect::<Result<_, _>>()?;
+    let mut keyed: Vec<(BrokerageRowKey<'_>, &[u8])> = values
+        .iter()
+        .filter_map(|v| {
+            Some((
+                serde_json::from_slice::<BrokerageRowKey<'_>>(v).ok()?,
+                &v[..],
+            ))
+        })
+        .filter(|(r, _)| {
+            r.council.as_deref() == Some(org)
+                || r.hospital.as_ref().and_then(|h| h.trust.as_deref()) == Some(org)
+        })
+        .filter(|(r, _)| filter.is_none_or(|keep| keep(r)))
+        .collect();
+    let delayed = |r: &BrokerageRowKey<'_>| {
+        r.hospital
+            .as_ref()
+            .and_then(|h| h.discharge_ready_date)
+            .is_some_and(|d| d.0 < today)
+    };
+    keyed.sort_by(|(a, _), (b, _)| {
+        delayed(b)
+            .cmp(&delayed(a))
+            .then_with(|| a.hospital.is_none().cmp(&b.hospital.is_none()))
+            .then_with(|| {
+                let start = |r: &BrokerageRowKey<'_>| r.required_start.map(|d| d.0);
+                start(a)
+                    .unwrap_or(chrono::NaiveDate::MAX)
+                    .cmp(&start(b).unwrap_or(chrono::NaiveDate::MAX))
+            })
+            .then_with(|| a.package_id.cmp(&b.package_id))
+    });
+    Ok(BrokeragePage {
+        total: keyed.len(),
+        rows: keyed
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+            .collect(),
+    })
 }
 
 /// JSON of a stored value; serialising these plain structs cannot fail.
@@ -795,10 +962,90 @@ impl Journeys {
         Ok(page)
     }
 
-    /// Every brokerage row as stored (JSON of [`BrokerageRow`](crate::rows::BrokerageRow); read its sort and filter
-    /// fields with [`crate::rows::BrokerageRowKey`]).
-    pub fn brokerage_row_values(tree: &Tree) -> Result<Vec<Vec<u8>>, StoreError> {
-        tree.scan_prefix(b"b/").map(|r| r.map(|(_, v)| v)).collect()
+    /// One page of `org`'s brokerage queue: the packages not yet started that `org` may see
+    /// (it is the arranging council or the trust of the stay), people delayed in hospital
+    /// (past their discharge ready date on `today`) first, then others in hospital, then
+    /// the rest, each by required start (none last) and package id: how many pass `filter`
+    /// and, of those, `limit` from the `offset`-th.
+    ///
+    /// Without a filter the total comes from the counter and the walk of the index stops
+    /// as soon as the page is known; with one, every entry of `org` is checked.
+    pub fn brokerage_page(
+        tree: &Tree,
+        org: &str,
+        today: chrono::NaiveDate,
+        filter: Option<&dyn Fn(&BrokerageRowKey<'_>) -> bool>,
+        (offset, limit): (usize, usize),
+    ) -> Result<BrokeragePage, StoreError> {
+        if tree.scan_prefix(b"q/").next().is_none() {
+            // No index: empty, or a tree of an earlier layout still serving while its
+            // rebuild runs.
+            return unindexed_brokerage_page(tree, org, today, filter, (offset, limit));
+        }
+        let need = offset.saturating_add(limit);
+        let today = handover_events::Date(today).to_string();
+        let row = |key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
+            match brokerage_slot(key) {
+                Some(slot) => tree.get(&slot),
+                None => Err(corrupt(tree.name(), "brokerage index", "bad key")),
+            }
+        };
+        // Index keys of the three parts of the queue, in order, at most `need` of each.
+        let (mut delayed, mut waiting, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        let mut total = 0;
+        for group in ["h", "o"] {
+            for entry in tree.scan_prefix(format!("q/{org}/{group}/").as_bytes()) {
+                let (k, v) = entry?;
+                if let Some(keep) = filter {
+                    let Some(value) = row(&k)? else {
+                        continue;
+                    };
+                    match serde_json::from_slice::<BrokerageRowKey<'_>>(&value) {
+                        Ok(r) if keep(&r) => {}
+                        _ => continue,
+                    }
+                    total += 1;
+                } else if delayed.len() >= need
+                    || (group == "o" && delayed.len() + waiting.len() + rest.len() >= need)
+                {
+                    // The page is known; the total comes from the counter.
+                    break;
+                }
+                let part = match group {
+                    "o" => &mut rest,
+                    _ if !v.is_empty() && v.as_slice() < today.as_bytes() => &mut delayed,
+                    _ => &mut waiting,
+                };
+                if part.len() < need {
+                    part.push(k);
+                }
+            }
+        }
+        if filter.is_none() {
+            total = match tree.get(format!("qn/{org}").as_bytes())? {
+                None => 0,
+                Some(v) => <[u8; 8]>::try_from(v.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt(tree.name(), "brokerage index counter", "not 8 bytes"))?
+                    as usize,
+            };
+        }
+        let mut page = BrokeragePage {
+            total,
+            rows: Vec::new(),
+        };
+        for k in delayed
+            .into_iter()
+            .chain(waiting)
+            .chain(rest)
+            .skip(offset)
+            .take(limit)
+        {
+            if let Some(r) = row(&k)?.and_then(|v| serde_json::from_slice(&v).ok()) {
+                page.rows.push(r);
+            }
+        }
+        Ok(page)
     }
 
     /// Every person's facts for the measures.

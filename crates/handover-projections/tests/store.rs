@@ -200,7 +200,8 @@ fn any_arrival_order_and_batching_gives_the_pure_fold_of_the_whole_story() {
             "the merged NHS number leads to the same journey (seed {seed})"
         );
         // One journey and two aliases (the MRN and the merged number), the delay row (in the
-        // record) indexed under the trust and the council, one brokerage row, and one
+        // record) indexed under the trust and the council, one brokerage row (indexed, and
+        // counted, under the same two), and one
         // timeline entry per distinct event (the merged journeys' events stay where they
         // were written; the record lists them).
         let keys: Vec<Vec<u8>> = tree.scan_prefix(b"").map(|r| r.unwrap().0).collect();
@@ -216,13 +217,15 @@ fn any_arrival_order_and_batching_gives_the_pure_fold_of_the_whole_story() {
                 count(b"b/"),
                 count(b"t/"),
                 count(b"n/"),
+                count(b"q/"),
+                count(b"qn/"),
             ),
-            (3, 2, 0, 2, 1, timeline, 2),
+            (3, 2, 0, 2, 1, timeline, 2, 2, 2),
             "seed {seed}"
         );
         assert_eq!(
             keys.len(),
-            3 + 2 + 2 + 1 + timeline + 2 + 1,
+            3 + 2 + 2 + 1 + timeline + 2 + 2 + 2 + 1,
             "and the position (seed {seed})"
         );
         assert_eq!(Journeys::facts(&tree).unwrap().len(), 1, "seed {seed}");
@@ -253,8 +256,9 @@ fn erasing_a_person_leaves_nothing_of_them_in_the_tree() {
     block_on(tree.commit(tx, 100)).unwrap();
     assert_eq!(
         removed,
-        3 + 2 + 2 + 1 + timeline,
-        "records, aliases, the delay row's index entries, the brokerage row, the timeline"
+        3 + 2 + 2 + 1 + 2 + timeline,
+        "records, aliases, the delay row's index entries, the brokerage row and its index \
+         entries, the timeline"
     );
     let left: Vec<String> = tree
         .scan_prefix(b"")
@@ -486,4 +490,237 @@ fn a_layout_5_record_with_its_timeline_inline_is_read_and_migrated_on_write() {
     assert_eq!(tree.scan_prefix(b"t/").count(), 3);
     let (_, v) = tree.scan_prefix(b"p/").map(|r| r.unwrap()).next().unwrap();
     assert_eq!(v[0], 3, "rewritten as a version 3 record");
+}
+
+/// The brokerage queue read from its per-organisation index (`q/`) is exactly the queue
+/// built from every person's pure rows: the same rows, in the same order (delayed in
+/// hospital first, then in hospital, then the rest, each by required start and package),
+/// the same totals, for every organisation, several `today`s, pages and filters, after the
+/// rows have come and gone (packages sourced and started, stays discharged, DRDs moved).
+#[test]
+fn the_brokerage_index_gives_the_queue_the_pure_rows_give() {
+    use handover_projections::rows::{brokerage_rows, BrokerageRow, BrokerageRowKey};
+    type Keep = dyn Fn(&BrokerageRowKey<'_>) -> bool;
+    let nhs: Vec<String> = (900_000_200u64..)
+        .filter_map(|stem| {
+            let digits: Vec<u8> = stem.to_string().bytes().map(|b| b - b'0').collect();
+            handover_events::nhs::check_digit(&digits).map(|c| format!("{stem}{c}"))
+        })
+        .take(80)
+        .collect();
+    let mut seed = 7u64;
+    let mut roll = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let day = |d: u64| format!("2026-11-{:02}", 10 + d);
+    let mut events = Vec::new();
+    for (i, n) in nhs.iter().enumerate() {
+        let (trust, council) = [("RX1", "E08000035"), ("RR8", "E08000032")][roll(2) as usize];
+        let source = format!("urn:ods:{trust}:pas");
+        let enc = format!("ENC-{i}");
+        let mut push = |mut e: Value, source: &str| {
+            e["source"] = json!(source);
+            events.push(e);
+        };
+        let stay = roll(4); // 0 none, 1 in hospital, 2 with a DRD, 3 discharged
+        if stay > 0 {
+            push(
+                ev(
+                    "discharge.admitted.v1",
+                    &format!("{i}-a"),
+                    1,
+                    n,
+                    json!({"encounter_id": enc, "site": format!("{trust}01"), "responsible_council": council}),
+                ),
+                &source,
+            );
+        }
+        if stay >= 2 {
+            for k in 0..=roll(2) {
+                push(
+                    ev(
+                        "discharge.ready-date-recorded.v1",
+                        &format!("{i}-r{k}"),
+                        2 + k as u32,
+                        n,
+                        json!({"encounter_id": enc, "discharge_ready_date": day(roll(12))}),
+                    ),
+                    &source,
+                );
+            }
+        }
+        if stay == 3 {
+            push(
+                ev(
+                    "discharge.discharged.v1",
+                    &format!("{i}-d"),
+                    30,
+                    n,
+                    json!({"encounter_id": enc}),
+                ),
+                &source,
+            );
+        }
+        // A referral to the other council for some, so the arranging council differs from
+        // the stay's.
+        let to = if roll(3) == 0 { "E08000099" } else { council };
+        push(
+            ev(
+                "referral.sent.v1",
+                &format!("{i}-s"),
+                3,
+                n,
+                json!({"referral_id": format!("REF-{i}"), "to_council": to, "encounter_id": enc}),
+            ),
+            &source,
+        );
+        for p in 0..1 + roll(2) {
+            let package = format!("PKG-{i}-{p}");
+            let service = ["reablement", "home-care", "residential"][roll(3) as usize];
+            let mut requested = ev(
+                "care-package.requested.v1",
+                &format!("{i}-p{p}"),
+                4,
+                n,
+                json!({"package_id": package, "referral_id": format!("REF-{i}"),
+                       "service_type": service,
+                       "required_start": day(roll(15))}),
+            );
+            if roll(4) == 0 {
+                requested["data"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("required_start");
+            }
+            let brokerage = format!("urn:gss:{to}:brokerage");
+            push(requested, &brokerage);
+            let progress = roll(3); // 0 requested, 1 sourced, 2 started
+            if progress >= 1 {
+                push(
+                    ev(
+                        "care-package.sourced.v1",
+                        &format!("{i}-p{p}-s"),
+                        5,
+                        n,
+                        json!({"package_id": package}),
+                    ),
+                    &brokerage,
+                );
+            }
+            if progress == 2 {
+                push(
+                    ev(
+                        "care-package.started.v1",
+                        &format!("{i}-p{p}-t"),
+                        6,
+                        n,
+                        json!({"package_id": package}),
+                    ),
+                    &brokerage,
+                );
+            }
+        }
+    }
+    for (order, splits) in [(None, [7, 1, 13]), (Some(3u64), [2, 50, 5])] {
+        let arrived: Vec<Value> = match order {
+            None => events.clone(),
+            Some(seed) => permutation(events.len(), seed)
+                .into_iter()
+                .map(|i| events[i].clone())
+                .collect(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, tree) = project(dir.path(), &arrived, &splits);
+        let rows: Vec<BrokerageRow> = Journeys::all(&tree)
+            .flat_map(|j| brokerage_rows(&j.unwrap()))
+            .collect();
+        assert!(rows.len() > 40, "{} rows", rows.len());
+        let key_of = |r: &BrokerageRow| {
+            serde_json::from_slice::<BrokerageRowKey<'static>>(Box::leak(
+                serde_json::to_vec(r).unwrap().into_boxed_slice(),
+            ))
+            .unwrap()
+        };
+        let filters: [(&str, Option<&Keep>); 3] = [
+            ("none", None),
+            (
+                "home care",
+                Some(&|r: &BrokerageRowKey<'_>| {
+                    r.service_type.map(|t| t.as_str()) == Some("home-care")
+                }),
+            ),
+            (
+                "council E08000099",
+                Some(&|r: &BrokerageRowKey<'_>| r.council.as_deref() == Some("E08000099")),
+            ),
+        ];
+        for today in [
+            "2026-11-08",
+            "2026-11-13",
+            "2026-11-16",
+            "2026-11-19",
+            "2026-11-30",
+        ] {
+            let today = chrono::NaiveDate::parse_from_str(today, "%Y-%m-%d").unwrap();
+            for org in ["RX1", "RR8", "E08000035", "E08000032", "E08000099", "X"] {
+                for (name, filter) in &filters {
+                    let mut expected: Vec<&BrokerageRow> = rows
+                        .iter()
+                        .filter(|r| {
+                            r.council.as_deref() == Some(org)
+                                || r.hospital.as_ref().and_then(|h| h.trust.as_deref()) == Some(org)
+                        })
+                        .filter(|r| filter.is_none_or(|f| f(&key_of(r))))
+                        .collect();
+                    let rank = |r: &BrokerageRow| {
+                        let drd = r.hospital.as_ref().and_then(|h| h.discharge_ready_date);
+                        let group = match (&r.hospital, drd) {
+                            (Some(_), Some(d)) if d.0 < today => 0,
+                            (Some(_), _) => 1,
+                            (None, _) => 2,
+                        };
+                        let start = r
+                            .required_start
+                            .map(|d| d.0)
+                            .unwrap_or(chrono::NaiveDate::MAX);
+                        (group, start, r.package_id.clone())
+                    };
+                    expected.sort_by_key(|r| rank(r));
+                    for (offset, limit) in [(0, 1000), (0, 5), (3, 7), (10, 1), (500, 10)] {
+                        let page =
+                            Journeys::brokerage_page(&tree, org, today, *filter, (offset, limit))
+                                .unwrap();
+                        let want: Vec<&str> = expected
+                            .iter()
+                            .skip(offset)
+                            .take(limit)
+                            .map(|r| r.package_id.as_str())
+                            .collect();
+                        let got: Vec<&str> =
+                            page.rows.iter().map(|r| r.package_id.as_str()).collect();
+                        let at = format!(
+                            "{org} {today} filter {name} page {offset}+{limit} order {order:?}"
+                        );
+                        assert_eq!(got, want, "{at}");
+                        assert_eq!(page.total, expected.len(), "{at}");
+                        for (g, w) in page.rows.iter().zip(expected.iter().skip(offset)) {
+                            assert_eq!(&g, w, "{at}: the stored row");
+                        }
+                    }
+                }
+            }
+        }
+        let counted: u64 = tree
+            .scan_prefix(b"qn/")
+            .map(|r| u64::from_be_bytes(r.unwrap().1.try_into().unwrap()))
+            .sum();
+        assert_eq!(
+            counted as usize,
+            tree.scan_prefix(b"q/").count(),
+            "the counters count the index"
+        );
+    }
 }
