@@ -53,7 +53,7 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
     let mut removed = 0;
     for k in keys {
         if let Some(record) = tree.get(&person_slot(k))? {
-            for slot in crate::journeys::index_keys(&record) {
+            for slot in crate::journeys::index_keys(tx, k, &record)? {
                 crate::journeys::index_entry(tx, slot, None)?;
                 removed += 1;
             }

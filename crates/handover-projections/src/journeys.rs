@@ -1,11 +1,11 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree (layout version 6):
+//! Keys in the `journey` tree (layout version 7):
 //! - `p/<person-key>`: the person's `Record`: a version byte (3), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
-//!   timeline position and what of their index rows is stored), their [`PersonFacts`]
+//!   timeline position and a fingerprint of each of their brokerage rows as stored), their [`PersonFacts`]
 //!   (JSON, for the measures) and their [`DelayRow`] (JSON; empty while they have none) —
 //!   then their timeline's positions, 16 bytes each (event time in microseconds with the
 //!   sign bit flipped, then stream sequence; u64 big-endian), in timeline order. For a key
@@ -38,8 +38,10 @@
 //! An event therefore costs one read (the record, once per person per batch) and two sled
 //! writes: the record (which holds the timeline's positions, not its events) and the event
 //! appended under its `t/` key.
-//! Index entries and brokerage rows are written only when they change (the head keeps what
-//! is stored). The events of the timeline are decoded only when one arrives out of time
+//! Index entries and brokerage rows are written only when they change: the record keeps
+//! the delay row as stored and the head a fingerprint of each brokerage row, and the
+//! entries a changed row had are derived again from the row as stored before it is
+//! replaced, so the record carries no copy of its index keys. The events of the timeline are decoded only when one arrives out of time
 //! order or two journeys merge, which refold the state from them, and when the journey is
 //! read.
 //!
@@ -278,31 +280,28 @@ struct Head {
     /// The latest position in the timeline.
     #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
     last: Option<At>,
-    /// Fingerprints of the index rows as stored.
+    /// Fingerprints of the brokerage rows as stored.
     #[serde(rename = "r", default)]
     marks: Marks,
 }
 
-/// What of a person's index rows is stored: the delay row's index entries and fingerprints
-/// of the brokerage rows.
+/// Fingerprints of a person's brokerage rows as stored, so an unchanged row is neither
+/// rewritten nor re-indexed. The index entries of the delay row and of the brokerage rows
+/// are not kept: they are derived again from the stored rows when these change.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 struct Marks {
-    /// The keys the delay row is indexed under.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    wk: Vec<String>,
+    /// `(package id, fingerprint of its stored row)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     b: Vec<(String, u64)>,
-    /// The brokerage rows' index entries (key, value).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    q: Vec<(String, String)>,
 }
 
-/// A person as loaded into a batch: the decoded head and their timeline's positions (the
-/// events stay in the store).
+/// A person as loaded into a batch: the decoded head, their timeline's positions (the
+/// events stay in the store) and their delay row as stored (empty when none).
 #[derive(Debug, Default)]
 struct Person {
     head: Head,
     positions: Vec<At>,
+    delay: Vec<u8>,
 }
 
 fn corrupt(tree: &str, what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -335,6 +334,29 @@ fn decode_record<'b>(tree: &str, bytes: &'b [u8]) -> Result<(Head, Vec<At>, &'b 
     } else {
         (head, decode_positions(r.timeline), &[])
     })
+}
+
+/// The delay index keys of a delay row as stored in `person`'s record (none when empty).
+fn stored_delay_keys(tree: &str, person: &str, delay: &[u8]) -> Result<Vec<String>, StoreError> {
+    if delay.is_empty() {
+        return Ok(Vec::new());
+    }
+    let row: DelayRow = serde_json::from_slice(delay).map_err(|e| corrupt(tree, "delay row", e))?;
+    Ok(delay_keys(person, &row))
+}
+
+/// The brokerage index entries of `person`'s stored row for `package` (none when absent).
+fn stored_brokerage_keys(
+    tx: &Tx<'_>,
+    person: &str,
+    package: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let Some(bytes) = tx.get(&row_slot("b", person, Some(package)))? else {
+        return Ok(Vec::new());
+    };
+    let row: BrokerageRow =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(tx.tree_name(), "brokerage row", e))?;
+    Ok(brokerage_keys(person, &row))
 }
 
 /// People loaded during one batch, written back (with their rows) at its end.
@@ -370,7 +392,17 @@ impl Batch<'_, '_> {
                         self.tx.put(event_slot(at.1), raw.to_vec());
                         positions.push(at);
                     }
-                    self.people.insert(k.clone(), Person { head, positions });
+                    let delay = Record::parse(&v)
+                        .map(|r| r.delay.to_vec())
+                        .unwrap_or_default();
+                    self.people.insert(
+                        k.clone(),
+                        Person {
+                            head,
+                            positions,
+                            delay,
+                        },
+                    );
                     return Ok(k);
                 }
             }
@@ -442,14 +474,14 @@ impl Batch<'_, '_> {
         };
         // Its rows go; its timeline joins this one (without duplicates) and the state is
         // refolded.
-        for key in &other.head.marks.wk {
-            index_entry(self.tx, key.as_bytes().to_vec(), None)?;
+        for key in stored_delay_keys(self.tx.tree_name(), from, &other.delay)? {
+            index_entry(self.tx, key.into_bytes(), None)?;
         }
         for (package, _) in &other.head.marks.b {
+            for (key, _) in stored_brokerage_keys(self.tx, from, package)? {
+                index_entry(self.tx, key.into_bytes(), None)?;
+            }
             self.tx.remove(row_slot("b", from, Some(package)));
-        }
-        for (key, _) in &other.head.marks.q {
-            index_entry(self.tx, key.as_bytes().to_vec(), None)?;
         }
         for here in other.positions {
             let slot = event_slot(here.1);
@@ -485,63 +517,65 @@ impl Batch<'_, '_> {
             let head = &mut p.head;
             let j = &head.journey;
             // The delay row lives in the record; its index entries change only when the
-            // DRD, site, encounter or organisations do.
-            let (keys, delay) = match delay_row(j) {
-                Some(r) => (delay_keys(&k, &r), json(&r)),
-                None => (Vec::new(), Vec::new()),
-            };
-            if keys != head.marks.wk {
-                for old in &head.marks.wk {
-                    if !keys.contains(old) {
-                        index_entry(self.tx, old.as_bytes().to_vec(), None)?;
+            // DRD, site, encounter or organisations do, and only a changed row is looked at.
+            let row = delay_row(j);
+            let delay = row.as_ref().map(json).unwrap_or_default();
+            if delay != p.delay {
+                let old = stored_delay_keys(self.tx.tree_name(), &k, &p.delay)?;
+                let keys = row.map(|r| delay_keys(&k, &r)).unwrap_or_default();
+                for key in &old {
+                    if !keys.contains(key) {
+                        index_entry(self.tx, key.as_bytes().to_vec(), None)?;
                     }
                 }
-                for key in &keys {
-                    if !head.marks.wk.contains(key) {
-                        index_entry(self.tx, key.as_bytes().to_vec(), Some(Vec::new()))?;
+                for key in keys {
+                    if !old.contains(&key) {
+                        index_entry(self.tx, key.into_bytes(), Some(Vec::new()))?;
                     }
                 }
-                head.marks.wk = keys;
             }
+            // A brokerage row and its index entries change only when its content does: the
+            // old entries are derived from the row as stored, before it is replaced.
             let mut marks = Vec::new();
-            let mut entries = Vec::new();
             for row in brokerage_rows(j) {
                 let bytes = json(&row);
                 let h = fnv(&[&bytes]);
                 let old = head.marks.b.iter().find(|(p, _)| *p == row.package_id);
                 if old.map(|(_, oh)| *oh) != Some(h) {
+                    let stored = match old {
+                        Some(_) => stored_brokerage_keys(self.tx, &k, &row.package_id)?,
+                        None => Vec::new(),
+                    };
+                    let entries = brokerage_keys(&k, &row);
+                    for (key, _) in &stored {
+                        if !entries.iter().any(|(new, _)| new == key) {
+                            index_entry(self.tx, key.as_bytes().to_vec(), None)?;
+                        }
+                    }
+                    for (key, value) in entries {
+                        match stored.iter().find(|(old, _)| *old == key) {
+                            None => {
+                                index_entry(self.tx, key.into_bytes(), Some(value.into_bytes()))?
+                            }
+                            Some((_, old)) if *old != value => {
+                                self.tx.put(key.into_bytes(), value.into_bytes())
+                            }
+                            Some(_) => {}
+                        }
+                    }
                     self.tx.put(row_slot("b", &k, Some(&row.package_id)), bytes);
                 }
-                entries.extend(brokerage_keys(&k, &row));
                 marks.push((row.package_id, h));
             }
             for (package, _) in &head.marks.b {
                 if !marks.iter().any(|(p, _)| p == package) {
+                    for (key, _) in stored_brokerage_keys(self.tx, &k, package)? {
+                        index_entry(self.tx, key.into_bytes(), None)?;
+                    }
                     self.tx.remove(row_slot("b", &k, Some(package)));
                 }
             }
             head.marks.b = marks;
-            if entries != head.marks.q {
-                for (old, _) in &head.marks.q {
-                    if !entries.iter().any(|(key, _)| key == old) {
-                        index_entry(self.tx, old.as_bytes().to_vec(), None)?;
-                    }
-                }
-                for (key, value) in &entries {
-                    match head.marks.q.iter().find(|(old, _)| old == key) {
-                        None => index_entry(
-                            self.tx,
-                            key.as_bytes().to_vec(),
-                            Some(value.as_bytes().to_vec()),
-                        )?,
-                        Some((_, old)) if old != value => self
-                            .tx
-                            .put(key.as_bytes().to_vec(), value.as_bytes().to_vec()),
-                        Some(_) => {}
-                    }
-                }
-                head.marks.q = entries;
-            }
             let facts = json(&person_facts(&head.journey));
             let record = Record::encode(&json(&*head), &facts, &delay, &p.positions);
             self.tx.put(person_slot(&k), record);
@@ -655,20 +689,28 @@ pub(crate) fn event_keys(record: &[u8]) -> Vec<Vec<u8>> {
     }
 }
 
-/// The keys of a person's index rows, read from their stored record (for erasure).
-pub(crate) fn index_keys(record: &[u8]) -> Vec<Vec<u8>> {
-    let Some(head) =
-        Record::parse(record).and_then(|r| serde_json::from_slice::<Head>(r.head).ok())
-    else {
-        return Vec::new();
+/// The index entries of the person stored under `person` with `record`: those of their
+/// delay row (from the record) and of their brokerage rows (read from the tree), for
+/// erasure.
+pub(crate) fn index_keys(
+    tx: &Tx<'_>,
+    person: &str,
+    record: &[u8],
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let Some(r) = Record::parse(record) else {
+        return Ok(Vec::new());
     };
-    let brokerage = head.marks.q.into_iter().map(|(k, _)| k);
-    head.marks
-        .wk
-        .into_iter()
-        .chain(brokerage)
-        .map(String::into_bytes)
-        .collect()
+    let mut keys = stored_delay_keys(tx.tree_name(), person, r.delay)?;
+    let head: Head =
+        serde_json::from_slice(r.head).map_err(|e| corrupt(tx.tree_name(), "journey head", e))?;
+    for (package, _) in &head.marks.b {
+        keys.extend(
+            stored_brokerage_keys(tx, person, package)?
+                .into_iter()
+                .map(|(k, _)| k),
+        );
+    }
+    Ok(keys.into_iter().map(String::into_bytes).collect())
 }
 
 /// `w/…` → `n/…`: the counter range matching an index range bound.
@@ -849,6 +891,7 @@ impl Journeys {
                 ..Head::default()
             },
             positions: Vec::new(),
+            delay: Vec::new(),
         });
         let result = (|| {
             b.apply(&mut person, a)?;

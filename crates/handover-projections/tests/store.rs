@@ -506,8 +506,12 @@ fn the_brokerage_index_gives_the_queue_the_pure_rows_give() {
             let digits: Vec<u8> = stem.to_string().bytes().map(|b| b - b'0').collect();
             handover_events::nhs::check_digit(&digits).map(|c| format!("{stem}{c}"))
         })
-        .take(80)
+        .take(100)
         .collect();
+    // People 80.. are second NHS numbers: every fifth person's referral and packages are
+    // recorded under one, which is then merged into theirs, so its rows and index entries
+    // must go.
+    let (nhs, second) = nhs.split_at(80);
     let mut seed = 7u64;
     let mut roll = |n: u64| {
         seed = seed
@@ -567,12 +571,14 @@ fn the_brokerage_index_gives_the_queue_the_pure_rows_give() {
         // A referral to the other council for some, so the arranging council differs from
         // the stay's.
         let to = if roll(3) == 0 { "E08000099" } else { council };
+        let merged = i % 5 == 0;
+        let who = if merged { &second[i / 5] } else { n };
         push(
             ev(
                 "referral.sent.v1",
                 &format!("{i}-s"),
                 3,
-                n,
+                who,
                 json!({"referral_id": format!("REF-{i}"), "to_council": to, "encounter_id": enc}),
             ),
             &source,
@@ -584,7 +590,7 @@ fn the_brokerage_index_gives_the_queue_the_pure_rows_give() {
                 "care-package.requested.v1",
                 &format!("{i}-p{p}"),
                 4,
-                n,
+                who,
                 json!({"package_id": package, "referral_id": format!("REF-{i}"),
                        "service_type": service,
                        "required_start": day(roll(15))}),
@@ -604,7 +610,7 @@ fn the_brokerage_index_gives_the_queue_the_pure_rows_give() {
                         "care-package.sourced.v1",
                         &format!("{i}-p{p}-s"),
                         5,
-                        n,
+                        who,
                         json!({"package_id": package}),
                     ),
                     &brokerage,
@@ -616,12 +622,24 @@ fn the_brokerage_index_gives_the_queue_the_pure_rows_give() {
                         "care-package.started.v1",
                         &format!("{i}-p{p}-t"),
                         6,
-                        n,
+                        who,
                         json!({"package_id": package}),
                     ),
                     &brokerage,
                 );
             }
+        }
+        if merged {
+            push(
+                ev(
+                    "person.nhs-number-changed.v1",
+                    &format!("{i}-m"),
+                    40,
+                    n,
+                    json!({"previous_nhs_number": who}),
+                ),
+                &source,
+            );
         }
     }
     for (order, splits) in [(None, [7, 1, 13]), (Some(3u64), [2, 50, 5])] {
@@ -722,5 +740,16 @@ fn the_brokerage_index_gives_the_queue_the_pure_rows_give() {
             tree.scan_prefix(b"q/").count(),
             "the counters count the index"
         );
+        for entry in tree.scan_prefix(b"q/") {
+            let key = String::from_utf8(entry.unwrap().0).unwrap();
+            let (rest, person) = key.rsplit_once('\0').unwrap();
+            let package = rest.rsplit_once('/').unwrap().1;
+            assert!(
+                tree.get(format!("b/{person}/{package}").as_bytes())
+                    .unwrap()
+                    .is_some(),
+                "index entry {key:?} leads to no row (order {order:?})"
+            );
+        }
     }
 }

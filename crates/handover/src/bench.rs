@@ -1197,9 +1197,11 @@ where
             let mut k = 0u64;
             while Instant::now() < deadline {
                 let (u, token) = url(&mut rng);
-                // Paced: request k of client c is due at (k × clients + c) / rate, and its
-                // latency counts from then, so a slow answer's delay to the next request
-                // is not hidden (no coordinated omission).
+                // Paced: request k of client c is due at (k × clients + c) / rate. When a
+                // slow answer made it late, its latency counts from when it was due, so the
+                // delay is not hidden (no coordinated omission); when on time, from when it
+                // is sent (the timer's own lateness, up to a millisecond, is not the
+                // server's).
                 let t = match pace {
                     Some(rate) => {
                         let due = started
@@ -1210,8 +1212,12 @@ where
                         if due >= deadline {
                             break;
                         }
-                        tokio::time::sleep_until(due.into()).await;
-                        due
+                        if due > Instant::now() {
+                            tokio::time::sleep_until(due.into()).await;
+                            Instant::now()
+                        } else {
+                            due
+                        }
                     }
                     None => Instant::now(),
                 };
