@@ -80,6 +80,8 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("raw.publish.sync", "events/s", "JetStream publish with 1 in flight (await each ack)"),
     ("raw.consume", "events/s", "durable pull consumer, batches of 1,000, one cumulative ack per batch"),
     ("raw.sled.rmw", "events/s", "sled per event: read-modify-write of a ~400 B record + append of the event under its own key; batches of 1,000, flush per batch"),
+    ("raw.sled.commit.p50", "ms", "one event's sled work (read-modify-write + append) committed and flushed on its own, on the filled baseline store, 5,000 times at 1,000/s"),
+    ("raw.sled.commit.p99", "ms", "as above, 99th percentile"),
     ("raw.consume_sled", "events/s", "raw consume + the same sled work per event (read-modify-write + append), commit (flush) then ack per batch"),
     ("ingest.http.batch100", "events/s", "POST /v1/events, batches of 100, 11 concurrent clients (1,100 events in flight, like the raw baseline's window)"),
     ("ingest.http.batch1000", "events/s", "POST /v1/events, batches of 1,000, 4 concurrent clients"),
@@ -545,6 +547,13 @@ async fn one_run(
         sled_rmw(&tree, n, opts.people, &p).await?;
         f.set("raw.sled.rmw", rate(n, t.elapsed()));
         p.finish(t.elapsed());
+        // The storage's own latency at the end-to-end phase's rate, on the filled store.
+        let p = ui.phase("raw sled single-event commits (1,000/s)", SLED_COMMITS);
+        let t = Instant::now();
+        let lat = sled_commits(&tree, n, opts.people, &p).await?;
+        p.finish(t.elapsed());
+        f.set("raw.sled.commit.p50", percentile_ms(&lat, 50.0));
+        f.set("raw.sled.commit.p99", percentile_ms(&lat, 99.0));
     }
     let _ = std::fs::remove_dir_all(dir.join("raw-sled"));
     {
@@ -950,6 +959,41 @@ fn tail(s: &str, n: usize) -> &str {
         .find(|i| s.is_char_boundary(*i))
         .unwrap_or(s.len());
     &s[start..]
+}
+
+/// Single-event commits of the raw sled baseline measured for their latency.
+const SLED_COMMITS: u64 = 5_000;
+
+/// [`SLED_COMMITS`] commits of one event each (the baseline's read-modify-write and
+/// append, then flush), paced at 1,000/s, after the `n` events of [`sled_rmw`]: each one's
+/// latency (sorted, µs).
+async fn sled_commits(
+    tree: &handover_store::Tree,
+    n: u64,
+    people: u64,
+    p: &Phase,
+) -> anyhow::Result<Vec<u64>> {
+    let mut event = vec![b'e'; 400];
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    let mut lat = Vec::with_capacity(SLED_COMMITS as usize);
+    for k in 0..SLED_COMMITS {
+        ticker.tick().await;
+        let seq = n + k + 1;
+        let t = Instant::now();
+        let mut tx = tree.begin();
+        event[..8].copy_from_slice(&seq.to_be_bytes());
+        sled_apply(
+            &mut tx,
+            (seq.wrapping_mul(0x9E37_79B9)) % people.max(1),
+            seq,
+            &event,
+        )?;
+        tree.commit(tx, seq).await?;
+        lat.push(t.elapsed().as_micros() as u64);
+        p.set(k + 1);
+    }
+    lat.sort_unstable();
+    Ok(lat)
 }
 
 /// The raw sled work per event the baseline names: one read-modify-write of the
