@@ -26,7 +26,7 @@
 //! - `n/<org>/<drd>`: how many `w/<org>/<drd>/…` index entries there are (u64 big-endian;
 //!   no key at zero), so a worklist's total is a sum over dates rather than a walk over
 //!   every row;
-//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`](crate::rows::BrokerageRow) per package not yet started;
+//! - `b/<person-key>/<package-id>`: a [`BrokerageRow`] per package not yet started;
 //! - `q/<org>/<h|o>/<required-start>/<package-id>\0<person-key>` (value: the stay's
 //!   discharge ready date, or empty): the brokerage row's index entry under each
 //!   organisation that may see it (the arranging council and the trust), `h` while the
