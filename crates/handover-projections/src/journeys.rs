@@ -5,12 +5,13 @@
 //! - `p/<person-key>`: the person's `Record`: a version byte (3), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
-//!   timeline position and a fingerprint of each of their brokerage rows as stored), their [`PersonFacts`]
-//!   (JSON, for the measures) and their [`DelayRow`] (JSON; empty while they have none) —
-//!   then their timeline's positions, 16 bytes each (event time in microseconds with the
-//!   sign bit flipped, then stream sequence; u64 big-endian), in timeline order. For a key
-//!   that is an alias (a local id linked to an NHS number, an NHS number merged into
-//!   another) the value is `@` followed by the person key it leads to;
+//!   timeline position and a fingerprint of each of their brokerage rows as stored),
+//!   their [`PersonFacts`] (JSON, for the measures) and their [`DelayRow`] (JSON; empty
+//!   while they have none) — then their timeline's positions, 16 bytes each (event time
+//!   in microseconds with the sign bit flipped, then stream sequence; u64 big-endian), in
+//!   timeline order. For a key that is an alias (a local id linked to an NHS number, an
+//!   NHS number merged into another) the value is `@` followed by the person key it leads
+//!   to;
 //! - `t/<seq>` (stream sequence, u64 big-endian): an event of some person's timeline,
 //!   exactly as stored in the log. Written once, when the event is applied, at the end of
 //!   the key range (the log's order), so appending touches the same few pages whoever the
@@ -38,12 +39,12 @@
 //! An event therefore costs one read (the record, once per person per batch) and two sled
 //! writes: the record (which holds the timeline's positions, not its events) and the event
 //! appended under its `t/` key.
-//! Index entries and brokerage rows are written only when they change: the record keeps
-//! the delay row as stored and the head a fingerprint of each brokerage row, and the
-//! entries a changed row had are derived again from the row as stored before it is
-//! replaced, so the record carries no copy of its index keys. The events of the timeline are decoded only when one arrives out of time
-//! order or two journeys merge, which refold the state from them, and when the journey is
-//! read.
+//! Index entries and brokerage rows are written only when they change: the record keeps the
+//! delay row as stored and the head a fingerprint of each brokerage row, and the entries a
+//! changed row had are derived again from the row as stored before it is replaced, so the
+//! record carries no copy of its index keys. The events of the timeline are decoded only
+//! when one arrives out of time order or two journeys merge, which refold the state from
+//! them, and when the journey is read.
 //!
 //! The rows are derived from the journey and written in the same batch, so they share the
 //! journey's stream position and can never disagree with it.
