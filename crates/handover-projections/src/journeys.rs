@@ -585,14 +585,17 @@ impl Batch<'_, '_> {
     }
 }
 
+/// The organisations a row is indexed under: each of the two given, once.
+fn orgs<'a>(a: Option<&'a str>, b: Option<&'a str>) -> Vec<&'a str> {
+    let mut orgs: Vec<&str> = [a, b].into_iter().flatten().collect();
+    orgs.dedup();
+    orgs
+}
+
 /// The keys a delay row is stored under: one per organisation that may see it.
 fn delay_keys(person: &str, r: &DelayRow) -> Vec<String> {
-    let mut orgs: Vec<&str> = [r.trust.as_deref(), r.council.as_deref()]
+    orgs(r.trust.as_deref(), r.council.as_deref())
         .into_iter()
-        .flatten()
-        .collect();
-    orgs.dedup();
-    orgs.into_iter()
         .map(|org| {
             format!(
                 "w/{org}/{}/{}\0{}\0{person}",
@@ -608,11 +611,6 @@ fn delay_keys(person: &str, r: &DelayRow) -> Vec<String> {
 /// arranging council and the trust of the stay), with the discharge ready date as value.
 fn brokerage_keys(person: &str, r: &BrokerageRow) -> Vec<(String, String)> {
     let trust = r.hospital.as_ref().and_then(|h| h.trust.as_deref());
-    let mut orgs: Vec<&str> = [r.council.as_deref(), trust]
-        .into_iter()
-        .flatten()
-        .collect();
-    orgs.dedup();
     let group = if r.hospital.is_some() { 'h' } else { 'o' };
     let start = r
         .required_start
@@ -624,7 +622,8 @@ fn brokerage_keys(person: &str, r: &BrokerageRow) -> Vec<(String, String)> {
         .and_then(|h| h.discharge_ready_date)
         .map(|d| d.to_string())
         .unwrap_or_default();
-    orgs.into_iter()
+    orgs(r.council.as_deref(), trust)
+        .into_iter()
         .map(|org| {
             (
                 format!("q/{org}/{group}/{start}/{}\0{person}", r.package_id),

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::journeys::{Journeys, JOURNEY_VERSION, NAME};
-use crate::runner::{park, project_batch, RunError, MAX_BATCH};
+use crate::runner::{flushed, park, project_batch, spawn_flush, RunError, MAX_BATCH};
 
 /// The durable consumer a rebuild reads through.
 pub const REBUILD_CONSUMER: &str = "journey-rebuild";
@@ -266,18 +266,17 @@ impl Rebuilds {
                 position = p.last;
             }
             if let Some((flush, earlier)) = flushing.take() {
-                finish_flush(flush).await?;
+                flushed(flush.await)?;
                 let _ = earlier.ack().await;
             }
             let mut batch = batch;
             batch.deliveries = Vec::new();
-            let tree = shadow.clone();
-            flushing = Some((tokio::spawn(async move { tree.flush().await }), batch));
+            flushing = Some((spawn_flush(&shadow), batch));
             target = target.max(position);
             report(position, target, parked);
         }
         if let Some((flush, earlier)) = flushing.take() {
-            finish_flush(flush).await?;
+            flushed(flush.await)?;
             let _ = earlier.ack().await;
         }
         shadow.set_version(JOURNEY_VERSION).await?;
@@ -286,15 +285,5 @@ impl Rebuilds {
         drop(feed);
         log.delete_consumer(REBUILD_CONSUMER).await?;
         Ok(())
-    }
-}
-
-/// Waits for a flush started with `tokio::spawn`.
-async fn finish_flush(
-    flush: tokio::task::JoinHandle<Result<(), StoreError>>,
-) -> Result<(), RunError> {
-    match flush.await {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(RunError::Flush(e.to_string())),
     }
 }

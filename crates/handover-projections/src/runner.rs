@@ -347,9 +347,8 @@ pub async fn run_journeys(
         }
         let mut batch = batch;
         batch.deliveries = Vec::new();
-        let flush_tree = tree.clone();
         flushing = Some(Flushing {
-            flush: tokio::spawn(async move { flush_tree.flush().await }),
+            flush: spawn_flush(&tree),
             batch,
             progress: Progress {
                 position,
@@ -360,6 +359,22 @@ pub async fn run_journeys(
             },
             _spans,
         });
+    }
+}
+
+/// A flush of everything applied to `tree` so far, run while the caller goes on.
+pub(crate) fn spawn_flush(tree: &Tree) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+    let tree = tree.clone();
+    tokio::spawn(async move { tree.flush().await })
+}
+
+/// The outcome of a flush started with [`spawn_flush`].
+pub(crate) fn flushed(
+    done: Result<Result<(), StoreError>, tokio::task::JoinError>,
+) -> Result<(), RunError> {
+    match done {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(RunError::Flush(e.to_string())),
     }
 }
 
@@ -386,11 +401,7 @@ impl Flushing {
         done: Result<Result<(), StoreError>, tokio::task::JoinError>,
         progress: &watch::Sender<Progress>,
     ) -> Result<(), RunError> {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => return Err(RunError::Flush(e.to_string())),
-        }
+        flushed(done)?;
         if let Err(e) = self.batch.ack().await {
             // Not fatal: a redelivery is skipped by position.
             tracing::warn!(error = %e, "acknowledging a projected batch failed");
