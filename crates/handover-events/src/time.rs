@@ -132,7 +132,15 @@ impl fmt::Display for Timestamp {
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%d"))
+        use chrono::Datelike;
+        let d = self.0;
+        if (0..=9999).contains(&d.year()) {
+            // What `%Y-%m-%d` gives, without parsing a format string per date (the
+            // projector writes several dates per event).
+            write!(f, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        } else {
+            write!(f, "{}", d.format("%Y-%m-%d"))
+        }
     }
 }
 
@@ -216,6 +224,22 @@ mod tests {
         assert_eq!(ts("2026-10-25T01:30:00"), "2026-10-25T01:30:00+01:00");
         assert!(Timestamp::parse("20/11/2026").is_err());
         assert!(Timestamp::parse("2026-13-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn dates_print_as_strftime_would() {
+        for (y, m, d) in [
+            (1, 2, 3),
+            (999, 12, 31),
+            (2026, 11, 22),
+            (9999, 1, 1),
+            (10_000, 3, 4),
+            (-5, 6, 7),
+        ] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(Date(date).to_string(), date.format("%Y-%m-%d").to_string());
+        }
+        assert_eq!(Date::parse("2026-11-05").unwrap().to_string(), "2026-11-05");
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree (layout version 7):
-//! - `p/<person-key>`: the person's `Record`: a version byte (3), then three
+//! Keys in the `journey` tree (layout version 8):
+//! - `p/<person-key>`: the person's `Record`: a version byte (4), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
 //!   timeline position and a fingerprint of each of their brokerage rows as stored),
 //!   their [`PersonFacts`] (JSON, for the measures) and their [`DelayRow`] (JSON; empty
-//!   while they have none) — then their timeline's positions, 16 bytes each (event time
-//!   in microseconds with the sign bit flipped, then stream sequence; u64 big-endian), in
-//!   timeline order. For a key that is an alias (a local id linked to an NHS number, an
-//!   NHS number merged into another) the value is `@` followed by the person key it leads
-//!   to;
+//!   while they have none) — compressed together with LZ4 against a fixed dictionary
+//!   (`packed`; the compressed length first, u32 big-endian), then their
+//!   timeline's positions, 16 bytes each (event time in microseconds with the sign bit
+//!   flipped, then stream sequence; u64 big-endian), in timeline order. For a key that is
+//!   an alias (a local id linked to an NHS number, an NHS number merged into another) the
+//!   value is `@` followed by the person key it leads to;
 //! - `t/<seq>` (stream sequence, u64 big-endian): an event of some person's timeline,
 //!   exactly as stored in the log. Written once, when the event is applied, at the end of
 //!   the key range (the log's order), so appending touches the same few pages whoever the
@@ -49,6 +50,7 @@
 //! The rows are derived from the journey and written in the same batch, so they share the
 //! journey's stream position and can never disagree with it.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use handover_events::subject::person_key_of_subject;
@@ -87,8 +89,9 @@ pub const NAME: &str = "journey";
 ///   so applying an event no longer rewrites the person's earlier events; `n/` counts the
 ///   delay index per organisation and date;
 /// - 7: the brokerage rows are indexed per organisation in queue order (`q/`, counted by
-///   `qn/`).
-pub const JOURNEY_VERSION: u32 = 7;
+///   `qn/`);
+/// - 8: a record's parts are compressed against a fixed dictionary (record version 4).
+pub const JOURNEY_VERSION: u32 = 8;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -178,60 +181,121 @@ fn at(time: &Timestamp, seq: u64) -> At {
     ((time.0.timestamp_micros() as u64) ^ (1 << 63), seq)
 }
 
-/// Version byte of a stored [`Record`].
-const RECORD_VERSION: u8 = 3;
+/// Version byte of a stored [`Record`]: its parts compressed (`packed`).
+const RECORD_VERSION: u8 = 4;
+
+/// Version byte of layout 6 and 7's records, whose parts were plain JSON: still read while
+/// a store written by them is rebuilt after an upgrade.
+const RECORD_VERSION_PLAIN: u8 = 3;
 
 /// Version byte of layout 5's records, which carried the timeline inline after the parts:
 /// still read while a store written by it is rebuilt after an upgrade.
 const RECORD_VERSION_INLINE: u8 = 2;
 
-/// A person's stored record, as bytes: head, facts, delay row (empty when none), and the
-/// timeline's positions. A layout 5 record (version 2) carries the timeline itself instead:
-/// frames of `time` u64 BE, `seq` u64 BE, `len` u32 BE and the event's stored bytes.
+/// A person's stored record, decoded from its bytes: head, facts, delay row (empty when
+/// none), and the timeline's positions.
+///
+/// The bytes are the version byte, then (version 4) the length (u32 BE) of the packed
+/// parts and the packed parts (the three parts, each prefixed with its length, u32 BE,
+/// compressed together by `packed`), then the positions. A version 3 record holds the length-prefixed parts uncompressed; a layout 5
+/// record (version 2) carries the timeline itself after them: frames of `time` u64 BE,
+/// `seq` u64 BE, `len` u32 BE and the event's stored bytes.
 struct Record<'a> {
-    head: &'a [u8],
-    facts: &'a [u8],
-    delay: &'a [u8],
+    /// The length-prefixed parts: borrowed from a plain record, decompressed otherwise.
+    parts: Cow<'a, [u8]>,
+    /// Where head, facts and delay row are in `parts`.
+    spans: [std::ops::Range<usize>; 3],
     /// The positions (16 bytes each), or a layout 5 record's inline frames.
     timeline: &'a [u8],
     inline: bool,
 }
 
-fn take_part<'a>(bytes: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let part = bytes.get(4..4 + len)?;
-    *bytes = &bytes[4 + len..];
-    Some(part)
+/// The spans of the three length-prefixed parts at the start of `bytes`, and where they end.
+fn part_spans(bytes: &[u8]) -> Option<([std::ops::Range<usize>; 3], usize)> {
+    let mut at = 0;
+    let mut span = || {
+        let len = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
+        let start = at + 4;
+        bytes.get(start..start + len)?;
+        at = start + len;
+        Some(start..at)
+    };
+    let spans = [span()?, span()?, span()?];
+    Some((spans, at))
 }
 
 impl<'a> Record<'a> {
     fn parse(bytes: &'a [u8]) -> Option<Record<'a>> {
-        let (&version, mut rest) = bytes.split_first()?;
-        if version != RECORD_VERSION && version != RECORD_VERSION_INLINE {
-            return None;
+        let (&version, rest) = bytes.split_first()?;
+        match version {
+            RECORD_VERSION => {
+                let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                let parts = crate::packed::unpack(rest.get(4..4 + len)?)?;
+                let (spans, end) = part_spans(&parts)?;
+                (end == parts.len()).then_some(Record {
+                    parts: Cow::Owned(parts),
+                    spans,
+                    timeline: &rest[4 + len..],
+                    inline: false,
+                })
+            }
+            RECORD_VERSION_PLAIN | RECORD_VERSION_INLINE => {
+                let (spans, end) = part_spans(rest)?;
+                Some(Record {
+                    parts: Cow::Borrowed(&rest[..end]),
+                    spans,
+                    timeline: &rest[end..],
+                    inline: version == RECORD_VERSION_INLINE,
+                })
+            }
+            _ => None,
         }
-        let head = take_part(&mut rest)?;
-        let facts = take_part(&mut rest)?;
-        let delay = take_part(&mut rest)?;
-        Some(Record {
-            head,
-            facts,
-            delay,
-            timeline: rest,
-            inline: version == RECORD_VERSION_INLINE,
-        })
     }
 
+    fn head(&self) -> &[u8] {
+        &self.parts[self.spans[0].clone()]
+    }
+
+    fn facts(&self) -> &[u8] {
+        &self.parts[self.spans[1].clone()]
+    }
+
+    fn delay(&self) -> &[u8] {
+        &self.parts[self.spans[2].clone()]
+    }
+
+    /// The record's bytes (version 4: the parts compressed).
     fn encode(head: &[u8], facts: &[u8], delay: &[u8], positions: &[At]) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(13 + head.len() + facts.len() + delay.len() + 16 * positions.len());
-        out.push(RECORD_VERSION);
+        let mut parts = Vec::with_capacity(12 + head.len() + facts.len() + delay.len());
         for part in [head, facts, delay] {
-            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            out.extend_from_slice(part);
+            parts.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            parts.extend_from_slice(part);
         }
+        let packed = crate::packed::pack(&parts);
+        let mut out = Vec::with_capacity(5 + packed.len() + 16 * positions.len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+        out.extend_from_slice(&packed);
         out.extend_from_slice(&encode_positions(positions));
         out
+    }
+}
+
+/// The size of a stored value with its record's parts uncompressed: the logical size of
+/// what the tree holds under `key` (for the benchmark's disk figures).
+pub fn plain_len(key: &[u8], value: &[u8]) -> u64 {
+    let whole = value.len() as u64;
+    if !key.starts_with(b"p/") || value.first() != Some(&RECORD_VERSION) {
+        return whole;
+    }
+    let packed = value
+        .get(1..5)
+        .and_then(|l| <[u8; 4]>::try_from(l).ok())
+        .and_then(|l| value.get(5..5 + u32::from_be_bytes(l) as usize));
+    match packed.and_then(|p| Some((p.len() as u64, crate::packed::unpacked_len(p)?))) {
+        // The version byte, the parts uncompressed and the positions.
+        Some((packed, plain)) => whole - 4 - packed + plain,
+        None => whole,
     }
 }
 
@@ -329,7 +393,7 @@ fn entry((_, seq): At, raw: &[u8]) -> Option<Entry> {
 /// record, the inline frames (`(positions, &[])` or `(vec![], frames)`).
 fn decode_record<'b>(tree: &str, bytes: &'b [u8]) -> Result<(Head, Vec<At>, &'b [u8]), StoreError> {
     let r = Record::parse(bytes).ok_or_else(|| corrupt(tree, "journey record", "bad framing"))?;
-    let head = serde_json::from_slice(r.head).map_err(|e| corrupt(tree, "journey head", e))?;
+    let head = serde_json::from_slice(r.head()).map_err(|e| corrupt(tree, "journey head", e))?;
     Ok(if r.inline {
         (head, Vec::new(), r.timeline)
     } else {
@@ -394,7 +458,7 @@ impl Batch<'_, '_> {
                         positions.push(at);
                     }
                     let delay = Record::parse(&v)
-                        .map(|r| r.delay.to_vec())
+                        .map(|r| r.delay().to_vec())
                         .unwrap_or_default();
                     self.people.insert(
                         k.clone(),
@@ -700,9 +764,9 @@ pub(crate) fn index_keys(
     let Some(r) = Record::parse(record) else {
         return Ok(Vec::new());
     };
-    let mut keys = stored_delay_keys(tx.tree_name(), person, r.delay)?;
+    let mut keys = stored_delay_keys(tx.tree_name(), person, r.delay())?;
     let head: Head =
-        serde_json::from_slice(r.head).map_err(|e| corrupt(tx.tree_name(), "journey head", e))?;
+        serde_json::from_slice(r.head()).map_err(|e| corrupt(tx.tree_name(), "journey head", e))?;
     for (package, _) in &head.marks.b {
         keys.extend(
             stored_brokerage_keys(tx, person, package)?
@@ -937,7 +1001,7 @@ impl Journeys {
 
     /// Every delay row (people in hospital with a DRD), unfiltered.
     pub fn delay_rows(tree: &Tree) -> Result<Vec<DelayRow>, StoreError> {
-        from_records(tree, |r| r.delay)
+        from_records(tree, |r| r.delay())
     }
 
     /// The delay rows `org` may see whose discharge ready date is before `today`, longest
@@ -960,7 +1024,7 @@ impl Journeys {
             slot.extend_from_slice(person);
             Ok(tree
                 .get(&slot)?
-                .and_then(|v| Record::parse(&v).map(|r| r.delay.to_vec()))
+                .and_then(|v| Record::parse(&v).map(|r| r.delay().to_vec()))
                 .filter(|d| !d.is_empty()))
         };
         match filter {
@@ -1093,7 +1157,7 @@ impl Journeys {
 
     /// Every person's facts for the measures.
     pub fn facts(tree: &Tree) -> Result<Vec<PersonFacts>, StoreError> {
-        from_records(tree, |r| r.facts)
+        from_records(tree, |r| r.facts())
     }
 
     /// Every journey in the tree (with its timeline), in person-key order.
@@ -1130,16 +1194,19 @@ fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
 /// and alias redirects are skipped.
 fn from_records<T: serde::de::DeserializeOwned>(
     tree: &Tree,
-    part: for<'r> fn(&Record<'r>) -> &'r [u8],
+    part: for<'r> fn(&'r Record<'_>) -> &'r [u8],
 ) -> Result<Vec<T>, StoreError> {
     let mut out = Vec::new();
     for r in tree.scan_prefix(b"p/") {
         let (_, v) = r?;
-        if let Some(x) = Record::parse(&v)
-            .map(|r| part(&r))
-            .filter(|b| !b.is_empty())
-            .and_then(|b| serde_json::from_slice(b).ok())
-        {
+        let Some(r) = Record::parse(&v) else {
+            continue;
+        };
+        let bytes = part(&r);
+        if bytes.is_empty() {
+            continue;
+        }
+        if let Ok(x) = serde_json::from_slice(bytes) {
             out.push(x);
         }
     }

@@ -5,12 +5,14 @@
 //! - [`view`]: what the API shows of a journey, with derived delays;
 //! - [`runner`]: JetStream → apply → atomic commit of changes and position → ack, with
 //!   poison events parked ([`parking`]);
-//! - [`rebuild`]: zero-downtime rebuild into a shadow tree, swapped in when caught up.
+//! - [`rebuild`]: zero-downtime rebuild into a shadow tree, swapped in when caught up;
+//! - `packed`: the zstd dictionary compression of a person's stored record.
 
 pub mod erase;
 pub mod journey;
 pub mod journeys;
 pub mod measures;
+mod packed;
 pub mod parking;
 pub mod rebuild;
 pub mod rows;

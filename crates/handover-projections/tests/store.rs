@@ -419,77 +419,95 @@ fn a_journey_stored_whole_as_json_by_layouts_1_and_2_is_still_read_during_the_up
     assert_eq!(read, legacy);
 }
 
-/// A layout 5 record (version 2: head, facts and delay row, then the timeline's frames
-/// inline) is read during the upgrade rebuild, and a batch applied to it moves its frames
-/// to `t/` keys.
+/// Records of earlier layouts are read during the upgrade rebuild, and a batch applied to
+/// one rewrites it in the current layout (version 4, its parts compressed): a layout 5
+/// record (version 2: head, facts and delay row, then the timeline's frames inline, moved
+/// to `t/` keys on write) and a layout 6/7 record (version 3: the parts uncompressed, then
+/// the timeline's positions).
 #[test]
-fn a_layout_5_record_with_its_timeline_inline_is_read_and_migrated_on_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let tree = store.tree("journey").unwrap();
-    let events = stay(A, "v5", "RX1CC", "2026-11-15", 1);
-    let (raws, decoded) = stored(&events);
-    let mut pure = Journey::new(Some(A.to_string()));
-    for (i, e) in decoded.iter().enumerate() {
-        pure.apply(i as u64 + 1, e);
-    }
-    let mut state = pure.clone();
-    state.timeline.clear();
-    let head = serde_json::to_vec(&json!({ "j": state })).unwrap();
-    let mut record = vec![2u8];
-    for part in [&head[..], b"", b""] {
-        record.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        record.extend_from_slice(part);
-    }
-    for (i, (e, raw)) in decoded.iter().zip(&raws).enumerate() {
-        let time = (e.time.0.timestamp_micros() as u64) ^ (1 << 63);
-        record.extend_from_slice(&time.to_be_bytes());
-        record.extend_from_slice(&(i as u64 + 1).to_be_bytes());
-        record.extend_from_slice(&(raw.len() as u32).to_be_bytes());
-        record.extend_from_slice(raw);
-    }
-    let person = key().person_key(&handover_events::PersonRef::Nhs(
-        NhsNumber::parse(A).unwrap(),
-    ));
-    let mut tx = tree.begin();
-    tx.put(format!("p/{person}").into_bytes(), record);
-    block_on(tree.commit(tx, 2)).unwrap();
-    let journeys = Journeys::new(key());
-    let a = NhsNumber::parse(A).unwrap();
-    assert_eq!(
-        journeys.get(&tree, &a).unwrap().unwrap(),
-        pure,
-        "read as stored"
-    );
+fn records_of_earlier_layouts_are_read_and_rewritten_in_the_current_one() {
+    for version in [2u8, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("journey").unwrap();
+        let events = stay(A, "v5", "RX1CC", "2026-11-15", 1);
+        let (raws, decoded) = stored(&events);
+        let mut pure = Journey::new(Some(A.to_string()));
+        for (i, e) in decoded.iter().enumerate() {
+            pure.apply(i as u64 + 1, e);
+        }
+        let mut state = pure.clone();
+        state.timeline.clear();
+        let head = serde_json::to_vec(&json!({ "j": state })).unwrap();
+        let mut record = vec![version];
+        for part in [&head[..], b"", b""] {
+            record.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            record.extend_from_slice(part);
+        }
+        let mut tx = tree.begin();
+        for (i, (e, raw)) in decoded.iter().zip(&raws).enumerate() {
+            let seq = i as u64 + 1;
+            let time = (e.time.0.timestamp_micros() as u64) ^ (1 << 63);
+            record.extend_from_slice(&time.to_be_bytes());
+            record.extend_from_slice(&seq.to_be_bytes());
+            if version == 2 {
+                record.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+                record.extend_from_slice(raw);
+            } else {
+                let mut slot = b"t/".to_vec();
+                slot.extend_from_slice(&seq.to_be_bytes());
+                tx.put(slot, raw.clone());
+            }
+        }
+        let person = key().person_key(&handover_events::PersonRef::Nhs(
+            NhsNumber::parse(A).unwrap(),
+        ));
+        tx.put(format!("p/{person}").into_bytes(), record.clone());
+        block_on(tree.commit(tx, 2)).unwrap();
+        let journeys = Journeys::new(key());
+        let a = NhsNumber::parse(A).unwrap();
+        assert_eq!(
+            journeys.get(&tree, &a).unwrap().unwrap(),
+            pure,
+            "version {version} read as stored"
+        );
 
-    // A third event: the record is rewritten in the current layout, its frames under t/.
-    let more = ev(
-        "discharge.discharged.v1",
-        "v5-d",
-        30,
-        A,
-        json!({"encounter_id": "ENC-v5"}),
-    );
-    let raw = serde_json::to_vec(&more).unwrap();
-    let event = Event::from_stored(&raw).unwrap();
-    pure.apply(3, &event);
-    let mut tx = tree.begin();
-    journeys
-        .try_apply_batch(
-            &mut tx,
-            &[Applied {
-                seq: 3,
-                subject: "",
-                event: &event,
-                raw: &raw,
-            }],
-        )
-        .unwrap();
-    block_on(tree.commit(tx, 3)).unwrap();
-    assert_eq!(journeys.get(&tree, &a).unwrap().unwrap(), pure);
-    assert_eq!(tree.scan_prefix(b"t/").count(), 3);
-    let (_, v) = tree.scan_prefix(b"p/").map(|r| r.unwrap()).next().unwrap();
-    assert_eq!(v[0], 3, "rewritten as a version 3 record");
+        // A third event: the record is rewritten in the current layout, its frames under t/.
+        let more = ev(
+            "discharge.discharged.v1",
+            "v5-d",
+            30,
+            A,
+            json!({"encounter_id": "ENC-v5"}),
+        );
+        let raw = serde_json::to_vec(&more).unwrap();
+        let event = Event::from_stored(&raw).unwrap();
+        pure.apply(3, &event);
+        let mut tx = tree.begin();
+        journeys
+            .try_apply_batch(
+                &mut tx,
+                &[Applied {
+                    seq: 3,
+                    subject: "",
+                    event: &event,
+                    raw: &raw,
+                }],
+            )
+            .unwrap();
+        block_on(tree.commit(tx, 3)).unwrap();
+        assert_eq!(journeys.get(&tree, &a).unwrap().unwrap(), pure);
+        assert_eq!(tree.scan_prefix(b"t/").count(), 3);
+        let (k, v) = tree.scan_prefix(b"p/").map(|r| r.unwrap()).next().unwrap();
+        assert_eq!(v[0], 4, "version {version} rewritten as a version 4 record");
+        // Compressed: the head alone was larger than the whole record is now, and the
+        // logical size counts the parts uncompressed.
+        assert!(v.len() < head.len(), "{} bytes", v.len());
+        assert!(
+            handover_projections::journeys::plain_len(&k, &v) > head.len() as u64,
+            "plain size"
+        );
+    }
 }
 
 /// The brokerage queue read from its per-organisation index (`q/`) is exactly the queue
