@@ -22,9 +22,10 @@ const POSITION_KEY: &[u8] = b"\x00position";
 /// The key under which a tree keeps the code version of the projection that wrote it.
 const VERSION_KEY: &[u8] = b"\x00version";
 
-/// sled's page cache unless configured: 96 MiB, which keeps a projector at 1M events under
-/// 300 MB resident (sled's real use is above its nominal cache; docs/performance.md).
-pub const DEFAULT_CACHE_BYTES: u64 = 96 * 1024 * 1024;
+/// sled's page cache unless configured: 64 MiB, which keeps a projector at 1M events near
+/// 300 MB resident (sled counts a page by its size on disk, so its real use is well above
+/// its nominal cache, the more so the smaller the records; docs/performance.md).
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The tree holding which physical tree is current for each projection.
 const META_TREE: &str = "__handover_meta";
@@ -92,8 +93,9 @@ impl Store {
     /// Opens (creating if needed) the store in directory `path`, with a page cache of
     /// `cache_bytes` (more cache, fewer reads from disk once the read models outgrow it, at
     /// the cost of resident memory) and, with `compress`, sled's zstd compression of what
-    /// it writes (level 1: at 1M events, 1.3× the logical size on disk instead of 6×, but
-    /// catch-up about a third slower and far more memory; docs/performance.md). sled fixes
+    /// it writes (level 1: measured before the journey records were compressed, at 1M
+    /// events 1.3× the logical size on disk instead of 6×, but catch-up about a third slower
+    /// and far more memory; docs/performance.md). sled fixes
     /// compression when a store is created: an existing store opens with the setting it was
     /// created with, whatever `compress` says ([`Store::compressed`] tells which).
     pub fn open_with(path: &Path, cache_bytes: u64, compress: bool) -> Result<Store, StoreError> {

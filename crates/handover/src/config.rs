@@ -183,13 +183,13 @@ pub struct StoreConfig {
     /// Directory of the sled database.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
-    /// sled's page cache in MiB (default 96): raise it when the read models outgrow it and
+    /// sled's page cache in MiB (default 64): raise it when the read models outgrow it and
     /// memory allows (docs/performance.md).
     #[serde(default = "default_cache_mb")]
     pub cache_mb: u64,
-    /// sled's zstd compression of the store (default false): at 1M events 1.3× the logical
-    /// size on disk instead of 6×, but catch-up about a third slower and far more memory
-    /// (docs/performance.md). It applies to new stores: an existing store keeps the setting
+    /// sled's zstd compression of the store (default false): measured before the journey
+    /// records were compressed, at 1M events 1.3× the logical size on disk instead of 6×,
+    /// but catch-up about a third slower and far more memory (docs/performance.md). It applies to new stores: an existing store keeps the setting
     /// it was created with (a warning at start-up says so).
     #[serde(default = "default_compression")]
     pub compression: bool,
@@ -447,9 +447,9 @@ mod tests {
             (log.max_pending, log.publish_wait),
             (1024, std::time::Duration::from_secs(5))
         );
-        assert_eq!(cfg.store.cache_mb, 96);
+        assert_eq!(cfg.store.cache_mb, 64);
         assert!(!cfg.store.compression && !Config::default().store.compression);
-        assert_eq!(Config::default().store.cache_mb, 96);
+        assert_eq!(Config::default().store.cache_mb, 64);
         assert_eq!(cfg.oidc.len(), 1);
         assert_eq!(cfg.oidc[0].organisation, "E08000035");
         assert_eq!(cfg.adapters["hl7"]["listen"].as_str(), Some("0.0.0.0:2575"));
