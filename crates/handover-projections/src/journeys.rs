@@ -197,9 +197,10 @@ const RECORD_VERSION_INLINE: u8 = 2;
 ///
 /// The bytes are the version byte, then (version 4) the length (u32 BE) of the packed
 /// parts and the packed parts (the three parts, each prefixed with its length, u32 BE,
-/// compressed together by `packed`), then the positions. A version 3 record holds the length-prefixed parts uncompressed; a layout 5
-/// record (version 2) carries the timeline itself after them: frames of `time` u64 BE,
-/// `seq` u64 BE, `len` u32 BE and the event's stored bytes.
+/// compressed together by `packed`), then the positions. A version 3 record holds the
+/// length-prefixed parts uncompressed; a layout 5 record (version 2) carries the timeline
+/// itself after them: frames of `time` u64 BE, `seq` u64 BE, `len` u32 BE and the event's
+/// stored bytes.
 struct Record<'a> {
     /// The length-prefixed parts: borrowed from a plain record, decompressed otherwise.
     parts: Cow<'a, [u8]>,
@@ -392,7 +393,15 @@ fn entry((_, seq): At, raw: &[u8]) -> Option<Entry> {
 /// A stored record decoded: its head, and its timeline's positions or, for a layout 5
 /// record, the inline frames (`(positions, &[])` or `(vec![], frames)`).
 fn decode_record<'b>(tree: &str, bytes: &'b [u8]) -> Result<(Head, Vec<At>, &'b [u8]), StoreError> {
-    let r = Record::parse(bytes).ok_or_else(|| corrupt(tree, "journey record", "bad framing"))?;
+    decode_parsed(tree, &parse_record(tree, bytes)?)
+}
+
+fn parse_record<'b>(tree: &str, bytes: &'b [u8]) -> Result<Record<'b>, StoreError> {
+    Record::parse(bytes).ok_or_else(|| corrupt(tree, "journey record", "bad framing"))
+}
+
+/// [`decode_record`] of a record already parsed.
+fn decode_parsed<'b>(tree: &str, r: &Record<'b>) -> Result<(Head, Vec<At>, &'b [u8]), StoreError> {
     let head = serde_json::from_slice(r.head()).map_err(|e| corrupt(tree, "journey head", e))?;
     Ok(if r.inline {
         (head, Vec::new(), r.timeline)
@@ -451,15 +460,15 @@ impl Batch<'_, '_> {
                     k = next;
                 }
                 Some(v) => {
-                    let (head, mut positions, inline) = decode_record(self.tx.tree_name(), &v)?;
+                    // Parsed (and decompressed) once for the head and the delay row.
+                    let r = parse_record(self.tx.tree_name(), &v)?;
+                    let (head, mut positions, inline) = decode_parsed(self.tx.tree_name(), &r)?;
                     // A layout 5 record's inline timeline moves to `t/` keys.
                     for (at, raw) in frames(inline) {
                         self.tx.put(event_slot(at.1), raw.to_vec());
                         positions.push(at);
                     }
-                    let delay = Record::parse(&v)
-                        .map(|r| r.delay().to_vec())
-                        .unwrap_or_default();
+                    let delay = r.delay().to_vec();
                     self.people.insert(
                         k.clone(),
                         Person {
