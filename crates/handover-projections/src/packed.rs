@@ -7,7 +7,7 @@
 //! 1,583 → 525 bytes, docs/performance.md). Smaller records make sled's copy-on-write
 //! leaves smaller, keep more people's records in its page cache, and take less disk.
 //! LZ4 rather than zstd: zstd with the same dictionary kept a quarter, but cost about
-//! 15 µs to compress a record and 6 µs to read it against LZ4's 8 µs and 1.3 µs, paid on
+//! 15 µs to compress a record and 6 µs to read it against LZ4's 8 µs and 1.6 µs, paid on
 //! every event and every read.
 //!
 //! A packed value is the plain length (u32 big-endian) and then an LZ4 block (the standard
