@@ -51,15 +51,18 @@ pub fn person_keys(
 /// Removes everything stored under `keys` into `tx`; returns how many entries go.
 pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, StoreError> {
     let mut removed = 0;
+    // Their timeline's events leave the chunks they share with other people's events.
+    let mut events = crate::chunks::Events::default();
     for k in keys {
         if let Some(record) = tree.get(&person_slot(k))? {
             for slot in crate::journeys::index_keys(tx, k, &record)? {
                 crate::journeys::index_entry(tx, slot, None)?;
                 removed += 1;
             }
-            for slot in crate::journeys::event_keys(&record) {
-                tx.remove(slot);
-                removed += 1;
+            for seq in crate::journeys::event_seqs(&record) {
+                if events.remove(tx, seq)? {
+                    removed += 1;
+                }
             }
         }
         for slot in [
@@ -83,5 +86,6 @@ pub fn erase(tree: &Tree, tx: &mut Tx<'_>, keys: &[String]) -> Result<usize, Sto
             removed += 1;
         }
     }
+    events.write(tx);
     Ok(removed)
 }

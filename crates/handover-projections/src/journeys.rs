@@ -1,7 +1,7 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree (layout version 8):
+//! Keys in the `journey` tree (layout version 9):
 //! - `p/<person-key>`: the person's `Record`: a version byte (4), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
@@ -13,10 +13,13 @@
 //!   flipped, then stream sequence; u64 big-endian), in timeline order. For a key that is
 //!   an alias (a local id linked to an NHS number, an NHS number merged into another) the
 //!   value is `@` followed by the person key it leads to;
-//! - `t/<seq>` (stream sequence, u64 big-endian): an event of some person's timeline,
-//!   exactly as stored in the log. Written once, when the event is applied, at the end of
-//!   the key range (the log's order), so appending touches the same few pages whoever the
-//!   event is about; a merge of two journeys moves only positions, never these;
+//! - `t/<seq>` (stream sequence, u64 big-endian): a chunk of the events of one batch, each
+//!   exactly as stored in the log, compressed together (`chunks`); `seq` is the sequence of
+//!   its last event. Written once, when the batch is applied, at the end of the key range
+//!   (the log's order), so appending touches the same few pages whoever the events are
+//!   about, and up to 16 events cost one insert; a merge of two journeys moves only
+//!   positions, never these (a merged duplicate, and an erased person's events, leave
+//!   their chunk, which is rewritten);
 //! - `a/<person-key>`: the person key an alias leads to (kept for erasure, which must find
 //!   every alias of a person);
 //! - `w/<org>/<drd>/<site>\0<encounter>\0<person-key>` (empty value): the delay row's index
@@ -37,9 +40,9 @@
 //!   reading or sorting every row;
 //! - `qn/<org>`: how many `q/<org>/…` entries there are (u64 big-endian; no key at zero).
 //!
-//! An event therefore costs one read (the record, once per person per batch) and two sled
-//! writes: the record (which holds the timeline's positions, not its events) and the event
-//! appended under its `t/` key.
+//! An event therefore costs one read (the record, once per person per batch) and one sled
+//! write and a sixteenth: the record (which holds the timeline's positions, not its
+//! events) and its share of a chunk appended under `t/`.
 //! Index entries and brokerage rows are written only when they change: the record keeps the
 //! delay row as stored and the head a fingerprint of each brokerage row, and the entries a
 //! changed row had are derived again from the row as stored before it is replaced, so the
@@ -57,6 +60,8 @@ use handover_events::subject::person_key_of_subject;
 use handover_events::{Event, EventData, NhsNumber, PersonRef, PseudonymKey, Timestamp};
 use handover_store::{StoreError, Tree, Tx};
 use serde::{Deserialize, Serialize};
+
+use crate::chunks::{self, Events};
 
 use crate::journey::{Entry, Journey};
 use crate::rows::{
@@ -91,7 +96,9 @@ pub const NAME: &str = "journey";
 /// - 7: the brokerage rows are indexed per organisation in queue order (`q/`, counted by
 ///   `qn/`);
 /// - 8: a record's parts are compressed against a fixed dictionary (record version 4).
-pub const JOURNEY_VERSION: u32 = 8;
+/// - 9: the timeline's events are kept in compressed chunks of a batch's events under
+///   `t/<last sequence>` (`chunks`), not one plain event per key.
+pub const JOURNEY_VERSION: u32 = 9;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -131,13 +138,6 @@ const REDIRECT: u8 = b'@';
 
 pub(crate) fn person_slot(key: &str) -> Vec<u8> {
     format!("p/{key}").into_bytes()
-}
-
-/// Where the event at stream sequence `seq` of a timeline is kept.
-fn event_slot(seq: u64) -> Vec<u8> {
-    let mut slot = b"t/".to_vec();
-    slot.extend_from_slice(&seq.to_be_bytes());
-    slot
 }
 
 /// A timeline's positions as stored at the end of a record.
@@ -282,10 +282,14 @@ impl<'a> Record<'a> {
     }
 }
 
-/// The size of a stored value with its record's parts uncompressed: the logical size of
-/// what the tree holds under `key` (for the benchmark's disk figures).
+/// The size of a stored value with its record's parts (or its timeline chunk's events)
+/// uncompressed: the logical size of what the tree holds under `key` (for the benchmark's
+/// disk figures).
 pub fn plain_len(key: &[u8], value: &[u8]) -> u64 {
     let whole = value.len() as u64;
+    if key.starts_with(b"t/") {
+        return chunks::plain_len(value).unwrap_or(whole);
+    }
     if !key.starts_with(b"p/") || value.first() != Some(&RECORD_VERSION) {
         return whole;
     }
@@ -438,6 +442,8 @@ struct Batch<'t, 'a> {
     tx: &'t mut Tx<'a>,
     people: HashMap<String, Person>,
     dirty: HashSet<String>,
+    /// The timeline events added, read and removed; written into `tx` by `finish`.
+    events: Events,
 }
 
 impl Batch<'_, '_> {
@@ -463,9 +469,11 @@ impl Batch<'_, '_> {
                     // Parsed (and decompressed) once for the head and the delay row.
                     let r = parse_record(self.tx.tree_name(), &v)?;
                     let (head, mut positions, inline) = decode_parsed(self.tx.tree_name(), &r)?;
-                    // A layout 5 record's inline timeline moves to `t/` keys.
+                    // A layout 5 record's inline timeline moves to `t/`, each event in a
+                    // chunk of its own (its sequence is before every chunk's written since).
                     for (at, raw) in frames(inline) {
-                        self.tx.put(event_slot(at.1), raw.to_vec());
+                        self.tx
+                            .put(chunks::slot(at.1), chunks::encode([(at.1, raw)]));
                         positions.push(at);
                     }
                     let delay = r.delay().to_vec();
@@ -486,12 +494,12 @@ impl Batch<'_, '_> {
 
     /// Refolds the person's state from their timeline (after an out-of-order event or a
     /// merge).
-    fn refold(&self, p: &mut Person) -> Result<(), StoreError> {
+    fn refold(&mut self, p: &mut Person) -> Result<(), StoreError> {
         let nhs = p.head.journey.nhs_number.take();
         p.head.journey = Journey::new(nhs);
         p.head.last = None;
         for at in &p.positions {
-            let Some(raw) = self.tx.get(&event_slot(at.1))? else {
+            let Some(raw) = self.events.get(self.tx, at.1)? else {
                 continue;
             };
             let Ok(e) = Event::from_stored(&raw) else {
@@ -521,7 +529,7 @@ impl Batch<'_, '_> {
         }
         p.head.seen.push(d);
         let here = at(&event.time, a.seq);
-        self.tx.put(event_slot(a.seq), a.raw.to_vec());
+        self.events.add(a.seq, a.raw);
         Self::place(p, here);
         if p.head.last.is_none_or(|l| here >= l) {
             p.head.last = Some(here);
@@ -558,8 +566,7 @@ impl Batch<'_, '_> {
             self.tx.remove(row_slot("b", from, Some(package)));
         }
         for here in other.positions {
-            let slot = event_slot(here.1);
-            let Some(raw) = self.tx.get(&slot)? else {
+            let Some(raw) = self.events.get(self.tx, here.1)? else {
                 continue;
             };
             let d = Event::from_stored(&raw).map(|e| digest(&e)).ok();
@@ -570,7 +577,9 @@ impl Batch<'_, '_> {
                 }
                 // Already in this timeline (the same event sent twice, once under each
                 // identity): this copy is no longer anyone's.
-                _ => self.tx.remove(slot),
+                _ => {
+                    self.events.remove(self.tx, here.1)?;
+                }
             }
         }
         if p.head.journey.nhs_number.is_none() {
@@ -654,6 +663,7 @@ impl Batch<'_, '_> {
             let record = Record::encode(&json(&*head), &facts, &delay, &p.positions);
             self.tx.put(person_slot(&k), record);
         }
+        self.events.write(self.tx);
         Ok(())
     }
 }
@@ -751,12 +761,13 @@ pub(crate) fn index_entry(
     Ok(())
 }
 
-/// The keys of a person's timeline events, read from their stored record (for erasure).
-pub(crate) fn event_keys(record: &[u8]) -> Vec<Vec<u8>> {
+/// The sequences of a person's timeline events, read from their stored record (for
+/// erasure).
+pub(crate) fn event_seqs(record: &[u8]) -> Vec<u64> {
     match Record::parse(record) {
         Some(r) if !r.inline => decode_positions(r.timeline)
             .into_iter()
-            .map(|(_, seq)| event_slot(seq))
+            .map(|(_, seq)| seq)
             .collect(),
         _ => Vec::new(),
     }
@@ -923,6 +934,7 @@ impl Journeys {
             tx,
             people: HashMap::new(),
             dirty: HashSet::new(),
+            events: Events::default(),
         };
         for (index, a) in events.iter().enumerate() {
             if let Some(error) = self.fault.and_then(|f| f(a.event)) {
@@ -1169,6 +1181,19 @@ impl Journeys {
         from_records(tree, |r| r.facts())
     }
 
+    /// The stream sequence of every timeline event the tree holds (in its chunks under
+    /// `t/`), in order: for checks that nothing is kept twice and nothing erased is left.
+    pub fn stored_event_seqs(tree: &Tree) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::new();
+        for r in tree.scan_prefix(b"t/") {
+            let (k, v) = r?;
+            let chunk = chunks::decode(&k, &v)
+                .ok_or_else(|| corrupt(tree.name(), "timeline chunk", "bad framing"))?;
+            seqs.extend(chunk.into_iter().map(|(seq, _)| seq));
+        }
+        Ok(seqs)
+    }
+
     /// Every journey in the tree (with its timeline), in person-key order.
     pub fn all(tree: &Tree) -> impl Iterator<Item = Result<Journey, StoreError>> + '_ {
         tree.scan_prefix(b"p/").filter_map(move |r| match r {
@@ -1191,8 +1216,9 @@ fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
     journey.timeline = frames(inline)
         .filter_map(|(at, raw)| entry(at, raw))
         .collect();
-    for at in positions {
-        if let Some(e) = tree.get(&event_slot(at.1))?.and_then(|raw| entry(at, &raw)) {
+    let seqs: Vec<u64> = positions.iter().map(|at| at.1).collect();
+    for (at, raw) in positions.into_iter().zip(chunks::read(tree, &seqs)?) {
+        if let Some(e) = raw.and_then(|raw| entry(at, &raw)) {
             journey.timeline.push(e);
         }
     }

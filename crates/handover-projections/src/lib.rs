@@ -6,8 +6,11 @@
 //! - [`runner`]: JetStream → apply → atomic commit of changes and position → ack, with
 //!   poison events parked ([`parking`]);
 //! - [`rebuild`]: zero-downtime rebuild into a shadow tree, swapped in when caught up;
-//! - `packed`: the zstd dictionary compression of a person's stored record.
+//! - `packed`: the LZ4 dictionary compression of a person's stored record and of the
+//!   timeline's events;
+//! - `chunks`: the timeline's events, kept in compressed chunks of a batch's events.
 
+mod chunks;
 pub mod erase;
 pub mod journey;
 pub mod journeys;

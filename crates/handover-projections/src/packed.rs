@@ -1,4 +1,5 @@
-//! Compression of the JSON parts of a person's record: LZ4 against a fixed dictionary.
+//! Compression of the JSON parts of a person's record (and of timeline chunks, `chunks`):
+//! LZ4 against a fixed dictionary.
 //!
 //! A record's parts are small (about 1.6 KB of JSON for a person with a stay, a referral
 //! and a package), and most of their bytes are field names and vocabulary repeated in every
@@ -22,27 +23,39 @@
 /// The dictionary of record version 4.
 pub(crate) const DICTIONARY_1: &[u8] = include_bytes!("record-dictionary-1.dict");
 
+/// The dictionary of timeline chunk version 1 (`chunks`).
+pub(crate) const EVENT_DICTIONARY_1: &[u8] = include_bytes!("event-dictionary-1.dict");
+
 /// The largest plain size accepted (a guard against a corrupt length).
 const MAX_PLAIN: usize = 64 << 20;
 
-/// Packs `plain`: its length, then the LZ4 block.
+/// Packs `plain`: its length, then the LZ4 block (against the record dictionary).
 pub(crate) fn pack(plain: &[u8]) -> Vec<u8> {
+    pack_with(plain, DICTIONARY_1)
+}
+
+/// Unpacks a value written by [`pack`]; `None` when it is not one.
+pub(crate) fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
+    unpack_with(packed, DICTIONARY_1)
+}
+
+/// Packs `plain` against `dictionary`.
+pub(crate) fn pack_with(plain: &[u8], dictionary: &[u8]) -> Vec<u8> {
     let bound = lz4_flex::block::get_maximum_output_size(plain.len());
     let mut out = vec![0u8; 4 + bound];
     out[..4].copy_from_slice(&(plain.len() as u32).to_be_bytes());
     // The output has the room LZ4 can need at most, so this does not fail.
-    let n = lz4_flex::block::compress_into_with_dict(plain, &mut out[4..], DICTIONARY_1)
+    let n = lz4_flex::block::compress_into_with_dict(plain, &mut out[4..], dictionary)
         .unwrap_or_else(|_| unreachable!("an LZ4 output buffer of the maximum output size"));
     out.truncate(4 + n);
     out
 }
 
-/// Unpacks a value written by [`pack`]; `None` when it is not one.
-pub(crate) fn unpack(packed: &[u8]) -> Option<Vec<u8>> {
+/// Unpacks a value written by [`pack_with`] against `dictionary`; `None` when it is not one.
+pub(crate) fn unpack_with(packed: &[u8], dictionary: &[u8]) -> Option<Vec<u8>> {
     let len = unpacked_len(packed)? as usize;
     let mut out = vec![0u8; len];
-    let n =
-        lz4_flex::block::decompress_into_with_dict(&packed[4..], &mut out, DICTIONARY_1).ok()?;
+    let n = lz4_flex::block::decompress_into_with_dict(&packed[4..], &mut out, dictionary).ok()?;
     (n == len).then_some(out)
 }
 

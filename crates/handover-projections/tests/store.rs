@@ -215,7 +215,7 @@ fn any_arrival_order_and_batching_gives_the_pure_fold_of_the_whole_story() {
                 count(b"d/"),
                 count(b"w/"),
                 count(b"b/"),
-                count(b"t/"),
+                Journeys::stored_event_seqs(&tree).unwrap().len(),
                 count(b"n/"),
                 count(b"q/"),
                 count(b"qn/"),
@@ -223,9 +223,24 @@ fn any_arrival_order_and_batching_gives_the_pure_fold_of_the_whole_story() {
             (3, 2, 0, 2, 1, timeline, 2, 2, 2),
             "seed {seed}"
         );
+        // The events are in chunks of a batch's events: as many chunks as batches that
+        // brought new events, at most.
+        let chunks = count(b"t/");
+        let batches = {
+            let (mut start, mut n, mut sizes) = (0, 0, splits.iter().cycle());
+            while start < events.len() {
+                start += sizes.next().unwrap();
+                n += 1;
+            }
+            n
+        };
+        assert!(
+            (1..=batches).contains(&chunks) && batches < timeline,
+            "seed {seed}: {chunks} chunks of {timeline} events in {batches} batches"
+        );
         assert_eq!(
             keys.len(),
-            3 + 2 + 2 + 1 + timeline + 2 + 2 + 2 + 1,
+            3 + 2 + 2 + 1 + chunks + 2 + 2 + 2 + 1,
             "and the position (seed {seed})"
         );
         assert_eq!(Journeys::facts(&tree).unwrap().len(), 1, "seed {seed}");
@@ -268,6 +283,53 @@ fn erasing_a_person_leaves_nothing_of_them_in_the_tree() {
         left.iter().all(|k| k.starts_with('\0')),
         "left behind: {left:?}"
     );
+}
+
+#[test]
+fn erasing_a_person_takes_their_events_out_of_chunks_shared_with_others() {
+    // The story's person and another, their events interleaved in the same batches, so the
+    // chunks under t/ hold events of both.
+    let other = (900_000_100u64..)
+        .find_map(|stem| {
+            let digits: Vec<u8> = stem.to_string().bytes().map(|b| b - b'0').collect();
+            handover_events::nhs::check_digit(&digits).map(|c| format!("{stem}{c}"))
+        })
+        .unwrap();
+    let other = other.as_str();
+    let story = story();
+    let theirs = stay(other, "o", "RX1CC", "2026-11-15", 1);
+    let mut events = Vec::new();
+    for (i, e) in story.iter().enumerate() {
+        events.push(e.clone());
+        if let Some(o) = theirs.get(i) {
+            events.push(o.clone());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, tree) = project(dir.path(), &events, &[5]);
+    let journeys = Journeys::new(key());
+    let o = NhsNumber::parse(other).unwrap();
+    let before = journeys.get(&tree, &o).unwrap().unwrap();
+    assert_eq!(before.timeline.len(), 2);
+    let all = Journeys::stored_event_seqs(&tree).unwrap();
+    assert!(
+        tree.scan_prefix(b"t/").count() < all.len(),
+        "events share chunks"
+    );
+    let a = NhsNumber::parse(A).unwrap();
+    let keys = handover_projections::erase::person_keys(&key(), &tree, &a).unwrap();
+    let mut tx = tree.begin();
+    handover_projections::erase::erase(&tree, &mut tx, &keys).unwrap();
+    block_on(tree.commit(tx, 100)).unwrap();
+    assert_eq!(journeys.get(&tree, &a).unwrap(), None);
+    assert_eq!(
+        journeys.get(&tree, &o).unwrap().unwrap(),
+        before,
+        "the other person's journey and timeline are untouched"
+    );
+    let left = Journeys::stored_event_seqs(&tree).unwrap();
+    let kept: Vec<u64> = before.timeline.iter().map(|e| e.seq).collect();
+    assert_eq!(left, kept, "only the other person's events are left");
 }
 
 /// Admission + DRD for person `nhs` at `site` (trust RX1, council E08000035 from the
@@ -498,6 +560,11 @@ fn records_of_earlier_layouts_are_read_and_rewritten_in_the_current_one() {
         block_on(tree.commit(tx, 3)).unwrap();
         assert_eq!(journeys.get(&tree, &a).unwrap().unwrap(), pure);
         assert_eq!(tree.scan_prefix(b"t/").count(), 3);
+        assert_eq!(
+            Journeys::stored_event_seqs(&tree).unwrap(),
+            [1, 2, 3],
+            "the old events stay where they are, the new one is in a chunk"
+        );
         let (k, v) = tree.scan_prefix(b"p/").map(|r| r.unwrap()).next().unwrap();
         assert_eq!(v[0], 4, "version {version} rewritten as a version 4 record");
         // Compressed: the head alone was larger than the whole record is now, and the

@@ -13,6 +13,7 @@
 //! longer commit ([`StoreError::Swapped`]), so a writer never mixes the two.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -417,6 +418,9 @@ impl Tree {
     }
 }
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Pending reads-through and writes of one batch.
 pub struct Tx<'a> {
     name: &'a str,
@@ -431,6 +435,45 @@ impl Tx<'_> {
         match self.writes.get(key) {
             Some(v) => Ok(v.clone()),
             None => Ok(self.tree.get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    /// The first entry with a key in `start..end`, seeing this transaction's own writes
+    /// (a key it removed is skipped, one it wrote is seen with its new value).
+    pub fn first_in(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Option<Entry>, StoreError> {
+        if start >= end {
+            return Ok(None);
+        }
+        let mut stored = self.tree.range(start..end);
+        let mut pending = self
+            .writes
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .peekable();
+        let mut next_stored = stored.next().transpose()?;
+        loop {
+            let from_tx = pending.peek().map(|(k, _)| k.as_slice());
+            match (&next_stored, from_tx) {
+                (None, None) => return Ok(None),
+                (Some((k, v)), p) if p.is_none_or(|p| k.as_ref() < p) => {
+                    return Ok(Some((k.to_vec(), v.to_vec())));
+                }
+                (s, Some(p)) => {
+                    if s.as_ref().is_some_and(|(k, _)| k.as_ref() == p) {
+                        next_stored = stored.next().transpose()?;
+                    }
+                    let Some((k, v)) = pending.next() else {
+                        unreachable!("peeked")
+                    };
+                    if let Some(v) = v {
+                        return Ok(Some((k.clone(), v.clone())));
+                    }
+                }
+                (Some(_), None) => unreachable!("matched above"),
+            }
         }
     }
 
@@ -507,6 +550,45 @@ mod tests {
             }
             std::thread::park();
         }
+    }
+
+    #[test]
+    fn first_in_sees_the_transactions_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("t").unwrap();
+        let mut tx = tree.begin();
+        for k in ["t/2", "t/4", "t/6"] {
+            tx.put(k.into(), k.as_bytes().to_vec());
+        }
+        tree.apply(tx, 1).unwrap();
+        let first = |tx: &Tx<'_>, start: &str| {
+            tx.first_in(start.as_bytes(), b"t0")
+                .unwrap()
+                .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        };
+        let mut tx = tree.begin();
+        assert_eq!(first(&tx, "t/1"), Some(("t/2".into(), "t/2".into())));
+        assert_eq!(first(&tx, "t/4"), Some(("t/4".into(), "t/4".into())));
+        assert_eq!(first(&tx, "t/7"), None);
+        assert_eq!(tx.first_in(b"t/4", b"t/4").unwrap(), None, "an empty range");
+        // A stored key removed is skipped, a new one before it is seen, and a rewritten
+        // one is seen with its new value.
+        tx.remove(b"t/2".to_vec());
+        assert_eq!(first(&tx, "t/1"), Some(("t/4".into(), "t/4".into())));
+        tx.put(b"t/3".to_vec(), b"new".to_vec());
+        assert_eq!(first(&tx, "t/1"), Some(("t/3".into(), "new".into())));
+        tx.put(b"t/4".to_vec(), b"four".to_vec());
+        tx.remove(b"t/3".to_vec());
+        assert_eq!(first(&tx, "t/1"), Some(("t/4".into(), "four".into())));
+        tx.remove(b"t/4".to_vec());
+        tx.remove(b"t/6".to_vec());
+        assert_eq!(first(&tx, "t/1"), None);
+        tx.put(b"t/9".to_vec(), b"nine".to_vec());
+        assert_eq!(first(&tx, "t/1"), Some(("t/9".into(), "nine".into())));
+        assert_eq!(first(&tx, "t/91"), None);
+        // The tree itself is unchanged until the transaction is applied.
+        assert_eq!(tree.get(b"t/2").unwrap(), Some(b"t/2".to_vec()));
     }
 
     #[test]

@@ -1,0 +1,264 @@
+//! The events of the journeys' timelines, kept in chunks under `t/` in the journey tree.
+//!
+//! Each event applied is kept exactly as stored in the log, for the journey's timeline and
+//! for refolding a person's state. One key per event cost a sled insert per event (a copy
+//! of the rightmost leaf, and a log write, each time) and left much of the store's disk use
+//! to garbage awaiting segment cleaning; so the new events of a batch are written together,
+//! in chunks of at most [`CHUNK_EVENTS`] events (or [`CHUNK_BYTES`] plain bytes), each
+//! compressed as one LZ4 block against a fixed dictionary of events.
+//!
+//! - **Key:** `t/` and the stream sequence (u64 big-endian) of the chunk's *last* event
+//!   when it was written. A chunk holds the events of one batch, all after everything
+//!   stored before it, so chunks cover disjoint ranges of sequences and the chunk that may
+//!   hold sequence `s` is the first at or after `t/<s>`. An event removed later (a merged
+//!   duplicate, an erasure) leaves its chunk's key as it was; a chunk left empty goes.
+//! - **Value:** [`CHUNK_VERSION`], then the frames — per event its sequence (u64
+//!   big-endian), its length (u32 big-endian) and its bytes, in sequence order — packed
+//!   (`packed`: plain length, LZ4 block) against `event-dictionary-1.dict`. A value that
+//!   starts with `{` is one event of layouts 6 to 8 (one key per event, stored plain) under
+//!   its own sequence: still read while such a tree serves reads during its rebuild.
+//!
+//! The dictionary is the contract's example events (`schemas/examples`, in file-name
+//! order), each as the log stores it (`Event::to_json_vec`), concatenated. It is frozen like
+//! the record dictionary: a new one needs a new chunk version.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use handover_store::{StoreError, Tree, Tx};
+
+use crate::packed;
+
+/// First byte of a chunk written by this layout.
+const CHUNK_VERSION: u8 = 1;
+
+/// Most events in one chunk: reading one event decompresses its whole chunk (about 2 µs
+/// for 16 of the benchmark's events), so chunks stay small.
+pub(crate) const CHUNK_EVENTS: usize = 16;
+
+/// Most plain bytes in one chunk; an event larger than this has a chunk to itself.
+pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The end of the `t/` key range.
+const END: &[u8] = b"t0";
+
+/// The events of one chunk: `(sequence, the event as stored)`, in sequence order.
+type Chunk = Vec<(u64, Vec<u8>)>;
+
+/// The key of a chunk whose last event has sequence `seq`.
+pub(crate) fn slot(seq: u64) -> Vec<u8> {
+    let mut slot = b"t/".to_vec();
+    slot.extend_from_slice(&seq.to_be_bytes());
+    slot
+}
+
+/// A chunk's value.
+pub(crate) fn encode<'e>(events: impl IntoIterator<Item = (u64, &'e [u8])>) -> Vec<u8> {
+    let mut frames = Vec::new();
+    for (seq, raw) in events {
+        frames.extend_from_slice(&seq.to_be_bytes());
+        frames.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        frames.extend_from_slice(raw);
+    }
+    let mut value = vec![CHUNK_VERSION];
+    value.extend(packed::pack_with(&frames, packed::EVENT_DICTIONARY_1));
+    value
+}
+
+/// The events of the chunk stored under `key` with `value`; `None` when it is not one.
+pub(crate) fn decode(key: &[u8], value: &[u8]) -> Option<Chunk> {
+    match value.first()? {
+        b'{' => {
+            let seq = u64::from_be_bytes(key.strip_prefix(b"t/")?.try_into().ok()?);
+            Some(vec![(seq, value.to_vec())])
+        }
+        &CHUNK_VERSION => {
+            let frames = packed::unpack_with(&value[1..], packed::EVENT_DICTIONARY_1)?;
+            let mut rest = frames.as_slice();
+            let mut chunk = Vec::new();
+            while !rest.is_empty() {
+                let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+                let len = u32::from_be_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
+                chunk.push((seq, rest.get(12..12 + len)?.to_vec()));
+                rest = &rest[12 + len..];
+            }
+            Some(chunk)
+        }
+        _ => None,
+    }
+}
+
+/// The size of a chunk's value with its frames uncompressed (its logical size).
+pub(crate) fn plain_len(value: &[u8]) -> Option<u64> {
+    match value.first()? {
+        &CHUNK_VERSION => Some(1 + packed::unpacked_len(&value[1..])?),
+        _ => None,
+    }
+}
+
+fn corrupt() -> StoreError {
+    StoreError::Corrupt {
+        tree: "journey".into(),
+        detail: "timeline chunk: bad framing".into(),
+    }
+}
+
+/// Reads the events at sequences `seqs` from `tree` (a journey read), each chunk decoded
+/// once; an event not found (erased) is `None`.
+pub(crate) fn read(tree: &Tree, seqs: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    let mut chunks: HashMap<Vec<u8>, Chunk> = HashMap::new();
+    let mut out = Vec::with_capacity(seqs.len());
+    for &seq in seqs {
+        let Some((key, value)) = tree.scan_range(&slot(seq), END).next().transpose()? else {
+            out.push(None);
+            continue;
+        };
+        if !chunks.contains_key(&key) {
+            let chunk = decode(&key, &value).ok_or_else(corrupt)?;
+            chunks.insert(key.clone(), chunk);
+        }
+        out.push(find(&chunks[&key], seq).map(<[u8]>::to_vec));
+    }
+    Ok(out)
+}
+
+fn find(chunk: &Chunk, seq: u64) -> Option<&[u8]> {
+    chunk
+        .binary_search_by_key(&seq, |(s, _)| *s)
+        .ok()
+        .map(|i| chunk[i].1.as_slice())
+}
+
+/// The timeline events one batch (or one erasure) adds, reads and removes; they reach its
+/// transaction when it calls [`Events::write`].
+#[derive(Default)]
+pub(crate) struct Events {
+    /// Events added, by sequence.
+    added: BTreeMap<u64, Vec<u8>>,
+    /// Stored chunks read or changed, decoded, by key.
+    chunks: HashMap<Vec<u8>, Chunk>,
+    /// Keys of the chunks changed.
+    changed: BTreeSet<Vec<u8>>,
+}
+
+impl Events {
+    /// Adds the event with sequence `seq`.
+    pub(crate) fn add(&mut self, seq: u64, raw: &[u8]) {
+        self.added.insert(seq, raw.to_vec());
+    }
+
+    /// The key of the stored chunk that may hold `seq`, decoded into `chunks`.
+    fn chunk_of(&mut self, tx: &Tx<'_>, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some((key, value)) = tx.first_in(&slot(seq), END)? else {
+            return Ok(None);
+        };
+        if !self.chunks.contains_key(&key) {
+            let chunk = decode(&key, &value).ok_or_else(corrupt)?;
+            self.chunks.insert(key.clone(), chunk);
+        }
+        Ok(Some(key))
+    }
+
+    /// The event with sequence `seq`, added or stored.
+    pub(crate) fn get(&mut self, tx: &Tx<'_>, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(raw) = self.added.get(&seq) {
+            return Ok(Some(raw.clone()));
+        }
+        Ok(match self.chunk_of(tx, seq)? {
+            Some(key) => find(&self.chunks[&key], seq).map(<[u8]>::to_vec),
+            None => None,
+        })
+    }
+
+    /// Removes the event with sequence `seq`; whether there was one.
+    pub(crate) fn remove(&mut self, tx: &Tx<'_>, seq: u64) -> Result<bool, StoreError> {
+        if self.added.remove(&seq).is_some() {
+            return Ok(true);
+        }
+        let Some(key) = self.chunk_of(tx, seq)? else {
+            return Ok(false);
+        };
+        let chunk = self.chunks.get_mut(&key).ok_or_else(corrupt)?;
+        match chunk.binary_search_by_key(&seq, |(s, _)| *s) {
+            Ok(i) => {
+                chunk.remove(i);
+                self.changed.insert(key);
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Writes the changed chunks (a chunk left empty goes) and the added events, in new
+    /// chunks, into `tx`.
+    pub(crate) fn write(self, tx: &mut Tx<'_>) {
+        for key in self.changed {
+            match self.chunks.get(&key) {
+                Some(chunk) if !chunk.is_empty() => {
+                    let value = encode(chunk.iter().map(|(s, raw)| (*s, raw.as_slice())));
+                    tx.put(key, value);
+                }
+                _ => tx.remove(key),
+            }
+        }
+        let mut group: Vec<(u64, &[u8])> = Vec::new();
+        let mut bytes = 0;
+        let flush = |tx: &mut Tx<'_>, group: &mut Vec<(u64, &[u8])>| {
+            if let Some(&(last, _)) = group.last() {
+                tx.put(slot(last), encode(group.drain(..)));
+            }
+        };
+        for (seq, raw) in &self.added {
+            if group.len() == CHUNK_EVENTS || (!group.is_empty() && bytes + raw.len() > CHUNK_BYTES)
+            {
+                flush(tx, &mut group);
+                bytes = 0;
+            }
+            group.push((*seq, raw));
+            bytes += raw.len();
+        }
+        flush(tx, &mut group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_dictionary_is_frozen() {
+        // Every chunk of version 1 was compressed against these bytes.
+        assert_eq!(packed::EVENT_DICTIONARY_1.len(), 12483);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in packed::EVENT_DICTIONARY_1 {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        assert_eq!(h, 5_658_316_078_802_718_628, "fnv of the dictionary");
+    }
+
+    #[test]
+    fn chunks_round_trip_and_old_single_events_read() {
+        let events: Vec<(u64, Vec<u8>)> = (0..5)
+            .map(|i| {
+                (
+                    100 + i,
+                    format!(r#"{{"id":"e{i}","specversion":"1.0"}}"#).into_bytes(),
+                )
+            })
+            .collect();
+        let value = encode(events.iter().map(|(s, r)| (*s, r.as_slice())));
+        assert_eq!(value[0], CHUNK_VERSION);
+        assert_eq!(decode(&slot(104), &value).unwrap(), events);
+        let plain: usize = events.iter().map(|(_, r)| 12 + r.len()).sum();
+        assert_eq!(plain_len(&value), Some(1 + plain as u64));
+        // Layouts 6 to 8: one event, plain, under its own sequence.
+        let old = br#"{"id":"x"}"#;
+        assert_eq!(decode(&slot(7), old).unwrap(), vec![(7, old.to_vec())]);
+        assert_eq!(plain_len(old), None);
+        // Not a chunk, and a truncated one.
+        assert_eq!(decode(&slot(7), b"\x09abc"), None);
+        assert_eq!(decode(&slot(7), &value[..value.len() - 2]), None);
+        assert_eq!(decode(b"t/short", old), None);
+    }
+}
