@@ -440,11 +440,7 @@ impl Tx<'_> {
 
     /// The first entry with a key in `start..end`, seeing this transaction's own writes
     /// (a key it removed is skipped, one it wrote is seen with its new value).
-    pub fn first_in(
-        &self,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<Option<Entry>, StoreError> {
+    pub fn first_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
         if start >= end {
             return Ok(None);
         }

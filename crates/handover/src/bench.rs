@@ -71,13 +71,15 @@ const QUERY_PACED_RATE: u64 = 1_000;
 const QUERY_CLIENTS: usize = 32;
 /// MLLP connections of the concurrent MLLP phase.
 const MLLP_CONNECTIONS: u64 = 16;
+/// Blocks of the phase alternating raw synchronous publish and MLLP on one connection.
+const SYNC_BLOCKS: u64 = 10;
 /// Concurrent worklist query clients.
 const WORKLIST_CLIENTS: usize = 4;
 
 /// The figures, in report order: (name, unit, what it is).
 pub const FIGURES: &[(&str, &str, &str)] = &[
     ("raw.publish.async", "events/s", "JetStream async publish, ~400 B, 10,000 subjects, Nats-Msg-Id, 1,024 acks outstanding"),
-    ("raw.publish.sync", "events/s", "JetStream publish with 1 in flight (await each ack)"),
+    ("raw.publish.sync", "events/s", "JetStream publish with 1 in flight (await each ack), alternating with MLLP on 1 connection"),
     ("raw.consume", "events/s", "durable pull consumer, batches of 1,000, one cumulative ack per batch"),
     ("raw.sled.rmw", "events/s", "sled per event: read-modify-write of a ~400 B record + append of the event under its own key; batches of 1,000, flush per batch"),
     ("raw.sled.commit.p50", "ms", "one event's sled work (read-modify-write + append) committed and flushed on its own, on the filled baseline store, 5,000 times at 1,000/s"),
@@ -516,13 +518,6 @@ async fn one_run(
     f.set("raw.publish.async", rate(n, t.elapsed()));
     p.finish(t.elapsed());
 
-    let sync_n = opts.sync_events.min(n);
-    let p = ui.phase("raw publish (sync, 1 in flight)", sync_n);
-    let t = Instant::now();
-    raw.publish(gen, "bench.sync", 0, sync_n, 1, &p).await?;
-    f.set("raw.publish.sync", rate(sync_n, t.elapsed()));
-    p.finish(t.elapsed());
-
     let p = ui.phase("raw consume (batches of 1,000)", n);
     let t = Instant::now();
     raw.consume("BENCHRAW", "bench-consume", n, None, opts.people, &p)
@@ -577,7 +572,6 @@ async fn one_run(
     }
     let _ = std::fs::remove_dir_all(dir.join("raw-consume-sled"));
     raw.delete_stream("BENCHRAW").await?;
-    raw.delete_stream("BENCHSYNC").await?;
 
     // 2. Ingest over HTTP. Each size gets a fresh HANDOVER stream; the last one stays for
     // the projection.
@@ -614,21 +608,46 @@ async fn one_run(
             "the stream holds {last} events after ingesting {n}"
         );
         if i == 0 {
-            // MLLP on the same runtime (projections off), before its stream is dropped.
+            // MLLP on the same runtime (projections off), before its stream is dropped. One
+            // connection is measured in blocks alternating with the raw synchronous publish
+            // it is compared with (which goes first alternates too), so that both see the
+            // same server and machine: measured minutes apart, the two drifted by more than
+            // the difference between them.
             let sync_n = opts.sync_events.min(n);
-            for (connections, name, count) in [
-                (1, "ingest.mllp.1conn", sync_n),
-                (MLLP_CONNECTIONS, "ingest.mllp.16conn", sync_n * 4),
-            ] {
-                let p = ui.phase(
-                    &format!("MLLP ingest ({connections} connection(s), ACK per message)"),
-                    count,
-                );
-                let t = Instant::now();
-                mllp_ingest(&rt, gen, run, count, connections, &p).await?;
-                f.set(name, rate(count, t.elapsed()));
-                p.finish(t.elapsed());
+            let p = ui.phase(
+                "raw sync publish and MLLP (1 connection, ACK per message), alternating",
+                2 * sync_n,
+            );
+            let (started, mut raw_took, mut mllp_took) =
+                (Instant::now(), Duration::ZERO, Duration::ZERO);
+            let mut done = 0;
+            for block in 0..SYNC_BLOCKS {
+                let k = sync_n / SYNC_BLOCKS + u64::from(block < sync_n % SYNC_BLOCKS);
+                for raw_turn in [block % 2 == 0, block % 2 == 1] {
+                    let t = Instant::now();
+                    if raw_turn {
+                        raw.publish(gen, "bench.sync", done, k, 1, &p).await?;
+                        raw_took += t.elapsed();
+                    } else {
+                        mllp_ingest(&rt, gen, run, done, k, 1, &p).await?;
+                        mllp_took += t.elapsed();
+                    }
+                }
+                done += k;
             }
+            f.set("raw.publish.sync", rate(sync_n, raw_took));
+            f.set("ingest.mllp.1conn", rate(sync_n, mllp_took));
+            p.finish(started.elapsed());
+            let count = sync_n * 4;
+            let p = ui.phase(
+                &format!("MLLP ingest ({MLLP_CONNECTIONS} connections, ACK per message)"),
+                count,
+            );
+            let t = Instant::now();
+            mllp_ingest(&rt, gen, run, sync_n, count, MLLP_CONNECTIONS, &p).await?;
+            f.set("ingest.mllp.16conn", rate(count, t.elapsed()));
+            p.finish(t.elapsed());
+            raw.delete_stream("BENCHSYNC").await?;
         }
         rt.shutdown().await;
         if i == 0 {
@@ -1168,11 +1187,13 @@ fn a03(run: usize, connection: u64, i: u64, person: u64) -> String {
 
 /// MLLP senders against the HL7 adapter serving on the runtime's event log: `connections`
 /// connections, each sending its share of `n` A03 messages one at a time and waiting for each
-/// ACK, which must be `AA`.
+/// ACK, which must be `AA`. Messages are numbered from `first` on each connection, so calls
+/// with disjoint ranges send no message twice.
 async fn mllp_ingest(
     rt: &Runtime,
     gen: &Gen,
     run: usize,
+    first: u64,
     n: u64,
     connections: u64,
     p: &Phase,
@@ -1200,7 +1221,7 @@ async fn mllp_ingest(
             stream.set_nodelay(true)?;
             let mut decoder = MllpDecoder::default();
             let mut buf = vec![0u8; 4096];
-            for i in 0..count {
+            for i in first..first + count {
                 let person = gen.person_at(c * count + i);
                 stream
                     .write_all(&encode(a03(run, c, i, person).as_bytes()))

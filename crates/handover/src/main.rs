@@ -95,7 +95,7 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// sled's page cache of the projection under test, in MiB (default: `store.cache_mb`'s
-        /// default, 128).
+        /// default, 64).
         #[arg(long)]
         cache_mb: Option<u64>,
         /// Compress the read-model store under test (`store.compression`).
