@@ -775,7 +775,8 @@ async fn read_model_disk_fills_up(limit: DiskLimit) {
     assert_eq!(child.readyz(&http).await.0, 200);
     tokio::task::block_in_place(|| child.stop());
 
-    // byte for byte a clean rebuild; every event applied once
+    // byte for byte a clean rebuild (timeline chunks compared by their events); every event
+    // applied once
     let clean_store = dir.path().join("clean");
     let clean_config = write_config(dir.path(), "clean", &nats.url(), &clean_store, "");
     let mut clean = tokio::task::block_in_place(|| {

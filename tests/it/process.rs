@@ -260,7 +260,8 @@ impl Drop for Handover {
     }
 }
 
-/// Every entry of every tree of a read-model store, by tree name.
+/// Every entry of every tree of a read-model store, by tree name (the journey tree's
+/// timeline chunks split into their events, as `support::snapshot` does).
 pub fn all_trees(
     store: &handover_store::Store,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
@@ -269,13 +270,19 @@ pub fn all_trees(
         .into_iter()
         .map(|name| {
             let tree = store.tree(&name).unwrap();
-            let entries = tree.scan_prefix(b"").map(|r| r.unwrap()).collect();
+            // "journey", or a rebuilt generation of it, "journey@<n>".
+            let entries = if name.split('@').next() == Some(handover_projections::journeys::NAME) {
+                crate::support::journey_entries(&tree)
+            } else {
+                tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
+            };
             (name, entries)
         })
         .collect()
 }
 
-/// Where two stores' trees differ, as readable lines (empty when identical byte for byte).
+/// Where two stores' trees differ, as readable lines (empty when identical byte for byte, as
+/// [`all_trees`] gives them).
 pub fn store_differences(
     got: &std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
     want: &std::collections::BTreeMap<String, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,

@@ -185,10 +185,33 @@ pub fn reopen(path: &std::path::Path) -> handover_store::Store {
     }
 }
 
-/// Every entry of the journey tree.
+/// Every entry of the journey tree, with each timeline chunk split into its events (under
+/// `t/<stream sequence>`, the event as stored): chunks follow the batches, which differ
+/// between a resumed or rebuilt store and a fresh replay, while the events must not.
 pub fn snapshot(store: &handover_store::Store) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
-    let tree = store.tree("journey").unwrap();
-    tree.scan_prefix(b"").map(|r| r.unwrap()).collect()
+    journey_entries(&store.tree("journey").unwrap())
+}
+
+/// The entries of a journey tree as [`snapshot`] gives them.
+pub fn journey_entries(
+    tree: &handover_store::Tree,
+) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in tree.scan_prefix(b"") {
+        let (k, v) = r.unwrap();
+        if !k.starts_with(b"t/") {
+            out.insert(k, v);
+            continue;
+        }
+        let events = handover_projections::journeys::timeline_events(&k, &v)
+            .unwrap_or_else(|| panic!("a timeline chunk that does not decode"));
+        for (seq, raw) in events {
+            let mut key = b"t/".to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            assert!(out.insert(key, raw).is_none(), "event {seq} stored twice");
+        }
+    }
+    out
 }
 
 /// The value of `series` (its name and labels, as written) in a Prometheus text.

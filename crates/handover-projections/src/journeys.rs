@@ -282,6 +282,16 @@ impl<'a> Record<'a> {
     }
 }
 
+/// The events a timeline chunk stored under `key` (`t/…`) holds: `(stream sequence, the
+/// event as stored)`, in order; `None` when it is not a chunk. Chunk boundaries follow the
+/// batches, so two stores that projected the same stream in different batches hold the same
+/// events in different chunks: compare these, not the chunks.
+pub fn timeline_events(key: &[u8], value: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
+    key.starts_with(b"t/")
+        .then(|| chunks::decode(key, value))
+        .flatten()
+}
+
 /// The size of a stored value with its record's parts (or its timeline chunk's events)
 /// uncompressed: the logical size of what the tree holds under `key` (for the benchmark's
 /// disk figures).
