@@ -32,8 +32,8 @@ use crate::packed;
 const CHUNK_VERSION: u8 = 1;
 
 /// Most events in one chunk: reading one event decompresses its whole chunk, so chunks
-/// stay small (the benchmark's journey reads, 10 events each from 10 chunks, measured
-/// 0.84 ms p99 at 1M events, docs/performance.md).
+/// stay small (the benchmark's journey reads, about 10 events each from as many chunks,
+/// stay under 1 ms p99 from one client at 1M events, docs/performance.md).
 pub(crate) const CHUNK_EVENTS: usize = 16;
 
 /// Most plain bytes in one chunk; an event larger than this has a chunk to itself.
