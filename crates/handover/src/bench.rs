@@ -940,6 +940,8 @@ async fn projector_process(
         if let Ok(resp) = client.get(&url).send().await {
             let took = t.elapsed();
             if resp.status().is_success() {
+                // Caught up: the progress polled last was from before.
+                p.set(last);
                 break took;
             }
             // "not ready: journey projection is N events behind"
