@@ -73,12 +73,16 @@ const QUERY_CLIENTS: usize = 32;
 const MLLP_CONNECTIONS: u64 = 16;
 /// Blocks of the phase alternating raw synchronous publish and MLLP on one connection.
 const SYNC_BLOCKS: u64 = 10;
+/// Blocks of each phase alternating raw async publish and HTTP ingest.
+const INGEST_BLOCKS: u64 = 5;
 /// Concurrent worklist query clients.
 const WORKLIST_CLIENTS: usize = 4;
 
 /// The figures, in report order: (name, unit, what it is).
 pub const FIGURES: &[(&str, &str, &str)] = &[
     ("raw.publish.async", "events/s", "JetStream async publish, ~400 B, 10,000 subjects, Nats-Msg-Id, 1,024 acks outstanding"),
+    ("raw.publish.async.alt100", "events/s", "the same, in blocks alternating with ingest.http.batch100"),
+    ("raw.publish.async.alt1000", "events/s", "the same, in blocks alternating with ingest.http.batch1000"),
     ("raw.publish.sync", "events/s", "JetStream publish with 1 in flight (await each ack), alternating with MLLP on 1 connection"),
     ("raw.consume", "events/s", "durable pull consumer, batches of 1,000, one cumulative ack per batch"),
     ("raw.sled.rmw", "events/s", "sled per event: read-modify-write of a ~400 B record + append of the event under its own key; batches of 1,000, flush per batch"),
@@ -361,7 +365,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     for (name, unit, description) in FIGURES {
         let values: Vec<f64> = runs.iter().map(|r| r.get(name)).collect();
         let ratio_to = match *name {
-            "ingest.http.batch100" | "ingest.http.batch1000" => Some("raw.publish.async"),
+            "ingest.http.batch100" => Some("raw.publish.async.alt100"),
+            "ingest.http.batch1000" => Some("raw.publish.async.alt1000"),
             "ingest.mllp.1conn" | "ingest.mllp.16conn" => Some("raw.publish.sync"),
             "projection.catchup" => Some("raw.consume_sled"),
             _ => None,
@@ -575,9 +580,9 @@ async fn one_run(
 
     // 2. Ingest over HTTP. Each size gets a fresh HANDOVER stream; the last one stays for
     // the projection.
-    for (i, (batch, name)) in [
-        (100u64, "ingest.http.batch100"),
-        (1000, "ingest.http.batch1000"),
+    for (i, (batch, name, raw_name)) in [
+        (100u64, "ingest.http.batch100", "raw.publish.async.alt100"),
+        (1000, "ingest.http.batch1000", "raw.publish.async.alt1000"),
     ]
     .into_iter()
     .enumerate()
@@ -591,17 +596,39 @@ async fn one_run(
             (opts.cache_mb, opts.compression),
         )?;
         let (rt, base) = start_runtime(&cfg).await?;
+        // In blocks alternating with the raw async publish it is compared with (which goes
+        // first alternates too), into a raw stream of its own, for the reason given for MLLP
+        // below.
         let p = ui.phase(
             &format!(
-                "HTTP ingest (batches of {batch}, {} clients)",
+                "raw async publish and HTTP ingest (batches of {batch}, {} clients), alternating",
                 ingest_clients(batch)
             ),
-            n,
+            2 * n,
         );
-        let t = Instant::now();
-        http_ingest(gen, &base, n, batch, &p).await?;
-        f.set(name, rate(n, t.elapsed()));
-        p.finish(t.elapsed());
+        raw.create_stream("BENCHASYNC", "bench.async").await?;
+        let (started, mut raw_took, mut http_took) =
+            (Instant::now(), Duration::ZERO, Duration::ZERO);
+        let mut done = 0;
+        for block in 0..INGEST_BLOCKS {
+            let k = n / INGEST_BLOCKS + u64::from(block < n % INGEST_BLOCKS);
+            for raw_turn in [block % 2 == 0, block % 2 == 1] {
+                let t = Instant::now();
+                if raw_turn {
+                    raw.publish(gen, "bench.async", done, k, RAW_WINDOW, &p)
+                        .await?;
+                    raw_took += t.elapsed();
+                } else {
+                    http_ingest(gen, &base, done, k, batch, &p).await?;
+                    http_took += t.elapsed();
+                }
+            }
+            done += k;
+        }
+        raw.delete_stream("BENCHASYNC").await?;
+        f.set(name, rate(n, http_took));
+        f.set(raw_name, rate(n, raw_took));
+        p.finish(started.elapsed());
         let last = rt.log.last_sequence().await?;
         anyhow::ensure!(
             last == n,
@@ -1085,10 +1112,18 @@ fn sled_key(person: u64) -> Vec<u8> {
     format!("p/{h:032x}").into_bytes()
 }
 
-/// Publishes events `[0, n)` over HTTP in batches, from [`ingest_clients`] clients.
-async fn http_ingest(gen: &Gen, base: &str, n: u64, batch: u64, p: &Phase) -> anyhow::Result<()> {
+/// Publishes events `[first, first + n)` over HTTP in batches, from [`ingest_clients`] clients.
+async fn http_ingest(
+    gen: &Gen,
+    base: &str,
+    first: u64,
+    n: u64,
+    batch: u64,
+    p: &Phase,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    let next = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(first));
+    let n = first + n;
     let url = format!("{base}/v1/events");
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..ingest_clients(batch) {
