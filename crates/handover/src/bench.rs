@@ -607,24 +607,17 @@ async fn one_run(
             2 * n,
         );
         raw.create_stream("BENCHASYNC", "bench.async").await?;
-        let (started, mut raw_took, mut http_took) =
-            (Instant::now(), Duration::ZERO, Duration::ZERO);
-        let mut done = 0;
-        for block in 0..INGEST_BLOCKS {
-            let k = n / INGEST_BLOCKS + u64::from(block < n % INGEST_BLOCKS);
-            for raw_turn in [block % 2 == 0, block % 2 == 1] {
-                let t = Instant::now();
-                if raw_turn {
-                    raw.publish(gen, "bench.async", done, k, RAW_WINDOW, &p)
-                        .await?;
-                    raw_took += t.elapsed();
-                } else {
-                    http_ingest(gen, &base, done, k, batch, &p).await?;
-                    http_took += t.elapsed();
-                }
-            }
-            done += k;
-        }
+        let started = Instant::now();
+        let (raw_took, http_took) = alternating(
+            INGEST_BLOCKS,
+            n,
+            async |first, k| {
+                raw.publish(gen, "bench.async", first, k, RAW_WINDOW, &p)
+                    .await
+            },
+            async |first, k| http_ingest(gen, &base, first, k, batch, &p).await,
+        )
+        .await?;
         raw.delete_stream("BENCHASYNC").await?;
         f.set(name, rate(n, http_took));
         f.set(raw_name, rate(n, raw_took));
@@ -645,23 +638,14 @@ async fn one_run(
                 "raw sync publish and MLLP (1 connection, ACK per message), alternating",
                 2 * sync_n,
             );
-            let (started, mut raw_took, mut mllp_took) =
-                (Instant::now(), Duration::ZERO, Duration::ZERO);
-            let mut done = 0;
-            for block in 0..SYNC_BLOCKS {
-                let k = sync_n / SYNC_BLOCKS + u64::from(block < sync_n % SYNC_BLOCKS);
-                for raw_turn in [block % 2 == 0, block % 2 == 1] {
-                    let t = Instant::now();
-                    if raw_turn {
-                        raw.publish(gen, "bench.sync", done, k, 1, &p).await?;
-                        raw_took += t.elapsed();
-                    } else {
-                        mllp_ingest(&rt, gen, run, done, k, 1, &p).await?;
-                        mllp_took += t.elapsed();
-                    }
-                }
-                done += k;
-            }
+            let started = Instant::now();
+            let (raw_took, mllp_took) = alternating(
+                SYNC_BLOCKS,
+                sync_n,
+                async |first, k| raw.publish(gen, "bench.sync", first, k, 1, &p).await,
+                async |first, k| mllp_ingest(&rt, gen, run, first, k, 1, &p).await,
+            )
+            .await?;
             f.set("raw.publish.sync", rate(sync_n, raw_took));
             f.set("ingest.mllp.1conn", rate(sync_n, mllp_took));
             p.finish(started.elapsed());
@@ -1110,6 +1094,35 @@ fn sled_apply(
 fn sled_key(person: u64) -> Vec<u8> {
     let h = (person as u128).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
     format!("p/{h:032x}").into_bytes()
+}
+
+/// Runs `raw` and `ours` over `n` events each, in `blocks` blocks taking turns (which goes
+/// first alternates too), so that a figure and the raw baseline it is compared with see the
+/// same server and machine. Each is given its block's first event and size; returns the time
+/// each took in all.
+async fn alternating(
+    blocks: u64,
+    n: u64,
+    mut raw: impl AsyncFnMut(u64, u64) -> anyhow::Result<()>,
+    mut ours: impl AsyncFnMut(u64, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<(Duration, Duration)> {
+    let (mut raw_took, mut ours_took) = (Duration::ZERO, Duration::ZERO);
+    let mut done = 0;
+    for block in 0..blocks {
+        let k = n / blocks + u64::from(block < n % blocks);
+        for raw_turn in [block % 2 == 0, block % 2 == 1] {
+            let t = Instant::now();
+            if raw_turn {
+                raw(done, k).await?;
+                raw_took += t.elapsed();
+            } else {
+                ours(done, k).await?;
+                ours_took += t.elapsed();
+            }
+        }
+        done += k;
+    }
+    Ok((raw_took, ours_took))
 }
 
 /// Publishes events `[first, first + n)` over HTTP in batches, from [`ingest_clients`] clients.
