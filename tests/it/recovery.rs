@@ -113,7 +113,22 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting()
     rt.shutdown().await;
     let fresh = crate::support::snapshot(&crate::support::reopen(&fresh_cfg.store.path));
 
-    assert_eq!(resumed.len(), fresh.len());
+    let by_prefix = |m: &std::collections::BTreeMap<Vec<u8>, Vec<u8>>| {
+        let mut c = std::collections::BTreeMap::<String, usize>::new();
+        for k in m.keys() {
+            let p = k.iter().position(|b| *b == b'/').map_or(k.len(), |i| i + 1);
+            *c.entry(String::from_utf8_lossy(&k[..p]).to_string())
+                .or_default() += 1;
+        }
+        c
+    };
+    assert_eq!(
+        resumed.len(),
+        fresh.len(),
+        "entries by prefix, resumed {:?}, fresh {:?}",
+        by_prefix(&resumed),
+        by_prefix(&fresh)
+    );
     assert_eq!(
         resumed.keys().filter(|k| k.starts_with(b"p/")).count(),
         200,
