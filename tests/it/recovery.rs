@@ -375,3 +375,184 @@ async fn the_projector_process_sigkilled_at_random_points_under_load_ends_equal_
         started.elapsed().as_millis()
     );
 }
+
+/// A pull request on the projection's consumer that the projector did not make (the last
+/// request of a killed projector's connection, reaching the server after its successor
+/// recreated the consumer; or a second projector on the same consumer) takes deliveries
+/// away from it. The projector must notice the gap in its deliveries and reopen its feed
+/// rather than move its position past events it never saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
+    let mut b = Backbone::start().await;
+    b.rt.take().unwrap().shutdown().await;
+    let events = load(100, 30);
+    let total = events.len() as u64;
+
+    // the projector starts on an empty stream: its pull request waits on the consumer
+    let mut cfg = b.config();
+    cfg.api.enabled = false;
+    let projector = Runtime::start(&cfg, None).await.unwrap();
+    let mut progress = projector.journey_progress.clone();
+    tokio::time::timeout(Duration::from_secs(30), progress.wait_for(|p| p.open))
+        .await
+        .unwrap()
+        .unwrap();
+
+    // a pull request from another connection, whose deliveries nobody applies
+    let ghost = async_nats::connect(b.nats.url()).await.unwrap();
+    let mut inbox = ghost.subscribe("ghost.inbox").await.unwrap();
+    let taken = tokio::spawn(async move {
+        let mut n = 0u64;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut inbox)).await
+        {
+            n += 1;
+        }
+        n
+    });
+    // wait until the server holds the projector's request, then queue the ghost's
+    let pull = format!("$JS.API.CONSUMER.MSG.NEXT.{}.journey", cfg.nats.stream);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ghost
+        .publish_with_reply(pull, "ghost.inbox", r#"{"batch":300}"#.into())
+        .await
+        .unwrap();
+    ghost.flush().await.unwrap();
+
+    let mut pcfg = b.config();
+    pcfg.api.enabled = false;
+    pcfg.projections.enabled = false;
+    pcfg.store.path = b.dir.path().join("publisher");
+    let publisher = Runtime::start(&pcfg, None).await.unwrap();
+    for chunk in events.chunks(100) {
+        publisher.log.publish(chunk).await.unwrap();
+    }
+    publisher.shutdown().await;
+
+    projector
+        .projected(total, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let taken = taken.await.unwrap();
+    assert!(taken > 0, "the other pull request was answered");
+    let complete = |what: &str, total: u64| {
+        let tree = projector.store.tree("journey").unwrap();
+        let mut seqs = handover_projections::Journeys::stored_event_seqs(&tree).unwrap();
+        seqs.sort_unstable();
+        let missing: Vec<u64> = (1..=total)
+            .filter(|s| seqs.binary_search(s).is_err())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{what}: {} of {total} events missing from the read model, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        assert_eq!(seqs.len() as u64, total, "{what}: every event once");
+    };
+    complete(
+        &format!("live projection (the other request took {taken})"),
+        total,
+    );
+
+    // The other request takes the last event published: no later delivery shows the gap,
+    // so the idle projector has to ask the server.
+    let mut inbox = ghost.subscribe("ghost.tail").await.unwrap();
+    let pull = format!("$JS.API.CONSUMER.MSG.NEXT.{}.journey", cfg.nats.stream);
+    let mut total = total;
+    let publisher = Runtime::start(&pcfg, None).await.unwrap();
+    let mut round = 0;
+    loop {
+        round += 1;
+        assert!(round <= 20, "the other request never took the last event");
+        ghost
+            .publish_with_reply(pull.clone(), "ghost.tail", r#"{"batch":1}"#.into())
+            .await
+            .unwrap();
+        ghost.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let extra = crate::support::ev(
+            &format!("tail-{round}"),
+            "urn:ods:RX1:pas",
+            "discharge.transferred",
+            &crate::support::nhs_numbers(999_000_000, 1)[0],
+            "2026-11-20T10:00:00Z",
+            json!({"encounter_id": "E0", "ward": format!("T{round}")}),
+        );
+        publisher
+            .log
+            .publish(&[Event::from_json(extra).unwrap()])
+            .await
+            .unwrap();
+        total += 1;
+        let took = tokio::time::timeout(
+            Duration::from_millis(500),
+            futures::StreamExt::next(&mut inbox),
+        )
+        .await;
+        if let Ok(Some(_)) = took {
+            break;
+        }
+        projector
+            .projected(total, Duration::from_secs(10))
+            .await
+            .unwrap();
+    }
+    publisher.shutdown().await;
+    projector
+        .projected(total, Duration::from_secs(20))
+        .await
+        .expect("the projector noticed that the last event went elsewhere");
+    complete(&format!("after {round} tail events"), total);
+
+    // The same for a rebuild's consumer: pull requests keep arriving while it rebuilds,
+    // until one of them has taken deliveries from it.
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut inbox = ghost.subscribe("ghost.rebuild").await.unwrap();
+    let counter = taken.clone();
+    let count = tokio::spawn(async move {
+        while futures::StreamExt::next(&mut inbox).await.is_some() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let pull = format!(
+        "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+        cfg.nats.stream,
+        handover_projections::rebuild::REBUILD_CONSUMER
+    );
+    let mut rounds = 0;
+    while taken.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        rounds += 1;
+        assert!(
+            rounds <= 10,
+            "no pull request reached the rebuild's consumer"
+        );
+        let mut status = projector.rebuilds.subscribe();
+        let before = status.borrow().completed;
+        projector.rebuilds.request("journey", "test").unwrap();
+        let (ghost, pull) = (ghost.clone(), pull.clone());
+        let spam = tokio::spawn(async move {
+            loop {
+                let _ = ghost
+                    .publish_with_reply(pull.clone(), "ghost.rebuild", r#"{"batch":50}"#.into())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        let s = tokio::time::timeout(
+            Duration::from_secs(60),
+            status.wait_for(|s| {
+                s.completed > before || s.state == handover_projections::RebuildState::Failed
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        spam.abort();
+        assert!(s.completed > before, "rebuild failed: {:?}", s.error);
+        complete(&format!("rebuild round {rounds}"), total);
+    }
+    count.abort();
+    projector.shutdown().await;
+}

@@ -138,6 +138,8 @@ impl RawJetStream {
         Ok(Feed {
             name: durable.to_string(),
             pending: consumer.cached_info().num_pending,
+            next_delivery: consumer.cached_info().delivered.consumer_sequence + 1,
+            gap: None,
             consumer,
             messages,
         })

@@ -197,6 +197,23 @@ pub enum LogError {
         /// Why.
         message: String,
     },
+    /// The consumer delivered messages to a pull request this feed did not make (its
+    /// delivery sequence jumped): another client is pulling from the same consumer, or a
+    /// closed feed's last request reached the server after the consumer was recreated.
+    /// Those messages were never seen here, so the reader must not move past them: reopen
+    /// the feed at the reader's position.
+    #[error(
+        "consumer {name}: deliveries {expected} to {} went to another pull request on this consumer; reopening the feed at the stored position",
+        got - 1
+    )]
+    Gap {
+        /// Consumer name.
+        name: String,
+        /// The delivery (consumer) sequence expected next.
+        expected: u64,
+        /// The delivery sequence received.
+        got: u64,
+    },
 }
 
 /// The event log on JetStream.
@@ -562,6 +579,11 @@ impl EventLog {
             consumer,
             messages,
             pending,
+            // A new consumer's first delivery is number 1. Anything else (a delete above that
+            // failed, or another client's request answered since the create) shows as a gap
+            // at the first message.
+            next_delivery: 1,
+            gap: None,
         })
     }
 }
@@ -666,11 +688,20 @@ impl Batch {
 }
 
 /// A durable consumer's message feed.
+///
+/// Every delivery's consumer sequence is checked: a feed only ever returns an unbroken run
+/// of its consumer's deliveries. A jump means another pull request on the same consumer
+/// took messages this feed never saw ([`LogError::Gap`]); the messages before the jump are
+/// returned, and the next call reports the gap.
 pub struct Feed {
     name: String,
     consumer: consumer::PullConsumer,
     messages: consumer::pull::Stream,
     pending: u64,
+    /// The consumer (delivery) sequence the next message must carry.
+    next_delivery: u64,
+    /// A jump found while taking the last batch: `(expected, got)`.
+    gap: Option<(u64, u64)>,
 }
 
 impl Feed {
@@ -682,6 +713,13 @@ impl Feed {
 
     /// Waits for at least one message, then takes what else is ready, up to `max`.
     pub async fn next_batch(&mut self, max: usize) -> Result<Batch, LogError> {
+        if let Some((expected, got)) = self.gap {
+            return Err(LogError::Gap {
+                name: self.name.clone(),
+                expected,
+                got,
+            });
+        }
         let mut deliveries = Vec::new();
         let mut last = None;
         let first = self.messages.next().await;
@@ -704,8 +742,8 @@ impl Feed {
                     break;
                 }
                 Some(Ok(msg)) => {
-                    let (sequence, pending) = match msg.info() {
-                        Ok(i) => (i.stream_sequence, i.pending),
+                    let (sequence, delivery, pending) = match msg.info() {
+                        Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
                         Err(e) => {
                             return Err(LogError::Consumer {
                                 name: self.name.clone(),
@@ -713,6 +751,19 @@ impl Feed {
                             })
                         }
                     };
+                    if delivery != self.next_delivery {
+                        let (expected, got) = (self.next_delivery, delivery);
+                        if deliveries.is_empty() {
+                            return Err(LogError::Gap {
+                                name: self.name.clone(),
+                                expected,
+                                got,
+                            });
+                        }
+                        self.gap = Some((expected, got));
+                        break;
+                    }
+                    self.next_delivery += 1;
                     let traceparent = msg
                         .headers
                         .as_ref()
@@ -736,16 +787,34 @@ impl Feed {
         Ok(Batch { deliveries, last })
     }
 
-    /// Messages the server still has for this consumer.
+    /// Messages the server still has for this consumer, once it has checked that the
+    /// consumer delivered nothing this feed has not received ([`LogError::Gap`]: another
+    /// pull request took the messages after the last one seen here, so no later delivery
+    /// would reveal the gap). Call it when no message has arrived for a while: a message
+    /// still on its way here would also be reported as a gap.
     pub async fn pending(&mut self) -> Result<u64, LogError> {
-        self.consumer
+        let gap = |expected, got| LogError::Gap {
+            name: self.name.clone(),
+            expected,
+            got,
+        };
+        if let Some((expected, got)) = self.gap {
+            return Err(gap(expected, got));
+        }
+        let (delivered, pending) = self
+            .consumer
             .info()
             .await
-            .map(|i| i.num_pending)
+            .map(|i| (i.delivered.consumer_sequence, i.num_pending))
             .map_err(|e| LogError::Consumer {
                 name: self.name.clone(),
                 message: e.to_string(),
-            })
+            })?;
+        if delivered >= self.next_delivery {
+            self.gap = Some((self.next_delivery, delivered + 1));
+            return Err(gap(self.next_delivery, delivered + 1));
+        }
+        Ok(pending)
     }
 }
 

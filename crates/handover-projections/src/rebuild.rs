@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use handover_nats::EventLog;
+use handover_nats::{EventLog, LogError};
 use handover_store::{Store, StoreError, Tree};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -241,21 +241,37 @@ impl Rebuilds {
                     break;
                 }
             }
-            let batch =
-                match tokio::time::timeout(Duration::from_millis(500), feed.next_batch(MAX_BATCH))
-                    .await
-                {
-                    Ok(b) => b?,
-                    Err(_) => {
-                        // Nothing delivered: when the server has nothing left for us either,
-                        // the missing sequences do not exist (deleted or purged).
-                        target = log.last_sequence().await?;
-                        if feed.pending().await? == 0 {
-                            break;
-                        }
-                        continue;
+            let batch = match tokio::time::timeout(
+                Duration::from_millis(500),
+                feed.next_batch(MAX_BATCH),
+            )
+            .await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e @ LogError::Gap { .. })) => {
+                    // Deliveries the rebuild never saw (see the runner): settle what was
+                    // applied and start again after it.
+                    tracing::warn!(error = %e, position, projection = NAME, "gap in the rebuild consumer's deliveries");
+                    if let Some((flush, earlier)) = flushing.take() {
+                        flushed(flush.await)?;
+                        let _ = earlier.ack().await;
                     }
-                };
+                    feed = log.feed(REBUILD_CONSUMER, None, position).await?;
+                    continue;
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    // Nothing delivered: when the server has nothing left for us either,
+                    // the missing sequences do not exist (deleted or purged).
+                    // (A consumer that delivered more than the feed saw reports a gap.)
+                    target = log.last_sequence().await?;
+                    match feed.pending().await {
+                        Ok(0) => break,
+                        Ok(_) | Err(LogError::Gap { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
             let p = project_batch(&shadow, projection, &batch.deliveries, position).await?;
             if p.last > position {
                 park(&parked_log, &p.parked).await?;

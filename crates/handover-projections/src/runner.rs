@@ -17,6 +17,10 @@
 //! subjects only) is parked as well, kind `subject` ([`check_subject`]); so is one whose
 //! source's sector may not assert its type (the API's sector rule), kind `source`.
 //!
+//! **Gaps.** The feed checks its consumer's delivery sequence ([`LogError::Gap`]): when
+//! another pull request on the same consumer took messages, the runner settles what it
+//! applied and reopens the feed at its position instead of moving past events it never saw.
+//!
 //! **Rebuilds.** When a rebuild swaps a new tree in ([`handover_store::Store::promote`]),
 //! the runner notices (the tree's generation changes, or a commit fails with
 //! [`StoreError::Swapped`]), rereads its position from the new tree and reopens its feed
@@ -66,6 +70,10 @@ pub const MAX_BATCH: usize = 4000;
 
 /// How often an idle runner checks whether a rebuild replaced its tree.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+/// How often an idle runner asks the server whether its consumer delivered messages it
+/// never received ([`handover_nats::Feed::pending`]).
+const GAP_CHECK: Duration = Duration::from_secs(2);
 
 /// Progress of a running projection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -268,6 +276,7 @@ pub async fn run_journeys(
     }
     let mut feed = log.feed(NAME, None, position).await?;
     let mut flushing: Option<Flushing> = None;
+    let mut last_check = std::time::Instant::now();
     // Behind from the start (after a restart or into an empty tree): not ready until caught up.
     progress.send_modify(|p| {
         p.pending = feed.pending_at_open();
@@ -295,7 +304,20 @@ pub async fn run_journeys(
             });
         }
         let batch = tokio::select! {
-            b = feed.next_batch(MAX_BATCH) => b?,
+            b = feed.next_batch(MAX_BATCH) => match b {
+                Ok(b) => b,
+                Err(e @ LogError::Gap { .. }) => {
+                    // Deliveries this feed never saw: settle what was applied and start
+                    // again after it (recreating the consumer ends the other request).
+                    tracing::warn!(error = %e, position, projection = NAME, "gap in the consumer's deliveries");
+                    if let Some(f) = flushing.take() {
+                        f.finish(&progress).await?;
+                    }
+                    feed = log.feed(NAME, None, position).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            },
             // Nothing new: finish the last batch's flush now rather than with the next one.
             done = async { flushing.as_mut().map(|f| &mut f.flush).expect("guarded").await },
                 if flushing.is_some() =>
@@ -311,7 +333,20 @@ pub async fn run_journeys(
                 }
                 return Ok(());
             }
-            _ = tokio::time::sleep(IDLE_CHECK) => continue,
+            _ = tokio::time::sleep(IDLE_CHECK) => {
+                // Idle: now and then, check that no other pull request took the messages
+                // after the last one seen (no later delivery would show that gap). A gap is
+                // reported by the next call for a batch.
+                if last_check.elapsed() >= GAP_CHECK {
+                    last_check = std::time::Instant::now();
+                    if let Err(e) = feed.pending().await {
+                        if !matches!(e, LogError::Gap { .. }) {
+                            return Err(e.into());
+                        }
+                    }
+                }
+                continue;
+            }
         };
         if tree.generation() != generation {
             continue;
