@@ -96,30 +96,38 @@ pub(crate) fn plain_len(value: &[u8]) -> Option<u64> {
     }
 }
 
-fn corrupt() -> StoreError {
+fn corrupt(tree: &str) -> StoreError {
     StoreError::Corrupt {
-        tree: "journey".into(),
+        tree: tree.into(),
         detail: "timeline chunk: bad framing".into(),
     }
 }
 
 /// Reads the events at sequences `seqs` from `tree` (a journey read), each chunk decoded
-/// once; an event not found (erased) is `None`.
-pub(crate) fn read(tree: &Tree, seqs: &[u64]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+/// once, handing each event found to `f` with its index in `seqs` (an event not found,
+/// erased, is skipped).
+pub(crate) fn read(
+    tree: &Tree,
+    seqs: &[u64],
+    mut f: impl FnMut(usize, &[u8]),
+) -> Result<(), StoreError> {
     let mut chunks: HashMap<Vec<u8>, Chunk> = HashMap::new();
-    let mut out = Vec::with_capacity(seqs.len());
-    for &seq in seqs {
+    for (i, &seq) in seqs.iter().enumerate() {
         let Some((key, value)) = tree.scan_range(&slot(seq), END).next().transpose()? else {
-            out.push(None);
             continue;
         };
-        if !chunks.contains_key(&key) {
-            let chunk = decode(&key, &value).ok_or_else(corrupt)?;
-            chunks.insert(key.clone(), chunk);
+        let chunk = match chunks.entry(key) {
+            std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let chunk = decode(v.key(), &value).ok_or_else(|| corrupt(tree.name()))?;
+                v.insert(chunk)
+            }
+        };
+        if let Some(raw) = find(chunk, seq) {
+            f(i, raw);
         }
-        out.push(find(&chunks[&key], seq).map(<[u8]>::to_vec));
     }
-    Ok(out)
+    Ok(())
 }
 
 fn find(chunk: &Chunk, seq: u64) -> Option<&[u8]> {
@@ -153,19 +161,19 @@ impl Events {
             return Ok(None);
         };
         if !self.chunks.contains_key(&key) {
-            let chunk = decode(&key, &value).ok_or_else(corrupt)?;
+            let chunk = decode(&key, &value).ok_or_else(|| corrupt(tx.tree_name()))?;
             self.chunks.insert(key.clone(), chunk);
         }
         Ok(Some(key))
     }
 
     /// The event with sequence `seq`, added or stored.
-    pub(crate) fn get(&mut self, tx: &Tx<'_>, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(raw) = self.added.get(&seq) {
-            return Ok(Some(raw.clone()));
+    pub(crate) fn get(&mut self, tx: &Tx<'_>, seq: u64) -> Result<Option<&[u8]>, StoreError> {
+        if self.added.contains_key(&seq) {
+            return Ok(self.added.get(&seq).map(Vec::as_slice));
         }
         Ok(match self.chunk_of(tx, seq)? {
-            Some(key) => find(&self.chunks[&key], seq).map(<[u8]>::to_vec),
+            Some(key) => find(&self.chunks[&key], seq),
             None => None,
         })
     }
@@ -178,7 +186,10 @@ impl Events {
         let Some(key) = self.chunk_of(tx, seq)? else {
             return Ok(false);
         };
-        let chunk = self.chunks.get_mut(&key).ok_or_else(corrupt)?;
+        let chunk = self
+            .chunks
+            .get_mut(&key)
+            .ok_or_else(|| corrupt(tx.tree_name()))?;
         match chunk.binary_search_by_key(&seq, |(s, _)| *s) {
             Ok(i) => {
                 chunk.remove(i);

@@ -512,7 +512,7 @@ impl Batch<'_, '_> {
             let Some(raw) = self.events.get(self.tx, at.1)? else {
                 continue;
             };
-            let Ok(e) = Event::from_stored(&raw) else {
+            let Ok(e) = Event::from_stored(raw) else {
                 continue;
             };
             p.head.journey.fold(&e.data, &e.time, &e.source);
@@ -579,7 +579,7 @@ impl Batch<'_, '_> {
             let Some(raw) = self.events.get(self.tx, here.1)? else {
                 continue;
             };
-            let d = Event::from_stored(&raw).map(|e| digest(&e)).ok();
+            let d = Event::from_stored(raw).map(|e| digest(&e)).ok();
             match d {
                 Some(d) if !p.head.seen.contains(&d) => {
                     p.head.seen.push(d);
@@ -1227,11 +1227,11 @@ fn load(tree: &Tree, bytes: &[u8]) -> Result<Journey, StoreError> {
         .filter_map(|(at, raw)| entry(at, raw))
         .collect();
     let seqs: Vec<u64> = positions.iter().map(|at| at.1).collect();
-    for (at, raw) in positions.into_iter().zip(chunks::read(tree, &seqs)?) {
-        if let Some(e) = raw.and_then(|raw| entry(at, &raw)) {
+    chunks::read(tree, &seqs, |i, raw| {
+        if let Some(e) = entry(positions[i], raw) {
             journey.timeline.push(e);
         }
-    }
+    })?;
     Ok(journey)
 }
 

@@ -115,6 +115,12 @@ fn stored(events: &[Value]) -> (Vec<Vec<u8>>, Vec<Event>) {
 fn project(dir: &std::path::Path, events: &[Value], splits: &[usize]) -> (Store, Tree) {
     let store = Store::open(dir).unwrap();
     let tree = store.tree("journey").unwrap();
+    project_into(&tree, events, splits);
+    (store, tree)
+}
+
+/// Projects `events` into `tree` as [`project`] does.
+fn project_into(tree: &Tree, events: &[Value], splits: &[usize]) {
     let journeys = Journeys::new(key());
     let (raws, decoded) = stored(events);
     let mut start = 0;
@@ -134,7 +140,29 @@ fn project(dir: &std::path::Path, events: &[Value], splits: &[usize]) -> (Store,
         block_on(tree.commit(tx, end as u64)).unwrap();
         start = end;
     }
-    (store, tree)
+}
+
+#[test]
+fn a_damaged_timeline_chunk_is_reported_as_corrupt_in_its_own_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // a rebuild's shadow tree, named after the live one
+    let shadow = store.shadow("journey").unwrap();
+    project_into(&shadow, &story(), &[4]);
+    let a = NhsNumber::parse(A).unwrap();
+    assert!(Journeys::new(key()).get(&shadow, &a).unwrap().is_some());
+    let (chunk, _) = shadow.scan_prefix(b"t/").next().unwrap().unwrap();
+    let mut tx = shadow.begin();
+    tx.put(chunk, b"\x01not lz4".to_vec());
+    block_on(shadow.commit(tx, 100)).unwrap();
+    match Journeys::new(key()).get(&shadow, &a) {
+        Err(handover_store::StoreError::Corrupt { tree, detail }) => {
+            assert_eq!(tree, shadow.name());
+            assert_ne!(tree, "journey", "the shadow tree is named");
+            assert!(detail.contains("timeline chunk"), "{detail}");
+        }
+        other => panic!("expected a corrupt-store error, got {other:?}"),
+    }
 }
 
 /// The journey as a comparable value: its state, and its timeline without stream sequences
