@@ -418,9 +418,17 @@ async fn metrics_after_a_scripted_load() {
         metric(&text, "handover_stream_replicas{stream=\"HANDOVER\"}"),
         Some(1.0)
     );
-    assert!(text.contains(
-        "handover_consumer_ack_floor_sequence{stream=\"HANDOVER\",consumer=\"journey\"}"
-    ));
+    // the projection's consumer is its store's own
+    let consumer =
+        handover_projections::runner::consumer_name(&b.rt().store.instance_id().await.unwrap());
+    assert!(consumer.starts_with("journey-"));
+    assert!(text.contains(&format!(
+        "handover_consumer_ack_floor_sequence{{stream=\"HANDOVER\",consumer=\"{consumer}\"}}"
+    )));
+    assert!(
+        !text.contains("consumer=\"journey\""),
+        "no consumer under the name used before"
+    );
     assert_eq!(
         metric(
             &text,

@@ -411,10 +411,15 @@ async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
         n
     });
     // wait until the server holds the projector's request, then queue the ghost's
-    let pull = format!("$JS.API.CONSUMER.MSG.NEXT.{}.journey", cfg.nats.stream);
+    let id = projector.store.instance_id().await.unwrap();
+    let pull = format!(
+        "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+        cfg.nats.stream,
+        handover_projections::runner::consumer_name(&id)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     ghost
-        .publish_with_reply(pull, "ghost.inbox", r#"{"batch":300}"#.into())
+        .publish_with_reply(pull.clone(), "ghost.inbox", r#"{"batch":300}"#.into())
         .await
         .unwrap();
     ghost.flush().await.unwrap();
@@ -458,7 +463,6 @@ async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
     // The other request takes the last event published: no later delivery shows the gap,
     // so the idle projector has to ask the server.
     let mut inbox = ghost.subscribe("ghost.tail").await.unwrap();
-    let pull = format!("$JS.API.CONSUMER.MSG.NEXT.{}.journey", cfg.nats.stream);
     let mut total = total;
     let publisher = Runtime::start(&pcfg, None).await.unwrap();
     let mut round = 0;
@@ -518,7 +522,7 @@ async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
     let pull = format!(
         "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
         cfg.nats.stream,
-        handover_projections::rebuild::REBUILD_CONSUMER
+        handover_projections::rebuild::rebuild_consumer_name(&id)
     );
     let mut rounds = 0;
     while taken.load(std::sync::atomic::Ordering::Relaxed) == 0 {
@@ -555,4 +559,74 @@ async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
     }
     count.abort();
     projector.shutdown().await;
+}
+
+/// Two servers projecting one stream, each into its own store (two `serve` instances for
+/// more read capacity), each end with every event: each store has its own consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_projecting_one_stream_each_get_every_event() {
+    let mut b = Backbone::start().await;
+    b.rt.take().unwrap().shutdown().await;
+    let events = load(100, 30);
+    let total = events.len() as u64;
+    let mut projectors = Vec::new();
+    for store in ["a", "b"] {
+        let mut cfg = b.config();
+        cfg.api.enabled = false;
+        cfg.store.path = b.dir.path().join(store);
+        projectors.push(Runtime::start(&cfg, None).await.unwrap());
+    }
+    let ids = [
+        projectors[0].store.instance_id().await.unwrap(),
+        projectors[1].store.instance_id().await.unwrap(),
+    ];
+    assert_ne!(
+        ids[0], ids[1],
+        "each store has its own id, so its own consumer"
+    );
+
+    // published while both project, in small chunks
+    let mut pcfg = b.config();
+    pcfg.api.enabled = false;
+    pcfg.projections.enabled = false;
+    pcfg.store.path = b.dir.path().join("publisher");
+    let publisher = Runtime::start(&pcfg, None).await.unwrap();
+    for chunk in events.chunks(50) {
+        publisher.log.publish(chunk).await.unwrap();
+    }
+    publisher.shutdown().await;
+
+    for (p, id) in projectors.iter().zip(&ids) {
+        p.projected(total, Duration::from_secs(60)).await.unwrap();
+        let tree = p.store.tree("journey").unwrap();
+        let mut seqs = handover_projections::Journeys::stored_event_seqs(&tree).unwrap();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=total).collect::<Vec<u64>>(),
+            "store {id}: every event once"
+        );
+    }
+    // each through its own consumer, which delivered every event once, to it alone
+    let js = async_nats::jetstream::new(async_nats::connect(b.nats.url()).await.unwrap());
+    let stream = js.get_stream(&b.config().nats.stream).await.unwrap();
+    for id in &ids {
+        let name = handover_projections::runner::consumer_name(id);
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&name).await.unwrap();
+        // (an acknowledgement is sent without waiting for the server: allow it a moment)
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let info = loop {
+            let info = c.info().await.unwrap().clone();
+            if info.ack_floor.stream_sequence == total || tokio::time::Instant::now() > deadline {
+                break info;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(info.delivered.consumer_sequence, total, "{name} delivered");
+        assert_eq!(info.ack_floor.stream_sequence, total, "{name} acknowledged");
+    }
+    for p in projectors {
+        p.shutdown().await;
+    }
 }

@@ -558,6 +558,10 @@ impl EventLog {
                 ack_policy: consumer::AckPolicy::All,
                 ack_wait: Duration::from_secs(60),
                 max_ack_pending: 20_000,
+                // A consumer nobody has pulled from for a day (its store deleted, its
+                // server gone) is removed by the server (durables too, since 2.9); a
+                // projector recreates its own at start-up anyway.
+                inactive_threshold: CONSUMER_INACTIVE,
                 filter_subject: filter.unwrap_or_default(),
                 ..Default::default()
             })
@@ -686,6 +690,10 @@ impl Batch {
         Ok(())
     }
 }
+
+/// How long a projection's consumer may go without a pull request before the server
+/// removes it.
+pub const CONSUMER_INACTIVE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A durable consumer's message feed.
 ///

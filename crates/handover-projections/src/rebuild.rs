@@ -22,8 +22,11 @@ use tokio::sync::{mpsc, watch};
 use crate::journeys::{Journeys, JOURNEY_VERSION, NAME};
 use crate::runner::{flushed, park, project_batch, spawn_flush, RunError, MAX_BATCH};
 
-/// The durable consumer a rebuild reads through.
-pub const REBUILD_CONSUMER: &str = "journey-rebuild";
+/// The durable consumer a rebuild reads through, for the store with id `store_id` (as
+/// [`crate::runner::consumer_name`], one per store).
+pub fn rebuild_consumer_name(store_id: &str) -> String {
+    format!("{NAME}-rebuild-{store_id}")
+}
 
 /// What a rebuild is doing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +207,7 @@ impl Rebuilds {
         projection: &Journeys,
     ) -> Result<(), RunError> {
         let parked_log = log.parked_log().await?;
+        let consumer = rebuild_consumer_name(&store.instance_id().await?);
         let shadow = store.shadow(NAME)?;
         let started = Instant::now();
         let mut position = 0;
@@ -232,7 +236,7 @@ impl Rebuilds {
             });
         };
         report(position, target, parked);
-        let mut feed = log.feed(REBUILD_CONSUMER, None, 0).await?;
+        let mut feed = log.feed(&consumer, None, 0).await?;
         loop {
             if position >= target {
                 // Caught up with what the stream held; look again for what arrived since.
@@ -256,7 +260,7 @@ impl Rebuilds {
                         flushed(flush.await)?;
                         let _ = earlier.ack().await;
                     }
-                    feed = log.feed(REBUILD_CONSUMER, None, position).await?;
+                    feed = log.feed(&consumer, None, position).await?;
                     continue;
                 }
                 Ok(Err(e)) => return Err(e.into()),
@@ -299,7 +303,7 @@ impl Rebuilds {
         store.promote(NAME, &shadow).await?;
         report(position, target, parked);
         drop(feed);
-        log.delete_consumer(REBUILD_CONSUMER).await?;
+        log.delete_consumer(&consumer).await?;
         Ok(())
     }
 }

@@ -238,9 +238,22 @@ pub async fn park(parked_log: &ParkedLog, records: &[ParkedRecord]) -> Result<()
     Ok(())
 }
 
-/// Runs the journey projection until `shutdown` resolves or an error occurs.
+/// The live journey projection's durable consumer for the store with id `store_id`
+/// ([`handover_store::Store::instance_id`]): each store has its own, so that two servers
+/// projecting one stream into their own stores never share a consumer.
+pub fn consumer_name(store_id: &str) -> String {
+    format!("{NAME}-{store_id}")
+}
+
+/// Consumer names used before they were per store (the first to the sixth sessions'
+/// builds): deleted at start-up so that they do not linger as stale projections.
+pub const LEGACY_CONSUMERS: [&str; 2] = ["journey", "journey-rebuild"];
+
+/// Runs the journey projection through the durable consumer `consumer` (see
+/// [`consumer_name`]) until `shutdown` resolves or an error occurs.
 pub async fn run_journeys(
     log: EventLog,
+    consumer: &str,
     tree: Tree,
     projection: Journeys,
     progress: Arc<watch::Sender<Progress>>,
@@ -274,7 +287,7 @@ pub async fn run_journeys(
         position = tree.position()?;
         progress.send_modify(|p| p.position = position);
     }
-    let mut feed = log.feed(NAME, None, position).await?;
+    let mut feed = log.feed(consumer, None, position).await?;
     let mut flushing: Option<Flushing> = None;
     let mut last_check = std::time::Instant::now();
     // Behind from the start (after a restart or into an empty tree): not ready until caught up.
@@ -297,7 +310,7 @@ pub async fn run_journeys(
                 projection = NAME,
                 "projection tree replaced by a rebuild; resuming from its position"
             );
-            feed = log.feed(NAME, None, position).await?;
+            feed = log.feed(consumer, None, position).await?;
             progress.send_modify(|p| {
                 p.position = position;
                 p.pending = feed.pending_at_open();
@@ -313,7 +326,7 @@ pub async fn run_journeys(
                     if let Some(f) = flushing.take() {
                         f.finish(&progress).await?;
                     }
-                    feed = log.feed(NAME, None, position).await?;
+                    feed = log.feed(consumer, None, position).await?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),

@@ -29,8 +29,11 @@ const VERSION_KEY: &[u8] = b"\x00version";
 /// the records; docs/performance.md).
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The tree holding which physical tree is current for each projection.
+/// The tree holding which physical tree is current for each projection, and the store's id.
 const META_TREE: &str = "__handover_meta";
+
+/// The key of the store's id in [`META_TREE`].
+const INSTANCE_KEY: &[u8] = b"instance";
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -253,6 +256,46 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// This store's id: 12 lowercase hex digits (48 random bits), chosen the first time it
+    /// is asked for and kept in the store (flushed before it is returned). It names what
+    /// belongs to this store outside it, such as a projection's NATS consumers: the same
+    /// across restarts, different for every store.
+    pub async fn instance_id(&self) -> Result<String, StoreError> {
+        let stored = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()
+                .filter(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_string)
+                .ok_or_else(|| StoreError::Corrupt {
+                    tree: META_TREE.into(),
+                    detail: "the store's id is not 12 hex digits".into(),
+                })
+        };
+        if let Some(v) = self.meta.get(INSTANCE_KEY)? {
+            return stored(&v);
+        }
+        // A version 7 UUID ends in 62 random bits; its last 12 hex digits are random.
+        let uuid = uuid::Uuid::now_v7().simple().to_string();
+        let id = uuid[uuid.len() - 12..].to_string();
+        match self
+            .meta
+            .compare_and_swap(INSTANCE_KEY, None::<&[u8]>, Some(id.as_bytes()))?
+        {
+            Ok(()) => {
+                self.flush().await?;
+                Ok(id)
+            }
+            // Another handle chose first.
+            Err(e) => match e.current {
+                Some(v) => stored(&v),
+                None => Err(StoreError::Corrupt {
+                    tree: META_TREE.into(),
+                    detail: "the store's id vanished while it was being set".into(),
+                }),
+            },
+        }
     }
 }
 
@@ -547,6 +590,30 @@ mod tests {
             }
             std::thread::park();
         }
+    }
+
+    #[test]
+    fn a_store_keeps_its_id_across_reopening_and_another_store_has_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let store = Store::open(dir.path()).unwrap();
+            let id = block_on(store.instance_id()).unwrap();
+            assert_eq!(id.len(), 12);
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert_eq!(block_on(store.instance_id()).unwrap(), id, "asked twice");
+            id
+        };
+        let store = reopen(dir.path());
+        assert_eq!(
+            block_on(store.instance_id()).unwrap(),
+            id,
+            "after reopening"
+        );
+        let other = tempfile::tempdir().unwrap();
+        let other = Store::open(other.path()).unwrap();
+        assert_ne!(block_on(other.instance_id()).unwrap(), id);
     }
 
     #[test]

@@ -105,6 +105,14 @@ impl Runtime {
             );
         }
         let journey_tree = store.tree(handover_projections::journeys::NAME)?;
+        // The projection's consumer is this store's own (two servers projecting one stream
+        // must not share one); the names used before that are removed.
+        let consumer = handover_projections::runner::consumer_name(&store.instance_id().await?);
+        if cfg.projections.enabled {
+            for legacy in handover_projections::runner::LEGACY_CONSUMERS {
+                log.delete_consumer(legacy).await?;
+            }
+        }
         let journeys = Journeys::new(key);
         let metrics = Arc::new(Metrics::default());
         {
@@ -174,7 +182,7 @@ impl Runtime {
                             let _ = stop.wait_for(|s| *s).await;
                         }
                     };
-                    match run_journeys(log.clone(), tree.clone(), journeys.clone(), progress_tx.clone(), stop_signal).await {
+                    match run_journeys(log.clone(), &consumer, tree.clone(), journeys.clone(), progress_tx.clone(), stop_signal).await {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::error!(error = %e, projection = "journey", "projection stopped; restarting");
