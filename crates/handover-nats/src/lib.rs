@@ -203,8 +203,7 @@ pub enum LogError {
     /// Those messages were never seen here, so the reader must not move past them: reopen
     /// the feed at the reader's position.
     #[error(
-        "consumer {name}: deliveries {expected} to {} went to another pull request on this consumer; reopening the feed at the stored position",
-        got - 1
+        "consumer {name}: expected delivery {expected}, got {got}: deliveries went to another pull request on this consumer; reopening the feed at the stored position"
     )]
     Gap {
         /// Consumer name.
