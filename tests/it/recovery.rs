@@ -50,6 +50,27 @@ fn load(people: usize, per_person: usize) -> Vec<Event> {
     events
 }
 
+/// A runtime that only publishes (no API, no projection), on a store of its own.
+async fn publisher(b: &Backbone) -> Runtime {
+    let mut cfg = b.config();
+    cfg.api.enabled = false;
+    cfg.projections.enabled = false;
+    cfg.store.path = b.dir.path().join("publisher");
+    Runtime::start(&cfg, None).await.unwrap()
+}
+
+/// Publishes `events` through the real log, `chunk` at a time.
+async fn publish_all(b: &Backbone, events: &[Event], chunk: usize) {
+    let publisher = publisher(b).await;
+    let before = publisher.log.last_sequence().await.unwrap();
+    for chunk in events.chunks(chunk) {
+        publisher.log.publish(chunk).await.unwrap();
+    }
+    let after = publisher.log.last_sequence().await.unwrap();
+    assert_eq!(after - before, events.len() as u64, "every event stored");
+    publisher.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting() {
     let mut b = Backbone::start().await;
@@ -57,15 +78,7 @@ async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting()
     b.rt.take().unwrap().shutdown().await;
     let events = load(200, 40);
     let total = events.len() as u64;
-    let mut cfg = b.config();
-    cfg.api.enabled = false;
-    cfg.projections.enabled = false;
-    let publisher = Runtime::start(&cfg, None).await.unwrap();
-    for chunk in events.chunks(1000) {
-        publisher.log.publish(chunk).await.unwrap();
-    }
-    assert_eq!(publisher.log.last_sequence().await.unwrap(), total);
-    publisher.shutdown().await;
+    publish_all(&b, &events, 1000).await;
 
     let mut cfg = b.config();
     cfg.api.enabled = false;
@@ -424,15 +437,7 @@ async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
         .unwrap();
     ghost.flush().await.unwrap();
 
-    let mut pcfg = b.config();
-    pcfg.api.enabled = false;
-    pcfg.projections.enabled = false;
-    pcfg.store.path = b.dir.path().join("publisher");
-    let publisher = Runtime::start(&pcfg, None).await.unwrap();
-    for chunk in events.chunks(100) {
-        publisher.log.publish(chunk).await.unwrap();
-    }
-    publisher.shutdown().await;
+    publish_all(&b, &events, 100).await;
 
     projector
         .projected(total, Duration::from_secs(60))
@@ -464,7 +469,7 @@ async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
     // so the idle projector has to ask the server.
     let mut inbox = ghost.subscribe("ghost.tail").await.unwrap();
     let mut total = total;
-    let publisher = Runtime::start(&pcfg, None).await.unwrap();
+    let publisher = publisher(&b).await;
     let mut round = 0;
     loop {
         round += 1;
@@ -586,15 +591,7 @@ async fn two_servers_projecting_one_stream_each_get_every_event() {
     );
 
     // published while both project, in small chunks
-    let mut pcfg = b.config();
-    pcfg.api.enabled = false;
-    pcfg.projections.enabled = false;
-    pcfg.store.path = b.dir.path().join("publisher");
-    let publisher = Runtime::start(&pcfg, None).await.unwrap();
-    for chunk in events.chunks(50) {
-        publisher.log.publish(chunk).await.unwrap();
-    }
-    publisher.shutdown().await;
+    publish_all(&b, &events, 50).await;
 
     for (p, id) in projectors.iter().zip(&ids) {
         p.projected(total, Duration::from_secs(60)).await.unwrap();
