@@ -35,6 +35,18 @@ const META_TREE: &str = "__handover_meta";
 /// The key of the store's id in [`META_TREE`].
 const INSTANCE_KEY: &[u8] = b"instance";
 
+/// The key of where the store was when its id was chosen (host name and directory).
+const LOCATION_KEY: &[u8] = b"instance-location";
+
+/// Where a store in `path` is: this machine's host name and the directory's canonical path.
+fn location(path: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let dir = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    format!("{}:{}", host.trim(), dir.display())
+}
+
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,6 +83,8 @@ pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
     compressed: bool,
+    /// See [`location`].
+    location: Arc<str>,
     slots: Arc<Mutex<HashMap<String, Slot>>>,
 }
 
@@ -125,6 +139,7 @@ impl Store {
             db,
             meta,
             compressed,
+            location: location(path).into(),
             slots: Arc::default(),
         })
     }
@@ -261,41 +276,32 @@ impl Store {
     /// This store's id: 12 lowercase hex digits (48 random bits), chosen the first time it
     /// is asked for and kept in the store (flushed before it is returned). It names what
     /// belongs to this store outside it, such as a projection's NATS consumers: the same
-    /// across restarts, different for every store.
+    /// across restarts, different for every store. A store found on another host or in
+    /// another directory than where its id was chosen (a copy, or a move) gets a new one,
+    /// so that a copy never shares the original's consumers.
     pub async fn instance_id(&self) -> Result<String, StoreError> {
-        let stored = |v: &[u8]| {
-            std::str::from_utf8(v)
-                .ok()
-                .filter(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-                .map(str::to_string)
-                .ok_or_else(|| StoreError::Corrupt {
-                    tree: META_TREE.into(),
-                    detail: "the store's id is not 12 hex digits".into(),
-                })
-        };
-        if let Some(v) = self.meta.get(INSTANCE_KEY)? {
-            return stored(&v);
+        let here = self.location.as_bytes();
+        if let (Some(id), Some(at)) = (self.meta.get(INSTANCE_KEY)?, self.meta.get(LOCATION_KEY)?) {
+            if at.as_ref() == here {
+                return std::str::from_utf8(&id)
+                    .ok()
+                    .filter(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_string)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        tree: META_TREE.into(),
+                        detail: "the store's id is not 12 hex digits".into(),
+                    });
+            }
         }
         // A version 7 UUID ends in 62 random bits; its last 12 hex digits are random.
         let uuid = uuid::Uuid::now_v7().simple().to_string();
         let id = uuid[uuid.len() - 12..].to_string();
-        match self
-            .meta
-            .compare_and_swap(INSTANCE_KEY, None::<&[u8]>, Some(id.as_bytes()))?
-        {
-            Ok(()) => {
-                self.flush().await?;
-                Ok(id)
-            }
-            // Another handle chose first.
-            Err(e) => match e.current {
-                Some(v) => stored(&v),
-                None => Err(StoreError::Corrupt {
-                    tree: META_TREE.into(),
-                    detail: "the store's id vanished while it was being set".into(),
-                }),
-            },
-        }
+        let mut batch = sled::Batch::default();
+        batch.insert(INSTANCE_KEY, id.as_bytes());
+        batch.insert(LOCATION_KEY, here);
+        self.meta.apply_batch(batch)?;
+        self.flush().await?;
+        Ok(id)
     }
 }
 
@@ -593,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn a_store_keeps_its_id_across_reopening_and_another_store_has_another() {
+    fn a_store_keeps_its_id_across_reopening_and_a_copy_or_another_store_has_another() {
         let dir = tempfile::tempdir().unwrap();
         let id = {
             let store = Store::open(dir.path()).unwrap();
@@ -614,6 +620,38 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let other = Store::open(other.path()).unwrap();
         assert_ne!(block_on(other.instance_id()).unwrap(), id);
+        drop(store);
+
+        // a copy of the store's directory is another store
+        let copy = tempfile::tempdir().unwrap();
+        fn copy_dir(from: &Path, to: &Path) {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                let target = to.join(e.file_name());
+                if e.file_type().unwrap().is_dir() {
+                    copy_dir(&e.path(), &target);
+                } else {
+                    std::fs::copy(e.path(), target).unwrap();
+                }
+            }
+        }
+        // (once sled has let go of the original)
+        drop(reopen(dir.path()));
+        copy_dir(dir.path(), copy.path());
+        let copied = reopen(copy.path());
+        let copy_id = block_on(copied.instance_id()).unwrap();
+        assert_ne!(copy_id, id, "a copy gets an id of its own");
+        assert_eq!(
+            block_on(copied.instance_id()).unwrap(),
+            copy_id,
+            "and keeps it"
+        );
+        assert_eq!(
+            block_on(reopen(dir.path()).instance_id()).unwrap(),
+            id,
+            "the original keeps its id"
+        );
     }
 
     #[test]
