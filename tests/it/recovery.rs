@@ -50,6 +50,13 @@ fn load(people: usize, per_person: usize) -> Vec<Event> {
     events
 }
 
+/// A backbone whose own runtime is stopped: the test drives projectors itself.
+async fn without_runtime() -> Backbone {
+    let mut b = Backbone::start().await;
+    b.rt.take().unwrap().shutdown().await;
+    b
+}
+
 /// A runtime that only publishes (no API, no projection), on a store of its own.
 async fn publisher(b: &Backbone) -> Runtime {
     let mut cfg = b.config();
@@ -73,9 +80,7 @@ async fn publish_all(b: &Backbone, events: &[Event], chunk: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_projector_killed_mid_stream_resumes_without_loss_or_double_counting() {
-    let mut b = Backbone::start().await;
-    // stop the backbone's own projector: this test drives projectors itself
-    b.rt.take().unwrap().shutdown().await;
+    let b = without_runtime().await;
     let events = load(200, 40);
     let total = events.len() as u64;
     publish_all(&b, &events, 1000).await;
@@ -396,8 +401,7 @@ async fn the_projector_process_sigkilled_at_random_points_under_load_ends_equal_
 /// rather than move its position past events it never saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
-    let mut b = Backbone::start().await;
-    b.rt.take().unwrap().shutdown().await;
+    let b = without_runtime().await;
     let events = load(100, 30);
     let total = events.len() as u64;
 
@@ -570,8 +574,7 @@ async fn deliveries_taken_by_another_pull_request_are_not_skipped() {
 /// more read capacity), each end with every event: each store has its own consumer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_projecting_one_stream_each_get_every_event() {
-    let mut b = Backbone::start().await;
-    b.rt.take().unwrap().shutdown().await;
+    let b = without_runtime().await;
     let events = load(100, 30);
     let total = events.len() as u64;
     let mut projectors = Vec::new();

@@ -116,18 +116,28 @@ pub(crate) fn read(
         let Some((key, value)) = tree.scan_range(&slot(seq), END).next().transpose()? else {
             continue;
         };
-        let chunk = match chunks.entry(key) {
-            std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let chunk = decode(v.key(), &value).ok_or_else(|| corrupt(tree.name()))?;
-                v.insert(chunk)
-            }
-        };
+        let chunk = cached(&mut chunks, key, &value, tree.name())?;
         if let Some(raw) = find(chunk, seq) {
             f(i, raw);
         }
     }
     Ok(())
+}
+
+/// The chunk stored under `key` (as `value`), decoded once into `chunks`.
+fn cached<'c>(
+    chunks: &'c mut HashMap<Vec<u8>, Chunk>,
+    key: Vec<u8>,
+    value: &[u8],
+    tree: &str,
+) -> Result<&'c mut Chunk, StoreError> {
+    Ok(match chunks.entry(key) {
+        std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let chunk = decode(v.key(), value).ok_or_else(|| corrupt(tree))?;
+            v.insert(chunk)
+        }
+    })
 }
 
 fn find(chunk: &Chunk, seq: u64) -> Option<&[u8]> {
@@ -160,15 +170,14 @@ impl Events {
         let Some((key, value)) = tx.first_in(&slot(seq), END)? else {
             return Ok(None);
         };
-        if !self.chunks.contains_key(&key) {
-            let chunk = decode(&key, &value).ok_or_else(|| corrupt(tx.tree_name()))?;
-            self.chunks.insert(key.clone(), chunk);
-        }
+        cached(&mut self.chunks, key.clone(), &value, tx.tree_name())?;
         Ok(Some(key))
     }
 
     /// The event with sequence `seq`, added or stored.
     pub(crate) fn get(&mut self, tx: &Tx<'_>, seq: u64) -> Result<Option<&[u8]>, StoreError> {
+        // (looked up twice: returning the first lookup's borrow would hold `self` for the
+        // rest of the function)
         if self.added.contains_key(&seq) {
             return Ok(self.added.get(&seq).map(Vec::as_slice));
         }
