@@ -630,3 +630,34 @@ async fn two_servers_projecting_one_stream_each_get_every_event() {
         p.shutdown().await;
     }
 }
+
+/// A feed's batch takes every delivery that has already arrived. Under tokio's cooperative
+/// budget a task's 128th receive in one poll reports "not ready" however many messages
+/// wait: batches were cut at about 126 deliveries, and the projector committed, flushed and
+/// acknowledged ten times as often as its batch size allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_batch_takes_every_delivery_already_received() {
+    let b = without_runtime().await;
+    let events = load(50, 20);
+    let total = events.len();
+    publish_all(&b, &events, 500).await;
+    let rt = publisher(&b).await;
+    let mut feed = rt.log.feed("batch-size", None, 0).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), feed.next_batch(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.deliveries.len(), 1);
+    // The consumer's pull requests ask for 2,000 at a time: the rest arrive meanwhile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rest = feed.next_batch(4000).await.unwrap();
+    assert_eq!(
+        rest.deliveries.len(),
+        total - 1,
+        "one batch holds every delivery already received"
+    );
+    let seqs: Vec<u64> = rest.deliveries.iter().map(|d| d.sequence).collect();
+    assert_eq!(seqs, (2..=total as u64).collect::<Vec<_>>());
+    rest.ack().await.unwrap();
+    rt.shutdown().await;
+}
