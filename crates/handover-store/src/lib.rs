@@ -488,6 +488,11 @@ impl Tx<'_> {
         }
     }
 
+    /// True when this transaction wrote or removed `key`.
+    pub fn has_write(&self, key: &[u8]) -> bool {
+        self.writes.contains_key(key)
+    }
+
     /// The first entry with a key in `start..end`, seeing this transaction's own writes
     /// (a key it removed is skipped, one it wrote is seen with its new value).
     pub fn first_in(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>, StoreError> {
