@@ -65,9 +65,10 @@ impl From<ApplyError> for RunError {
     }
 }
 
-/// Largest number of events applied in one transaction. Catching up on 400,000 events took
-/// the same time with batches of 250, 500, 1,000 and 4,000 (within 3 %), but the projector's
-/// peak memory grew with the batch (229 MB at 250, 263 MB at 1,000, 304 MB at 4,000).
+/// Largest number of events applied in one transaction. Catching up on about 410,000 events
+/// took about the same time with batches of 250, 1,000 and 4,000 (31.6–31.8 s, 30.9–32.3 s,
+/// 32.4–33.1 s: within the run-to-run noise), but the projector's peak memory grew with the
+/// batch (229–231 MB, 256–263 MB, 304 MB; docs/performance.md).
 pub const MAX_BATCH: usize = 250;
 
 /// How often an idle runner checks whether a rebuild replaced its tree.
