@@ -65,27 +65,60 @@ pub(crate) fn encode<'e>(events: impl IntoIterator<Item = (u64, &'e [u8])>) -> V
     value
 }
 
+/// A chunk's frames uncompressed, their framing checked: per event its sequence (u64
+/// big-endian), its length (u32 big-endian) and its bytes, in sequence order.
+struct Frames(Vec<u8>);
+
+impl Frames {
+    /// The frames of the chunk stored under `key` with `value`; `None` when it is not one.
+    fn of(key: &[u8], value: &[u8]) -> Option<Frames> {
+        let frames = match value.first()? {
+            b'{' => {
+                let seq = key.strip_prefix(b"t/")?;
+                let seq: [u8; 8] = seq.try_into().ok()?;
+                let len = u32::try_from(value.len()).ok()?;
+                let mut frames = Vec::with_capacity(12 + value.len());
+                frames.extend_from_slice(&seq);
+                frames.extend_from_slice(&len.to_be_bytes());
+                frames.extend_from_slice(value);
+                frames
+            }
+            &CHUNK_VERSION => packed::unpack_with(&value[1..], packed::EVENT_DICTIONARY_1)?,
+            _ => return None,
+        };
+        let frames = Frames(frames);
+        // Every frame whole, and nothing after the last.
+        let whole: usize = frames.iter().map(|(_, raw)| 12 + raw.len()).sum();
+        (whole == frames.0.len()).then_some(frames)
+    }
+
+    /// The events, in order (stops at a frame that is not whole).
+    fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut rest = self.0.as_slice();
+        std::iter::from_fn(move || {
+            let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            let len = u32::from_be_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
+            let raw = rest.get(12..12 + len)?;
+            rest = &rest[12 + len..];
+            Some((seq, raw))
+        })
+    }
+
+    /// The event with sequence `seq`.
+    fn find(&self, seq: u64) -> Option<&[u8]> {
+        self.iter().find(|(s, _)| *s == seq).map(|(_, raw)| raw)
+    }
+}
+
 /// The events of the chunk stored under `key` with `value`; `None` when it is not one.
 pub(crate) fn decode(key: &[u8], value: &[u8]) -> Option<Chunk> {
-    match value.first()? {
-        b'{' => {
-            let seq = u64::from_be_bytes(key.strip_prefix(b"t/")?.try_into().ok()?);
-            Some(vec![(seq, value.to_vec())])
-        }
-        &CHUNK_VERSION => {
-            let frames = packed::unpack_with(&value[1..], packed::EVENT_DICTIONARY_1)?;
-            let mut rest = frames.as_slice();
-            let mut chunk = Vec::new();
-            while !rest.is_empty() {
-                let seq = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
-                let len = u32::from_be_bytes(rest.get(8..12)?.try_into().ok()?) as usize;
-                chunk.push((seq, rest.get(12..12 + len)?.to_vec()));
-                rest = &rest[12 + len..];
-            }
-            Some(chunk)
-        }
-        _ => None,
-    }
+    let frames = Frames::of(key, value)?;
+    Some(
+        frames
+            .iter()
+            .map(|(seq, raw)| (seq, raw.to_vec()))
+            .collect(),
+    )
 }
 
 /// The size of a chunk's value with its frames uncompressed (its logical size).
@@ -103,21 +136,29 @@ fn corrupt(tree: &str) -> StoreError {
     }
 }
 
-/// Reads the events at sequences `seqs` from `tree` (a journey read), each chunk decoded
-/// once, handing each event found to `f` with its index in `seqs` (an event not found,
-/// erased, is skipped).
+/// Reads the events at sequences `seqs` from `tree` (a journey read), each chunk
+/// uncompressed once, handing each event found to `f` with its index in `seqs` (an event
+/// not found, erased, is skipped). Events are handed out of the uncompressed frames, not
+/// copied: a person's events are mostly each in a chunk of its own, of up to
+/// [`CHUNK_EVENTS`], so a read uses one event of each chunk it uncompresses.
 pub(crate) fn read(
     tree: &Tree,
     seqs: &[u64],
     mut f: impl FnMut(usize, &[u8]),
 ) -> Result<(), StoreError> {
-    let mut chunks: HashMap<Vec<u8>, Chunk> = HashMap::new();
+    let mut chunks: HashMap<Vec<u8>, Frames> = HashMap::new();
     for (i, &seq) in seqs.iter().enumerate() {
         let Some((key, value)) = tree.scan_range(&slot(seq), END).next().transpose()? else {
             continue;
         };
-        let chunk = cached(&mut chunks, key, &value, tree.name())?;
-        if let Some(raw) = find(chunk, seq) {
+        let frames = match chunks.entry(key) {
+            std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let frames = Frames::of(v.key(), &value).ok_or_else(|| corrupt(tree.name()))?;
+                v.insert(frames)
+            }
+        };
+        if let Some(raw) = frames.find(seq) {
             f(i, raw);
         }
     }
@@ -271,6 +312,11 @@ mod tests {
         let value = encode(events.iter().map(|(s, r)| (*s, r.as_slice())));
         assert_eq!(value[0], CHUNK_VERSION);
         assert_eq!(decode(&slot(104), &value).unwrap(), events);
+        // A journey read finds one event in the uncompressed frames.
+        let frames = Frames::of(&slot(104), &value).unwrap();
+        assert_eq!(frames.find(102), Some(events[2].1.as_slice()));
+        assert_eq!(frames.find(104), Some(events[4].1.as_slice()));
+        assert_eq!(frames.find(105), None);
         let plain: usize = events.iter().map(|(_, r)| 12 + r.len()).sum();
         assert_eq!(plain_len(&value), Some(1 + plain as u64));
         // Layouts 6 to 8: one event, plain, under its own sequence.
