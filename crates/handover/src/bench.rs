@@ -89,16 +89,19 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("raw.sled.commit.p50", "ms", "one event's sled work (read-modify-write + append) committed and flushed on its own, on the filled baseline store, 5,000 times at 1,000/s"),
     ("raw.sled.commit.p99", "ms", "as above, 99th percentile"),
     ("raw.consume_sled", "events/s", "raw consume + the same sled work per event (read-modify-write + append), commit (flush) then ack per batch"),
+    ("raw.consume_sled.cpu", "µs/event", "CPU time (user + system) of the bench process and nats-server during raw.consume_sled, per event"),
     ("ingest.http.batch100", "events/s", "POST /v1/events, batches of 100, 11 concurrent clients (1,100 events in flight, like the raw baseline's window)"),
     ("ingest.http.batch1000", "events/s", "POST /v1/events, batches of 1,000, 4 concurrent clients"),
     ("ingest.mllp.1conn", "messages/s", "HL7 v2 ADT^A03 over MLLP, 1 connection, each message waits for its ACK (1 event per message)"),
     ("ingest.mllp.16conn", "messages/s", "as above, 16 connections"),
     ("projection.catchup", "events/s", "journey projection catching up on the whole stream from zero"),
+    ("projection.catchup.cpu", "µs/event", "CPU time (user + system) of the projector process and nats-server during projection.catchup, per event"),
     ("query.journey.paced.p50", "ms", "GET /v1/persons/{nhs}/journey, random people, 32 clients sharing 1,000 requests/s (latency from each request's scheduled time)"),
     ("query.journey.paced.p99", "ms", "as above, 99th percentile"),
     ("query.journey.p50", "ms", "GET /v1/persons/{nhs}/journey, 32 concurrent clients each sending as fast as answered (saturation)"),
     ("query.journey.p99", "ms", "as above, 99th percentile"),
     ("query.journey.rate", "req/s", "as above, requests completed per second"),
+    ("query.journey.cpu", "µs/read", "as above, CPU time (user + system) of the bench process (the API and its 32 clients) and nats-server (the access audit) per read"),
     ("query.journey.1client.p50", "ms", "GET /v1/persons/{nhs}/journey from 1 client (latency without queueing)"),
     ("query.journey.1client.p99", "ms", "as above, 99th percentile"),
     ("query.worklist.delays.p50", "ms", "GET /v1/worklists/discharge-delays, first page (the default 100 rows), 4 concurrent clients"),
@@ -562,6 +565,7 @@ async fn one_run(
         let store = raw_store("raw-consume-sled")?;
         let tree = store.tree("consume")?;
         let p = ui.phase("raw consume + sled", n);
+        let cpu = Cpu::start(&[None, nats.pid()]);
         let t = Instant::now();
         raw.consume(
             "BENCHRAW",
@@ -573,6 +577,7 @@ async fn one_run(
         )
         .await?;
         f.set("raw.consume_sled", rate(n, t.elapsed()));
+        f.set("raw.consume_sled.cpu", cpu.micros_per(n));
         p.finish(t.elapsed());
     }
     let _ = std::fs::remove_dir_all(dir.join("raw-consume-sled"));
@@ -671,9 +676,13 @@ async fn one_run(
     let store_dir = dir.join("read-models");
     let p = ui.phase("journey projection catch-up (rebuild, own process)", n);
     let last = n;
-    let projector = projector_process(&url, dir, &store_dir, opts, last, &p).await?;
+    let projector = projector_process(&url, dir, &store_dir, opts, last, nats.pid(), &p).await?;
     p.finish(projector.took);
     f.set("projection.catchup", rate(n, projector.took));
+    f.set(
+        "projection.catchup.cpu",
+        projector.cpu_s * 1e6 / n.max(1) as f64,
+    );
     f.set(
         "rebuild.seconds_per_1m",
         projector.took.as_secs_f64() * 1e6 / n as f64,
@@ -724,6 +733,7 @@ async fn one_run(
             )
         }
     };
+    let cpu = Cpu::start(&[None, nats.pid()]);
     let (lat, count, took) = query(
         QUERY_CLIENTS,
         journey_url.clone(),
@@ -733,6 +743,7 @@ async fn one_run(
         None,
     )
     .await?;
+    f.set("query.journey.cpu", cpu.micros_per(count));
     p.finish(took);
     f.set("query.journey.p50", percentile_ms(&lat, 50.0));
     f.set("query.journey.p99", percentile_ms(&lat, 99.0));
@@ -872,9 +883,11 @@ fn logical_size(store: &handover_store::Store) -> anyhow::Result<(u64, u64)> {
     Ok((logical, stored))
 }
 
-/// What the projector process did: how long it took to catch up and its memory (MB).
+/// What the projector process did: how long it took to catch up, its memory (MB) and the
+/// CPU time it and nats-server used meanwhile (s).
 struct Projector {
     took: Duration,
+    cpu_s: f64,
     rss_mb: f64,
     peak_mb: f64,
 }
@@ -888,6 +901,7 @@ async fn projector_process(
     store: &Path,
     opts: &BenchOptions,
     last: u64,
+    nats_pid: Option<u32>,
     p: &Phase,
 ) -> anyhow::Result<Projector> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -932,6 +946,7 @@ async fn projector_process(
         .spawn()
         .context("cannot start the projector process")?;
     let pid = child.id().context("the projector process has no pid")?;
+    let nats_cpu = Cpu::start(&[nats_pid]);
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/readyz");
     let failed = |why: String| {
@@ -979,6 +994,8 @@ async fn projector_process(
             .unwrap_or(f64::NAN)
     };
     let (rss_mb, peak_mb) = (field("VmRSS:"), field("VmHWM:"));
+    // The process's whole life, from its start (its own CPU time counts from zero).
+    let cpu_s = cpu_seconds(Some(pid)) + nats_cpu.seconds();
     // SIGTERM: a graceful stop that flushes the store before the next phase opens it.
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
@@ -996,9 +1013,56 @@ async fn projector_process(
     }
     Ok(Projector {
         took,
+        cpu_s,
         rss_mb,
         peak_mb,
     })
+}
+
+/// The CPU time (user + system, s) process `pid` (`None`: this one) has used, from
+/// `/proc/<pid>/stat` (in clock ticks of 1/100 s, Linux's `USER_HZ`); 0 when unreadable.
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".into(),
+    };
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: fields are counted after it.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // utime and stime are the stat file's 14th and 15th fields, the 12th and 13th after
+    // the command name.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => 0.0,
+    }
+}
+
+/// CPU time of some processes from a starting point.
+struct Cpu {
+    pids: Vec<Option<u32>>,
+    at_start: f64,
+}
+
+impl Cpu {
+    /// Starts counting for `pids` (`None`: this process).
+    fn start(pids: &[Option<u32>]) -> Cpu {
+        let pids = pids.to_vec();
+        let at_start = pids.iter().map(|p| cpu_seconds(*p)).sum();
+        Cpu { pids, at_start }
+    }
+
+    /// Seconds used since the start.
+    fn seconds(&self) -> f64 {
+        let now: f64 = self.pids.iter().map(|p| cpu_seconds(*p)).sum();
+        now - self.at_start
+    }
+
+    /// Microseconds used since the start per one of `n` things done.
+    fn micros_per(&self, n: u64) -> f64 {
+        self.seconds() * 1e6 / n.max(1) as f64
+    }
 }
 
 fn tail(s: &str, n: usize) -> &str {

@@ -41,6 +41,13 @@ async fn the_whole_bench_runs_at_a_tiny_size() {
         let mb = f["median"].as_f64().unwrap_or(f64::NAN);
         assert!(mb > 1.0 && mb < 100_000.0, "{name} = {mb}");
     }
+    // CPU time was read from /proc: the projector process's whole life, and the
+    // saturated journey reads (32 clients busy for the phase).
+    for name in ["projection.catchup.cpu", "query.journey.cpu"] {
+        let f = figures.iter().find(|f| f["name"] == name).unwrap();
+        let us = f["median"].as_f64().unwrap_or(f64::NAN);
+        assert!(us > 0.0 && us < 1e9, "{name} = {us}");
+    }
     let md = std::fs::read_to_string(opts.markdown.as_ref().unwrap()).unwrap();
     assert!(md.contains("`ingest.mllp.1conn`"), "{md}");
     assert!(md.contains("`query.worklist.brokerage.p99`"), "{md}");
