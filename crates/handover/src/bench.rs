@@ -565,7 +565,7 @@ async fn one_run(
         let store = raw_store("raw-consume-sled")?;
         let tree = store.tree("consume")?;
         let p = ui.phase("raw consume + sled", n);
-        let cpu = Cpu::start(&[None, nats.pid()]);
+        let cpu = Cpu::start(std::iter::once(std::process::id()).chain(nats.pid()));
         let t = Instant::now();
         raw.consume(
             "BENCHRAW",
@@ -733,7 +733,7 @@ async fn one_run(
             )
         }
     };
-    let cpu = Cpu::start(&[None, nats.pid()]);
+    let cpu = Cpu::start(std::iter::once(std::process::id()).chain(nats.pid()));
     let (lat, count, took) = query(
         QUERY_CLIENTS,
         journey_url.clone(),
@@ -946,7 +946,7 @@ async fn projector_process(
         .spawn()
         .context("cannot start the projector process")?;
     let pid = child.id().context("the projector process has no pid")?;
-    let nats_cpu = Cpu::start(&[nats_pid]);
+    let nats_cpu = Cpu::start(nats_pid);
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/readyz");
     let failed = |why: String| {
@@ -995,7 +995,7 @@ async fn projector_process(
     };
     let (rss_mb, peak_mb) = (field("VmRSS:"), field("VmHWM:"));
     // The process's whole life, from its start (its own CPU time counts from zero).
-    let cpu_s = cpu_seconds(Some(pid)) + nats_cpu.seconds();
+    let cpu_s = cpu_seconds(pid) + nats_cpu.seconds();
     // SIGTERM: a graceful stop that flushes the store before the next phase opens it.
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
@@ -1019,14 +1019,10 @@ async fn projector_process(
     })
 }
 
-/// The CPU time (user + system, s) process `pid` (`None`: this one) has used, from
-/// `/proc/<pid>/stat` (in clock ticks of 1/100 s, Linux's `USER_HZ`); 0 when unreadable.
-fn cpu_seconds(pid: Option<u32>) -> f64 {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/stat"),
-        None => "/proc/self/stat".into(),
-    };
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
+/// The CPU time (user + system, s) process `pid` has used, from `/proc/<pid>/stat` (in
+/// clock ticks of 1/100 s, Linux's `USER_HZ`); 0 when unreadable.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name, in parentheses, may hold spaces: fields are counted after it.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -1041,14 +1037,14 @@ fn cpu_seconds(pid: Option<u32>) -> f64 {
 
 /// CPU time of some processes from a starting point.
 struct Cpu {
-    pids: Vec<Option<u32>>,
+    pids: Vec<u32>,
     at_start: f64,
 }
 
 impl Cpu {
-    /// Starts counting for `pids` (`None`: this process).
-    fn start(pids: &[Option<u32>]) -> Cpu {
-        let pids = pids.to_vec();
+    /// Starts counting for processes `pids`.
+    fn start(pids: impl IntoIterator<Item = u32>) -> Cpu {
+        let pids: Vec<u32> = pids.into_iter().collect();
         let at_start = pids.iter().map(|p| cpu_seconds(*p)).sum();
         Cpu { pids, at_start }
     }
