@@ -104,13 +104,10 @@ pub(crate) async fn erase(
     let mut tx = st.journey_tree.begin();
     let removed = handover_projections::erase::erase(&st.journey_tree, &mut tx, &keys)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    // Commit at the projection's own current position: the removals must not move it.
-    let position = st
-        .journey_tree
-        .position()
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The removals must not move the projection's position, nor set it back when one of
+    // its batches commits meanwhile.
     st.journey_tree
-        .commit(tx, position)
+        .commit_keeping_position(tx)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(

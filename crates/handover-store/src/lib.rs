@@ -426,6 +426,20 @@ impl Tree {
     /// one without the other). Fails with [`StoreError::Swapped`] when a rebuild replaced
     /// the tree since `begin`.
     pub fn apply(&self, tx: Tx<'_>, position: u64) -> Result<(), StoreError> {
+        self.apply_at(tx, Some(position))
+    }
+
+    /// Commits `tx`'s writes (like [`Tree::commit`]) without touching the position: for
+    /// changes made beside the projection, such as an erasure, which must neither move the
+    /// projection on nor set it back when a batch of the projection commits meanwhile.
+    pub async fn commit_keeping_position(&self, tx: Tx<'_>) -> Result<(), StoreError> {
+        let tree = tx.tree.clone();
+        self.apply_at(tx, None)?;
+        tree.flush_async().await?;
+        Ok(())
+    }
+
+    fn apply_at(&self, tx: Tx<'_>, position: Option<u64>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in tx.writes {
             match v {
@@ -433,7 +447,9 @@ impl Tree {
                 None => batch.remove(k),
             }
         }
-        batch.insert(POSITION_KEY, &position.to_be_bytes());
+        if let Some(position) = position {
+            batch.insert(POSITION_KEY, &position.to_be_bytes());
+        }
         // Held while applying, so a promote cannot slip between the check and the write.
         let p = read(&self.slot);
         if p.generation != tx.generation {
@@ -601,6 +617,34 @@ mod tests {
             }
             std::thread::park();
         }
+    }
+
+    #[test]
+    fn a_commit_keeping_the_position_neither_moves_it_nor_sets_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("journeys").unwrap();
+        let mut first = tree.begin();
+        first.put(b"a".to_vec(), b"1".to_vec());
+        block_on(tree.commit(first, 10)).unwrap();
+        // An erasure begins and reads at position 10 …
+        let mut erasure = tree.begin();
+        erasure.remove(b"a".to_vec());
+        // … a batch of the projection commits meanwhile …
+        let mut batch = tree.begin();
+        batch.put(b"b".to_vec(), b"2".to_vec());
+        block_on(tree.commit(batch, 20)).unwrap();
+        // … and the erasure's removal lands without setting the position back to 10.
+        block_on(tree.commit_keeping_position(erasure)).unwrap();
+        assert_eq!(tree.position().unwrap(), 20);
+        assert_eq!(tree.get(b"a").unwrap(), None);
+        assert_eq!(tree.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+        // Durable: a reopened store sees the same.
+        drop((tree, store));
+        let store = reopen(dir.path());
+        let tree = store.tree("journeys").unwrap();
+        assert_eq!(tree.position().unwrap(), 20);
+        assert_eq!(tree.get(b"a").unwrap(), None);
     }
 
     #[test]
