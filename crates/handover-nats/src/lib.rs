@@ -911,12 +911,18 @@ impl AuditLog {
     ) -> Result<(), handover_events::AuditError> {
         let err = |e: String| handover_events::AuditError(e);
         let mut acks = Vec::with_capacity(records.len());
+        // A worklist page's records are all one user's: key the user once, not per row.
+        let mut user: Option<(&str, String)> = None;
         for r in records {
             let person = match handover_events::NhsNumber::parse(&r.nhs_number) {
                 Ok(n) => self.person_key(&n),
                 Err(_) => "unknown".to_string(),
             };
-            let subject = format!("audit.{person}.{}", self.user_key(&r.user));
+            let user_key = match &user {
+                Some((name, key)) if *name == r.user => key,
+                _ => &user.insert((&r.user, self.user_key(&r.user))).1,
+            };
+            let subject = format!("audit.{person}.{user_key}");
             let payload = serde_json::to_vec(r).map_err(|e| err(e.to_string()))?;
             acks.push(
                 self.js
