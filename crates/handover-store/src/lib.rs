@@ -414,10 +414,7 @@ impl Tree {
     /// Applies `tx`'s writes and sets the position to `position` atomically, then flushes.
     /// Fails with [`StoreError::Swapped`] when a rebuild replaced the tree since `begin`.
     pub async fn commit(&self, tx: Tx<'_>, position: u64) -> Result<(), StoreError> {
-        let tree = tx.tree.clone();
-        self.apply(tx, position)?;
-        tree.flush_async().await?;
-        Ok(())
+        self.commit_at(tx, Some(position)).await
     }
 
     /// Applies `tx`'s writes and sets the position to `position` atomically, in memory:
@@ -433,12 +430,18 @@ impl Tree {
     /// changes made beside the projection, such as an erasure, which must neither move the
     /// projection on nor set it back when a batch of the projection commits meanwhile.
     pub async fn commit_keeping_position(&self, tx: Tx<'_>) -> Result<(), StoreError> {
+        self.commit_at(tx, None).await
+    }
+
+    /// [`Tree::apply_at`], then a flush of the tree the writes went to.
+    async fn commit_at(&self, tx: Tx<'_>, position: Option<u64>) -> Result<(), StoreError> {
         let tree = tx.tree.clone();
-        self.apply_at(tx, None)?;
+        self.apply_at(tx, position)?;
         tree.flush_async().await?;
         Ok(())
     }
 
+    /// `tx`'s writes, and the position when given, in one sled batch.
     fn apply_at(&self, tx: Tx<'_>, position: Option<u64>) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for (k, v) in tx.writes {
