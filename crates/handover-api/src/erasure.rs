@@ -101,7 +101,7 @@ pub(crate) async fn erase(
     if !caught_up {
         tracing::info!("projection did not reach the stream end before erasing; continuing");
     }
-    let mut tx = st.journey_tree.begin();
+    let mut tx = st.journey_tree.begin_exclusive().await;
     let removed = handover_projections::erase::erase(&st.journey_tree, &mut tx, &keys)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     // The removals must not move the projection's position, nor set it back when one of

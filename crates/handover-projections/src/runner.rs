@@ -164,7 +164,7 @@ pub async fn project_batch<'t>(
     }
     let mut failures: Vec<u32> = vec![0; events.len()];
     loop {
-        let mut tx = tree.begin();
+        let mut tx = tree.begin_exclusive().await;
         let applied: Vec<Applied<'_>> = events
             .iter()
             .zip(&sources)
@@ -562,6 +562,8 @@ mod tests {
             .error
             .contains("not the subject of a handover.discharge.admitted.v1"));
         assert!(p.parked[1].error.contains("another person's key"));
+        // The batch's transaction holds the tree's write lock until applied or dropped.
+        drop(p);
         // a council source asserting an admission, under the admission's own subject
         let council =
             admitted("d", "9434765919").replace("urn:ods:RX1:pas", "urn:gss:E08000035:mosaic");

@@ -77,6 +77,10 @@ struct Physical {
 
 type Slot = Arc<RwLock<Physical>>;
 
+/// The write lock of one projection's tree, shared by all its handles (see
+/// [`Tree::begin_exclusive`]).
+type Writer = Arc<tokio::sync::Mutex<()>>;
+
 /// The read-model database.
 #[derive(Clone)]
 pub struct Store {
@@ -85,7 +89,7 @@ pub struct Store {
     compressed: bool,
     /// See [`location`].
     location: Arc<str>,
-    slots: Arc<Mutex<HashMap<String, Slot>>>,
+    slots: Arc<Mutex<HashMap<String, (Slot, Writer)>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -162,10 +166,11 @@ impl Store {
     /// of the same projection follows a [`Store::promote`].
     pub fn tree(&self, name: &str) -> Result<Tree, StoreError> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = slots.get(name) {
+        if let Some((slot, writer)) = slots.get(name) {
             return Ok(Tree {
                 name: name.to_string(),
                 slot: slot.clone(),
+                writer: writer.clone(),
             });
         }
         let physical = self.current_physical(name)?;
@@ -174,10 +179,12 @@ impl Store {
             name: physical,
             generation: 0,
         }));
-        slots.insert(name.to_string(), slot.clone());
+        let writer = Writer::default();
+        slots.insert(name.to_string(), (slot.clone(), writer.clone()));
         Ok(Tree {
             name: name.to_string(),
             slot,
+            writer,
         })
     }
 
@@ -208,6 +215,7 @@ impl Store {
                 tree,
                 generation: 0,
             })),
+            writer: Writer::default(),
         })
     }
 
@@ -310,6 +318,7 @@ impl Store {
 pub struct Tree {
     name: String,
     slot: Slot,
+    writer: Writer,
 }
 
 impl std::fmt::Debug for Tree {
@@ -397,8 +406,24 @@ impl Tree {
         })
     }
 
-    /// Starts a transaction over this tree (over the physical tree current now).
+    /// Starts a transaction over this tree (over the physical tree current now), for a
+    /// writer that is alone on the tree (a rebuild's shadow, a benchmark). Where two writers
+    /// share a tree, both use [`Tree::begin_exclusive`].
     pub fn begin(&self) -> Tx<'_> {
+        self.begin_holding(None)
+    }
+
+    /// Starts a transaction once no other exclusive transaction on this projection's tree
+    /// is open, and keeps the others out until this one is applied, committed or dropped.
+    /// Writers that read what they then rewrite (the projection's batches, an erasure) use
+    /// it, so neither rewrites a value from what it read before the other's change landed
+    /// (a timeline chunk two of them both rewrite, say). Waiters are served in turn.
+    pub async fn begin_exclusive(&self) -> Tx<'_> {
+        let guard = self.writer.clone().lock_owned().await;
+        self.begin_holding(Some(guard))
+    }
+
+    fn begin_holding(&self, exclusive: Option<tokio::sync::OwnedMutexGuard<()>>) -> Tx<'_> {
         let (tree, generation) = {
             let p = read(&self.slot);
             (p.tree.clone(), p.generation)
@@ -408,6 +433,7 @@ impl Tree {
             tree,
             generation,
             writes: BTreeMap::new(),
+            _exclusive: exclusive,
         }
     }
 
@@ -459,6 +485,8 @@ impl Tree {
             return Err(StoreError::Swapped(self.name.clone()));
         }
         tx.tree.apply_batch(batch)?;
+        // An exclusive transaction lets the next writer in once its writes are visible.
+        drop(tx._exclusive);
         Ok(())
     }
 
@@ -496,6 +524,8 @@ pub struct Tx<'a> {
     tree: sled::Tree,
     generation: u64,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Held by an exclusive transaction until it is applied or dropped.
+    _exclusive: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx<'_> {
@@ -648,6 +678,52 @@ mod tests {
         let tree = store.tree("journeys").unwrap();
         assert_eq!(tree.position().unwrap(), 20);
         assert_eq!(tree.get(b"a").unwrap(), None);
+    }
+
+    #[test]
+    fn an_exclusive_transaction_waits_for_the_one_before_it_and_reads_what_it_wrote() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let tree = store.tree("journeys").unwrap();
+        let mut seed = tree.begin();
+        seed.put(b"chunk".to_vec(), b"a,b".to_vec());
+        block_on(tree.commit(seed, 1)).unwrap();
+        // A batch of the projection reads a chunk it will rewrite …
+        let mut batch = block_on(tree.begin_exclusive());
+        let read = batch.get(b"chunk").unwrap().unwrap();
+        // … an erasure, through another handle of the same tree, must wait for it …
+        let other = store.tree("journeys").unwrap();
+        let mut erasure = std::pin::pin!(other.begin_exclusive());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(erasure.as_mut().poll(&mut cx).is_pending());
+        // … a rebuild's shadow is another tree, with a lock of its own …
+        let shadow = store.shadow("journeys").unwrap();
+        drop(block_on(shadow.begin_exclusive()));
+        assert!(erasure.as_mut().poll(&mut cx).is_pending());
+        // … until the batch's rewrite is applied; then it reads the rewritten chunk.
+        batch.put(b"chunk".to_vec(), [&read[..], b",c"].concat());
+        tree.apply(batch, 2).unwrap();
+        let Poll::Ready(mut erasure) = erasure.as_mut().poll(&mut cx) else {
+            panic!("the erasure still waits after the batch was applied");
+        };
+        let chunk = erasure.get(b"chunk").unwrap().unwrap();
+        assert_eq!(chunk, b"a,b,c");
+        erasure.put(b"chunk".to_vec(), b"b,c".to_vec());
+        // A transaction dropped without committing lets the next one in too.
+        let mut next = std::pin::pin!(tree.begin_exclusive());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        block_on(other.commit_keeping_position(erasure)).unwrap();
+        let Poll::Ready(next) = next.as_mut().poll(&mut cx) else {
+            panic!("the next batch still waits after the erasure committed");
+        };
+        let mut after = std::pin::pin!(tree.begin_exclusive());
+        assert!(after.as_mut().poll(&mut cx).is_pending());
+        drop(next);
+        assert!(after.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(tree.get(b"chunk").unwrap().as_deref(), Some(&b"b,c"[..]));
+        assert_eq!(tree.position().unwrap(), 2);
     }
 
     #[test]
