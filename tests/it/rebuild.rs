@@ -316,3 +316,86 @@ async fn a_projection_written_by_another_version_rebuilds_itself_on_start() {
     b.caught_up().await;
     assert_eq!(b.journey(&nhs[3]).await.status(), 200);
 }
+
+/// An erasure purges a person's events from the log and then removes their read-model
+/// entries. A rebuild replaying the log at the same time could take their events into its
+/// shadow before the purge and swap them back in, so the two never overlap: a rebuild
+/// requested during an erasure waits for it, and an erasure during a rebuild is refused
+/// with 409 (problem+json) until the rebuild has finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_and_a_rebuild_never_overlap() {
+    let b = Backbone::start().await;
+    let nhs = crate::support::nhs_numbers(944_000_000, 300);
+    for chunk in events(&nhs, 0..20).chunks(1000) {
+        b.rt().log.publish(chunk).await.unwrap();
+    }
+    b.caught_up().await;
+    let rebuilds = &b.rt().rebuilds;
+
+    // A rebuild requested while an erasure runs waits for it.
+    let erasing = rebuilds.hold_for_erasure().unwrap();
+    let r = b
+        .http
+        .post(format!("{}/v1/admin/rebuild/journey", b.base))
+        .bearer_auth(token(Role::Admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = rebuilds.status();
+    assert_eq!(waiting.state, RebuildState::Running);
+    assert_eq!(
+        waiting.shadow, None,
+        "the rebuild started during an erasure"
+    );
+    assert_eq!(waiting.position, 0);
+    drop(erasing);
+
+    // While it runs, erasures are refused.
+    let erase = |who: String| {
+        let (http, base) = (b.http.clone(), b.base.clone());
+        async move {
+            http.post(format!("{base}/v1/admin/persons/{who}/erasure"))
+                .bearer_auth(token(Role::Admin))
+                .json(&json!({"reason": "entered in error (test)"}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let mut refused = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let before = rebuilds.status();
+        if before.state != RebuildState::Running {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rebuild did not finish");
+        if before.shadow.is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let r = erase(nhs[refused % nhs.len()].clone()).await;
+        let after = rebuilds.status();
+        if after.state == RebuildState::Running {
+            // the rebuild ran throughout the request
+            assert_eq!(r.status(), 409, "an erasure ran during a rebuild");
+            assert_eq!(
+                r.headers()["content-type"].to_str().unwrap(),
+                "application/problem+json"
+            );
+            let p: serde_json::Value = r.json().await.unwrap();
+            assert!(p["type"].as_str().unwrap().ends_with("/conflict"), "{p}");
+            assert!(p["detail"].as_str().unwrap().contains("rebuild"), "{p}");
+            refused += 1;
+        }
+    }
+    assert_eq!(rebuilds.status().state, RebuildState::Done);
+    assert!(refused > 0, "no erasure was tried while the rebuild ran");
+    println!("{refused} erasures refused during the rebuild");
+
+    // Once it has finished, the erasure goes ahead.
+    let r = erase(nhs[0].clone()).await;
+    assert_eq!(r.status(), 200);
+}

@@ -64,6 +64,15 @@ pub(crate) async fn erase(
         return Err(ApiError::BadRequest("reason must not be empty".into()));
     }
     let admin = st.log_admin.as_ref().ok_or(ApiError::Unavailable)?;
+    // A rebuild replaying the log now could take the person's events into its shadow
+    // before the purge below and swap them back in: no rebuild runs while this does.
+    let _no_rebuild = st.rebuilds.hold_for_erasure().map_err(|_| {
+        ApiError::Conflict(
+            "a rebuild of the read model is running; erase once it has finished \
+             (GET /v1/admin/rebuild/journey shows its progress)"
+                .into(),
+        )
+    })?;
     let keys = handover_projections::erase::person_keys(
         st.journeys.pseudonym_key(),
         &st.journey_tree,

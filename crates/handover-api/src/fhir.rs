@@ -93,6 +93,7 @@ impl From<ApiError> for FhirError {
                 )
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Transient),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Transient),
             ApiError::Internal(cause) => {
                 tracing::error!(error = %cause, "fhir request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, IssueCode::Exception)

@@ -69,6 +69,8 @@ pub struct AppState {
     pub audit: Arc<dyn handover_events::AuditTrail>,
     /// Operator actions on the event log (erasure); None where the API runs without it.
     pub log_admin: Option<Arc<dyn handover_events::LogAdmin>>,
+    /// The rebuild queue, which an erasure keeps from starting while it runs.
+    pub rebuilds: Arc<handover_projections::Rebuilds>,
 }
 
 /// The router.

@@ -164,7 +164,7 @@ pub fn document() -> Value {
                     "properties": {"reason": {"type": "string", "minLength": 1}}}}}},
                 "responses": {"200": {"description": "erased", "content": {"application/json": {"schema": {"type": "object", "properties": {
                     "events_purged": {"type": "integer"}, "read_model_entries_removed": {"type": "integer"}, "person_keys": {"type": "integer"}}}}}},
-                    "400": problem(), "401": problem(), "403": problem(), "503": problem()}}},
+                    "400": problem(), "401": problem(), "403": problem(), "409": problem(), "503": problem()}}},
             "/v1/admin/rebuild/{projection}": {
                 "post": {"operationId": "startRebuild", "summary": "Rebuild a read model into a shadow and swap it in without downtime (admin role)",
                          "parameters": [{"name": "projection", "in": "path", "required": true, "schema": {"type": "string", "enum": ["journey"]}}],

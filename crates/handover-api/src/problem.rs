@@ -62,6 +62,9 @@ pub enum ApiError {
         "send application/cloudevents+json, application/cloudevents-batch+json or application/json"
     )]
     UnsupportedMediaType,
+    /// The request conflicts with work in progress (an erasure while a rebuild runs).
+    #[error("{0}")]
+    Conflict(String),
     /// The event log is unavailable, or too many publishes are waiting for it: retry later.
     #[error("the event log is unavailable or busy; resend later with the same source and id (a resend is recognised as a duplicate)")]
     Unavailable,
@@ -135,6 +138,7 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

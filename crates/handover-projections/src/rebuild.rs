@@ -12,6 +12,7 @@
 //! One rebuild runs at a time, inside the running server (sled allows one process per
 //! store): [`Rebuilds::request`] queues one, [`Rebuilds::run`] is the task that performs them.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use handover_nats::{EventLog, LogError};
@@ -90,6 +91,9 @@ pub enum RebuildRefused {
 /// The rebuild queue and status of a running server.
 pub struct Rebuilds {
     status: watch::Sender<RebuildStatus>,
+    /// Held exclusively by a rebuild for its whole run and, shared, by each erasure for
+    /// its own (see [`Rebuilds::hold_for_erasure`]).
+    gate: Arc<tokio::sync::RwLock<()>>,
     requests: mpsc::Sender<String>,
     queue: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
 }
@@ -110,6 +114,7 @@ impl Default for Rebuilds {
             })
             .0,
             requests,
+            gate: Arc::default(),
             queue: std::sync::Mutex::new(Some(rx)),
         }
     }
@@ -150,6 +155,21 @@ impl Rebuilds {
         Ok(self.status())
     }
 
+    /// Keeps rebuilds from starting until the returned guard is dropped; refused while one
+    /// runs. An erasure holds it from before it purges the person's events from the log
+    /// until their read-model entries are removed: a rebuild running meanwhile could have
+    /// replayed those events into its shadow before the purge and then swapped the shadow
+    /// in, bringing the person back. A rebuild requested meanwhile starts once the guard is
+    /// dropped; erasures do not keep each other out.
+    pub fn hold_for_erasure(
+        &self,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<()>, RebuildRefused> {
+        self.gate
+            .clone()
+            .try_read_owned()
+            .map_err(|_| RebuildRefused::Running(NAME.into()))
+    }
+
     /// The version a tree was written by, when it is not [`JOURNEY_VERSION`] and the tree is
     /// not empty (a tree without a stored version is version 1).
     pub fn outdated(tree: &Tree) -> Result<Option<u32>, StoreError> {
@@ -177,20 +197,27 @@ impl Rebuilds {
             };
             tracing::info!(projection = NAME, reason, "rebuild started");
             let result = tokio::select! {
-                r = self.rebuild(&log, &store, &projection) => r,
+                r = async {
+                    // Waits for erasures in progress; keeps new ones out until done.
+                    let _gate = self.gate.write().await;
+                    let result = self.rebuild(&log, &store, &projection).await;
+                    // Reported while the gate is still held: a status that says running
+                    // (with its shadow named) means erasures are refused.
+                    self.status.send_modify(|s| match &result {
+                        Ok(()) => {
+                            s.state = RebuildState::Done;
+                            s.eta_secs = Some(0.0);
+                            s.completed += 1;
+                        }
+                        Err(e) => {
+                            s.state = RebuildState::Failed;
+                            s.error = Some(e.to_string());
+                        }
+                    });
+                    result
+                } => r,
                 _ = &mut stop => return,
             };
-            self.status.send_modify(|s| match &result {
-                Ok(()) => {
-                    s.state = RebuildState::Done;
-                    s.eta_secs = Some(0.0);
-                    s.completed += 1;
-                }
-                Err(e) => {
-                    s.state = RebuildState::Failed;
-                    s.error = Some(e.to_string());
-                }
-            });
             match result {
                 Ok(()) => tracing::info!(projection = NAME, "rebuild swapped in"),
                 Err(e) => {

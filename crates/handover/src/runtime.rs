@@ -264,6 +264,7 @@ impl Runtime {
                 sessions: Default::default(),
                 audit: Arc::new(audit),
                 log_admin: Some(Arc::new(log.clone())),
+                rebuilds: rebuilds.clone(),
             };
             let app = handover_api::app(state).merge(handover_api::admin::router(
                 handover_api::admin::AdminState {
