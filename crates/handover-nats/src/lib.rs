@@ -645,6 +645,8 @@ pub struct Delivery {
     pub pending: u64,
     /// The W3C trace context the message was published under (NATS header `traceparent`).
     pub traceparent: Option<String>,
+    /// When JetStream stored the message (the server's clock), if known.
+    pub published: Option<std::time::SystemTime>,
 }
 
 impl Delivery {
@@ -747,8 +749,15 @@ impl Feed {
                     break;
                 }
                 Some(Ok(msg)) => {
-                    let (sequence, delivery, pending) = match msg.info() {
-                        Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
+                    let (sequence, delivery, pending, published) = match msg.info() {
+                        Ok(i) => (
+                            i.stream_sequence,
+                            i.consumer_sequence,
+                            i.pending,
+                            u64::try_from(i.published.unix_timestamp_nanos())
+                                .ok()
+                                .map(|ns| std::time::UNIX_EPOCH + Duration::from_nanos(ns)),
+                        ),
                         Err(e) => {
                             return Err(LogError::Consumer {
                                 name: self.name.clone(),
@@ -780,6 +789,7 @@ impl Feed {
                         payload: msg.payload.clone(),
                         pending,
                         traceparent,
+                        published,
                     });
                     last = Some(msg);
                 }

@@ -27,7 +27,7 @@
 //! there.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use handover_events::subject::check_subject;
 use handover_events::Event;
@@ -73,6 +73,11 @@ pub const MAX_BATCH: usize = 250;
 
 /// How often an idle runner checks whether a rebuild replaced its tree.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
+
+/// A batch that spends longer than this in the runner (from its delivery until it is
+/// durable and acknowledged), or an event that reaches a caught-up runner later than this
+/// after JetStream stored it, is reported with a warning naming where the time went.
+pub const SLOW: Duration = Duration::from_millis(100);
 
 /// How often an idle runner asks the server whether its consumer delivered messages it
 /// never received ([`handover_nats::Feed::pending`]).
@@ -286,7 +291,9 @@ pub async fn run_journeys(
     }
     let mut feed = log.feed(consumer, None, position).await?;
     let mut flushing: Option<Flushing> = None;
-    let mut last_check = std::time::Instant::now();
+    let mut last_check = Instant::now();
+    // The last batch left nothing pending: the runner is waiting for new events.
+    let mut caught_up = false;
     // Behind from the start (after a restart or into an empty tree): not ready until caught up.
     progress.send_modify(|p| {
         p.pending = feed.pending_at_open();
@@ -349,7 +356,7 @@ pub async fn run_journeys(
                 // reported by the next call for a batch; a failed check is left to the feed's
                 // own error handling (a server away shows there too).
                 if last_check.elapsed() >= GAP_CHECK {
-                    last_check = std::time::Instant::now();
+                    last_check = Instant::now();
                     let _ = tokio::time::timeout(IDLE_CHECK * 4, feed.pending()).await;
                 }
                 continue;
@@ -357,6 +364,24 @@ pub async fn run_journeys(
         };
         if tree.generation() != generation {
             continue;
+        }
+        let received = Instant::now();
+        if caught_up {
+            // The runner was waiting: an event arriving late was held up before it (in the
+            // broker or the network), not by the projection.
+            if let Some(age) = batch
+                .deliveries
+                .first()
+                .and_then(|d| d.published)
+                .and_then(|p| std::time::SystemTime::now().duration_since(p).ok())
+                .filter(|age| *age > SLOW && slow_report_due())
+            {
+                tracing::warn!(
+                    projection = NAME,
+                    waited_ms = age.as_millis() as u64,
+                    "an event reached the caught-up projection late after JetStream stored it"
+                );
+            }
         }
         // One consumer span per event, continuing its publisher's trace, open until the
         // batch is committed.
@@ -367,6 +392,9 @@ pub async fn run_journeys(
             .map(|d| d.span(NAME))
             .collect();
         let p = project_batch(&tree, &projection, &batch.deliveries, position).await?;
+        let projected = received.elapsed();
+        let events = batch.deliveries.len();
+        caught_up = p.pending == 0;
         if p.last > position {
             park(&parked_log, &p.parked).await?;
             let n = p.parked.len() as u64;
@@ -384,6 +412,7 @@ pub async fn run_journeys(
         // acknowledge that batch and report it; then this batch's flush starts and runs
         // while the next one is projected. A batch is acknowledged, and counted in the
         // progress, only once it is durable.
+        let applied = received.elapsed();
         if let Some(f) = flushing.take() {
             f.finish(&progress).await?;
         }
@@ -392,6 +421,13 @@ pub async fn run_journeys(
         flushing = Some(Flushing {
             flush: spawn_flush(&tree),
             batch,
+            timing: Timing {
+                received,
+                events,
+                projected,
+                applied,
+                previous: received.elapsed(),
+            },
             progress: Progress {
                 position,
                 pending: p.pending,
@@ -404,27 +440,60 @@ pub async fn run_journeys(
     }
 }
 
-/// A flush of everything applied to `tree` so far, run while the caller goes on.
-pub(crate) fn spawn_flush(tree: &Tree) -> tokio::task::JoinHandle<Result<(), StoreError>> {
+/// A flush of everything applied to `tree` so far, run while the caller goes on; it
+/// answers how long the flush took.
+pub(crate) fn spawn_flush(tree: &Tree) -> tokio::task::JoinHandle<Result<Duration, StoreError>> {
     let tree = tree.clone();
-    tokio::spawn(async move { tree.flush().await })
+    tokio::spawn(async move {
+        let t = Instant::now();
+        tree.flush().await?;
+        Ok(t.elapsed())
+    })
 }
 
-/// The outcome of a flush started with [`spawn_flush`].
+/// The outcome of a flush started with [`spawn_flush`]: how long it took.
 pub(crate) fn flushed(
-    done: Result<Result<(), StoreError>, tokio::task::JoinError>,
-) -> Result<(), RunError> {
+    done: Result<Result<Duration, StoreError>, tokio::task::JoinError>,
+) -> Result<Duration, RunError> {
     match done {
         Ok(r) => Ok(r?),
         Err(e) => Err(RunError::Flush(e.to_string())),
     }
 }
 
+/// At most one slow-batch or late-event warning a second per process, so that a slow disk
+/// under a catch-up does not flood the log.
+fn slow_report_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static START: OnceLock<Instant> = OnceLock::new();
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1_000;
+    let last = LAST.load(Ordering::Relaxed);
+    now >= last + 1_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
+/// Where a batch's time went in the runner, each stage measured from its delivery.
+struct Timing {
+    received: Instant,
+    events: usize,
+    /// Decoded and applied to a transaction (including waiting for the tree's write lock).
+    projected: Duration,
+    /// Applied to the tree (visible to readers).
+    applied: Duration,
+    /// The previous batch settled (its flush awaited and acknowledged).
+    previous: Duration,
+}
+
 /// A batch applied to the store whose flush is under way: it is acknowledged, and its
 /// progress published, once the flush is done.
 struct Flushing {
-    flush: tokio::task::JoinHandle<Result<(), StoreError>>,
+    flush: tokio::task::JoinHandle<Result<Duration, StoreError>>,
     batch: handover_nats::Batch,
+    timing: Timing,
     progress: Progress,
     /// The batch's consumer spans, open until it is durable.
     _spans: Vec<tracing::Span>,
@@ -440,15 +509,32 @@ impl Flushing {
     /// Acknowledges the batch and publishes its progress when its flush (`done`) succeeded.
     async fn settle(
         self,
-        done: Result<Result<(), StoreError>, tokio::task::JoinError>,
+        done: Result<Result<Duration, StoreError>, tokio::task::JoinError>,
         progress: &watch::Sender<Progress>,
     ) -> Result<(), RunError> {
-        flushed(done)?;
+        let flush = flushed(done)?;
+        let durable = self.timing.received.elapsed();
         if let Err(e) = self.batch.ack().await {
             // Not fatal: a redelivery is skipped by position.
             tracing::warn!(error = %e, "acknowledging a projected batch failed");
         }
         progress.send_replace(self.progress);
+        let t = &self.timing;
+        let total = t.received.elapsed();
+        if total > SLOW && slow_report_due() {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            tracing::warn!(
+                projection = NAME,
+                events = t.events,
+                total_ms = ms(total),
+                projected_ms = ms(t.projected),
+                applied_ms = ms(t.applied),
+                previous_settled_ms = ms(t.previous),
+                flush_ms = ms(flush),
+                durable_ms = ms(durable),
+                "a slow projection batch: times from its delivery to each stage"
+            );
+        }
         Ok(())
     }
 }
@@ -476,6 +562,7 @@ mod tests {
             payload: payload.as_bytes().to_vec().into(),
             pending: 0,
             traceparent: None,
+            published: None,
         }
     }
 
@@ -576,5 +663,22 @@ mod tests {
             q.parked[0].error,
             "a source of sector council may not assert handover.discharge.admitted.v1"
         );
+    }
+
+    #[test]
+    fn slow_reports_come_at_most_once_a_second() {
+        // Another test's slow batch may have taken this second's report: wait for the next.
+        let t = Instant::now();
+        while !slow_report_due() {
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "no report was due for 3 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let due = Instant::now();
+        assert!(!slow_report_due(), "a second report in the same second");
+        std::thread::sleep(Duration::from_millis(1_100).saturating_sub(due.elapsed()));
+        assert!(slow_report_due(), "no report due a second later");
     }
 }
