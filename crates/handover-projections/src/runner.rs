@@ -294,6 +294,8 @@ pub async fn run_journeys(
     let mut last_check = Instant::now();
     // The last batch left nothing pending: the runner is waiting for new events.
     let mut caught_up = false;
+    // The smallest age (ms) of a delivery at receipt seen so far ([`signed_age_ms`]).
+    let mut least_age = f64::INFINITY;
     // Behind from the start (after a restart or into an empty tree): not ready until caught up.
     progress.send_modify(|p| {
         p.pending = feed.pending_at_open();
@@ -366,19 +368,23 @@ pub async fn run_journeys(
             continue;
         }
         let received = Instant::now();
-        if caught_up {
-            // The runner was waiting: an event arriving late was held up before it (in the
-            // broker or the network), not by the projection.
-            if let Some(age) = batch
-                .deliveries
-                .first()
-                .and_then(|d| d.published)
-                .and_then(|p| std::time::SystemTime::now().duration_since(p).ok())
-                .filter(|age| *age > SLOW && slow_report_due())
-            {
+        if let Some(age) = batch
+            .deliveries
+            .first()
+            .and_then(|d| d.published)
+            .map(|p| signed_age_ms(std::time::SystemTime::now(), p))
+        {
+            // The smallest age seen is the clock difference between this host and the
+            // server plus the shortest delivery: ages are measured above it, so that a
+            // steady difference between the clocks is not reported as lateness.
+            least_age = least_age.min(age);
+            let late = age - least_age;
+            if caught_up && late > SLOW.as_secs_f64() * 1e3 && slow_report_due() {
+                // The runner was waiting: the event was held up before it (in the broker or
+                // the network) or behind the previous batch's settling.
                 tracing::warn!(
                     projection = NAME,
-                    waited_ms = age.as_millis() as u64,
+                    late_ms = late,
                     "an event reached the caught-up projection late after JetStream stored it"
                 );
             }
@@ -458,6 +464,14 @@ pub(crate) fn flushed(
     match done {
         Ok(r) => Ok(r?),
         Err(e) => Err(RunError::Flush(e.to_string())),
+    }
+}
+
+/// `now - then` in milliseconds, negative when `then` is later (another host's clock).
+fn signed_age_ms(now: std::time::SystemTime, then: std::time::SystemTime) -> f64 {
+    match now.duration_since(then) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
     }
 }
 
@@ -680,5 +694,12 @@ mod tests {
         assert!(!slow_report_due(), "a second report in the same second");
         std::thread::sleep(Duration::from_millis(1_100).saturating_sub(due.elapsed()));
         assert!(slow_report_due(), "no report due a second later");
+    }
+
+    #[test]
+    fn a_delivery_age_is_signed_when_the_clocks_differ() {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(signed_age_ms(t + Duration::from_millis(250), t), 250.0);
+        assert_eq!(signed_age_ms(t, t + Duration::from_millis(40)), -40.0);
     }
 }
