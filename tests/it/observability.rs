@@ -491,3 +491,91 @@ async fn metrics_after_a_scripted_load() {
         "{out}"
     );
 }
+
+/// A batch held up in the projection (here: an erasure-like holder of the tree's write lock
+/// for 300 ms) is reported once it is durable, naming the stage that took the time; a
+/// batch that was not held up is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_batch_held_up_is_reported_with_the_stage_that_took_the_time() {
+    let logs = crate::governance::captured_logs();
+    let b = Backbone::start().await;
+    let tree = b
+        .rt()
+        .store
+        .tree(handover_projections::journeys::NAME)
+        .unwrap();
+    let admitted = |i: usize| {
+        ev(
+            &format!("obs-slow-{i}"),
+            "urn:ods:RX1:pas",
+            "discharge.admitted",
+            NHS,
+            "2026-11-20T09:14:00Z",
+            json!({"encounter_id": format!("RX1-ENC-S{i}"), "site": "RX1CC", "admitted_at": "2026-11-20T09:14:00Z"}),
+        )
+    };
+    // This test's warnings are the ones carrying its stream sequences' batch sizes; other
+    // tests in this binary may warn too, and at most one warning a second is written, so
+    // try a few times, a second apart.
+    let reported = |from: usize| {
+        let text = String::from_utf8_lossy(&logs.lock().unwrap()[from..]).into_owned();
+        text.lines()
+            .filter(|l| l.contains("a slow projection batch"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["fields"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(b.post_events(&admitted(0)).await.status(), 202);
+    b.caught_up().await;
+    let mut seen = None;
+    for attempt in 1..=4 {
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let from = logs.lock().unwrap().len();
+        let held = tree.begin_exclusive().await;
+        assert_eq!(b.post_events(&admitted(attempt)).await.status(), 202);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        b.caught_up().await;
+        // The warning is written just after the batch's progress is published.
+        for _ in 0..20 {
+            seen = reported(from)
+                .into_iter()
+                .find(|f| f["projected_ms"].as_f64().unwrap_or(0.0) >= 250.0);
+            if seen.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if seen.is_some() {
+            break;
+        }
+    }
+    let f = seen.expect("no slow-batch warning for a batch held up 300 ms");
+    let ms = |k: &str| f[k].as_f64().unwrap_or_else(|| panic!("no {k} in {f}"));
+    assert_eq!(f["events"], 1, "{f}");
+    assert!(ms("projected_ms") < 5_000.0, "{f}");
+    // Each stage is measured from the delivery, so they come in order.
+    assert!(ms("applied_ms") >= ms("projected_ms"), "{f}");
+    assert!(ms("previous_settled_ms") >= ms("applied_ms"), "{f}");
+    assert!(ms("durable_ms") >= ms("previous_settled_ms"), "{f}");
+    assert!(ms("total_ms") >= ms("durable_ms"), "{f}");
+    assert!(
+        ms("flush_ms") >= 0.0 && ms("flush_ms") < ms("total_ms"),
+        "{f}"
+    );
+
+    // Not held up: no warning for this batch (one more second so that one could be written).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let from = logs.lock().unwrap().len();
+    assert_eq!(b.post_events(&admitted(9)).await.status(), 202);
+    b.caught_up().await;
+    // The warning is written after the progress is published: give it a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        reported(from)
+            .iter()
+            .all(|f| f["projected_ms"].as_f64().unwrap_or(0.0) < 250.0),
+        "a batch that was not held up was reported as held up: {:?}",
+        reported(from)
+    );
+}
