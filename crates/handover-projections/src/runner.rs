@@ -294,8 +294,7 @@ pub async fn run_journeys(
     let mut last_check = Instant::now();
     // The last batch left nothing pending: the runner is waiting for new events.
     let mut caught_up = false;
-    // The smallest age (ms) of a delivery at receipt seen so far ([`signed_age_ms`]).
-    let mut least_age = f64::INFINITY;
+    let mut lateness = Lateness::new(Instant::now());
     // Behind from the start (after a restart or into an empty tree): not ready until caught up.
     progress.send_modify(|p| {
         p.pending = feed.pending_at_open();
@@ -374,11 +373,7 @@ pub async fn run_journeys(
             .and_then(|d| d.published)
             .map(|p| signed_age_ms(std::time::SystemTime::now(), p))
         {
-            // The smallest age seen is the clock difference between this host and the
-            // server plus the shortest delivery: ages are measured above it, so that a
-            // steady difference between the clocks is not reported as lateness.
-            least_age = least_age.min(age);
-            let late = age - least_age;
+            let late = lateness.late(age, received);
             if caught_up && late > SLOW.as_secs_f64() * 1e3 && slow_report_due() {
                 // The runner was waiting: the event was held up before it (in the broker or
                 // the network) or behind the previous batch's settling.
@@ -464,6 +459,40 @@ pub(crate) fn flushed(
     match done {
         Ok(r) => Ok(r?),
         Err(e) => Err(RunError::Flush(e.to_string())),
+    }
+}
+
+/// How late a delivery is: its age at receipt above the smallest age seen over the current
+/// and the previous minute. That smallest age is the clock difference between this host and
+/// the server plus the quickest delivery, so a steady difference between the clocks is not
+/// lateness, and after a clock step the baseline follows within two minutes.
+struct Lateness {
+    previous: f64,
+    current: f64,
+    since: Instant,
+}
+
+impl Lateness {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn new(now: Instant) -> Lateness {
+        Lateness {
+            previous: f64::INFINITY,
+            current: f64::INFINITY,
+            since: now,
+        }
+    }
+
+    /// Milliseconds by which a delivery aged `age` ms (see [`signed_age_ms`]) at `now` is
+    /// later than the baseline (0 for the quickest).
+    fn late(&mut self, age: f64, now: Instant) -> f64 {
+        if now.duration_since(self.since) >= Self::WINDOW {
+            self.previous = self.current;
+            self.current = f64::INFINITY;
+            self.since = now;
+        }
+        self.current = self.current.min(age);
+        age - self.previous.min(self.current)
     }
 }
 
@@ -701,5 +730,28 @@ mod tests {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000);
         assert_eq!(signed_age_ms(t + Duration::from_millis(250), t), 250.0);
         assert_eq!(signed_age_ms(t, t + Duration::from_millis(40)), -40.0);
+    }
+
+    #[test]
+    fn lateness_is_measured_above_the_quickest_delivery_and_follows_a_clock_step() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut l = Lateness::new(t0);
+        // The server's clock is 500 ms behind: steady ages of about 500 ms are not late.
+        assert_eq!(l.late(500.0, at(0)), 0.0);
+        assert_eq!(l.late(502.0, at(1)), 2.0);
+        assert_eq!(l.late(650.0, at(2)), 150.0);
+        // A clock step of 2 s: late at first, then the baseline follows.
+        assert_eq!(l.late(2_500.0, at(30)), 2_000.0);
+        assert_eq!(
+            l.late(2_500.0, at(70)),
+            2_000.0,
+            "the previous minute still counts"
+        );
+        assert_eq!(
+            l.late(2_501.0, at(130)),
+            1.0,
+            "two minutes later it no longer does"
+        );
     }
 }
