@@ -240,7 +240,7 @@ impl Rebuilds {
         let mut position = 0;
         let mut parked = 0;
         let mut flushing: Option<(
-            tokio::task::JoinHandle<Result<std::time::Duration, StoreError>>,
+            tokio::task::JoinHandle<Result<Duration, StoreError>>,
             handover_nats::Batch,
         )> = None;
         let mut target = log.last_sequence().await?;
