@@ -1219,9 +1219,22 @@ impl Shared {
     }
 }
 
-/// Now as an HL7 DTM in UTC with an explicit offset.
+/// Now as an HL7 DTM in UTC with an explicit offset. The text changes once a second, so
+/// each thread formats it once a second and copies it otherwise (formatting was 4% of an
+/// MLLP connection's CPU, docs/performance.md).
 fn hl7_now() -> String {
-    chrono::Utc::now().format("%Y%m%d%H%M%S+0000").to_string()
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let now = chrono::Utc::now();
+    let secs = now.timestamp();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != secs {
+            *last = (secs, now.format("%Y%m%d%H%M%S+0000").to_string());
+        }
+        last.1.clone()
+    })
 }
 
 /// Serves MLLP on `listener` until `shutdown` resolves.
@@ -1533,6 +1546,21 @@ mod tests {
         assert_eq!(cfg.idle_timeout_secs, 600);
         let err = toml::from_str::<Hl7Config>("listen = \"127.0.0.1:1\"\nport = 3").unwrap_err();
         assert!(err.to_string().contains("unknown field `port`"), "{err}");
+    }
+
+    #[test]
+    fn the_ack_time_is_now_to_the_second() {
+        for _ in 0..3 {
+            let before = chrono::Utc::now().timestamp();
+            let text = hl7_now();
+            let after = chrono::Utc::now().timestamp();
+            let t = chrono::NaiveDateTime::parse_from_str(&text, "%Y%m%d%H%M%S+0000")
+                .unwrap()
+                .and_utc()
+                .timestamp();
+            assert!((before..=after).contains(&t), "{text} is not now");
+            std::thread::sleep(Duration::from_millis(600));
+        }
     }
 
     #[test]

@@ -92,6 +92,7 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("raw.consume_sled.cpu", "µs/event", "CPU time (user + system) of the bench process and nats-server during raw.consume_sled, per event"),
     ("ingest.http.batch100", "events/s", "POST /v1/events, batches of 100, 11 concurrent clients (1,100 events in flight, like the raw baseline's window)"),
     ("ingest.http.batch1000", "events/s", "POST /v1/events, batches of 1,000, 4 concurrent clients"),
+    ("raw.mllp.relay", "messages/s", "a bare MLLP relay on 1 connection, in the blocks of raw.publish.sync and ingest.mllp.1conn: the same A03 frames, each published as it is (1 in flight, Nats-Msg-Id) and answered with a fixed AA ACK once acknowledged; no parse, translation or validation (the floor of MLLP's extra round trip)"),
     ("ingest.mllp.1conn", "messages/s", "HL7 v2 ADT^A03 over MLLP, 1 connection, each message waits for its ACK (1 event per message)"),
     ("ingest.mllp.16conn", "messages/s", "as above, 16 connections"),
     ("projection.catchup", "events/s", "journey projection catching up on the whole stream from zero"),
@@ -370,7 +371,9 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         let ratio_to = match *name {
             "ingest.http.batch100" => Some("raw.publish.async.alt100"),
             "ingest.http.batch1000" => Some("raw.publish.async.alt1000"),
-            "ingest.mllp.1conn" | "ingest.mllp.16conn" => Some("raw.publish.sync"),
+            "ingest.mllp.1conn" | "ingest.mllp.16conn" | "raw.mllp.relay" => {
+                Some("raw.publish.sync")
+            }
             "projection.catchup" => Some("raw.consume_sled"),
             _ => None,
         };
@@ -640,18 +643,21 @@ async fn one_run(
             // the difference between them.
             let sync_n = opts.sync_events.min(n);
             let p = ui.phase(
-                "raw sync publish and MLLP (1 connection, ACK per message), alternating",
-                2 * sync_n,
+                "raw sync publish, bare MLLP relay and MLLP (1 connection, ACK per message), alternating",
+                3 * sync_n,
             );
+            let relay = Arc::new(raw::Raw::connect(&url).await?);
             let started = Instant::now();
-            let (raw_took, mllp_took) = alternating(
+            let [raw_took, relay_took, mllp_took] = alternating3(
                 SYNC_BLOCKS,
                 sync_n,
                 async |first, k| raw.publish(gen, "bench.sync", first, k, 1, &p).await,
+                async |first, k| relay_ingest(&relay, gen, run, first, k, &p).await,
                 async |first, k| mllp_ingest(&rt, gen, run, first, k, 1, &p).await,
             )
             .await?;
             f.set("raw.publish.sync", rate(sync_n, raw_took));
+            f.set("raw.mllp.relay", rate(sync_n, relay_took));
             f.set("ingest.mllp.1conn", rate(sync_n, mllp_took));
             p.finish(started.elapsed());
             let count = sync_n * 4;
@@ -1185,6 +1191,33 @@ async fn alternating(
     Ok((raw_took, ours_took))
 }
 
+/// [`alternating`] for three: in each block all three run, the one going first rotating.
+async fn alternating3(
+    blocks: u64,
+    n: u64,
+    mut a: impl AsyncFnMut(u64, u64) -> anyhow::Result<()>,
+    mut b: impl AsyncFnMut(u64, u64) -> anyhow::Result<()>,
+    mut c: impl AsyncFnMut(u64, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<[Duration; 3]> {
+    let mut took = [Duration::ZERO; 3];
+    let mut done = 0;
+    for block in 0..blocks {
+        let k = n / blocks + u64::from(block < n % blocks);
+        for turn in 0..3 {
+            let which = (block as usize + turn) % 3;
+            let t = Instant::now();
+            match which {
+                0 => a(done, k).await?,
+                1 => b(done, k).await?,
+                _ => c(done, k).await?,
+            }
+            took[which] += t.elapsed();
+        }
+        done += k;
+    }
+    Ok(took)
+}
+
 /// Publishes events `[first, first + n)` over HTTP in batches, from [`ingest_clients`] clients.
 async fn http_ingest(
     gen: &Gen,
@@ -1295,10 +1328,7 @@ fn a03(run: usize, connection: u64, i: u64, person: u64) -> String {
     format!("{msh}\r{evn}\r{pid}\r{pv1}\r")
 }
 
-/// MLLP senders against the HL7 adapter serving on the runtime's event log: `connections`
-/// connections, each sending its share of `n` A03 messages one at a time and waiting for each
-/// ACK, which must be `AA`. Messages are numbered from `first` on each connection, so calls
-/// with disjoint ranges send no message twice.
+/// [`mllp_send`] against the HL7 adapter serving on the runtime's event log.
 async fn mllp_ingest(
     rt: &Runtime,
     gen: &Gen,
@@ -1308,8 +1338,6 @@ async fn mllp_ingest(
     connections: u64,
     p: &Phase,
 ) -> anyhow::Result<()> {
-    use handover_hl7::mllp::{encode, MllpDecoder};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -1322,6 +1350,76 @@ async fn mllp_ingest(
             let _ = stopped.await;
         },
     ));
+    let sent = mllp_send(addr, gen, run, first, n, connections, p).await;
+    let _ = stop.send(());
+    server.await??;
+    sent
+}
+
+/// The bare relay of `raw.mllp.relay`, on one connection: the same senders as
+/// [`mllp_ingest`], against a relay that publishes each frame as it is through `relay` and
+/// answers a fixed `AA` once JetStream acknowledged it.
+async fn relay_ingest(
+    relay: &Arc<raw::Raw>,
+    gen: &Gen,
+    run: usize,
+    first: u64,
+    n: u64,
+    p: &Phase,
+) -> anyhow::Result<()> {
+    use handover_hl7::mllp::{encode, MllpDecoder};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let relay = Arc::clone(relay);
+    let server = tokio::spawn(async move {
+        let ack =
+            encode(b"MSH|^~\\&|RELAY|BENCH|PAS|RX1|20261120113200||ACK^A03|R1|P|2.4\rMSA|AA|R1\r");
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        let mut decoder = MllpDecoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut i = first;
+        loop {
+            while let Some(frame) = decoder.next_frame() {
+                let frame = frame.map_err(|e| anyhow::anyhow!("MLLP framing: {e:?}"))?;
+                relay
+                    .publish_one(
+                        format!("bench.sync.{:04}", i % RAW_SUBJECTS),
+                        format!("relay-{run}-{i}"),
+                        bytes::Bytes::from(frame),
+                    )
+                    .await?;
+                wr.write_all(&ack).await?;
+                i += 1;
+            }
+            let k = rd.read(&mut buf).await?;
+            if k == 0 {
+                return anyhow::Ok(());
+            }
+            decoder.push(&buf[..k]);
+        }
+    });
+    let sent = mllp_send(addr, gen, run, first, n, 1, p).await;
+    let served = server.await?;
+    sent.and(served)
+}
+
+/// `connections` MLLP senders to `addr`, each sending its share of `n` A03 messages one at a
+/// time and waiting for each ACK, which must be `AA`. Messages are numbered from `first` on
+/// each connection, so calls with disjoint ranges send no message twice.
+async fn mllp_send(
+    addr: std::net::SocketAddr,
+    gen: &Gen,
+    run: usize,
+    first: u64,
+    n: u64,
+    connections: u64,
+    p: &Phase,
+) -> anyhow::Result<()> {
+    use handover_hl7::mllp::{encode, MllpDecoder};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut set = tokio::task::JoinSet::new();
     for c in 0..connections {
         let count = n / connections + u64::from(c < n % connections);
@@ -1356,8 +1454,6 @@ async fn mllp_ingest(
     while let Some(r) = set.join_next().await {
         r??;
     }
-    let _ = stop.send(());
-    server.await??;
     Ok(())
 }
 
@@ -2156,6 +2252,19 @@ mod raw {
                 )
             });
             self.js.publish(items, window, || p.add(1)).await?;
+            Ok(())
+        }
+
+        /// Publishes one message with `Nats-Msg-Id` `id` and waits for its acknowledgement.
+        pub async fn publish_one(
+            &self,
+            subject: String,
+            id: String,
+            payload: Bytes,
+        ) -> anyhow::Result<()> {
+            self.js
+                .publish(std::iter::once((subject, id, payload)), 1, || {})
+                .await?;
             Ok(())
         }
 

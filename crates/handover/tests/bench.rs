@@ -48,7 +48,14 @@ async fn the_whole_bench_runs_at_a_tiny_size() {
         let us = f["median"].as_f64().unwrap_or(f64::NAN);
         assert!(us > 0.0 && us < 1e9, "{name} = {us}");
     }
+    // The three one-connection figures ran in the same blocks, each at some rate.
+    for name in ["raw.publish.sync", "raw.mllp.relay", "ingest.mllp.1conn"] {
+        let f = figures.iter().find(|f| f["name"] == name).unwrap();
+        let rate = f["median"].as_f64().unwrap_or(f64::NAN);
+        assert!(rate > 0.0 && rate.is_finite(), "{name} = {rate}");
+    }
     let md = std::fs::read_to_string(opts.markdown.as_ref().unwrap()).unwrap();
     assert!(md.contains("`ingest.mllp.1conn`"), "{md}");
+    assert!(md.contains("`raw.mllp.relay`"), "{md}");
     assert!(md.contains("`query.worklist.brokerage.p99`"), "{md}");
 }
