@@ -45,7 +45,7 @@ pub mod timestamp;
 pub use ack::{ack, ack_unparseable, AckCode, AckError, ErrorCode, ErrorLocation};
 pub use escape::{escape, unescape, Separators};
 pub use message::{
-    Component, Field, Message, ParseError, Path, PathError, Repetition, Segment, TextEncoding,
+    Component, Field, Message, ParseError, Path, PathError, Repetition, Segment, Text, TextEncoding,
 };
 pub use mllp::{FrameError, MllpDecoder};
 pub use timestamp::{Precision, Timestamp, TimestampError};

@@ -6,9 +6,11 @@
 //! `MSH` field 1 is the field separator itself and field 2 the encoding
 //! characters (MSH-9 is the message type, MSH-10 the control id, ...).
 //!
-//! Values are decoded (escape sequences resolved, see
-//! [`unescape`]) once at parse time; the wire text of
-//! each field, repetition and component is kept and available as `raw()`.
+//! Parsing splits segments into fields and keeps one copy of the message's
+//! text; a field's repetitions, components and subcomponents are split, and
+//! their escape sequences resolved (see [`unescape`]), the first time they are
+//! asked for, once. The wire text of each field, repetition and component is
+//! available as `raw()`.
 //!
 //! Input handling (see [`Message::parse`]): a UTF-8 BOM, surrounding
 //! whitespace and stray MLLP block characters are ignored; segments may be
@@ -19,9 +21,105 @@
 //! The HL7 "explicit null" value `""` is not interpreted: it reads back as the
 //! two-character string `""`.
 
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use crate::escape::{unescape, Separators};
+
+/// A piece of a message's text: a range of the message's one copy of its text
+/// or, for a value whose escape sequences were decoded, a string of its own.
+#[derive(Clone)]
+pub struct Text(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Shared(Arc<str>, usize, usize),
+    Owned(Box<str>),
+}
+
+impl Text {
+    fn whole(buf: &Arc<str>) -> Text {
+        Text(Repr::Shared(Arc::clone(buf), 0, buf.len()))
+    }
+
+    /// The text as a `&str`.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Shared(buf, start, end) => buf.get(*start..*end).unwrap_or_default(),
+            Repr::Owned(s) => s,
+        }
+    }
+
+    /// `part`, a slice of this text, as a text sharing the same copy (a copy of
+    /// its own when `part` is not a slice of it).
+    fn slice(&self, part: &str) -> Text {
+        if let Repr::Shared(buf, ..) = &self.0 {
+            let base = buf.as_ptr() as usize;
+            let at = part.as_ptr() as usize;
+            if at >= base && at + part.len() <= base + buf.len() {
+                let start = at - base;
+                return Text(Repr::Shared(Arc::clone(buf), start, start + part.len()));
+            }
+        }
+        Text(Repr::Owned(part.into()))
+    }
+
+    /// `part`, a slice of this text, with its escape sequences decoded.
+    fn decoded(&self, part: &str, seps: &Separators) -> Text {
+        match unescape(part, seps) {
+            Cow::Borrowed(b) => self.slice(b),
+            Cow::Owned(o) => Text(Repr::Owned(o.into_boxed_str())),
+        }
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// Errors from [`Message::parse`] and [`Message::parse_str`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,8 +169,8 @@ pub enum TextEncoding {
 /// One component: its wire text and its decoded subcomponents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Component {
-    raw: String,
-    subcomponents: Vec<String>,
+    raw: Text,
+    subcomponents: Vec<Text>,
 }
 
 impl Component {
@@ -82,28 +180,26 @@ impl Component {
     }
 
     /// The decoded subcomponents; always at least one (possibly empty).
-    pub fn subcomponents(&self) -> &[String] {
+    pub fn subcomponents(&self) -> &[Text] {
         &self.subcomponents
     }
 
     /// Subcomponent `n` (1-based), decoded.
     pub fn subcomponent(&self, n: usize) -> Option<&str> {
-        self.subcomponents
-            .get(n.checked_sub(1)?)
-            .map(String::as_str)
+        self.subcomponents.get(n.checked_sub(1)?).map(Text::as_str)
     }
 
     /// The decoded first subcomponent, which is the whole component when it
     /// has no subcomponent separators.
     pub fn value(&self) -> &str {
-        self.subcomponents.first().map_or("", String::as_str)
+        self.subcomponents.first().map_or("", Text::as_str)
     }
 }
 
 /// One repetition of a field: its wire text and its components.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repetition {
-    raw: String,
+    raw: Text,
     components: Vec<Component>,
 }
 
@@ -129,12 +225,31 @@ impl Repetition {
     }
 }
 
-/// One field: its wire text and its repetitions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One field: its wire text and its repetitions (split when first asked for).
+#[derive(Clone)]
 pub struct Field {
-    raw: String,
-    repetitions: Vec<Repetition>,
+    raw: Text,
+    separators: Separators,
+    repetitions: OnceLock<Vec<Repetition>>,
 }
+
+impl fmt::Debug for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Field")
+            .field("raw", &self.raw)
+            .field("repetitions", &self.repetitions())
+            .finish()
+    }
+}
+
+/// Fields are equal when their text and separators are: the rest follows.
+impl PartialEq for Field {
+    fn eq(&self, other: &Field) -> bool {
+        self.raw == other.raw && self.separators == other.separators
+    }
+}
+
+impl Eq for Field {}
 
 impl Field {
     /// The field's text as received (escape sequences not decoded).
@@ -149,12 +264,12 @@ impl Field {
 
     /// The repetitions; empty when the field is empty.
     pub fn repetitions(&self) -> &[Repetition] {
-        &self.repetitions
+        self.repetitions.get_or_init(|| self.split())
     }
 
     /// Repetition `n` (1-based).
     pub fn repetition(&self, n: usize) -> Option<&Repetition> {
-        self.repetitions.get(n.checked_sub(1)?)
+        self.repetitions().get(n.checked_sub(1)?)
     }
 
     /// Component `n` (1-based) of the first repetition.
@@ -165,46 +280,53 @@ impl Field {
     /// The decoded first subcomponent of the first component of the first
     /// repetition (`""` for an empty field).
     pub fn value(&self) -> &str {
-        self.repetitions.first().map_or("", Repetition::value)
+        self.repetitions().first().map_or("", Repetition::value)
     }
 
-    fn parse(raw: &str, seps: &Separators) -> Self {
-        let repetitions = if raw.is_empty() {
-            Vec::new()
-        } else {
-            raw.split(seps.repetition)
-                .map(|rep| Repetition {
-                    raw: rep.to_owned(),
-                    components: rep
-                        .split(seps.component)
-                        .map(|comp| Component {
-                            raw: comp.to_owned(),
-                            subcomponents: comp
-                                .split(seps.subcomponent)
-                                .map(|sub| unescape(sub, seps).into_owned())
-                                .collect(),
-                        })
-                        .collect(),
-                })
-                .collect()
-        };
+    fn parse(raw: Text, separators: Separators) -> Self {
         Self {
-            raw: raw.to_owned(),
-            repetitions,
+            raw,
+            separators,
+            repetitions: OnceLock::new(),
         }
     }
 
+    /// The repetitions, components and decoded subcomponents of the text.
+    fn split(&self) -> Vec<Repetition> {
+        let (raw, seps) = (&self.raw, &self.separators);
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        raw.split(seps.repetition)
+            .map(|rep| Repetition {
+                raw: raw.slice(rep),
+                components: rep
+                    .split(seps.component)
+                    .map(|comp| Component {
+                        raw: raw.slice(comp),
+                        subcomponents: comp
+                            .split(seps.subcomponent)
+                            .map(|sub| raw.decoded(sub, seps))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// A field whose text is taken literally (MSH-1 and MSH-2).
-    fn literal(raw: &str) -> Self {
-        Self {
-            raw: raw.to_owned(),
-            repetitions: vec![Repetition {
-                raw: raw.to_owned(),
-                components: vec![Component {
-                    raw: raw.to_owned(),
-                    subcomponents: vec![raw.to_owned()],
-                }],
+    fn literal(raw: Text, separators: Separators) -> Self {
+        let repetitions = vec![Repetition {
+            raw: raw.clone(),
+            components: vec![Component {
+                raw: raw.clone(),
+                subcomponents: vec![raw.clone()],
             }],
+        }];
+        Self {
+            raw,
+            separators,
+            repetitions: OnceLock::from(repetitions),
         }
     }
 }
@@ -212,8 +334,8 @@ impl Field {
 /// One segment: its name and fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
-    name: String,
-    raw: String,
+    name: Text,
+    raw: Text,
     fields: Vec<Field>,
 }
 
@@ -288,7 +410,7 @@ impl Message {
     }
 
     fn parse_text(text: &str, encoding: TextEncoding) -> Result<Self, ParseError> {
-        let text = text.trim_matches(is_padding);
+        let text = Text::whole(&Arc::from(text.trim_matches(is_padding)));
         if text.is_empty() {
             return Err(ParseError::Empty);
         }
@@ -300,7 +422,7 @@ impl Message {
             .split(['\r', '\n'])
             .filter(|line| !line.trim().is_empty())
             .enumerate()
-            .map(|(i, line)| Self::parse_segment(i + 1, line.trim_start(), &separators))
+            .map(|(i, line)| Self::parse_segment(i + 1, text.slice(line.trim_start()), &separators))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             separators,
@@ -348,10 +470,10 @@ impl Message {
         })
     }
 
-    fn parse_segment(index: usize, line: &str, seps: &Separators) -> Result<Segment, ParseError> {
+    fn parse_segment(index: usize, line: Text, seps: &Separators) -> Result<Segment, ParseError> {
         let (name, rest) = match line.split_once(seps.field) {
             Some((name, rest)) => (name, Some(rest)),
-            None => (line, None),
+            None => (line.as_str(), None),
         };
         if name.len() != 3 || !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(ParseError::InvalidSegmentName {
@@ -363,17 +485,18 @@ impl Message {
         if let Some(rest) = rest {
             let mut pieces = rest.split(seps.field);
             if is_header(name) {
-                let mut buf = [0u8; 4];
-                fields.push(Field::literal(seps.field.encode_utf8(&mut buf)));
+                // MSH-1 is the field separator between the name and MSH-2.
+                let sep = line.slice(&line[name.len()..name.len() + seps.field.len_utf8()]);
+                fields.push(Field::literal(sep, *seps));
                 if let Some(enc) = pieces.next() {
-                    fields.push(Field::literal(enc));
+                    fields.push(Field::literal(line.slice(enc), *seps));
                 }
             }
-            fields.extend(pieces.map(|raw| Field::parse(raw, seps)));
+            fields.extend(pieces.map(|raw| Field::parse(line.slice(raw), *seps)));
         }
         Ok(Segment {
-            name: name.to_owned(),
-            raw: line.to_owned(),
+            name: line.slice(name),
+            raw: line.clone(),
             fields,
         })
     }
@@ -395,12 +518,14 @@ impl Message {
 
     /// The first segment called `name`.
     pub fn segment(&self, name: &str) -> Option<&Segment> {
-        self.segments.iter().find(|s| s.name == name)
+        self.segments.iter().find(|s| s.name.as_str() == name)
     }
 
     /// All segments called `name`, in order.
     pub fn segments<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Segment> + 'a {
-        self.segments.iter().filter(move |s| s.name == name)
+        self.segments
+            .iter()
+            .filter(move |s| s.name.as_str() == name)
     }
 
     /// The decoded value at an HL7 path such as `PV1-3.1`, `PID-3[2].4` or
@@ -416,7 +541,7 @@ impl Message {
         let value = self
             .segments
             .iter()
-            .filter(|s| s.name == path.segment)
+            .filter(|s| s.name.as_str() == path.segment)
             .nth(path.segment_index - 1)?
             .field(path.field)?
             .repetition(path.repetition)?
@@ -642,6 +767,25 @@ mod tests {
         let m = Message::parse("MSH|^~\\&|A\rPID|1||||MÜLLER".as_bytes()).unwrap();
         assert_eq!(m.text_encoding(), TextEncoding::Utf8);
         assert_eq!(m.get("PID-5"), Some("MÜLLER"));
+    }
+
+    #[test]
+    fn fields_are_split_when_first_asked_for() {
+        let m = Message::parse_str("MSH|^~\\&|A\rPID|1||123^^^NHS^NH~R\\T\\1^^^X^MR").unwrap();
+        let before = m.clone();
+        let pid = m.segment("PID").unwrap();
+        let pid3 = pid.field(3).unwrap();
+        assert_eq!(pid3.repetitions().len(), 2);
+        assert_eq!(pid3.repetition(2).unwrap().raw(), "R\\T\\1^^^X^MR");
+        assert_eq!(m.get("PID-3[2].1"), Some("R&1"));
+        assert_eq!(
+            pid3.repetition(1).unwrap().component(4).unwrap().value(),
+            "NHS"
+        );
+        // Whether a field was split yet makes no difference to equality or copies.
+        assert_eq!(before, m);
+        assert_eq!(before.get("PID-3[2].1"), Some("R&1"));
+        assert_eq!(format!("{:?}", m.clone()), format!("{m:?}"));
     }
 
     #[test]
