@@ -509,7 +509,12 @@ fn decode_data(
     errors: &mut Vec<FieldError>,
 ) -> Option<EventData> {
     let before = errors.len();
-    if let Some(v) = validators().get(&t).filter(|_| with_schema) {
+    // `is_valid` stops at the first problem and builds no error: about 0.4 µs against 0.8
+    // for the full list (the contract's examples), which only an invalid event needs.
+    if let Some(v) = validators()
+        .get(&t)
+        .filter(|v| with_schema && !v.is_valid(&data))
+    {
         for e in v.iter_errors(&data) {
             errors.push(FieldError::new(
                 format!("/data{}", e.instance_path),
