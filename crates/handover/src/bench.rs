@@ -10,7 +10,8 @@
 //! 2. ingest over real HTTP (`POST /v1/events`, batches of 100 and 1,000, 4 clients), as a
 //!    ratio to the raw async publish; and over MLLP: HL7 v2 ADT^A03 messages sent one at a
 //!    time, each waiting for its ACK (the way PAS senders work), on 1 connection and on 16,
-//!    as a ratio to the raw synchronous publish;
+//!    as a ratio to the raw synchronous publish, beside a bare MLLP relay that publishes
+//!    each frame as it is (what MLLP's own round trip costs);
 //! 3. the journey projection catching up on the whole stream, as a ratio to raw
 //!    consume-plus-sled;
 //! 4. `GET /v1/persons/{nhs}/journey` latency under 32 concurrent clients and from one
@@ -637,10 +638,10 @@ async fn one_run(
         );
         if i == 0 {
             // MLLP on the same runtime (projections off), before its stream is dropped. One
-            // connection is measured in blocks alternating with the raw synchronous publish
-            // it is compared with (which goes first alternates too), so that both see the
-            // same server and machine: measured minutes apart, the two drifted by more than
-            // the difference between them.
+            // connection is measured in blocks rotating with the raw synchronous publish it
+            // is compared with and with the bare relay (which goes first rotates too), so
+            // that all three see the same server and machine: measured minutes apart, MLLP
+            // and the raw publish drifted by more than the difference between them.
             let sync_n = opts.sync_events.min(n);
             let p = ui.phase(
                 "raw sync publish, bare MLLP relay and MLLP (1 connection, ACK per message), alternating",
