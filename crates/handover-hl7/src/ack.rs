@@ -7,7 +7,7 @@
 //! control id) are copied as received, so their components and escapes are
 //! preserved; every other text is escaped with [`escape`].
 
-use crate::escape::{escape, Separators};
+use crate::escape::{escape, escape_into, Separators};
 use crate::message::Message;
 
 /// The acknowledgement code (MSA-1, HL7 table 0008, original mode).
@@ -205,30 +205,50 @@ pub fn ack(
 ) -> String {
     let seps = original.separators();
     let (f, c) = (seps.field, seps.component);
+    let msh = original.segment("MSH");
     let raw = |n: usize| {
-        original
-            .segment("MSH")
-            .and_then(|msh| msh.field(n))
+        msh.and_then(|msh| msh.field(n))
             .map_or("", |field| field.raw())
     };
-    let trigger = escape(original.trigger_event().unwrap_or(""), seps);
     let legacy = is_legacy_version(original.version().unwrap_or(""));
-    let mut out = format!(
-        "MSH{f}{enc}{f}{app}{f}{fac}{f}{rapp}{f}{rfac}{f}{now}{f}{f}ACK{c}{trigger}{c}ACK{f}{id}{f}{pid}{f}{ver}\r",
-        enc = seps.encoding_characters(),
-        app = raw(5),
-        fac = raw(6),
-        rapp = raw(3),
-        rfac = raw(4),
-        now = escape(now, seps),
-        id = escape(control_id, seps),
-        pid = raw(11),
-        ver = raw(12),
-    );
-    out.push_str(&format!("MSA{f}{}{f}{}", code.as_str(), raw(10)));
+    // One buffer, written in order: this runs once per message on the MLLP path.
+    let mut out = String::with_capacity(256);
+    out.push_str("MSH");
+    out.push(f);
+    out.push(c);
+    out.push(seps.repetition);
+    out.push(seps.escape);
+    out.push(seps.subcomponent);
+    if let Some(t) = seps.truncation {
+        out.push(t);
+    }
+    for n in [5, 6, 3, 4] {
+        out.push(f);
+        out.push_str(raw(n));
+    }
+    out.push(f);
+    escape_into(&mut out, now, seps);
+    out.push(f);
+    out.push(f);
+    out.push_str("ACK");
+    out.push(c);
+    escape_into(&mut out, original.trigger_event().unwrap_or(""), seps);
+    out.push(c);
+    out.push_str("ACK");
+    out.push(f);
+    escape_into(&mut out, control_id, seps);
+    for n in [11, 12] {
+        out.push(f);
+        out.push_str(raw(n));
+    }
+    out.push_str("\rMSA");
+    out.push(f);
+    out.push_str(code.as_str());
+    out.push(f);
+    out.push_str(raw(10));
     if let (true, Some(e)) = (legacy, error) {
         out.push(f);
-        out.push_str(&escape(&e.message, seps));
+        escape_into(&mut out, &e.message, seps);
     }
     out.push('\r');
     if let Some(e) = error {
@@ -273,6 +293,79 @@ mod tests {
         }
         for v in ["2.5", "2.5.1", "2.6", "2.7.1", "2.8", "3.0"] {
             assert!(!is_legacy_version(v), "{v}");
+        }
+    }
+
+    /// The ACK as it was built before it was written into one buffer: `format!` pieces.
+    fn reference_ack(
+        original: &Message,
+        code: AckCode,
+        error: Option<&AckError>,
+        now: &str,
+        control_id: &str,
+    ) -> String {
+        let seps = original.separators();
+        let (f, c) = (seps.field, seps.component);
+        let raw = |n: usize| {
+            original
+                .segment("MSH")
+                .and_then(|msh| msh.field(n))
+                .map_or("", |field| field.raw())
+        };
+        let trigger = escape(original.trigger_event().unwrap_or(""), seps);
+        let legacy = is_legacy_version(original.version().unwrap_or(""));
+        let mut out = format!(
+            "MSH{f}{enc}{f}{app}{f}{fac}{f}{rapp}{f}{rfac}{f}{now}{f}{f}ACK{c}{trigger}{c}ACK{f}{id}{f}{pid}{f}{ver}\r",
+            enc = seps.encoding_characters(),
+            app = raw(5),
+            fac = raw(6),
+            rapp = raw(3),
+            rfac = raw(4),
+            now = escape(now, seps),
+            id = escape(control_id, seps),
+            pid = raw(11),
+            ver = raw(12),
+        );
+        out.push_str(&format!("MSA{f}{}{f}{}", code.as_str(), raw(10)));
+        if let (true, Some(e)) = (legacy, error) {
+            out.push(f);
+            out.push_str(&escape(&e.message, seps));
+        }
+        out.push('\r');
+        if let Some(e) = error {
+            out.push_str(&err_segment(e, seps, legacy));
+            out.push('\r');
+        }
+        out
+    }
+
+    #[test]
+    fn the_one_buffer_ack_is_the_format_built_one() {
+        let messages = [
+            "MSH|^~\\&|PAS|RX1|HANDOVER|NHS|20261123101500||ADT^A03|MSG1|P|2.4\rPID|||123\r",
+            "MSH|^~\\&|PAS^x|RX1&y|||20261123101500||ADT^A01^ADT_A01|M\\F\\2|P|2.5.1\r",
+            "MSH*:#!@%*APP*FAC*R*RF*2026**ADT:A08*C3*T*2.3\r",
+            "MSH|^~\\&|||||||ADT\r",
+            "MSH|^~\\&|A|B|C|D|2026||ADT^A^B|ID|P|2.6|||||GBR|UNICODE UTF-8\r",
+        ];
+        let error = AckError {
+            code: ErrorCode::RequiredFieldMissing,
+            location: Some(ErrorLocation::field("PV1", 19)),
+            message: "PV1-19 | needs ^ a & value ~ \\ here\nand".to_owned(),
+        };
+        for text in messages {
+            let msg = Message::parse_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            for code in [AckCode::Aa, AckCode::Ae, AckCode::Ar] {
+                for err in [None, Some(&error)] {
+                    for (now, id) in [("20261123101501+0000", "HO1-1"), ("2026|^", "a&b~c")] {
+                        assert_eq!(
+                            ack(&msg, code, err, now, id),
+                            reference_ack(&msg, code, err, now, id),
+                            "{text}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -69,6 +69,16 @@ impl Separators {
 /// end the segment). [`unescape`] reverses this exactly.
 pub fn escape(text: &str, seps: &Separators) -> String {
     let mut out = String::with_capacity(text.len());
+    escape_into(&mut out, text, seps);
+    out
+}
+
+/// [`escape`], appended to `out` (no allocation of its own).
+pub fn escape_into(out: &mut String, text: &str, seps: &Separators) {
+    if !text.contains(|c| seps.is_special(c) || c == '\n' || c == '\r') {
+        out.push_str(text);
+        return;
+    }
     let e = seps.escape;
     for c in text.chars() {
         let code = if c == seps.field {
@@ -95,7 +105,6 @@ pub fn escape(text: &str, seps: &Separators) -> String {
         out.push_str(code);
         out.push(e);
     }
-    out
 }
 
 /// Decodes the escape sequences in one HL7 value written with `seps`.

@@ -43,7 +43,7 @@ pub mod mllp;
 pub mod timestamp;
 
 pub use ack::{ack, ack_unparseable, AckCode, AckError, ErrorCode, ErrorLocation};
-pub use escape::{escape, unescape, Separators};
+pub use escape::{escape, escape_into, unescape, Separators};
 pub use message::{
     Component, Field, Message, ParseError, Path, PathError, Repetition, Segment, Text, TextEncoding,
 };

@@ -552,22 +552,34 @@ impl Message {
 
     /// MSH-9.1, the message type (e.g. `ADT`).
     pub fn message_type(&self) -> Option<&str> {
-        self.get("MSH-9.1")
+        self.header_value(9, 1)
     }
 
     /// MSH-9.2, the trigger event (e.g. `A01`).
     pub fn trigger_event(&self) -> Option<&str> {
-        self.get("MSH-9.2")
+        self.header_value(9, 2)
     }
 
     /// MSH-10, the message control id.
     pub fn control_id(&self) -> Option<&str> {
-        self.get("MSH-10")
+        self.header_value(10, 1)
     }
 
     /// MSH-12.1, the version id (e.g. `2.4`).
     pub fn version(&self) -> Option<&str> {
-        self.get("MSH-12.1")
+        self.header_value(12, 1)
+    }
+
+    /// `MSH-field.component` as [`Message::get`] reads it, without parsing a [`Path`]
+    /// (these are read for every message an MLLP connection carries).
+    pub fn header_value(&self, field: usize, component: usize) -> Option<&str> {
+        let value = self
+            .segment("MSH")?
+            .field(field)?
+            .repetition(1)?
+            .component(component)?
+            .subcomponent(1)?;
+        (!value.is_empty()).then_some(value)
     }
 }
 
@@ -702,6 +714,28 @@ mod tests {
             "PID-3.-1",
         ] {
             assert!(bad.parse::<Path>().is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn header_values_read_as_the_paths_do() {
+        for text in [
+            "MSH|^~\\&|PAS|RX1|||20261123||ADT^A03^ADT_A03|C1|P|2.4^GBR\rEVN|A03\r",
+            "MSH|^~\\&|||||||ADT~ORU^X|C\\F\\2&z||2.5.1\r",
+            "MSH*:#!@*A*B*C*D*E**ADT:A08:X*C3*P*\r",
+            "MSH|^~\\&\r",
+            "MSH|^~\\&|||||||^A01|\"\"\r",
+        ] {
+            let m = Message::parse_str(text).unwrap();
+            for (field, component) in [(9, 1), (9, 2), (9, 3), (10, 1), (12, 1), (12, 2), (3, 1)] {
+                assert_eq!(
+                    m.header_value(field, component),
+                    m.get(&format!("MSH-{field}.{component}")),
+                    "{text} MSH-{field}.{component}"
+                );
+            }
+            assert_eq!(m.trigger_event(), m.get("MSH-9.2"));
+            assert_eq!(m.control_id(), m.get("MSH-10"));
         }
     }
 
