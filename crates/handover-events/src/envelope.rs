@@ -110,6 +110,49 @@ impl Event {
         Event::decode(value, true)
     }
 
+    /// Builds and validates an event from typed attributes and JSON `data`, for an adapter
+    /// that maps a source message to an event. The checks are [`Event::from_json`]'s on the
+    /// same CloudEvent (no `sequence` or `traceparent`), JSON Schema pass included, without
+    /// writing the attributes into a JSON object and reading them back.
+    pub fn from_parts(
+        id: String,
+        source: String,
+        subject: Option<NhsNumber>,
+        time: Timestamp,
+        event_type: EventType,
+        data: Value,
+    ) -> Result<Event, ValidationErrors> {
+        let mut errors = Vec::new();
+        check_attribute("id", &id, &mut errors);
+        check_attribute("source", &source, &mut errors);
+        let data = match data {
+            Value::Null => {
+                errors.push(FieldError::new("/data", "is required"));
+                None
+            }
+            d @ Value::Object(_) => decode_data(event_type, d, true, &mut errors),
+            _ => {
+                errors.push(FieldError::new("/data", "must be a JSON object"));
+                None
+            }
+        };
+        if let Some(d) = &data {
+            check_names_person(subject.as_ref(), d, &mut errors);
+        }
+        match data {
+            Some(data) if errors.is_empty() => Ok(Event {
+                id,
+                source,
+                subject,
+                time,
+                sequence: None,
+                traceparent: None,
+                data,
+            }),
+            _ => Err(ValidationErrors(errors)),
+        }
+    }
+
     /// Decodes an event read back from the log, which was validated when it was stored:
     /// the same checks except the JSON Schema pass (the typed decode still checks types).
     pub fn from_stored(bytes: &[u8]) -> Result<Event, ValidationErrors> {
@@ -260,22 +303,7 @@ impl Event {
         };
 
         if let Some(d) = &data {
-            if subject.is_none() && d.local_id().is_none() {
-                errors.push(FieldError::new(
-                    "/subject",
-                    "is required (the NHS number) unless data.local_id names the person",
-                ));
-            }
-            if matches!(
-                d,
-                EventData::PersonLinked(_) | EventData::NhsNumberChanged(_)
-            ) && subject.is_none()
-            {
-                errors.push(FieldError::new(
-                    "/subject",
-                    "is required for this type: the NHS number",
-                ));
-            }
+            check_names_person(subject.as_ref(), d, &mut errors);
         }
 
         match (id, source, time, data) {
@@ -319,10 +347,58 @@ impl Event {
         Value::Object(m)
     }
 
-    /// The normalised CloudEvent as JSON bytes.
+    /// The normalised CloudEvent as JSON bytes: exactly the bytes of [`Event::to_json`]
+    /// written out (attributes in the same sorted order, which the timeline chunks'
+    /// compression dictionary was built from), without building the envelope as a
+    /// `serde_json::Value` first.
     pub fn to_json_vec(&self) -> Vec<u8> {
-        // A `Value` always serialises.
-        serde_json::to_vec(&self.to_json()).unwrap_or_default()
+        let t = self.event_type();
+        let wire = Wire {
+            data: self.data.to_json(),
+            datacontenttype: "application/json",
+            dataschema: DataSchema(t.as_str()),
+            id: &self.id,
+            sequence: self.sequence.as_deref(),
+            source: &self.source,
+            specversion: "1.0",
+            subject: self.subject.as_ref().map(NhsNumber::as_string),
+            time: self.time.to_rfc3339(),
+            traceparent: self.traceparent.as_deref(),
+            event_type: t.as_str(),
+        };
+        let mut out = Vec::with_capacity(512);
+        // Plain strings and a `Value`: serialising cannot fail.
+        let _ = serde_json::to_writer(&mut out, &wire);
+        out
+    }
+}
+
+/// [`Event::to_json`]'s object, field by field in its (sorted) key order.
+#[derive(serde::Serialize)]
+struct Wire<'a> {
+    data: Value,
+    datacontenttype: &'static str,
+    dataschema: DataSchema,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<&'a str>,
+    source: &'a str,
+    specversion: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    #[serde(rename = "type")]
+    event_type: &'static str,
+}
+
+/// `schemas/<type>.json`, written without an intermediate `String`.
+struct DataSchema(&'static str);
+
+impl serde::Serialize for DataSchema {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("schemas/{}.json", self.0))
     }
 }
 
@@ -407,24 +483,50 @@ fn fast_stored(bytes: &[u8]) -> Option<Event> {
     })
 }
 
+/// Who an event must name: an NHS number or a local id, and an NHS number for the types
+/// that are about one.
+fn check_names_person(subject: Option<&NhsNumber>, data: &EventData, errors: &mut Vec<FieldError>) {
+    if subject.is_none() && data.local_id().is_none() {
+        errors.push(FieldError::new(
+            "/subject",
+            "is required (the NHS number) unless data.local_id names the person",
+        ));
+    }
+    if matches!(
+        data,
+        EventData::PersonLinked(_) | EventData::NhsNumberChanged(_)
+    ) && subject.is_none()
+    {
+        errors.push(FieldError::new(
+            "/subject",
+            "is required for this type: the NHS number",
+        ));
+    }
+}
+
+/// A required string attribute's value: not blank, at most [`MAX_ATTRIBUTE_LEN`] bytes.
+fn check_attribute(key: &str, s: &str, errors: &mut Vec<FieldError>) -> bool {
+    if s.trim().is_empty() {
+        errors.push(FieldError::new(format!("/{key}"), "must not be empty"));
+        false
+    } else if s.len() > MAX_ATTRIBUTE_LEN {
+        errors.push(FieldError::new(
+            format!("/{key}"),
+            format!("is longer than {MAX_ATTRIBUTE_LEN} bytes"),
+        ));
+        false
+    } else {
+        true
+    }
+}
+
 fn required_string(
     obj: &Map<String, Value>,
     key: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
     match obj.get(key) {
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            errors.push(FieldError::new(format!("/{key}"), "must not be empty"));
-            None
-        }
-        Some(Value::String(s)) if s.len() > MAX_ATTRIBUTE_LEN => {
-            errors.push(FieldError::new(
-                format!("/{key}"),
-                format!("is longer than {MAX_ATTRIBUTE_LEN} bytes"),
-            ));
-            None
-        }
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) => check_attribute(key, s, errors).then(|| s.clone()),
         Some(_) => {
             errors.push(FieldError::new(format!("/{key}"), "must be a string"));
             None
@@ -539,6 +641,135 @@ fn decode_data(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// `from_parts` is `from_json` on the same CloudEvent: the same event, or the same errors.
+    #[test]
+    fn from_parts_agrees_with_from_json() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(mut event) = Event::from_json_slice(&std::fs::read(&path).unwrap()) else {
+                continue;
+            };
+            event.sequence = None;
+            event.traceparent = None;
+            let parts = |id: &str, source: &str, subject: Option<NhsNumber>, data: Value| {
+                Event::from_parts(
+                    id.to_owned(),
+                    source.to_owned(),
+                    subject,
+                    event.time,
+                    event.event_type(),
+                    data,
+                )
+            };
+            let json = |id: &str, source: &str, subject: Option<NhsNumber>, data: Value| {
+                let mut v = event.to_json();
+                v["id"] = id.into();
+                v["source"] = source.into();
+                v["data"] = data;
+                match subject {
+                    Some(n) => v["subject"] = n.as_string().into(),
+                    None => {
+                        v.as_object_mut().unwrap().remove("subject");
+                    }
+                }
+                Event::from_json(v)
+            };
+            let data = event.data.to_json();
+            let mut bad_data = data.clone();
+            bad_data
+                .as_object_mut()
+                .unwrap()
+                .insert("unexpected".into(), 1.into());
+            let long = "x".repeat(MAX_ATTRIBUTE_LEN + 1);
+            let cases = [
+                (
+                    event.id.as_str(),
+                    event.source.as_str(),
+                    event.subject,
+                    data.clone(),
+                ),
+                (" ", event.source.as_str(), event.subject, data.clone()),
+                (
+                    event.id.as_str(),
+                    long.as_str(),
+                    event.subject,
+                    data.clone(),
+                ),
+                (event.id.as_str(), event.source.as_str(), None, data.clone()),
+                (
+                    event.id.as_str(),
+                    event.source.as_str(),
+                    event.subject,
+                    bad_data,
+                ),
+                (
+                    event.id.as_str(),
+                    event.source.as_str(),
+                    event.subject,
+                    Value::Null,
+                ),
+                (
+                    event.id.as_str(),
+                    event.source.as_str(),
+                    event.subject,
+                    serde_json::json!([1]),
+                ),
+            ];
+            for (i, (id, source, subject, data)) in cases.into_iter().enumerate() {
+                let a = parts(id, source, subject, data.clone());
+                let b = json(id, source, subject, data);
+                assert_eq!(a, b, "{} case {i}", path.display());
+            }
+            assert_eq!(
+                parts(
+                    &event.id,
+                    &event.source,
+                    event.subject,
+                    event.data.to_json()
+                )
+                .unwrap(),
+                event
+            );
+            seen += 1;
+        }
+        assert!(seen >= 20, "only {seen} examples decoded");
+    }
+
+    #[test]
+    fn the_written_bytes_are_the_json_trees_bytes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(event) = Event::from_json_slice(&std::fs::read(&path).unwrap()) else {
+                continue;
+            };
+            let mut variants = vec![event.clone()];
+            let mut all = event.clone();
+            all.sequence = Some("00042".into());
+            all.traceparent =
+                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+            variants.push(all);
+            let mut none = event;
+            none.subject = None;
+            none.sequence = None;
+            none.traceparent = None;
+            variants.push(none);
+            for e in variants {
+                assert_eq!(
+                    String::from_utf8(e.to_json_vec()).unwrap(),
+                    serde_json::to_string(&e.to_json()).unwrap(),
+                    "{}",
+                    path.display()
+                );
+            }
+            seen += 1;
+        }
+        assert!(seen >= 20, "only {seen} examples decoded");
+    }
 
     #[test]
     fn every_example_takes_the_stored_fast_path_and_agrees_with_the_general_one() {
