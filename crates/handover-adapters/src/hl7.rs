@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{FixedOffset, NaiveDate, NaiveDateTime, TimeZone};
-use handover_events::{Event, EventSink, NhsNumber, SinkError, Timestamp};
+use handover_events::{Event, EventSink, EventType, NhsNumber, SinkError, Timestamp};
 use handover_hl7::mllp::{encode, MllpDecoder};
 use handover_hl7::timestamp::{Precision, TimestampError};
 use handover_hl7::{
@@ -477,7 +477,7 @@ fn header<'a>(
     let system = match &cfg.system {
         Some(s) => urn_token(s),
         None => msg
-            .get("MSH-3")
+            .header_value(3, 1)
             .and_then(clean)
             .map(|a| urn_token(a).to_ascii_lowercase())
             .unwrap_or_default(),
@@ -777,28 +777,27 @@ impl Ctx<'_> {
                 }
             }
         }
-        let mut ce = json!({
-            "specversion": "1.0",
-            "id": format!("{}{suffix}", self.h.control_id),
-            "source": self.h.source,
-            "type": format!("handover.{ty}.v1"),
-            "time": self.h.time.to_rfc3339(),
-            "data": data,
-        });
-        if let (Some(n), Some(obj)) = (person.nhs, ce.as_object_mut()) {
-            obj.insert("subject".into(), n.as_string().into());
-        }
-        Event::from_json(ce).map_err(|e| {
-            // Pointers only: validation messages can quote values.
-            let fields: Vec<String> = e.0.iter().map(|f| f.pointer.clone()).collect();
+        let internal = |fields: &str| {
             ContentError::ae(
                 ErrorCode::ApplicationInternalError,
                 seg_loc("MSH", 1),
-                format!(
-                    "the {ty} event built from this message is invalid at {}",
-                    fields.join(", ")
-                ),
+                format!("the {ty} event built from this message is invalid at {fields}"),
             )
+        };
+        let event_type =
+            EventType::parse(&format!("handover.{ty}.v1")).ok_or_else(|| internal("/type"))?;
+        Event::from_parts(
+            format!("{}{suffix}", self.h.control_id),
+            self.h.source.clone(),
+            person.nhs,
+            self.h.time,
+            event_type,
+            data,
+        )
+        .map_err(|e| {
+            // Pointers only: validation messages can quote values.
+            let fields: Vec<String> = e.0.iter().map(|f| f.pointer.clone()).collect();
+            internal(&fields.join(", "))
         })
     }
 }
@@ -1316,6 +1315,11 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
     let idle = Duration::from_secs(shared.cfg.idle_timeout_secs.max(1));
     let mut buf = vec![0u8; 64 * 1024];
     let mut reported_discarded = 0;
+    // One idle timer for the connection, moved forward before each read: a new timer per
+    // read (`tokio::time::timeout`) registered and cancelled a timer-wheel entry for every
+    // message; moving a registered deadline later does not.
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     debug!("hl7 connection opened");
     'conn: loop {
         while let Some(frame) = decoder.next_frame() {
@@ -1346,19 +1350,22 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
         if *stop.borrow() {
             break;
         }
+        idle_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + idle);
         tokio::select! {
-            read = tokio::time::timeout(idle, rd.read(&mut buf)) => match read {
-                Err(_) => {
-                    info!(idle_secs = idle.as_secs(), "hl7 connection idle: closing");
-                    break;
-                }
-                Ok(Ok(0)) => break,
-                Ok(Ok(n)) => decoder.push(&buf[..n]),
-                Ok(Err(error)) => {
+            read = rd.read(&mut buf) => match read {
+                Ok(0) => break,
+                Ok(n) => decoder.push(&buf[..n]),
+                Err(error) => {
                     info!(%error, "hl7 connection read failed");
                     break;
                 }
             },
+            () = &mut idle_timer => {
+                info!(idle_secs = idle.as_secs(), "hl7 connection idle: closing");
+                break;
+            }
             changed = stop.changed() => {
                 if changed.is_err() {
                     break;
