@@ -766,38 +766,37 @@ impl Ctx<'_> {
     fn event(
         &self,
         suffix: &str,
-        ty: &str,
+        ty: EventType,
         person: &Person,
         mut data: Value,
     ) -> Result<Event, ContentError> {
         if let (None, Some(obj)) = (person.nhs, data.as_object_mut()) {
-            if ty != "person.identified" {
+            if ty != EventType::PersonIdentified {
                 if let Some(first) = person.local_ids.first() {
                     obj.insert("local_id".into(), first.clone());
                 }
             }
         }
-        let internal = |fields: &str| {
-            ContentError::ae(
-                ErrorCode::ApplicationInternalError,
-                seg_loc("MSH", 1),
-                format!("the {ty} event built from this message is invalid at {fields}"),
-            )
-        };
-        let event_type =
-            EventType::parse(&format!("handover.{ty}.v1")).ok_or_else(|| internal("/type"))?;
         Event::from_parts(
             format!("{}{suffix}", self.h.control_id),
             self.h.source.clone(),
             person.nhs,
             self.h.time,
-            event_type,
+            ty,
             data,
         )
         .map_err(|e| {
             // Pointers only: validation messages can quote values.
             let fields: Vec<String> = e.0.iter().map(|f| f.pointer.clone()).collect();
-            internal(&fields.join(", "))
+            ContentError::ae(
+                ErrorCode::ApplicationInternalError,
+                seg_loc("MSH", 1),
+                format!(
+                    "the {} event built from this message is invalid at {}",
+                    ty.as_str(),
+                    fields.join(", ")
+                ),
+            )
         })
     }
 }
@@ -840,8 +839,8 @@ pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentE
         "A02" => transferred(msg, &ctx)?,
         "A03" => discharged(msg, &ctx)?,
         "A08" => updated(msg, &ctx)?,
-        "A11" => encounter_only(msg, &ctx, "discharge.admission-cancelled")?,
-        "A13" => encounter_only(msg, &ctx, "discharge.discharge-cancelled")?,
+        "A11" => encounter_only(msg, &ctx, EventType::AdmissionCancelled)?,
+        "A13" => encounter_only(msg, &ctx, EventType::DischargeCancelled)?,
         "A40" => merged(msg, &ctx)?,
         _ => Vec::new(),
     };
@@ -890,9 +889,9 @@ fn admitted(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, Con
     }
     let mut events = Vec::with_capacity(2);
     if let Some(d) = identified_data(msg, pid, &person)? {
-        events.push(ctx.event(":person", "person.identified", &person, d)?);
+        events.push(ctx.event(":person", EventType::PersonIdentified, &person, d)?);
     }
-    events.push(ctx.event("", "discharge.admitted", &person, data)?);
+    events.push(ctx.event("", EventType::Admitted, &person, data)?);
     Ok(events)
 }
 
@@ -919,7 +918,7 @@ fn transferred(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     }
     Ok(vec![ctx.event(
         "",
-        "discharge.transferred",
+        EventType::Transferred,
         &person,
         data,
     )?])
@@ -943,12 +942,7 @@ fn discharged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
             obj.insert("destination".into(), d.into());
         }
     }
-    Ok(vec![ctx.event(
-        "",
-        "discharge.discharged",
-        &person,
-        data,
-    )?])
+    Ok(vec![ctx.event("", EventType::Discharged, &person, data)?])
 }
 
 /// A08: expected-date-set when PV2-9 is present, person.identified when PID has local ids;
@@ -957,7 +951,7 @@ fn updated(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     let (pid, person) = pid_person(msg, &ctx.h.ods)?;
     let mut events = Vec::new();
     if let Some(d) = identified_data(msg, pid, &person)? {
-        events.push(ctx.event(":person", "person.identified", &person, d)?);
+        events.push(ctx.event(":person", EventType::PersonIdentified, &person, d)?);
     }
     if let Some(pv2) = msg.segment("PV2") {
         if let Some(date) = hl7_date(pv2, 1, 9, false)? {
@@ -966,14 +960,14 @@ fn updated(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
                 "encounter_id": encounter_id(pv1)?,
                 "expected_discharge_date": date.format("%Y-%m-%d").to_string(),
             });
-            events.push(ctx.event("", "discharge.expected-date-set", &person, data)?);
+            events.push(ctx.event("", EventType::ExpectedDateSet, &person, data)?);
         }
     }
     Ok(events)
 }
 
 /// A11 and A13: an event naming the encounter only.
-fn encounter_only(msg: &Message, ctx: &Ctx, ty: &str) -> Result<Vec<Event>, ContentError> {
+fn encounter_only(msg: &Message, ctx: &Ctx, ty: EventType) -> Result<Vec<Event>, ContentError> {
     let (_, person) = pid_person(msg, &ctx.h.ods)?;
     let pv1 = required_segment(msg, "PV1")?;
     let data = json!({ "encounter_id": encounter_id(pv1)? });
@@ -1012,7 +1006,7 @@ fn merged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
             format!(":{seq}")
         };
         let data = json!({ "previous_nhs_number": old.as_string() });
-        events.push(ctx.event(&suffix, "person.nhs-number-changed", &person, data)?);
+        events.push(ctx.event(&suffix, EventType::NhsNumberChanged, &person, data)?);
     }
     Ok(events)
 }

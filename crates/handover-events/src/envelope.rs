@@ -642,16 +642,29 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// Every example under `schemas/examples` that decodes, with its path (at least 20).
+    fn examples() -> Vec<(std::path::PathBuf, Event)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/examples");
+        let decoded: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter_map(|path| {
+                let event = Event::from_json_slice(&std::fs::read(&path).ok()?).ok()?;
+                Some((path, event))
+            })
+            .collect();
+        assert!(
+            decoded.len() >= 20,
+            "only {} examples decoded",
+            decoded.len()
+        );
+        decoded
+    }
+
     /// `from_parts` is `from_json` on the same CloudEvent: the same event, or the same errors.
     #[test]
     fn from_parts_agrees_with_from_json() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/examples");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let Ok(mut event) = Event::from_json_slice(&std::fs::read(&path).unwrap()) else {
-                continue;
-            };
+        for (path, mut event) in examples() {
             event.sequence = None;
             event.traceparent = None;
             let parts = |id: &str, source: &str, subject: Option<NhsNumber>, data: Value| {
@@ -733,20 +746,12 @@ mod tests {
                 .unwrap(),
                 event
             );
-            seen += 1;
         }
-        assert!(seen >= 20, "only {seen} examples decoded");
     }
 
     #[test]
     fn the_written_bytes_are_the_json_trees_bytes() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/examples");
-        let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let Ok(event) = Event::from_json_slice(&std::fs::read(&path).unwrap()) else {
-                continue;
-            };
+        for (path, event) in examples() {
             let mut variants = vec![event.clone()];
             let mut all = event.clone();
             all.sequence = Some("00042".into());
@@ -766,9 +771,7 @@ mod tests {
                     path.display()
                 );
             }
-            seen += 1;
         }
-        assert!(seen >= 20, "only {seen} examples decoded");
     }
 
     #[test]
