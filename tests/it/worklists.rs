@@ -110,6 +110,49 @@ async fn worklists_come_in_working_order_paged_filtered_and_scoped() {
         .map(|r| r["days_delayed"].as_i64().unwrap())
         .collect();
     assert_eq!(days, [10, 7, 5, 5]);
+    // Everyone on the page was audited as read by the team, each under their own record
+    // (a page's records are published together and their acknowledgements collected on
+    // one subscription), and no one who was not on it.
+    let auditor = token_for(Role::Auditor, "RX1");
+    let worklist_reads = |v: &Value| -> Vec<Value> {
+        v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "worklist:discharge-delays")
+            .cloned()
+            .collect()
+    };
+    for i in [1, 5, 2, 0] {
+        let a = get(&b, &format!("/v1/audit?nhs_number={}", nhs[i]), &auditor).await;
+        let reads = worklist_reads(&a);
+        assert_eq!(reads.len(), 1, "person {i}: {a}");
+        let r = &reads[0];
+        assert_eq!(
+            (
+                &r["nhs_number"],
+                &r["user"],
+                &r["organisation"],
+                &r["role"],
+                &r["reason"]
+            ),
+            (
+                &json!(nhs[i]),
+                &json!("test-discharge-team-RX1"),
+                &json!("RX1"),
+                &json!("discharge-team"),
+                &json!("direct-care")
+            ),
+            "person {i}"
+        );
+    }
+    for i in [3, 4] {
+        let a = get(&b, &format!("/v1/audit?nhs_number={}", nhs[i]), &auditor).await;
+        assert!(
+            worklist_reads(&a).is_empty(),
+            "person {i} was not on the page: {a}"
+        );
+    }
     let page = get(&b, &format!("{delays}?limit=2"), &trust).await;
     assert_eq!(
         (encounters(&page), &page["total"]),
@@ -185,4 +228,26 @@ async fn worklists_come_in_working_order_paged_filtered_and_scoped() {
     );
     let other = token_for(Role::Broker, "E08000032");
     assert_eq!(get(&b, "/v1/worklists/brokerage", &other).await["total"], 0);
+
+    // Without the audit stream no page is answered: the records cannot be stored.
+    let nats = async_nats::connect(b.nats.url()).await.unwrap();
+    async_nats::jetstream::new(nats)
+        .delete_stream("HANDOVER_AUDIT")
+        .await
+        .unwrap();
+    for path in [delays, "/v1/worklists/brokerage"] {
+        let r = b
+            .http
+            .get(format!("{}{path}", b.base))
+            .bearer_auth(&council)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
 }

@@ -300,7 +300,26 @@ async fn get_journey(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     policy::minimise_journey(caller.role, &mut journey);
     let view = journey.view(handover_events::time::london_today());
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
+    Ok(no_store_json(&view, 4096))
+}
+
+/// A person's data as a JSON answer that no cache may keep (`Cache-Control: no-store`),
+/// serialised into a buffer of `capacity` bytes to begin with: a worklist page is tens of
+/// kilobytes, which axum's `Json` (128 bytes, then doubling) reaches by copying it eight
+/// times.
+pub(crate) fn no_store_json<T: Serialize>(value: &T, capacity: usize) -> Response {
+    let mut body = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
 }
 
 /// The stated reason for access, when it is one of the lawful reasons.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::NaiveDate;
@@ -312,7 +312,7 @@ pub(crate) async fn get_delays(
         people,
     )
     .await?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(w)).into_response())
+    Ok(crate::no_store_json(&w, 512 + 640 * w.rows.len()))
 }
 
 pub(crate) async fn get_brokerage(
@@ -325,7 +325,7 @@ pub(crate) async fn get_brokerage(
     let w = brokerage_queue(&st, &caller, &q, handover_events::time::london_today())?;
     let people = w.rows.iter().map(|r| &r.row.person);
     audited_worklist(&st, &caller, &headers, from, "worklist:brokerage", people).await?;
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(w)).into_response())
+    Ok(crate::no_store_json(&w, 512 + 640 * w.rows.len()))
 }
 
 pub(crate) async fn get_flow(

@@ -93,6 +93,9 @@ impl Date {
     /// Parses `YYYY-MM-DD`; a date-time is accepted too and gives its Europe/London date.
     pub fn parse(input: &str) -> Result<Date, TimeError> {
         let s = input.trim();
+        if let Some(d) = plain_date(s) {
+            return Ok(Date(d));
+        }
         if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
             return Ok(Date(d));
         }
@@ -103,6 +106,23 @@ impl Date {
         }
         Err(TimeError::Date)
     }
+}
+
+/// `YYYY-MM-DD` exactly (four-digit year, two-digit month and day), read without
+/// interpreting a format string: the layout every stored date has, and most received ones
+/// (the read models decode several per row). Anything else is left to chrono.
+fn plain_date(s: &str) -> Option<NaiveDate> {
+    let b: &[u8; 10] = s.as_bytes().try_into().ok()?;
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let year = i32::try_from(num(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, num(5..7)?, num(8..10)?)
 }
 
 /// Days delayed, per the contract: (the discharge date, or `today` while still in hospital)
@@ -240,6 +260,59 @@ mod tests {
             assert_eq!(Date(date).to_string(), date.format("%Y-%m-%d").to_string());
         }
         assert_eq!(Date::parse("2026-11-05").unwrap().to_string(), "2026-11-05");
+    }
+
+    #[test]
+    fn plain_dates_read_as_chrono_reads_them() {
+        let chrono_reads = |s: &str| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok();
+        let mut cases: Vec<String> = [
+            "2026-11-05",
+            " 2026-11-05 ",
+            "0001-01-01",
+            "9999-12-31",
+            "2024-02-29",
+            "2025-02-29",
+            "2026-02-30",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-01-00",
+            "2026-1-05",
+            "2026-01-5",
+            "26-01-05",
+            "2026/01/05",
+            "2026-01-05x",
+            "+2026-01-05",
+            "2026-0a-05",
+            "２026-01-05",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every month and day number 0..=32 of a leap and a common year.
+        for y in [2024, 2026] {
+            for m in 0..=13 {
+                for d in 0..=32 {
+                    cases.push(format!("{y:04}-{m:02}-{d:02}"));
+                }
+            }
+        }
+        for s in &cases {
+            let fast = plain_date(s.trim());
+            if fast.is_some() {
+                assert_eq!(fast, chrono_reads(s), "{s:?}");
+            }
+            assert_eq!(
+                Date::parse(s).ok().map(|d| d.0),
+                chrono_reads(s).or_else(|| (s.trim().len() > 10)
+                    .then(|| Timestamp::parse(s).ok().map(|t| t.london_date()))
+                    .flatten()),
+                "{s:?}"
+            );
+        }
+        // The fast path takes the layout it is for.
+        assert!(plain_date("2026-11-05").is_some());
+        assert!(plain_date("2026-11-5").is_none());
     }
 
     #[test]

@@ -842,6 +842,7 @@ pub struct AuditLog {
     js: jetstream::Context,
     stream: String,
     key: PseudonymKey,
+    ack_timeout: Duration,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -895,6 +896,7 @@ impl EventLog {
             js: self.js.clone(),
             stream,
             key: self.key.clone(),
+            ack_timeout: self.config.ack_timeout,
         })
     }
 }
@@ -920,31 +922,87 @@ impl AuditLog {
         records: &[handover_events::AuditRecord],
     ) -> Result<(), handover_events::AuditError> {
         let err = |e: String| handover_events::AuditError(e);
-        let mut acks = Vec::with_capacity(records.len());
-        // A worklist page's records are all one user's: key the user once, not per row.
-        let mut user: Option<(&str, String)> = None;
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        if records.len() < AUDIT_BATCH {
+            let mut acks = Vec::with_capacity(records.len());
+            for r in records {
+                let payload = serde_json::to_vec(r).map_err(|e| err(e.to_string()))?;
+                acks.push(
+                    self.js
+                        .publish(self.audit_subject(r, None), Bytes::from(payload))
+                        .await
+                        .map_err(|e| err(e.to_string()))?,
+                );
+            }
+            for a in acks {
+                a.await.map_err(|e| err(e.to_string()))?;
+            }
+            return Ok(());
+        }
+        // A worklist page: its records differ only in the person. One reply subscription
+        // collects every acknowledgement (rather than a request, a timer and an ack
+        // decode each), and each payload is the first record's JSON with the NHS number
+        // put in its place.
+        let client = self.js.client();
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let mut replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let template = AuditTemplate::new(first);
+        let user_key = self.user_key(&first.user);
         for r in records {
-            let person = match handover_events::NhsNumber::parse(&r.nhs_number) {
-                Ok(n) => self.person_key(&n),
-                Err(_) => "unknown".to_string(),
+            let payload = match template.as_ref().and_then(|t| t.fill(r)) {
+                Some(p) => p,
+                None => serde_json::to_vec(r).map_err(|e| err(e.to_string()))?,
             };
-            let user_key = match &user {
-                Some((name, key)) if *name == r.user => key,
-                _ => &user.insert((&r.user, self.user_key(&r.user))).1,
-            };
-            let subject = format!("audit.{person}.{user_key}");
-            let payload = serde_json::to_vec(r).map_err(|e| err(e.to_string()))?;
-            acks.push(
-                self.js
-                    .publish(subject, Bytes::from(payload))
-                    .await
-                    .map_err(|e| err(e.to_string()))?,
-            );
+            let user = (r.user == first.user).then_some(user_key.as_str());
+            client
+                .publish_with_reply(
+                    self.audit_subject(r, user),
+                    inbox.clone(),
+                    Bytes::from(payload),
+                )
+                .await
+                .map_err(|e| err(e.to_string()))?;
         }
-        for a in acks {
-            a.await.map_err(|e| err(e.to_string()))?;
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        for acked in 0..records.len() {
+            let reply = tokio::time::timeout_at(deadline, replies.next())
+                .await
+                .map_err(|_| {
+                    err(format!(
+                        "{} of {} audit records not acknowledged within {:?}",
+                        records.len() - acked,
+                        records.len(),
+                        self.ack_timeout
+                    ))
+                })?
+                .ok_or_else(|| err("the connection closed the acknowledgement inbox".into()))?;
+            audit_ack(&reply).map_err(err)?;
         }
+        let _ = replies.unsubscribe().await;
         Ok(())
+    }
+
+    /// `audit.<person-key>.<user-key>`; `user` is the user's key when already known.
+    fn audit_subject(&self, r: &handover_events::AuditRecord, user: Option<&str>) -> String {
+        let person = match handover_events::NhsNumber::parse(&r.nhs_number) {
+            Ok(n) => self.person_key(&n),
+            Err(_) => "unknown".to_string(),
+        };
+        let user = match user {
+            Some(u) => std::borrow::Cow::Borrowed(u),
+            None => std::borrow::Cow::Owned(self.user_key(&r.user)),
+        };
+        let mut subject = String::with_capacity(8 + person.len() + user.len());
+        subject.push_str("audit.");
+        subject.push_str(&person);
+        subject.push('.');
+        subject.push_str(&user);
+        subject
     }
 
     /// Reads records matching `q` (oldest first, at most `q.limit`, the newest kept).
@@ -1032,6 +1090,83 @@ impl handover_events::AuditTrail for AuditLog {
         Result<Vec<handover_events::AuditRecord>, handover_events::AuditError>,
     > {
         Box::pin(AuditLog::query(self, query))
+    }
+}
+
+/// From this many records on, [`AuditLog::record`] collects the acknowledgements on one
+/// reply subscription (a worklist page); fewer (a journey read) are published one by one.
+const AUDIT_BATCH: usize = 4;
+
+/// The JSON of an audit record cut where its NHS number goes, so that a page's records
+/// (the same but for the person) are written without serialising each.
+struct AuditTemplate<'a> {
+    first: &'a handover_events::AuditRecord,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl<'a> AuditTemplate<'a> {
+    fn new(first: &'a handover_events::AuditRecord) -> Option<Self> {
+        let blank = handover_events::AuditRecord {
+            nhs_number: String::new(),
+            ..first.clone()
+        };
+        let json = serde_json::to_vec(&blank).ok()?;
+        // The only unescaped `"nhs_number":""` in the JSON is the key (a quote inside a
+        // string value is always escaped).
+        const KEY: &[u8] = b"\"nhs_number\":\"";
+        let at = json
+            .windows(KEY.len() + 1)
+            .position(|w| &w[..KEY.len()] == KEY && w[KEY.len()] == b'"')
+            .map(|i| i + KEY.len() - 1)?;
+        Some(AuditTemplate {
+            first,
+            head: json[..at].to_vec(),
+            tail: json[at + 2..].to_vec(),
+        })
+    }
+
+    /// `r`'s JSON, when it differs from the first record only in the NHS number.
+    fn fill(&self, r: &handover_events::AuditRecord) -> Option<Vec<u8>> {
+        let f = self.first;
+        let same = r.time == f.time
+            && r.user == f.user
+            && r.organisation == f.organisation
+            && r.role == f.role
+            && r.reason == f.reason
+            && r.action == f.action
+            && r.from == f.from;
+        if !same {
+            return None;
+        }
+        let mut out =
+            Vec::with_capacity(self.head.len() + self.tail.len() + r.nhs_number.len() + 2);
+        out.extend_from_slice(&self.head);
+        serde_json::to_writer(&mut out, &r.nhs_number).ok()?;
+        out.extend_from_slice(&self.tail);
+        Some(out)
+    }
+}
+
+/// Whether a reply to an audit publish is JetStream's acknowledgement of a stored message
+/// (an error, or a no-responders status when no stream takes the subject, is not).
+fn audit_ack(reply: &async_nats::Message) -> Result<(), String> {
+    if let Some(status) = reply.status {
+        if reply.payload.is_empty() {
+            return Err(format!("audit publish answered with status {status}"));
+        }
+    }
+    let ack: serde_json::Value = serde_json::from_slice(&reply.payload)
+        .map_err(|e| format!("unreadable reply to an audit publish: {e}"))?;
+    if let Some(e) = ack.get("error") {
+        return Err(format!("JetStream refused an audit record: {e}"));
+    }
+    match (ack.get("stream"), ack.get("seq").and_then(|s| s.as_u64())) {
+        (Some(_), Some(_)) => Ok(()),
+        _ => Err(format!(
+            "unexpected reply to an audit publish ({} bytes)",
+            reply.payload.len()
+        )),
     }
 }
 
@@ -1261,5 +1396,64 @@ impl handover_events::LogAdmin for EventLog {
                 .await
                 .map_err(|e| SinkError::Unavailable(e.to_string()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use handover_events::AuditRecord;
+
+    fn record(nhs: &str, user: &str, from: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            time: "2026-11-23T22:41:07.123Z".into(),
+            user: user.into(),
+            organisation: "RX1".into(),
+            role: "discharge-team".into(),
+            reason: "direct-care".into(),
+            action: "worklist:discharge-delays".into(),
+            nhs_number: nhs.into(),
+            from: from.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_page_record_written_from_the_template_is_the_record_serialised() {
+        // Users and NHS numbers that need escaping, or that hold the key's own text.
+        let users = [
+            "test-discharge-team-RX1",
+            "o'brien \"the\" user",
+            "\",\"nhs_number\":\"",
+            "back\\slash\u{1}\u{e9}",
+        ];
+        let numbers = [
+            "9434765919",
+            "",
+            "not \"a\" number",
+            "\\",
+            "\",\"nhs_number\":\"\"",
+        ];
+        for user in users {
+            for from in [None, Some("10.0.0.7"), Some("\"")] {
+                let first = record(numbers[0], user, from);
+                let t = AuditTemplate::new(&first).unwrap();
+                for n in numbers {
+                    let r = record(n, user, from);
+                    let written = t.fill(&r).unwrap();
+                    assert_eq!(written, serde_json::to_vec(&r).unwrap(), "{user:?} {n:?}");
+                    let back: AuditRecord = serde_json::from_slice(&written).unwrap();
+                    assert_eq!(back, r);
+                }
+                // A record that differs in anything but the person is not templated.
+                let mut other = record(numbers[0], user, from);
+                other.reason = "safeguarding".into();
+                assert!(t.fill(&other).is_none());
+                let mut other = record(numbers[0], user, from);
+                other.from = Some("192.0.2.1".into());
+                assert!(t.fill(&other).is_none());
+                assert!(t.fill(&record(numbers[0], "someone else", from)).is_none());
+            }
+        }
     }
 }
