@@ -55,7 +55,12 @@ impl NhsNumber {
 
     /// The ten digits as a string.
     pub fn as_string(&self) -> String {
-        self.0.iter().map(|d| char::from(b'0' + d)).collect()
+        self.ascii().iter().map(|&d| char::from(d)).collect()
+    }
+
+    /// The ten digits as ASCII, without allocating.
+    pub fn ascii(&self) -> [u8; 10] {
+        self.0.map(|d| b'0' + d)
     }
 }
 

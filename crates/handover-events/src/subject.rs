@@ -15,9 +15,11 @@ use crate::envelope::{Event, PersonRef};
 /// The first token of every Handover subject.
 pub const SUBJECT_ROOT: &str = "care";
 
-/// The secret key for person keys; from configuration, never logged.
+/// The secret key for person keys; from configuration, never logged. Held as the HMAC
+/// state already keyed, so that each person key hashes only the person (keying hashes two
+/// blocks of its own).
 #[derive(Clone)]
-pub struct PseudonymKey(Vec<u8>);
+pub struct PseudonymKey(Hmac<Sha256>);
 
 impl std::fmt::Debug for PseudonymKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,20 +42,19 @@ impl PseudonymKey {
         if bytes.len() < 16 {
             return Err(KeyError::TooShort);
         }
-        Ok(PseudonymKey(bytes))
+        <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
+            .map(PseudonymKey)
+            // HMAC accepts keys of any length.
+            .map_err(|_| KeyError::TooShort)
     }
 
     /// The person key of a person: 32 lower-case hex characters.
     pub fn person_key(&self, person: &PersonRef) -> String {
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.0) {
-            Ok(m) => m,
-            // HMAC accepts keys of any length.
-            Err(_) => return String::new(),
-        };
+        let mut mac = self.0.clone();
         match person {
             PersonRef::Nhs(n) => {
                 mac.update(b"nhs\x1f");
-                mac.update(n.as_string().as_bytes());
+                mac.update(&n.ascii());
             }
             PersonRef::Local(l) => {
                 mac.update(b"local\x1f");
@@ -142,6 +143,34 @@ mod tests {
         // another key gives another pseudonym: keys can be per deployment
         let other = PseudonymKey::new(*b"fedcba9876543210").unwrap();
         assert_ne!(other.person_key(&PersonRef::Nhs(n)), k);
+    }
+
+    #[test]
+    fn person_keys_are_the_hmac_they_always_were() {
+        // Stored read models and subjects are keyed by these: they must never change.
+        // The expected values are HMAC-SHA-256 computed independently (Python's hmac).
+        let key = PseudonymKey::new(*b"0123456789abcdef").unwrap();
+        let n = NhsNumber::parse("943 476 5919").unwrap();
+        assert_eq!(
+            key.person_key(&PersonRef::Nhs(n)),
+            "a36b3d991d3581ce0ce7a2872ec598bd"
+        );
+        let local = PersonRef::Local(crate::LocalId {
+            system: "https://fhir.leeds.gov.uk/Id/person".into(),
+            value: "L-123".into(),
+        });
+        assert_eq!(key.person_key(&local), "c4fe42853e4c83f828eb174076cd5f45");
+        // A key longer than SHA-256's block is hashed first, as HMAC says.
+        let long = PseudonymKey::new(
+            &b"a much longer deployment secret of more than sixty-four bytes, as operators may configure it"[..],
+        )
+        .unwrap();
+        assert_eq!(
+            long.person_key(&PersonRef::Nhs(n)),
+            "61fe76bb04072af6dd4c6e47cc1a8f51"
+        );
+        // The same key twice gives the same pseudonyms (the keyed state is not consumed).
+        assert_eq!(key.person_key(&local), key.person_key(&local));
     }
 
     #[test]

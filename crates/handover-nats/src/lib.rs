@@ -1156,17 +1156,24 @@ fn audit_ack(reply: &async_nats::Message) -> Result<(), String> {
             return Err(format!("audit publish answered with status {status}"));
         }
     }
-    let ack: serde_json::Value = serde_json::from_slice(&reply.payload)
-        .map_err(|e| format!("unreadable reply to an audit publish: {e}"))?;
-    if let Some(e) = ack.get("error") {
+    // `{"stream":"…","seq":N}` (perhaps with "domain" or "duplicate"), or
+    // `{"error":{…}}`: only an error holds the key "error" (a quote inside a string value
+    // is escaped), so the reply is decoded in full only then.
+    let has_key = |key: &[u8]| reply.payload.windows(key.len()).any(|w| w == key);
+    if has_key(b"\"error\":") {
+        let e = serde_json::from_slice::<serde_json::Value>(&reply.payload)
+            .ok()
+            .and_then(|v| v.get("error").cloned())
+            .unwrap_or_default();
         return Err(format!("JetStream refused an audit record: {e}"));
     }
-    match (ack.get("stream"), ack.get("seq").and_then(|s| s.as_u64())) {
-        (Some(_), Some(_)) => Ok(()),
-        _ => Err(format!(
+    if reply.payload.first() == Some(&b'{') && has_key(b"\"stream\":") && has_key(b"\"seq\":") {
+        Ok(())
+    } else {
+        Err(format!(
             "unexpected reply to an audit publish ({} bytes)",
             reply.payload.len()
-        )),
+        ))
     }
 }
 
@@ -1415,6 +1422,44 @@ mod tests {
             action: "worklist:discharge-delays".into(),
             nhs_number: nhs.into(),
             from: from.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn only_a_stored_acknowledgement_counts_for_an_audit_record() {
+        let reply = |payload: &str, status: Option<u16>| async_nats::Message {
+            subject: "_INBOX.x".into(),
+            reply: None,
+            payload: Bytes::from(payload.to_string()),
+            headers: None,
+            status: status.map(|s| async_nats::StatusCode::from_u16(s).unwrap()),
+            description: None,
+            length: payload.len(),
+        };
+        for ok in [
+            r#"{"stream":"HANDOVER_AUDIT","seq":17}"#,
+            r#"{"stream":"HANDOVER_AUDIT","domain":"hub","seq":18}"#,
+            r#"{"stream":"error","seq":19,"duplicate":true}"#,
+        ] {
+            assert_eq!(audit_ack(&reply(ok, None)), Ok(()), "{ok}");
+        }
+        let refused = audit_ack(&reply(
+            r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"HANDOVER_AUDIT","seq":0}"#,
+            None,
+        ))
+        .unwrap_err();
+        assert!(refused.contains("maximum messages exceeded"), "{refused}");
+        assert!(audit_ack(&reply("", Some(503)))
+            .unwrap_err()
+            .contains("503"));
+        for junk in [
+            "",
+            "+OK",
+            r#"{"stream":"HANDOVER_AUDIT"}"#,
+            r#"{"seq":3}"#,
+            "[]",
+        ] {
+            assert!(audit_ack(&reply(junk, None)).is_err(), "{junk:?}");
         }
     }
 
