@@ -1128,14 +1128,25 @@ impl<'a> AuditTemplate<'a> {
 
     /// `r`'s JSON, when it differs from the first record only in the NHS number.
     fn fill(&self, r: &handover_events::AuditRecord) -> Option<Vec<u8>> {
-        let f = self.first;
-        let same = r.time == f.time
-            && r.user == f.user
-            && r.organisation == f.organisation
-            && r.role == f.role
-            && r.reason == f.reason
-            && r.action == f.action
-            && r.from == f.from;
+        // Every field named, so that a field added to the record cannot be left out of
+        // the comparison (this stops compiling instead).
+        let handover_events::AuditRecord {
+            time,
+            user,
+            organisation,
+            role,
+            reason,
+            action,
+            nhs_number: _,
+            from,
+        } = self.first;
+        let same = r.time == *time
+            && r.user == *user
+            && r.organisation == *organisation
+            && r.role == *role
+            && r.reason == *reason
+            && r.action == *action
+            && r.from == *from;
         if !same {
             return None;
         }
