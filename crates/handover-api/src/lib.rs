@@ -305,8 +305,8 @@ async fn get_journey(
 
 /// A person's data as a JSON answer that no cache may keep (`Cache-Control: no-store`),
 /// serialised into a buffer of `capacity` bytes to begin with: a worklist page is tens of
-/// kilobytes, which axum's `Json` (128 bytes, then doubling) reaches by copying it eight
-/// times.
+/// kilobytes, which axum's `Json` (128 bytes, then doubling) reaches after about nine
+/// reallocations, each copying what was written so far.
 pub(crate) fn no_store_json<T: Serialize>(value: &T, capacity: usize) -> Response {
     let mut body = Vec::with_capacity(capacity);
     match serde_json::to_writer(&mut body, value) {
