@@ -148,15 +148,18 @@ pub(crate) fn read(
 ) -> Result<(), StoreError> {
     let mut chunks: HashMap<Vec<u8>, Frames> = HashMap::new();
     for (i, &seq) in seqs.iter().enumerate() {
-        let Some((key, value)) = tree.scan_range(&slot(seq), END).next().transpose()? else {
+        // A chunk not met before in this read is uncompressed straight from the store.
+        let found = tree.first_in_with(&slot(seq), END, |key, value| {
+            let fresh = (!chunks.contains_key(key)).then(|| Frames::of(key, value));
+            (key.to_vec(), fresh)
+        })?;
+        let Some((key, fresh)) = found else {
             continue;
         };
-        let frames = match chunks.entry(key) {
-            std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let frames = Frames::of(v.key(), &value).ok_or_else(|| corrupt(tree.name()))?;
-                v.insert(frames)
-            }
+        let frames = match (chunks.entry(key), fresh) {
+            (std::collections::hash_map::Entry::Occupied(c), _) => c.into_mut(),
+            (std::collections::hash_map::Entry::Vacant(v), Some(Some(frames))) => v.insert(frames),
+            (std::collections::hash_map::Entry::Vacant(_), _) => return Err(corrupt(tree.name())),
         };
         if let Some(raw) = frames.find(seq) {
             f(i, raw);
@@ -327,5 +330,50 @@ mod tests {
         assert_eq!(decode(&slot(7), b"\x09abc"), None);
         assert_eq!(decode(&slot(7), &value[..value.len() - 2]), None);
         assert_eq!(decode(b"t/short", old), None);
+    }
+
+    #[test]
+    fn a_read_finds_each_event_in_its_chunk_once_uncompressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = handover_store::Store::open(dir.path()).unwrap();
+        let tree = store.tree("journeys").unwrap();
+        let event = |seq: u64| format!(r#"{{"id":"e{seq}","specversion":"1.0"}}"#).into_bytes();
+        let mut tx = tree.begin();
+        // Chunks 10..=12 and 13..=15, a layout 6 event stored alone under 20, and a chunk
+        // whose bytes are damaged under 30.
+        for seqs in [10..=12u64, 13..=15] {
+            let events: Vec<(u64, Vec<u8>)> = seqs.map(|s| (s, event(s))).collect();
+            let last = events.last().unwrap().0;
+            tx.put(
+                slot(last),
+                encode(events.iter().map(|(s, r)| (*s, r.as_slice()))),
+            );
+        }
+        tx.put(slot(20), event(20));
+        let mut damaged = encode([(30, event(30).as_slice())]);
+        damaged.truncate(damaged.len() - 3);
+        tx.put(slot(30), damaged);
+        tree.apply(tx, 1).unwrap();
+
+        // Two events of one chunk, one of another, one missing (erased), the single event.
+        let seqs = [11, 12, 14, 16, 20];
+        let mut found = Vec::new();
+        read(&tree, &seqs, |i, raw| found.push((i, raw.to_vec()))).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                (0, event(11)),
+                (1, event(12)),
+                (2, event(14)),
+                (4, event(20))
+            ]
+        );
+        // Past the last chunk: nothing.
+        let mut none = 0;
+        read(&tree, &[31], |_, _| none += 1).unwrap();
+        assert_eq!(none, 0);
+        // A damaged chunk fails the read rather than dropping its events unseen.
+        let err = read(&tree, &[11, 30], |_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("timeline chunk"), "{err}");
     }
 }

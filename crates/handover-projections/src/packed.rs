@@ -54,9 +54,10 @@ pub(crate) fn pack_with(plain: &[u8], dictionary: &[u8]) -> Vec<u8> {
 /// Unpacks a value written by [`pack_with`] against `dictionary`; `None` when it is not one.
 pub(crate) fn unpack_with(packed: &[u8], dictionary: &[u8]) -> Option<Vec<u8>> {
     let len = unpacked_len(packed)? as usize;
-    let mut out = vec![0u8; len];
-    let n = lz4_flex::block::decompress_into_with_dict(&packed[4..], &mut out, dictionary).ok()?;
-    (n == len).then_some(out)
+    // Into a buffer of exactly the plain length, not zeroed first: a block that would write
+    // past it is refused (`OutputTooSmall`), one that writes less fails the length check.
+    let out = lz4_flex::block::decompress_with_dict(&packed[4..], len, dictionary).ok()?;
+    (out.len() == len).then_some(out)
 }
 
 /// The length of the plain bytes a value written by [`pack`] holds, from its prefix.
@@ -100,5 +101,42 @@ mod tests {
         let mut huge = packed.clone();
         huge[0] = 0xff;
         assert_eq!(unpack(&huge), None);
+    }
+
+    #[test]
+    fn corrupt_blocks_are_refused_or_read_to_their_stated_length() {
+        // A stored value damaged on disk: every byte of a record and of a chunk-sized value
+        // changed in turn (three ways), and every truncation. The decoder must answer None
+        // or a value of exactly the stated length, never panic or read outside the block.
+        let record = br#"{"j":{"nhs_number":"9434765919","identity":{"local_ids":[{"system":"urn:ods:RX1","value":"RX1-000123"}]},"stays":[{"encounter_id":"RX1-ENC-0042","status":"in-hospital","site":"RX1CC","source":"urn:ods:RX1:pas","admitted_at":"2026-11-01T10:00:00Z"}],"referrals":[],"care_packages":[]},"s":[1,2,3]}"#;
+        let chunk: Vec<u8> = (0..16u32)
+            .flat_map(|i| format!(r#"{{"id":"e{i}","source":"urn:ods:RX1:pas","type":"handover.discharge.admitted.v1","data":{{"site":"RX1CC","n":{i}}}}}"#).into_bytes())
+            .collect();
+        for (plain, dict) in [
+            (&record[..], DICTIONARY_1),
+            (&chunk[..], EVENT_DICTIONARY_1),
+        ] {
+            let packed = pack_with(plain, dict);
+            assert_eq!(unpack_with(&packed, dict).as_deref(), Some(plain));
+            let mut refused = 0;
+            for i in 0..packed.len() {
+                for flip in [0x01u8, 0x80, 0xff] {
+                    let mut bad = packed.clone();
+                    bad[i] ^= flip;
+                    match unpack_with(&bad, dict) {
+                        None => refused += 1,
+                        Some(out) => assert_eq!(out.len() as u64, unpacked_len(&bad).unwrap()),
+                    }
+                }
+                if let Some(out) = unpack_with(&packed[..i], dict) {
+                    assert_eq!(out.len() as u64, unpacked_len(&packed[..i]).unwrap());
+                }
+            }
+            assert!(
+                refused > packed.len(),
+                "{refused} of {} refused",
+                3 * packed.len()
+            );
+        }
     }
 }

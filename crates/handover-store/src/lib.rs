@@ -406,6 +406,25 @@ impl Tree {
         })
     }
 
+    /// The first entry with a key in `start..end`, handed to `f` where it lies in the store's
+    /// cache rather than copied out (a journey read looks up one timeline chunk per event).
+    pub fn first_in_with<R>(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: impl FnOnce(&[u8], &[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        if start >= end {
+            return Ok(None);
+        }
+        Ok(self
+            .current()
+            .range(start..end)
+            .next()
+            .transpose()?
+            .map(|(k, v)| f(&k, &v)))
+    }
+
     /// Starts a transaction over this tree (over the physical tree current now), for a
     /// writer that is alone on the tree (a rebuild's shadow, a benchmark). Where two writers
     /// share a tree, both use [`Tree::begin_exclusive`].
