@@ -67,9 +67,16 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     tree.flush().await?;
+    let took = t.elapsed();
+    let mut stored = 0;
+    for entry in tree.scan_range(b"", &[0xff]) {
+        let (k, v) = entry?;
+        stored += k.len() + v.len();
+    }
     println!(
-        "projected {events} events over {people} people in {:.1} s",
-        t.elapsed().as_secs_f64()
+        "projected {events} events over {people} people in {:.1} s; keys and values as stored: {:.1} MB",
+        took.as_secs_f64(),
+        stored as f64 / 1e6
     );
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
