@@ -925,13 +925,15 @@ impl AuditLog {
         let Some(first) = records.first() else {
             return Ok(());
         };
+        let user_key = self.user_key(&first.user);
         if records.len() < AUDIT_BATCH {
             let mut acks = Vec::with_capacity(records.len());
             for r in records {
                 let payload = serde_json::to_vec(r).map_err(|e| err(e.to_string()))?;
+                let user = (r.user == first.user).then_some(user_key.as_str());
                 acks.push(
                     self.js
-                        .publish(self.audit_subject(r, None), Bytes::from(payload))
+                        .publish(self.audit_subject(r, user), Bytes::from(payload))
                         .await
                         .map_err(|e| err(e.to_string()))?,
                 );
@@ -952,7 +954,6 @@ impl AuditLog {
             .await
             .map_err(|e| err(e.to_string()))?;
         let template = AuditTemplate::new(first);
-        let user_key = self.user_key(&first.user);
         for r in records {
             let payload = match template.as_ref().and_then(|t| t.fill(r)) {
                 Some(p) => p,
