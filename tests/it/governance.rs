@@ -112,11 +112,14 @@ async fn every_route_needs_a_token_and_the_right_role() {
         let r = get(&b, path, None, Some("direct-care")).await;
         assert_eq!(r.status(), 401, "{path}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"handover\"");
-        assert_eq!(
-            get(&b, path, Some("not-a-token"), Some("direct-care"))
-                .await
-                .status(),
-            401,
+        let r = get(&b, path, Some("not-a-token"), Some("direct-care")).await;
+        assert_eq!(r.status(), 401, "{path}");
+        // A token that is wrong, not missing: RFC 6750's invalid_token.
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer realm=\"handover\", error=\"invalid_token\""),
             "{path}"
         );
     }
@@ -275,6 +278,17 @@ async fn organisations_see_only_people_they_have_a_relationship_with() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_role_sees_the_fields_the_policy_gives_it() {
     let b = loaded().await;
+    // A link event carries a local record number in its data (`local_id`).
+    let linked = ev(
+        "g8",
+        PAS,
+        "person.linked",
+        NHS,
+        "2026-11-05T13:00:00Z",
+        json!({"local_id":{"system":"https://rx1.nhs.uk/id/mrn","value":"RX1-LINKED-9"}}),
+    );
+    assert_eq!(b.post_events(&linked).await.status(), 202);
+    b.caught_up().await;
     let path = format!("/v1/persons/{NHS}/journey");
     let full: Value = get(
         &b,
@@ -300,7 +314,8 @@ async fn each_role_sees_the_fields_the_policy_gives_it() {
     assert_eq!(full["referrals"][0]["reason"], "frailty after hip fracture");
     assert_eq!(full["referrals"][0]["safeguarding_concern"], true);
     assert_eq!(full["identity"]["gp_practice"], "B86001");
-    assert_eq!(full["identity"]["local_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(full["identity"]["local_ids"].as_array().unwrap().len(), 2);
+    assert!(full.to_string().contains("RX1-LINKED-9"));
     // broker: who, where they live, dates, status and care needs; not wards, clinical reasons or notes
     assert_eq!(broker["identity"]["family_name"], "Example");
     assert_eq!(broker["identity"]["postcode"], "LS1 1AA");
@@ -326,6 +341,7 @@ async fn each_role_sees_the_fields_the_policy_gives_it() {
         "hip fracture",
         "Ward 7",
         "RX1-100123",
+        "RX1-LINKED-9",
         "B86001",
     ] {
         assert!(
@@ -408,7 +424,18 @@ async fn every_access_is_audited_before_the_data_is_returned_and_survives_a_rest
     assert_eq!(rec["reason"], "safeguarding");
     assert_eq!(rec["action"], "journey");
     assert_eq!(rec["from"], "127.0.0.1");
-    // worklist rows are accesses too
+    // worklist rows are accesses too; a reason stated must be a lawful one (none means
+    // direct care, the worklists' purpose), and nothing is shown or audited otherwise
+    for path in ["/v1/worklists/discharge-delays", "/v1/worklists/brokerage"] {
+        let r = get(&b, path, Some(&token(Role::Broker)), Some("just-browsing")).await;
+        assert_eq!(r.status(), 403, "{path}");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(
+            p["type"],
+            "https://handover.example.org/problems/access-reason-required"
+        );
+    }
+    assert_eq!(audit("user=test-broker-E08000035".into()).await["count"], 0);
     let w: Value = get(
         &b,
         "/v1/worklists/discharge-delays",

@@ -222,6 +222,16 @@ async fn nats_and_log(ack_timeout: Duration) -> (NatsServer, EventLog) {
 }
 
 /// Every event id in the stream, with how many times it is stored.
+/// An HL7 event id without its message digest: `<MSH-10>.<12 hex digits><suffix>` →
+/// `<MSH-10><suffix>` (the digest is checked to be there).
+fn without_digest(id: &str) -> String {
+    let (control, rest) = id.rsplit_once('.').expect("an HL7 event id has a digest");
+    let (digest, suffix) = rest.split_at(12);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    format!("{control}{suffix}")
+}
+
+/// Every event id in the log (digests taken out), with how many times it is there.
 async fn stored_ids(log: &EventLog) -> BTreeMap<String, usize> {
     let last = log.last_sequence().await.unwrap();
     let mut ids = BTreeMap::new();
@@ -238,7 +248,7 @@ async fn stored_ids(log: &EventLog) -> BTreeMap<String, usize> {
         for d in &batch.deliveries {
             seen = seen.max(d.sequence);
             let e = Event::from_stored(&d.payload).unwrap();
-            *ids.entry(e.id).or_insert(0) += 1;
+            *ids.entry(without_digest(&e.id)).or_insert(0) += 1;
         }
     }
     ids
@@ -519,5 +529,87 @@ async fn nats_killed_mid_stream_never_gets_an_aa_for_what_is_not_stored() {
     let missing: Vec<_> = expected.difference(&stored).collect();
     assert!(missing.is_empty(), "told AA but not stored: {missing:?}");
     assert_eq!(stored, expected);
+    hl7.stop().await;
+}
+
+/// An ADT message for `nhs` at recorded time `evn` (EVN-2), with a PV1 of `pv1` fields.
+fn adt(trigger: &str, control: &str, nhs: &str, evn: &str, pv1: &str) -> String {
+    format!(
+        "MSH|^~\\&|PAS|RX1|HANDOVER|HANDOVER|{evn}||ADT^{trigger}|{control}|P|2.4\r\
+         EVN|{trigger}|{evn}\r\
+         PID|1||{nhs}^^^NHS^NH~MRN-{control}^^^RX1^MR||EXAMPLE^PAT\r\
+         PV1|1|I|{pv1}\r"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrections_after_a_cancellation_stand() {
+    let b = Backbone::start().await;
+    let sink: Arc<dyn EventSink> = Arc::new(b.rt().log.clone());
+    let hl7 = Adapter::start(sink).await;
+    let nhs = crate::support::nhs_numbers(943_200_000, 2);
+    // From PV1-3: ward (PV1-3), visit (PV1-19), destination (PV1-37), admitted (PV1-44),
+    // discharged (PV1-45).
+    let pv1 = |ward: &str, visit: &str, dest: &str, admit: &str, disch: &str| {
+        let mut f = vec![""; 43];
+        f[0] = ward;
+        f[16] = visit;
+        f[34] = dest;
+        f[41] = admit;
+        f[42] = disch;
+        f.join("|")
+    };
+    let mut s = Sender::connect(hl7.addr).await;
+    // A re-admission after a cancelled admission, with the original admission time.
+    let a = &nhs[0];
+    for (t, c, evn, p) in [
+        (
+            "A01",
+            "R1",
+            "202611200905",
+            pv1("W7", "V1", "", "202611200900", ""),
+        ),
+        ("A11", "R2", "202611201000", pv1("W7", "V1", "", "", "")),
+        (
+            "A01",
+            "R3",
+            "202611201015",
+            pv1("W8", "V1", "", "202611200900", ""),
+        ),
+    ] {
+        assert_eq!(s.send(&adt(t, c, a, evn, &p)).await.0, "AA");
+    }
+    // A corrected discharge after a cancelled one, with the original discharge time.
+    let d = &nhs[1];
+    for (t, c, evn, p) in [
+        (
+            "A01",
+            "D1",
+            "202611200905",
+            pv1("W7", "V2", "", "202611200900", ""),
+        ),
+        (
+            "A03",
+            "D2",
+            "202611221500",
+            pv1("W7", "V2", "19", "", "202611221500"),
+        ),
+        ("A13", "D3", "202611221530", pv1("W7", "V2", "", "", "")),
+        (
+            "A03",
+            "D4",
+            "202611221600",
+            pv1("W7", "V2", "54", "", "202611221500"),
+        ),
+    ] {
+        assert_eq!(s.send(&adt(t, c, d, evn, &p)).await.0, "AA");
+    }
+    b.caught_up().await;
+    let j: serde_json::Value = b.journey(a).await.json().await.unwrap();
+    assert_eq!(j["current_stay"]["status"], "in-hospital", "{j}");
+    assert_eq!(j["current_stay"]["ward"], "W8", "{j}");
+    let j: serde_json::Value = b.journey(d).await.json().await.unwrap();
+    assert_eq!(j["current_stay"]["status"], "discharged", "{j}");
+    assert_eq!(j["current_stay"]["destination"], "care-home", "{j}");
     hl7.stop().await;
 }

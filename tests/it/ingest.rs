@@ -200,3 +200,172 @@ fn publish_files_are_validated_in_full_with_lines_named() {
         .to_string();
     assert!(err.contains("bad.jsonl: line 2: /data/site"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_mode_cloudevents_and_a_byte_order_mark_are_accepted() {
+    let b = Backbone::start().await;
+    let url = format!("{}/v1/events", b.base);
+    // The HTTP binding's binary content mode: attributes in ce-* headers (percent-encoded
+    // where they need it), the data as the body.
+    let r = b
+        .http
+        .post(&url)
+        .bearer_auth(token(Role::Admin))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "bin-1")
+        .header("ce-source", "urn:ods:RX1:pas")
+        .header("ce-type", "handover.discharge.admitted.v1")
+        .header("ce-subject", NHS)
+        .header("ce-time", "2026-11-20T09:14:00Z")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"encounter_id":"E1","site":"RX1CC","ward":"Ward%207 stays as sent","admitted_at":"2026-11-20T09:14:00Z"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    // A binary-mode event is validated like any other: each missing attribute is named.
+    let r = b
+        .http
+        .post(&url)
+        .bearer_auth(token(Role::Admin))
+        .header("ce-specversion", "1.0")
+        .header("ce-type", "handover.discharge.admitted.v1")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    let pointers: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert!(
+        pointers.contains(&"/id") && pointers.contains(&"/source"),
+        "{p}"
+    );
+    // Structured mode with a UTF-8 byte order mark before the JSON.
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend(admitted("bom-1").to_string().into_bytes());
+    let r = b
+        .http
+        .post(&url)
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/cloudevents+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    b.caught_up().await;
+    let j: Value = b.journey(NHS).await.json().await.unwrap();
+    let ids: Vec<&str> = j["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["bin-1", "bom-1"]);
+    assert_eq!(j["timeline"][0]["data"]["ward"], "Ward%207 stays as sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_the_framework_answers_are_problem_details_too() {
+    let b = Backbone::start().await;
+    let check = |r: reqwest::Response, status: u16, content_type: &'static str| async move {
+        assert_eq!(r.status(), status);
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            content_type,
+            "{status}"
+        );
+        let allow = r
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (r.json::<Value>().await.unwrap(), allow)
+    };
+    let (p, _) = check(
+        b.http
+            .get(format!("{}/v1/nothing-here", b.base))
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "application/problem+json",
+    )
+    .await;
+    assert_eq!(p["type"], "https://handover.example.org/problems/not-found");
+    assert_eq!(p["status"], 404);
+    let (p, allow) = check(
+        b.http
+            .delete(format!("{}/v1/events", b.base))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "application/problem+json",
+    )
+    .await;
+    assert_eq!(
+        p["type"],
+        "https://handover.example.org/problems/method-not-allowed"
+    );
+    assert_eq!(allow.as_deref(), Some("POST"));
+    let (p, _) = check(
+        b.http
+            .post(format!("{}/v1/events", b.base))
+            .bearer_auth(token(Role::Admin))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(vec![b' '; handover_api::MAX_BODY + 1])
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "application/problem+json",
+    )
+    .await;
+    assert_eq!(
+        p["type"],
+        "https://handover.example.org/problems/payload-too-large"
+    );
+    let (o, _) = check(
+        b.http
+            .get(format!("{}/fhir/r4/Patient", b.base))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        "application/fhir+json",
+    )
+    .await;
+    assert_eq!(o["resourceType"], "OperationOutcome");
+    assert_eq!(o["issue"][0]["code"], "not-supported");
+    // A compressed body is refused as such, not as bad JSON.
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/cloudevents+json")
+        .header("content-encoding", "gzip")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    let (p, _) = check(r, 415, "application/problem+json").await;
+    assert_eq!(
+        p["type"],
+        "https://handover.example.org/problems/unsupported-content-encoding"
+    );
+    // Answers the handlers write are left as they are.
+    let r = b.journey("9434765918").await;
+    assert_eq!(r.status(), 400);
+    let (p, _) = check(r, 400, "application/problem+json").await;
+    assert_eq!(
+        p["type"],
+        "https://handover.example.org/problems/invalid-nhs-number"
+    );
+}

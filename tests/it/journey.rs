@@ -372,3 +372,78 @@ async fn linked_local_ids_and_merged_nhs_numbers_join_the_journey() {
     let via_old: Value = b.journey(old).await.json().await.unwrap();
     assert_eq!(via_old["nhs_number"], NHS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_id_asserted_for_two_nhs_numbers_never_merges_their_journeys() {
+    let b = Backbone::start().await;
+    let other = "9434765870";
+    let mrn = json!({"system": "urn:ods:RX1:mrn", "value": "100200"});
+    let identified = |id: &str, nhs: &str, time: &str| {
+        ev(
+            id,
+            PAS,
+            "person.identified",
+            nhs,
+            time,
+            json!({"nhs_number_status": "01", "local_ids": [mrn.clone()]}),
+        )
+    };
+    let admitted = |id: &str, nhs: &str, enc: &str, time: &str| {
+        ev(
+            id,
+            PAS,
+            "discharge.admitted",
+            nhs,
+            time,
+            json!({"encounter_id": enc, "site": "RX1CC", "admitted_at": time}),
+        )
+    };
+    let mut local_only = ev(
+        "c1",
+        LEEDS,
+        "referral.accepted",
+        NHS,
+        "2026-11-06T10:00:00Z",
+        json!({"referral_id": "REF-9", "local_id": mrn.clone()}),
+    );
+    local_only.as_object_mut().unwrap().remove("subject");
+    let events = [
+        identified("a1", NHS, "2026-11-02T09:00:00Z"),
+        admitted("a2", NHS, "ENC-A", "2026-11-02T09:00:00Z"),
+        // The same local id, later asserted for another NHS number.
+        identified("b1", other, "2026-11-04T09:00:00Z"),
+        admitted("b2", other, "ENC-B", "2026-11-04T09:00:00Z"),
+        // An event known only by the local id now belongs to its latest holder.
+        local_only,
+    ];
+    for e in &events {
+        assert_eq!(b.post_events(e).await.status(), 202);
+    }
+    b.caught_up().await;
+    let a: Value = b.journey(NHS).await.json().await.unwrap();
+    let o: Value = b.journey(other).await.json().await.unwrap();
+    assert_eq!(a["nhs_number"], NHS);
+    assert_eq!(o["nhs_number"], other);
+    let stays = |j: &Value| -> Vec<String> {
+        j["stays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["encounter_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(stays(&a), ["ENC-A"]);
+    assert_eq!(stays(&o), ["ENC-B"]);
+    let ids = |j: &Value| -> Vec<String> {
+        j["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&a), ["a1", "a2"]);
+    assert_eq!(ids(&o), ["b1", "b2", "c1"]);
+    assert!(a["referrals"].as_array().unwrap().is_empty());
+    assert_eq!(o["referrals"][0]["referral_id"], "REF-9");
+}

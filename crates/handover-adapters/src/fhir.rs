@@ -568,10 +568,40 @@ fn id_token_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// `Encounter.class` codes (HL7 v3 ActCode) of attendances that are not a hospital stay:
+/// an Encounter of one of these records nothing (`IMP`, `ACUTE`, `NONAC`, `SS` and `PRENC`
+/// are stays, as is an Encounter without a class).
+pub const NOT_INPATIENT_CLASSES: &[&str] = &["AMB", "EMER", "FLD", "HH", "VR", "OBSENC"];
+
+/// The code of `Encounter.class`: a Coding in R4; also read from an R5-style list of
+/// CodeableConcepts, or a CodeableConcept.
+fn encounter_class(r: &Value) -> Option<&str> {
+    let class = r.get("class")?;
+    let concept = match class {
+        Value::Array(a) => a.first()?,
+        other => other,
+    };
+    str_at(concept, "code").or_else(|| {
+        arr(concept, "coding")
+            .iter()
+            .find_map(|c| str_at(c, "code"))
+    })
+}
+
 /// The base of a resource's event ids: `<type>/<id>/_history/<versionId>`, else a content hash.
+/// A logical id that is an NHS number (as PDS gives a Patient) is replaced by `nhs-` and 16
+/// hex digits of its SHA-256, so that no NHS number is carried in an event id (ids appear in
+/// logs and in OperationOutcome diagnostics).
 pub fn event_id_base(resource: &Value) -> String {
     let t = str_at(resource, "resourceType").unwrap_or("Resource");
-    let id = str_at(resource, "id").filter(|s| id_token_ok(s));
+    let hashed;
+    let id = match str_at(resource, "id").filter(|s| id_token_ok(s)) {
+        Some(id) if NhsNumber::parse(id).is_ok() => {
+            hashed = format!("nhs-{}", hex::encode(&Sha256::digest(id.as_bytes())[..8]));
+            Some(hashed.as_str())
+        }
+        other => other,
+    };
     let vid = resource
         .get("meta")
         .and_then(|m| str_at(m, "versionId"))
@@ -744,7 +774,7 @@ impl<'a> Cx<'a> {
             self.issue(
                 IssueCode::Required,
                 field,
-                format!("{field} is required: an identifier with system {NHS_NUMBER_SYSTEM}, or a reference to a Patient in the same Bundle"),
+                format!("{field} is required: an identifier with system {NHS_NUMBER_SYSTEM}, or a reference to a Patient in the same Bundle or contained in the resource"),
             );
             return None;
         };
@@ -780,6 +810,27 @@ impl<'a> Cx<'a> {
                 }
                 (_, None) => {}
             }
+        }
+        // A Patient contained in the resource (`"reference": "#p1"`).
+        let contained = str_at(reference, "reference")
+            .and_then(|rf| rf.strip_prefix('#'))
+            .and_then(|id| {
+                arr(r, "contained").iter().enumerate().find(|(_, c)| {
+                    str_at(c, "id") == Some(id) && str_at(c, "resourceType") == Some("Patient")
+                })
+            });
+        if let Some((i, p)) = contained {
+            return match self.patient_person(p) {
+                Resolved::Found(w) => Some(w),
+                _ => {
+                    self.issue(
+                        IssueCode::Value,
+                        &format!("contained[{i}].identifier"),
+                        format!("the contained Patient needs a valid NHS number (system {NHS_NUMBER_SYSTEM}) or another identifier"),
+                    );
+                    None
+                }
+            };
         }
         let resolved = match (str_at(reference, "reference"), self.bundle) {
             (Some(rf), Some(b)) => match b.resolve(rf) {
@@ -895,6 +946,16 @@ impl<'a> Cx<'a> {
         let base = event_id_base(r);
         let period = r.get("period").cloned().unwrap_or(Value::Null);
         let kind = match status.as_deref() {
+            // An attendance that is not a hospital stay (outpatient, emergency department,
+            // virtual, home, field, observation): nothing for a discharge to follow.
+            _ if encounter_class(r).is_some_and(|c| {
+                NOT_INPATIENT_CLASSES
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(c))
+            }) =>
+            {
+                "none"
+            }
             Some("in-progress" | "arrived") => "admitted",
             Some("finished") => "discharged",
             Some("cancelled" | "entered-in-error") => "cancelled",
@@ -917,9 +978,23 @@ impl<'a> Cx<'a> {
                     self.issue(IssueCode::Required, "period.start", "period.start (the admission time) is required for an in-progress Encounter");
                 }
                 let locations = arr(r, "location");
+                // `location.status` is optional: when no location has one, a period that has
+                // ended is a completed stay on that ward, one only started the current ward.
+                let statuses = locations.iter().any(|l| l.get("status").is_some());
+                fn location_state(l: &Value, statuses: bool) -> Option<&str> {
+                    if statuses {
+                        return str_at(l, "status");
+                    }
+                    let p = l.get("period")?;
+                    match (str_at(p, "start"), str_at(p, "end")) {
+                        (_, Some(_)) => Some("completed"),
+                        (Some(_), None) => Some("active"),
+                        _ => None,
+                    }
+                }
                 let active = locations
                     .iter()
-                    .rposition(|l| str_at(l, "status") == Some("active"));
+                    .rposition(|l| location_state(l, statuses) == Some("active"));
                 // The ward on admission: the location entered first (by period.start, else the
                 // first listed); a later move is the `transferred` event below.
                 let first = locations
@@ -936,7 +1011,7 @@ impl<'a> Cx<'a> {
                         )
                     })
                     .map(|(i, _)| i);
-                let ward = first.and_then(|i| location_name(&locations[i]));
+                let ward = first.and_then(|i| location_name(&locations[i], r, self.bundle));
                 let method =
                     extension_code(r, ADMISSION_METHOD_URL).map(|(c, _)| admission_method(c));
                 let site = provider
@@ -948,7 +1023,9 @@ impl<'a> Cx<'a> {
                     let prev = locations
                         .iter()
                         .enumerate()
-                        .filter(|(i, l)| *i != a && str_at(l, "status") == Some("completed"))
+                        .filter(|(i, l)| {
+                            *i != a && location_state(l, statuses) == Some("completed")
+                        })
                         .max_by_key(|(i, l)| {
                             (
                                 l.get("period")
@@ -981,10 +1058,10 @@ impl<'a> Cx<'a> {
                     }
                     out.extend(self.event(&base, "discharge.admitted", at, &source, who, d));
                     if let Some((a, p)) = transfer {
-                        match location_name(&locations[a]) {
+                        match location_name(&locations[a], r, self.bundle) {
                             Some(new_ward) => {
                                 let mut d = json!({ "encounter_id": id, "ward": new_ward });
-                                if let Some(pw) = location_name(&locations[p]) {
+                                if let Some(pw) = location_name(&locations[p], r, self.bundle) {
                                     d["previous_ward"] = pw.into();
                                 }
                                 if let Some(t) = transfer_at {
@@ -1021,11 +1098,13 @@ impl<'a> Cx<'a> {
                 let method = match extension_code(r, DISCHARGE_METHOD_URL) {
                     Some((c, path)) => match c.parse::<u8>() {
                         Ok(m @ 1..=5) => Some(m),
+                        // NHS Data Dictionary 8 "not applicable" and 9 "not known": no method.
+                        Ok(8 | 9) => None,
                         _ => {
                             self.issue(
                                 IssueCode::CodeInvalid,
                                 &path,
-                                format!("{c:?} is not a UK Core discharge method (1 to 5)"),
+                                format!("{c:?} is not a UK Core discharge method (1 to 5, or 8/9 for none)"),
                             );
                             None
                         }
@@ -1065,25 +1144,39 @@ impl<'a> Cx<'a> {
     fn discharge_destination(&mut self, r: &Value) -> Option<&'static str> {
         let disposition = r.get("hospitalization")?.get("dischargeDisposition")?;
         let codings = arr(disposition, "coding");
+        // The first coding that is understood; codings of other systems (SNOMED CT, say)
+        // may come first and are passed over. An unknown code in a system of discharge
+        // destinations or dispositions (or in none) is an error when nothing is understood.
+        let mut unknown = None;
         for (j, c) in codings.iter().enumerate() {
             let Some(code) = str_at(c, "code") else {
                 continue;
             };
             if code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit()) {
-                return crate::hl7::discharge_destination(code);
-            }
-            if let Some((_, d)) = DISCHARGE_DISPOSITIONS
+                if let Some(d) = crate::hl7::discharge_destination(code) {
+                    return Some(d);
+                }
+            } else if let Some((_, d)) = DISCHARGE_DISPOSITIONS
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(code))
             {
                 return Some(d);
             }
+            let system = str_at(c, "system").unwrap_or("").to_ascii_lowercase();
+            if system.is_empty()
+                || system.contains("dischargedestination")
+                || system.contains("discharge-destination")
+                || system.contains("discharge-disposition")
+            {
+                unknown.get_or_insert((j, code));
+            }
+        }
+        if let Some((j, code)) = unknown {
             self.issue(
                 IssueCode::CodeInvalid,
                 &format!("hospitalization.dischargeDisposition.coding[{j}].code"),
                 format!("{code:?} is not a known discharge destination (an NHS Data Dictionary code such as 19, or an HL7 discharge-disposition code such as home)"),
             );
-            return None;
         }
         None
     }
@@ -1287,6 +1380,8 @@ impl<'a> Cx<'a> {
         let start_time = start
             .and_then(|d| d.0.and_hms_opt(0, 0, 0))
             .map(Timestamp::from_london);
+        // A request or its sourcing happened by now: a start date still to come is not when.
+        let past_start = start_time.filter(|t| *t <= self.ctx.received_at);
         let fallback = updated.unwrap_or(self.ctx.received_at);
         let mut out = Vec::new();
         match kind {
@@ -1305,7 +1400,7 @@ impl<'a> Cx<'a> {
                 out.extend(self.event(
                     &base,
                     kind,
-                    updated.or(start_time).unwrap_or(self.ctx.received_at),
+                    updated.or(past_start).unwrap_or(self.ctx.received_at),
                     &source,
                     who,
                     d,
@@ -1322,7 +1417,7 @@ impl<'a> Cx<'a> {
                     out.extend(self.event(
                         &base,
                         "care-package.sourced",
-                        updated.or(start_time).unwrap_or(fallback),
+                        updated.or(past_start).unwrap_or(fallback),
                         &source,
                         who,
                         d,
@@ -1487,10 +1582,21 @@ impl<'a> Cx<'a> {
             "nhs_number_status": status.unwrap_or_else(|| if nhs.is_some() { "02" } else { "03" }.to_owned()),
             "local_ids": local_ids,
         });
-        let names = arr(r, "name");
+        // Only names and addresses in use: not `use: old`, nor one whose period has ended
+        // (PDS returns the history: a maiden name, a previous address).
+        let today = self.ctx.received_at.london_date();
+        let current = |v: &&Value| {
+            str_at(v, "use") != Some("old")
+                && v.get("period")
+                    .and_then(|p| str_at(p, "end"))
+                    .and_then(|e| Date::parse(e).ok())
+                    .is_none_or(|end| end.0 >= today)
+        };
+        let names: Vec<&Value> = arr(r, "name").iter().filter(current).collect();
         if let Some(n) = names
             .iter()
             .find(|n| str_at(n, "use") == Some("official"))
+            .or_else(|| names.iter().find(|n| str_at(n, "use") == Some("usual")))
             .or_else(|| names.first())
         {
             if let Some(g) = arr(n, "given").iter().find_map(|g| g.as_str()) {
@@ -1501,17 +1607,27 @@ impl<'a> Cx<'a> {
             }
         }
         if let Some(b) = str_at(r, "birthDate") {
-            if b.len() != 10 {
+            // FHIR allows a year or a year and month: not a date of birth to record.
+            let partial = |b: &str| {
+                let parts: Vec<&str> = b.split('-').collect();
+                matches!(parts.as_slice(), [y] | [y, _] if y.len() == 4)
+                    && parts
+                        .iter()
+                        .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+                    && parts.get(1).is_none_or(|m| m.len() == 2)
+            };
+            if partial(b) {
+            } else if b.len() != 10 {
                 self.issue(
                     IssueCode::Value,
                     "birthDate",
-                    format!("{b:?} is not a full date (YYYY-MM-DD)"),
+                    format!("{b:?} is not a full date (YYYY-MM-DD), year-month or year"),
                 );
             } else if let Some(date) = self.date(b, "birthDate") {
                 d["birth_date"] = date.to_string().into();
             }
         }
-        let addresses = arr(r, "address");
+        let addresses: Vec<&Value> = arr(r, "address").iter().filter(current).collect();
         if let Some(pc) = addresses
             .iter()
             .find(|a| str_at(a, "use") == Some("home"))
@@ -1562,10 +1678,38 @@ fn local_system(source: &str) -> String {
     format!("{source}:local")
 }
 
-fn location_name(l: &Value) -> Option<String> {
+/// The ward of an `Encounter.location[]` entry: its reference's `display`, else its
+/// `identifier.value`; else the referenced Location (in the Bundle, or contained in the
+/// Encounter `r`): its `name`, else its first identifier; else the reference's id (the
+/// `ward-7` of `Location/ward-7`; not a `urn:uuid`).
+fn location_name(l: &Value, r: &Value, bundle: Option<&BundleIndex<'_>>) -> Option<String> {
     let loc = l.get("location")?;
-    str_at(loc, "display")
-        .or_else(|| loc.get("identifier").and_then(|i| str_at(i, "value")))
+    if let Some(name) =
+        str_at(loc, "display").or_else(|| loc.get("identifier").and_then(|i| str_at(i, "value")))
+    {
+        return Some(name.to_owned());
+    }
+    let reference = str_at(loc, "reference")?;
+    let target = match reference.strip_prefix('#') {
+        Some(id) => arr(r, "contained")
+            .iter()
+            .find(|c| str_at(c, "id") == Some(id)),
+        None => bundle.and_then(|b| b.resolve(reference)),
+    };
+    if let Some(t) = target.filter(|t| str_at(t, "resourceType") == Some("Location")) {
+        if let Some(name) = str_at(t, "name")
+            .or_else(|| arr(t, "identifier").iter().find_map(|i| str_at(i, "value")))
+        {
+            return Some(name.to_owned());
+        }
+    }
+    if reference.starts_with("urn:") || reference.starts_with('#') {
+        return None;
+    }
+    reference
+        .rsplit('/')
+        .next()
+        .filter(|id| !id.is_empty())
         .map(str::to_owned)
 }
 
@@ -1669,6 +1813,216 @@ mod tests {
             }
         }
         v
+    }
+
+    /// The events' data (or the issues) for `resource`, as JSON lines.
+    fn data(resource: &Value) -> Vec<Value> {
+        translate(resource, &ctx())
+            .unwrap_or_else(|issues| panic!("unexpected issues:\n{}", render_issues(&issues)))
+            .iter()
+            .map(|e| e.data.to_json())
+            .collect()
+    }
+
+    #[test]
+    fn a_patient_s_current_name_and_address_are_taken_and_partial_birth_dates_left_out() {
+        let p = with(
+            fixture("patient.json"),
+            "name",
+            json!([
+                {"use": "old", "family": "Maidenname", "given": ["Margaret"]},
+                {"family": "Former", "given": ["Peggy"], "period": {"end": "2020-01-01"}},
+                {"use": "usual", "family": "Whitfield", "given": ["Margaret"]}
+            ]),
+        );
+        let p = with(
+            p,
+            "address",
+            json!([
+                {"use": "home", "postalCode": "LS1 1AA", "period": {"start": "2001-01-01", "end": "2025-06-30"}},
+                {"use": "old", "postalCode": "LS2 2BB"},
+                {"use": "home", "postalCode": "ls6 4ab", "period": {"start": "2025-07-01"}}
+            ]),
+        );
+        let p = with(p, "birthDate", json!("1941-03"));
+        let d = &data(&p)[0];
+        assert_eq!(d["family_name"], "Whitfield");
+        assert_eq!(d["postcode"], "LS6 4AB");
+        assert!(d.get("birth_date").is_none());
+        assert_eq!(
+            data(&with(p.clone(), "birthDate", json!("1941")))[0].get("birth_date"),
+            None
+        );
+        check_err(
+            &with(p, "birthDate", json!("14/03/1941")),
+            expect![[r#"
+                error value @ Patient.birthDate: "14/03/1941" is not a full FHIR date (YYYY-MM-DD) or dateTime
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_pds_style_patient_id_never_puts_the_nhs_number_in_an_event_id() {
+        let p = with(fixture("patient.json"), "id", json!("9434765919"));
+        let events = translate(&p, &ctx()).unwrap();
+        assert!(
+            events.iter().all(|e| !e.id.contains("9434765919")),
+            "{:?}",
+            events[0].id
+        );
+        assert!(events[0].id.starts_with("Patient/nhs-"), "{}", events[0].id);
+        // Unversioned, the id is replaced the same way.
+        let p = with(p, "meta", json!({}));
+        let events = translate(&p, &ctx()).unwrap();
+        assert!(events.iter().all(|e| !e.id.contains("9434765919")));
+        assert!(events[0].id.starts_with("Patient/nhs-"), "{}", events[0].id);
+    }
+
+    #[test]
+    fn wards_given_only_by_reference_are_resolved() {
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "location",
+            json!([
+                {"location": {"reference": "#amu"}, "status": "completed",
+                 "period": {"start": "2026-11-20T09:14:00Z", "end": "2026-11-21T14:00:00Z"}},
+                {"location": {"reference": "Location/ward-l27"}, "status": "active",
+                 "period": {"start": "2026-11-21T14:00:00Z"}}
+            ]),
+        );
+        let e = with(
+            e,
+            "contained",
+            json!([{"resourceType": "Location", "id": "amu", "name": "Ward J12 (AMU)"}]),
+        );
+        let d = data(&e);
+        assert_eq!(d[0]["ward"], "Ward J12 (AMU)");
+        assert_eq!(d[1]["ward"], "ward-l27");
+        assert_eq!(d[1]["previous_ward"], "Ward J12 (AMU)");
+        // In a Bundle, the Location entry's name.
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0b6c", "resource": {"resourceType": "Location", "id": "ward-l27", "name": "Ward L27 (Elderly Care)"},
+             "request": {"method": "PUT", "url": "Location/ward-l27"}},
+            {"fullUrl": "urn:uuid:1c7d", "resource": e, "request": {"method": "PUT", "url": "Encounter/x"}}
+        ]});
+        let entries = translate_bundle(&bundle, &ctx()).unwrap();
+        let transferred = entries
+            .iter()
+            .flat_map(|x| x.events.iter())
+            .find(|e| e.event_type().as_str() == "handover.discharge.transferred.v1")
+            .unwrap();
+        assert_eq!(
+            transferred.data.to_json()["ward"],
+            "Ward L27 (Elderly Care)"
+        );
+    }
+
+    #[test]
+    fn location_periods_tell_the_current_ward_when_no_status_is_given() {
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "location",
+            json!([
+                {"location": {"display": "AMU"}, "period": {"start": "2026-11-20T09:14:00Z", "end": "2026-11-21T14:00:00Z"}},
+                {"location": {"display": "Ward 3"}, "period": {"start": "2026-11-21T14:00:00Z"}}
+            ]),
+        );
+        let d = data(&e);
+        assert_eq!(d[0]["ward"], "AMU");
+        assert_eq!(d[1]["ward"], "Ward 3");
+        assert_eq!(d[1]["previous_ward"], "AMU");
+    }
+
+    #[test]
+    fn a_contained_patient_names_the_person() {
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "subject",
+            json!({"reference": "#p1"}),
+        );
+        let e = with(
+            e,
+            "contained",
+            json!([{"resourceType": "Patient", "id": "p1",
+                    "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "943 476 5919"}]}]),
+        );
+        let events = translate(&e, &ctx()).unwrap();
+        assert!(!events.is_empty());
+        assert!(events
+            .iter()
+            .all(|e| e.subject.map(|n| n.as_string()).as_deref() == Some("9434765919")));
+        let bad = with(
+            e,
+            "contained",
+            json!([{"resourceType": "Patient", "id": "p1",
+                    "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "9434765918"}]}]),
+        );
+        check_err(
+            &bad,
+            expect![[r#"
+            error value @ Encounter.contained[0].identifier: the contained Patient needs a valid NHS number (system https://fhir.nhs.uk/Id/nhs-number) or another identifier
+        "#]],
+        );
+    }
+
+    #[test]
+    fn encounters_that_are_not_a_hospital_stay_record_nothing() {
+        for class in ["AMB", "EMER", "VR", "HH", "FLD", "OBSENC"] {
+            for fixture_name in ["encounter_in_progress.json", "encounter_finished.json"] {
+                let e = with(
+                    fixture(fixture_name),
+                    "class",
+                    json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": class}),
+                );
+                assert_eq!(
+                    translate(&e, &ctx()).unwrap(),
+                    vec![],
+                    "{class} {fixture_name}"
+                );
+            }
+        }
+        // An inpatient class, an R5-style class list and none at all are stays.
+        for class in [
+            json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"}),
+            json!([{"coding": [{"code": "ACUTE"}]}]),
+            Value::Null,
+        ] {
+            let e = with(
+                fixture("encounter_in_progress.json"),
+                "class",
+                class.clone(),
+            );
+            assert!(!translate(&e, &ctx()).unwrap().is_empty(), "{class}");
+        }
+    }
+
+    #[test]
+    fn a_discharge_takes_the_first_understood_coding_and_no_method_for_8_or_9() {
+        let e = with(
+            fixture("encounter_finished.json"),
+            "hospitalization.dischargeDisposition",
+            json!({"coding": [
+                {"system": "http://snomed.info/sct", "code": "306689006", "display": "Discharge to home"},
+                {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestination", "code": "19"}
+            ]}),
+        );
+        for method in ["8", "9"] {
+            let e = with(
+                e.clone(),
+                "extension",
+                json!([{"url": DISCHARGE_METHOD_URL, "valueCodeableConcept": {"coding": [{"code": method}]}}]),
+            );
+            let d = &data(&e)[0];
+            assert_eq!(d["destination"], "usual-residence", "{method}");
+            assert!(d.get("method").is_none(), "{method}");
+        }
+        // Only a SNOMED CT coding Handover does not map: no destination, no error.
+        let snomed_only = with(
+            e,
+            "hospitalization.dischargeDisposition",
+            json!({"coding": [{"system": "http://snomed.info/sct", "code": "306689006"}]}),
+        );
+        assert!(data(&snomed_only)[0].get("destination").is_none());
     }
 
     #[test]
@@ -1894,8 +2248,8 @@ mod tests {
         check_err(
             &with(enc, "subject", Value::Null),
             expect![[r#"
-            error required @ Encounter.subject: subject is required: an identifier with system https://fhir.nhs.uk/Id/nhs-number, or a reference to a Patient in the same Bundle
-        "#]],
+                error required @ Encounter.subject: subject is required: an identifier with system https://fhir.nhs.uk/Id/nhs-number, or a reference to a Patient in the same Bundle or contained in the resource
+            "#]],
         );
     }
 
@@ -1981,9 +2335,9 @@ mod tests {
             "#]],
         );
         check_err(
-            &with(fixture("patient.json"), "birthDate", json!("1941-03")),
+            &with(fixture("patient.json"), "birthDate", json!("1941-3")),
             expect![[r#"
-                error value @ Patient.birthDate: "1941-03" is not a full date (YYYY-MM-DD)
+                error value @ Patient.birthDate: "1941-3" is not a full date (YYYY-MM-DD), year-month or year
             "#]],
         );
         check_err(

@@ -52,12 +52,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use chrono::format::{Item, StrftimeItems};
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use handover_events::{Event, EventSink, EventType, NhsNumber, SinkError, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// This adapter's entry in the [registry](crate::ADAPTERS).
 pub const ADAPTER: crate::Adapter = crate::Adapter {
@@ -406,6 +406,25 @@ impl Mapping {
         Mapping::from_toml(&text, path)
     }
 
+    /// The columns the mapping reads for the person, the time, the event type and the row
+    /// key: without one of them no row can be read as meant.
+    fn key_columns(&self) -> Vec<&str> {
+        let mut c: Vec<&str> = Vec::new();
+        c.extend(self.person.nhs_number.as_deref());
+        c.extend(self.person.local_id.as_ref().map(|l| l.column.as_str()));
+        c.push(&self.time.column);
+        c.extend(self.event.column.as_deref());
+        c.extend(self.id.columns.iter().map(String::as_str));
+        c
+    }
+
+    /// Every column the mapping reads.
+    fn columns(&self) -> Vec<&str> {
+        let mut c = self.key_columns();
+        c.extend(self.fields.values().map(|f| f.column.as_str()));
+        c
+    }
+
     /// The event types rows can become.
     pub fn event_types(&self) -> Vec<EventType> {
         let mut v: Vec<EventType> = self
@@ -501,6 +520,9 @@ pub struct Row {
     pub cells: Vec<(String, String)>,
     /// The row as it appeared (a CSV line, or a JSON object), for the rejects file.
     pub original: String,
+    /// Keys of a JSON row whose values are arrays or objects (their cells are empty): an
+    /// error only when the mapping reads one of them.
+    pub nested: Vec<String>,
 }
 
 impl Row {
@@ -530,19 +552,78 @@ fn row_err(column: &str, reason: impl Into<String>) -> RowError {
     }
 }
 
+/// 12 hex digits of a digest of a row's cells (column names lower-cased and values trimmed,
+/// in column order), so that quoting, line endings and key order do not change it.
+fn row_digest(row: &Row) -> String {
+    let mut cells: Vec<(String, &str)> = row
+        .cells
+        .iter()
+        .map(|(c, v)| (c.trim().to_lowercase(), v.trim()))
+        .collect();
+    cells.sort();
+    let mut h = Sha256::new();
+    for (c, v) in cells {
+        h.update(c.as_bytes());
+        h.update([0x1f]);
+        h.update(v.as_bytes());
+        h.update([0x1e]);
+    }
+    hex::encode(&h.finalize()[..6])
+}
+
 fn short_hash(s: &str) -> String {
     hex::encode(&Sha256::digest(s.as_bytes())[..6])
 }
 
+/// Years a date of these exports can have. chrono's `%Y` also reads one to three digits, so
+/// `24/11/26` under `%d/%m/%Y` would be the year 26: refused instead.
+const YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
+
+/// A date cell in `fmt`, with a plausible year.
+fn parse_date(cell: &str, fmt: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(cell, fmt)
+        .ok()
+        .filter(|d| YEARS.contains(&d.year()))
+}
+
+/// A time cell: in `fmt` (UK local time, unless `fmt` reads an offset with `%z` or ends in
+/// a literal `Z`, UTC); else an RFC 3339 time with its own offset (`…T10:05:00Z`); else a
+/// date alone in `fmt` or `date_fmt`, local midnight.
 fn parse_local(cell: &str, fmt: &str, date_fmt: &str) -> Option<Timestamp> {
-    if let Ok(dt) = NaiveDateTime::parse_from_str(cell, fmt) {
-        return Some(Timestamp::from_london(dt));
+    let plausible = |t: Timestamp| YEARS.contains(&t.0.year()).then_some(t);
+    if fmt.contains("%z") || fmt.contains("%:z") || fmt.contains("%#z") {
+        if let Ok(dt) = chrono::DateTime::parse_from_str(cell, fmt) {
+            return plausible(Timestamp(dt));
+        }
+    } else if let Some(bare) = fmt.strip_suffix('Z').filter(|f| !f.ends_with('%')) {
+        if let Some(dt) = cell
+            .strip_suffix(['Z', 'z'])
+            .and_then(|c| NaiveDateTime::parse_from_str(c, bare).ok())
+        {
+            return plausible(Timestamp(dt.and_utc().fixed_offset()));
+        }
+    } else if let Ok(dt) = NaiveDateTime::parse_from_str(cell, fmt) {
+        return plausible(Timestamp::from_london(dt));
+    }
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(cell) {
+        return plausible(Timestamp(dt));
     }
     [fmt, date_fmt]
         .iter()
-        .find_map(|f| NaiveDate::parse_from_str(cell, f).ok())
+        .find_map(|f| parse_date(cell, f))
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(Timestamp::from_london)
+}
+
+/// An NHS number cell as spreadsheets write it: Excel's text marker (`'943…`), a formula
+/// (`="943…"`) or non-breaking spaces taken off.
+fn clean_nhs_cell(cell: &str) -> String {
+    let c = cell.trim().trim_start_matches('\'');
+    let c = c
+        .strip_prefix("=\"")
+        .and_then(|c| c.strip_suffix('"'))
+        .unwrap_or(c);
+    c.replace(['\u{A0}', '\u{202F}'], " ")
 }
 
 /// Translates one row into its event (none for a `skip` row), or lists every problem.
@@ -556,6 +637,20 @@ pub fn translate_row(
     row: &Row,
 ) -> Result<Vec<Event>, Vec<RowError>> {
     let mut errors = Vec::new();
+    // A JSON value the mapping reads must be a string, number or boolean; nested values
+    // under keys it does not read (an audit block, tags) are none of its business.
+    for key in &row.nested {
+        if mapping
+            .columns()
+            .iter()
+            .any(|c| c.trim().eq_ignore_ascii_case(key.trim()))
+        {
+            errors.push(row_err(
+                key,
+                "is nested: values must be strings, numbers or booleans",
+            ));
+        }
+    }
     // Event type.
     let target = match (&mapping.event.event_type, &mapping.event.column) {
         (Some(t), _) => parse_target(t),
@@ -621,7 +716,7 @@ pub fn translate_row(
         .as_deref()
         .and_then(|c| row.get(c));
     match (nhs_cell, &mapping.person.nhs_number) {
-        (Some(cell), Some(col)) => match NhsNumber::parse(cell) {
+        (Some(cell), Some(col)) => match NhsNumber::parse(&clean_nhs_cell(cell)) {
             Ok(n) => subject = Some(n),
             Err(e) => errors.push(row_err(col, format!("not a valid NHS number: {e}"))),
         },
@@ -695,9 +790,7 @@ pub fn translate_row(
             FieldKind::Text => Some(Value::String(coded.clone())),
             FieldKind::Date => {
                 let f = rule.format.as_deref().unwrap_or(&mapping.date_format);
-                NaiveDate::parse_from_str(&coded, f)
-                    .ok()
-                    .map(|d| d.format("%Y-%m-%d").to_string().into())
+                parse_date(&coded, f).map(|d| d.format("%Y-%m-%d").to_string().into())
             }
             FieldKind::Timestamp => {
                 let f = rule
@@ -751,6 +844,14 @@ pub fn translate_row(
         .as_str()
         .trim_start_matches("handover.")
         .trim_end_matches(".v1");
+    // With key columns, a digest of the row's cells too: the same row read again (a
+    // re-dropped file, a cumulative export) has the same id and is stored once, while a
+    // corrected row under the same key is new information, not a duplicate.
+    let key = if mapping.id.columns.is_empty() {
+        key
+    } else {
+        format!("{key}#{}", row_digest(row))
+    };
     let mut id = if mapping.id.per_file {
         format!("{file_name}/{key}/{name}")
     } else {
@@ -837,15 +938,43 @@ pub type RowResult = Result<Row, UnreadableRow>;
 
 /// Splits a file's bytes into rows.
 pub fn read_rows(format: FileFormat, bytes: &[u8]) -> Result<Vec<RowResult>, FileFormatError> {
+    if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
+        return Err(FileFormatError(
+            "the file is UTF-16 (Excel's \"Unicode text\"): save it as CSV UTF-8".into(),
+        ));
+    }
+    if bytes.iter().take(8192).any(|&b| b == 0) {
+        return Err(FileFormatError(
+            "the file is binary, not text (a spreadsheet saved under a .csv or .json name?)".into(),
+        ));
+    }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text: String = match std::str::from_utf8(bytes) {
         Ok(s) => s.to_owned(),
-        // Windows-1252 exports: read as Latin-1 rather than refuse the file.
-        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+        // Windows-1252 exports (Excel's "CSV" on Windows): read as such rather than refuse
+        // the file.
+        Err(_) => bytes.iter().map(|&b| windows_1252(b)).collect(),
     };
     match format {
         FileFormat::Csv => read_csv(&text),
         FileFormat::Json => read_json(&text),
+    }
+}
+
+/// A Windows-1252 byte as its character: ISO-8859-1 except 0x80–0x9F, where Windows-1252
+/// has the euro sign, curly quotes, dashes and the like (WHATWG's table; its five unused
+/// bytes map to the C1 controls, as browsers decode them).
+fn windows_1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
+        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
+        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
+        '\u{178}',
+    ];
+    match b {
+        0x80..=0x9F => HIGH[usize::from(b - 0x80)],
+        _ => char::from(b),
     }
 }
 
@@ -858,6 +987,43 @@ fn csv_line(fields: &[&str]) -> String {
     String::from_utf8_lossy(&bytes)
         .trim_end_matches(['\r', '\n'])
         .to_owned()
+}
+
+/// The 1-based line of a byte offset in a text, for offsets visited in increasing order.
+/// (The csv reader's own line count lags by one at a `\r\n` and after a blank line.)
+struct LineCounter<'t> {
+    text: &'t [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'t> LineCounter<'t> {
+    fn new(text: &'t str) -> Self {
+        LineCounter {
+            text: text.as_bytes(),
+            at: 0,
+            line: 1,
+        }
+    }
+
+    /// The line a record starting at `byte` is on (line breaks before its first character
+    /// are not part of it).
+    fn line_at(&mut self, byte: u64) -> u64 {
+        let mut start = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .min(self.text.len());
+        while start < self.text.len() && matches!(self.text[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start >= self.at {
+            self.line += self.text[self.at..start]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count() as u64;
+            self.at = start;
+        }
+        self.line
+    }
 }
 
 fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
@@ -874,11 +1040,23 @@ fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
         return Err(FileFormatError("the file has no header row".into()));
     }
     let mut out = Vec::new();
+    let mut lines = LineCounter::new(text);
     for rec in rdr.records() {
         match rec {
             Ok(r) => {
-                let line = r.position().map_or(0, |p| p.line());
-                let fields: Vec<&str> = r.iter().collect();
+                let line = r.position().map_or(0, |p| lines.line_at(p.byte()));
+                let mut fields: Vec<&str> = r.iter().collect();
+                // Excel's ghost rows (every cell empty, or only spaces): nothing to read.
+                if fields.iter().all(|f| f.trim().is_empty()) {
+                    continue;
+                }
+                // A trailing delimiter on data lines but not on the header: empty cells
+                // past the header's columns are not data.
+                while fields.len() > headers.len()
+                    && fields.last().is_some_and(|f| f.trim().is_empty())
+                {
+                    fields.pop();
+                }
                 let original = csv_line(&fields);
                 if fields.len() != headers.len() {
                     out.push(Err(UnreadableRow {
@@ -900,10 +1078,11 @@ fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
                         .zip(fields.iter().map(|s| s.to_string()))
                         .collect(),
                     original,
+                    nested: Vec::new(),
                 }));
             }
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
                 out.push(Err(UnreadableRow {
                     number: line,
                     original: String::new(),
@@ -934,7 +1113,7 @@ fn read_json(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
             continue;
         };
         let mut cells = Vec::with_capacity(obj.len());
-        let mut nested = None;
+        let mut nested = Vec::new();
         for (k, v) in obj {
             let s = match v {
                 Value::Null => String::new(),
@@ -942,24 +1121,18 @@ fn read_json(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
                 Value::Bool(b) => b.to_string(),
                 Value::Number(n) => n.to_string(),
                 Value::Array(_) | Value::Object(_) => {
-                    nested.get_or_insert(k.clone());
+                    nested.push(k.clone());
                     String::new()
                 }
             };
             cells.push((k, s));
         }
-        match nested {
-            Some(k) => out.push(Err(UnreadableRow {
-                number: n,
-                original,
-                reason: format!("{k:?} is nested: values must be strings, numbers or booleans"),
-            })),
-            None => out.push(Ok(Row {
-                number: n,
-                cells,
-                original,
-            })),
-        }
+        out.push(Ok(Row {
+            number: n,
+            cells,
+            original,
+            nested,
+        }));
     }
     Ok(out)
 }
@@ -1100,7 +1273,16 @@ pub enum FileError {
     /// Reading, writing or moving files failed; the file stays and is retried.
     #[error("file system: {0}")]
     Io(#[from] std::io::Error),
+    /// The file looks still being written (it changed while it was read, or it stops in
+    /// the middle of a row); nothing was published, and it is read again later.
+    #[error("still being written: {0}")]
+    Unsettled(&'static str),
 }
+
+/// How long a file that stops in the middle of a row (no final line break; a JSON array
+/// not closed) is waited for before it is read as it is: some exports end without a line
+/// break, and a writer that pauses longer than `settle_ms` mid-row must not be cut short.
+pub const UNFINISHED_GRACE: Duration = Duration::from_secs(30);
 
 /// Why [`run`] could not start.
 #[derive(Debug, thiserror::Error)]
@@ -1141,6 +1323,41 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::rename(&tmp, path).await
 }
 
+/// Whether a file's bytes end where a complete file would: a CSV with a line break, a JSON
+/// array with `]`.
+fn looks_finished(format: FileFormat, bytes: &[u8]) -> bool {
+    match format {
+        FileFormat::Csv => bytes.is_empty() || matches!(bytes.last(), Some(b'\n' | b'\r')),
+        FileFormat::Json => bytes
+            .iter()
+            .rev()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_none_or(|&b| b == b']' || b == b'}'),
+    }
+}
+
+/// The columns the mapping must find in a CSV header (the NHS number or local id, the
+/// time, the event type and the row key) that no row has; empty when the file has no rows
+/// to tell.
+fn missing_columns(mapping: &Mapping, rows: &[RowResult]) -> Vec<String> {
+    let Some(row) = rows.iter().find_map(|r| r.as_ref().ok()) else {
+        return Vec::new();
+    };
+    let has = |c: &str| {
+        row.cells
+            .iter()
+            .any(|(h, _)| h.trim().eq_ignore_ascii_case(c.trim()))
+    };
+    let mut missing: Vec<String> = mapping
+        .key_columns()
+        .into_iter()
+        .filter(|c| !has(c))
+        .map(|c| format!("{c:?}"))
+        .collect();
+    missing.dedup();
+    missing
+}
+
 /// `dir/<name>`, or `dir/<stem>.<n>.<ext>` when taken.
 fn free_name(dir: &Path, name: &str) -> PathBuf {
     let first = dir.join(name);
@@ -1176,8 +1393,26 @@ pub async fn process_file(
     let rejected_dir = src.dir.join("rejected");
     tokio::fs::create_dir_all(&done_dir).await?;
     tokio::fs::create_dir_all(&rejected_dir).await?;
+    let before = tokio::fs::metadata(path).await?;
     let bytes = tokio::fs::read(path).await?;
-    let errors_path = rejected_dir.join(format!("{file_name}.errors.csv"));
+    let after = tokio::fs::metadata(path).await?;
+    if before.len() != after.len()
+        || before.modified().ok() != after.modified().ok()
+        || after.len() != bytes.len() as u64
+    {
+        return Err(FileError::Unsettled("it changed while it was read"));
+    }
+    let age = after
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .unwrap_or_default();
+    if age < UNFINISHED_GRACE && !looks_finished(src.format, &bytes) {
+        return Err(FileError::Unsettled("it stops in the middle of a row"));
+    }
+    // Each errors file has a name of its own: an export that reuses one file name every
+    // day keeps each day's errors.
+    let errors_path = free_name(&rejected_dir, &format!("{file_name}.errors.csv"));
     let rows = match read_rows(src.format, &bytes) {
         Ok(r) => r,
         Err(e) => {
@@ -1192,6 +1427,27 @@ pub async fn process_file(
             return Ok(FileSummary::default());
         }
     };
+    // A column the mapping reads for the person, the time, the type or the row key must be
+    // in the header: without it every row would be read without it (an NHS number column
+    // renamed in the export would leave every row known by its local id only).
+    if src.format == FileFormat::Csv {
+        let missing = missing_columns(mapping, &rows);
+        if !missing.is_empty() {
+            let e = format!(
+                "the header has no column {}: the mapping reads it (was the export changed?)",
+                missing.join(", ")
+            );
+            warn!(source = %src.name, file = %file_name, "file rejected: mapped columns missing from the header");
+            write_atomic(
+                &errors_path,
+                &errors_csv(&[(1, String::new(), e, String::new())]),
+            )
+            .await?;
+            tokio::fs::rename(path, free_name(&rejected_dir, &file_name)).await?;
+            metrics.update(&src.name, |c| c.files_rejected += 1);
+            return Ok(FileSummary::default());
+        }
+    }
     let mut summary = FileSummary {
         rows: rows.len() as u64,
         ..FileSummary::default()
@@ -1232,10 +1488,7 @@ pub async fn process_file(
             }
         }
     }
-    if rejects.is_empty() {
-        // A previous attempt's errors file for a file now fully accepted would mislead.
-        let _ = tokio::fs::remove_file(&errors_path).await;
-    } else {
+    if !rejects.is_empty() {
         write_atomic(&errors_path, &errors_csv(&rejects)).await?;
     }
     tokio::fs::rename(path, free_name(&done_dir, &file_name)).await?;
@@ -1257,6 +1510,9 @@ pub async fn process_file(
         duplicates = summary.duplicates,
         "file processed"
     );
+    if summary.rejected > 0 {
+        warn!(source = %src.name, file = %file_name, rejected = summary.rejected, "rows rejected: see the file's errors file in rejected/");
+    }
     Ok(summary)
 }
 
@@ -1343,9 +1599,15 @@ pub async fn run(
                         info!("file drop stopped");
                         return Ok(());
                     }
-                    r = work => if let Err(error) = r {
-                        warn!(source = %src.name, file = %path.display(), %error, "file not finished; retrying at the next poll");
-                        break;
+                    r = work => match r {
+                        Err(error @ FileError::Unsettled(_)) => {
+                            debug!(source = %src.name, file = %path.display(), %error, "file not read yet");
+                        }
+                        Err(error) => {
+                            warn!(source = %src.name, file = %path.display(), %error, "file not finished; retrying at the next poll");
+                            break;
+                        }
+                        Ok(_) => {}
                     }
                 }
             }
@@ -1443,26 +1705,26 @@ mod tests {
             "brokerage_2026-11-24.csv",
             FileFormat::Csv,
             expect![[r#"
-            row 2: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|REQUESTED|24/11/2026/care-package.requested
-              subject=9434765919 time=2026-11-24T00:00:00Z
-              data={"calls_per_day":3,"carers_per_call":1,"hours_per_week":10.5,"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
-            row 3: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|SOURCED|25/11/2026/care-package.sourced
-              subject=9434765919 time=2026-11-25T00:00:00Z
-              data={"agreed_start":"2026-11-27","package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
-            row 4: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|REQUESTED|24/11/2026/care-package.requested
-              subject=9434765927 time=2026-11-24T00:00:00Z
-              data={"calls_per_day":4,"carers_per_call":2,"hours_per_week":14.0,"package_id":"LCC-PKG-5522","required_start":"2026-11-26","service_type":"home-care"}
-            row 5: skipped
-            row 6: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5523|REQUESTED|24/11/2026/care-package.requested
-              subject=- time=2026-11-24T00:00:00Z
-              data={"calls_per_day":2,"carers_per_call":1,"hours_per_week":7.0,"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120977"},"package_id":"LCC-PKG-5523","required_start":"2026-12-01","service_type":"home-care"}
-            row 7: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|SOURCED|25/11/2026/care-package.sourced
-              subject=9434765927 time=2026-11-25T00:00:00Z
-              data={"agreed_start":"2026-11-28","package_id":"LCC-PKG-5522","provider":"Bramley Home Care Ltd, Leeds"}
-            row 8: handover.care-package.started.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|STARTED|27/11/2026/care-package.started
-              subject=9434765919 time=2026-11-27T00:00:00Z
-              data={"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
-        "#]],
+                row 2: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|REQUESTED|24/11/2026#ed062629cd8c/care-package.requested
+                  subject=9434765919 time=2026-11-24T00:00:00Z
+                  data={"calls_per_day":3,"carers_per_call":1,"hours_per_week":10.5,"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+                row 3: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|SOURCED|25/11/2026#58f09d454444/care-package.sourced
+                  subject=9434765919 time=2026-11-25T00:00:00Z
+                  data={"agreed_start":"2026-11-27","package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
+                row 4: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|REQUESTED|24/11/2026#a656da71ca9a/care-package.requested
+                  subject=9434765927 time=2026-11-24T00:00:00Z
+                  data={"calls_per_day":4,"carers_per_call":2,"hours_per_week":14.0,"package_id":"LCC-PKG-5522","required_start":"2026-11-26","service_type":"home-care"}
+                row 5: skipped
+                row 6: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5523|REQUESTED|24/11/2026#86425e9a5cf3/care-package.requested
+                  subject=- time=2026-11-24T00:00:00Z
+                  data={"calls_per_day":2,"carers_per_call":1,"hours_per_week":7.0,"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120977"},"package_id":"LCC-PKG-5523","required_start":"2026-12-01","service_type":"home-care"}
+                row 7: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|SOURCED|25/11/2026#4ab8190034b4/care-package.sourced
+                  subject=9434765927 time=2026-11-25T00:00:00Z
+                  data={"agreed_start":"2026-11-28","package_id":"LCC-PKG-5522","provider":"Bramley Home Care Ltd, Leeds"}
+                row 8: handover.care-package.started.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|STARTED|27/11/2026#1bac99d64d4f/care-package.started
+                  subject=9434765919 time=2026-11-27T00:00:00Z
+                  data={"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
+            "#]],
         );
     }
 
@@ -1473,23 +1735,23 @@ mod tests {
             "referrals_2026-11-24.csv",
             FileFormat::Csv,
             expect![[r#"
-            row 2: handover.referral.accepted.v1 referrals_2026-11-24.csv/RR8-REF-77120|ACCEPTED|/referral.accepted
-              subject=9434765919 time=2026-11-22T10:05:00Z
-              data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team (LGI)"}
-            row 3: handover.referral.declined.v1 referrals_2026-11-24.csv/RR8-REF-77133|DECLINED|/referral.declined
-              subject=9434765927 time=2026-11-22T11:40:00Z
-              data={"reason":"Needs met by existing package","referral_id":"RR8-REF-77133"}
-            row 4: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|S9/referral.assessment-completed
-              subject=9434765919 time=2026-11-23T16:20:00Z
-              data={"assessment_type":"needs","outcome":"eligible","referral_id":"RR8-REF-77120"}
-            row 5: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|CARER/referral.assessment-completed
-              subject=9434765919 time=2026-11-23T00:00:00Z
-              data={"assessment_type":"carer","outcome":"no-assessment-needed","referral_id":"RR8-REF-77120"}
-            row 6: skipped
-            row 7: handover.referral.withdrawn.v1 referrals_2026-11-24.csv/RR8-REF-77141|WITHDRAWN|/referral.withdrawn
-              subject=- time=2026-11-24T08:30:00Z
-              data={"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120977"},"reason":"Patient died in hospital","referral_id":"RR8-REF-77141"}
-        "#]],
+                row 2: handover.referral.accepted.v1 referrals_2026-11-24.csv/RR8-REF-77120|ACCEPTED|#09b94e83aa2b/referral.accepted
+                  subject=9434765919 time=2026-11-22T10:05:00Z
+                  data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team (LGI)"}
+                row 3: handover.referral.declined.v1 referrals_2026-11-24.csv/RR8-REF-77133|DECLINED|#9e7ff741d171/referral.declined
+                  subject=9434765927 time=2026-11-22T11:40:00Z
+                  data={"reason":"Needs met by existing package","referral_id":"RR8-REF-77133"}
+                row 4: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|S9#a69ae7a94e83/referral.assessment-completed
+                  subject=9434765919 time=2026-11-23T16:20:00Z
+                  data={"assessment_type":"needs","outcome":"eligible","referral_id":"RR8-REF-77120"}
+                row 5: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|CARER#7d434c407a0c/referral.assessment-completed
+                  subject=9434765919 time=2026-11-23T00:00:00Z
+                  data={"assessment_type":"carer","outcome":"no-assessment-needed","referral_id":"RR8-REF-77120"}
+                row 6: skipped
+                row 7: handover.referral.withdrawn.v1 referrals_2026-11-24.csv/RR8-REF-77141|WITHDRAWN|#ef601059d6e8/referral.withdrawn
+                  subject=- time=2026-11-24T08:30:00Z
+                  data={"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120977"},"reason":"Patient died in hospital","referral_id":"RR8-REF-77141"}
+            "#]],
         );
     }
 
@@ -1514,19 +1776,19 @@ mod tests {
             "brokerage_bad_rows.csv",
             FileFormat::Csv,
             expect![[r#"
-            row 2: rejected [NHS Number] no NHS number and no local id: the row names nobody
-            row 3: rejected [NHS Number] not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
-            row 4: rejected [Service Type] unknown code "RESPITE": expected one of CB, DOM, EQ, HC, NURS, OTH, REAB, RES
-            row 5: rejected [Status Date] "2026-11-24" is not a date in the format %d/%m/%Y
-            row 5: rejected [Hours Per Week] "ten" is not a number
-            row 5: rejected [Required Start] "31/11/2026" is not a date in the format %d/%m/%Y
-            row 6: rejected [Status] unknown value "SUSPENDED": expected one of CANCELLED, DRAFT, ENDED, ON HOLD, REQUESTED, RESTARTED, SOURCED, STARTED
-            row 7: rejected [Provider] "provider" is a required property
-            row 8: handover.care-package.requested.v1 brokerage_bad_rows.csv/LCC-PKG-6007|REQUESTED|24/11/2026/care-package.requested
-              subject=9434765978 time=2026-11-24T00:00:00Z
-              data={"package_id":"LCC-PKG-6007","required_start":"2026-12-03","service_type":"equipment"}
-            row 9: unreadable: has 3 fields, the header has 15
-        "#]],
+                row 2: rejected [NHS Number] no NHS number and no local id: the row names nobody
+                row 3: rejected [NHS Number] not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
+                row 4: rejected [Service Type] unknown code "RESPITE": expected one of CB, DOM, EQ, HC, NURS, OTH, REAB, RES
+                row 5: rejected [Status Date] "2026-11-24" is not a date in the format %d/%m/%Y
+                row 5: rejected [Hours Per Week] "ten" is not a number
+                row 5: rejected [Required Start] "31/11/2026" is not a date in the format %d/%m/%Y
+                row 6: rejected [Status] unknown value "SUSPENDED": expected one of CANCELLED, DRAFT, ENDED, ON HOLD, REQUESTED, RESTARTED, SOURCED, STARTED
+                row 7: rejected [Provider] "provider" is a required property
+                row 8: handover.care-package.requested.v1 brokerage_bad_rows.csv/LCC-PKG-6007|REQUESTED|24/11/2026#99cb842cd33c/care-package.requested
+                  subject=9434765978 time=2026-11-24T00:00:00Z
+                  data={"package_id":"LCC-PKG-6007","required_start":"2026-12-03","service_type":"equipment"}
+                row 9: unreadable: has 3 fields, the header has 15
+            "#]],
         );
     }
 
@@ -1584,6 +1846,198 @@ mod tests {
         "#]].assert_eq(&errors);
     }
 
+    /// Each row of a CSV text (read as bytes, so the Windows-1252 fallback applies) through
+    /// the brokerage mapping: `row n: <event data JSON>` or `row n: <column>: <reason>`.
+    fn rows_of(csv: &[u8]) -> Vec<String> {
+        let m = mapping("brokerage-homecare.toml");
+        read_rows(FileFormat::Csv, csv)
+            .unwrap()
+            .into_iter()
+            .map(|r| match r {
+                Err(u) => format!("row {}: unreadable: {}", u.number, u.reason),
+                Ok(row) => match translate_row(&m, "urn:gss:E08000035:brokerage", "f.csv", &row) {
+                    Ok(ev) => format!(
+                        "row {}: {} {}",
+                        row.number,
+                        ev[0].time,
+                        serde_json::to_string(&ev[0].data.to_json()).unwrap()
+                    ),
+                    Err(errs) => format!(
+                        "row {}: {}",
+                        row.number,
+                        errs.iter()
+                            .map(|e| format!("{}: {}", e.column, e.reason))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                },
+            })
+            .collect()
+    }
+
+    const HEADER: &str = "Package ID,Status,Status Date,NHS Number,Person ID,Service Type,Hours Per Week,Calls Per Day,Carers Per Call,Required Start,Provider,Agreed Start,Start Date,Referral ID,Reason";
+
+    #[test]
+    fn spreadsheet_exports_read_as_a_council_engineer_expects() {
+        let text = [
+            HEADER,
+            // two-digit year: refused, not the year 26
+            "P1,REQUESTED,24/11/26,943 476 5919,,HC,10,2,1,,,,,,",
+            ",,,,,,,,,,,,,,",
+            "   ",
+            // Excel's text marker on the NHS number; a trailing delimiter the header lacks
+            "P2,REQUESTED,24/11/2026,'9434765919,,HC,10,2,1,01/12/2026,,,,,,",
+            "P3,ENDED,24/11/2026,=\"9434765919\",,,,,,,,,,,O~Neill^moved",
+        ]
+        .join("\r\n");
+        // Windows-1252 bytes for the curly apostrophe (0x92) and the en dash (0x96).
+        let bytes: Vec<u8> = text
+            .bytes()
+            .map(|b| match b {
+                b'~' => 0x92,
+                b'^' => 0x96,
+                b => b,
+            })
+            .collect();
+        expect![[r#"
+            [
+                "row 2: Status Date: \"24/11/26\" is not a date in the format %d/%m/%Y",
+                "row 5: 2026-11-24T00:00:00Z {\"calls_per_day\":2,\"carers_per_call\":1,\"hours_per_week\":10.0,\"package_id\":\"P2\",\"required_start\":\"2026-12-01\",\"service_type\":\"home-care\"}",
+                "row 6: 2026-11-24T00:00:00Z {\"package_id\":\"P3\",\"reason\":\"O’Neill–moved\"}",
+            ]
+        "#]].assert_debug_eq(&rows_of(&bytes));
+    }
+
+    #[test]
+    fn nested_json_values_matter_only_under_keys_the_mapping_reads() {
+        let m = mapping("referrals-assessments.toml");
+        let json = br#"[
+            {"Referral Ref": "R1", "Event": "ACCEPTED", "Event Date": "22/11/2026 10:05", "NHS No": "9434765919", "Team": "HSWT", "audit": {"by": "x"}, "tags": ["a"]},
+            {"Referral Ref": "R2", "Event": "ACCEPTED", "Event Date": "22/11/2026 10:05", "NHS No": "9434765919", "Team": {"name": "HSWT"}}
+        ]"#;
+        let rows = read_rows(FileFormat::Json, json).unwrap();
+        let results: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                translate_row(
+                    &m,
+                    "urn:gss:E08000035:mosaic",
+                    "f.json",
+                    r.as_ref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(results[0].as_ref().unwrap().len(), 1);
+        let errs = results[1].as_ref().unwrap_err();
+        assert_eq!(errs[0].column, "Team");
+        assert!(errs[0].reason.contains("nested"), "{errs:?}");
+    }
+
+    #[test]
+    fn binary_and_utf16_files_are_not_read_as_rows() {
+        let xlsx = b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00";
+        let e = read_rows(FileFormat::Csv, xlsx).unwrap_err();
+        assert!(e.0.contains("binary"), "{e}");
+        let utf16: Vec<u8> = b"\xFF\xFE"
+            .iter()
+            .copied()
+            .chain(
+                "Package ID,Status\n"
+                    .encode_utf16()
+                    .flat_map(u16::to_le_bytes),
+            )
+            .collect();
+        let e = read_rows(FileFormat::Csv, &utf16).unwrap_err();
+        assert!(e.0.contains("UTF-16"), "{e}");
+    }
+
+    #[test]
+    fn a_corrected_row_under_the_same_key_is_a_new_event_and_a_repeat_is_not() {
+        let m = mapping("brokerage-homecare.toml");
+        let ids = |csv: String| -> Vec<String> {
+            read_rows(FileFormat::Csv, csv.as_bytes())
+                .unwrap()
+                .into_iter()
+                .map(|r| {
+                    translate_row(&m, "urn:gss:E08000035:brokerage", "f.csv", &r.unwrap()).unwrap()
+                        [0]
+                    .id
+                    .clone()
+                })
+                .collect()
+        };
+        let row = "P1,REQUESTED,24/11/2026,9434765919,,HC,10,2,1,,,,,,";
+        let corrected = "P1,REQUESTED,24/11/2026,9434765919,,HC,21,4,1,,,,,,";
+        let first = ids(format!("{HEADER}\n{row}\n{row}\n{corrected}\n"));
+        assert_eq!(first[0], first[1]);
+        assert_ne!(first[0], first[2]);
+        // Quoting and line endings do not change a row's id.
+        let quoted =
+            format!("{HEADER}\r\n\"P1\",REQUESTED,24/11/2026,9434765919,,HC,10,2,1,,,,,,\r\n");
+        assert_eq!(ids(quoted)[0], first[0]);
+    }
+
+    #[test]
+    fn times_with_an_offset_keep_it() {
+        let m: Mapping = toml::from_str(
+            r#"
+            [event]
+            type = "care-package.started"
+            [time]
+            column = "At"
+            format = "%Y-%m-%dT%H:%M:%S%z"
+            [person]
+            nhs_number = "NHS"
+            [fields]
+            package_id = { column = "Package" }
+            started_on = { column = "Start", kind = "date", format = "%Y-%m-%d" }
+            "#,
+        )
+        .unwrap();
+        let time = |at: &str| {
+            let csv = format!("Package,At,NHS,Start\nP1,{at},9434765919,2026-06-22\n");
+            let row = read_rows(FileFormat::Csv, csv.as_bytes())
+                .unwrap()
+                .remove(0)
+                .unwrap();
+            translate_row(&m, "urn:gss:E08000035:b", "f.csv", &row)
+                .map(|e| e[0].time.to_rfc3339())
+                .unwrap_or_else(|e| e[0].reason.clone())
+        };
+        assert_eq!(time("2026-06-22T10:05:00+0000"), "2026-06-22T10:05:00Z");
+        assert_eq!(
+            time("2026-11-22T10:05:00-0500"),
+            "2026-11-22T10:05:00-05:00"
+        );
+        // RFC 3339 with its own offset is read too, whatever the format.
+        assert_eq!(time("2026-06-22T10:05:00.5Z"), "2026-06-22T10:05:00.500Z");
+    }
+
+    #[tokio::test]
+    async fn a_file_without_a_mapped_column_is_rejected_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source_in(dir.path(), "brokerage-homecare.toml");
+        let m = mapping("brokerage-homecare.toml");
+        let path = dir.path().join("renamed.csv");
+        let header = HEADER.replace("NHS Number", "NHS No.");
+        std::fs::write(
+            &path,
+            format!("{header}\nP1,REQUESTED,24/11/2026,9434765919,M-1,HC,10,2,1,,,,,,\n"),
+        )
+        .unwrap();
+        let sink = RecordingSink::new();
+        let metrics = FileDropMetrics::default();
+        process_file(&src, &m, &path, &sink, 10, &metrics)
+            .await
+            .unwrap();
+        assert!(dir.path().join("rejected/renamed.csv").exists());
+        let errors =
+            std::fs::read_to_string(dir.path().join("rejected/renamed.csv.errors.csv")).unwrap();
+        // (CSV doubles the quotes around the column's name.)
+        assert!(errors.contains("no column \"\"NHS Number\"\""), "{errors}");
+        assert_eq!(sink.events().len(), 0);
+    }
+
     #[tokio::test]
     async fn an_unreadable_file_moves_to_rejected() {
         let dir = tempfile::tempdir().unwrap();
@@ -1593,7 +2047,19 @@ mod tests {
         std::fs::write(&path, b"[{\"Referral Ref\": ").unwrap();
         let metrics = FileDropMetrics::default();
         let m = mapping("referrals-assessments.toml");
-        process_file(&src, &m, &path, &RecordingSink::new(), 10, &metrics)
+        // Freshly written, it stops mid-row: it may still be being written, and waits.
+        let sink = RecordingSink::new();
+        let r = process_file(&src, &m, &path, &sink, 10, &metrics).await;
+        assert!(matches!(r, Err(FileError::Unsettled(_))), "{r:?}");
+        assert!(path.exists());
+        // Once it has not changed for the grace period, it is read as it is.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() - UNFINISHED_GRACE - Duration::from_secs(1))
+            .unwrap();
+        process_file(&src, &m, &path, &sink, 10, &metrics)
             .await
             .unwrap();
         assert!(dir.path().join("rejected/broken.json").exists());

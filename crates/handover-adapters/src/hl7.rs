@@ -9,11 +9,14 @@
 //! - `AE` with an `ERR` segment naming the segment and field for content errors (an NHS number
 //!   failing its Modulus 11 check, an unparseable date, a missing `PV1` or `PV1-19`, ...);
 //! - `AR` for what is not about content: a message type other than ADT (`200`), a version
-//!   before 2.3 or not 2.x (`203`), an unlisted sending facility (`204`), an event log that is
-//!   unavailable (`207`, so the sender resends), an unparseable or oversized frame (`102`).
+//!   before 2.3 or not 2.x (`203`), a processing id not in `processing_ids` (`202`), an
+//!   unlisted sending facility (`204`), an event log that is unavailable (`207`, so the
+//!   sender resends), an unparseable or oversized frame (`102`).
 //!
 //! Messages on one connection are processed one at a time, in order. Event ids derive from
-//! MSH-10, so a resent message produces identical events that the log recognises as duplicates.
+//! MSH-10 and a digest of the message (MSH-7 left out), so a resent message produces
+//! identical events that the log recognises as duplicates, and a different message under a
+//! reused control id does not.
 //! Logs carry the message control id, trigger and ACK code, never an identifier of a person.
 //! `docs/adapters.md` has the full mapping and ACK tables.
 //!
@@ -28,6 +31,7 @@
 //! max_message_bytes = 1048576
 //! idle_timeout_secs = 600
 //! responsible_council = "E08000035"
+//! processing_ids = ["P"]
 //!
 //! [hl7.facilities]
 //! RX1 = "RX1"
@@ -66,14 +70,16 @@ use tracing::{debug, info, warn, Instrument};
 pub const ADAPTER: crate::Adapter = crate::Adapter {
     name: "hl7",
     config_section: "hl7",
-    summary: "HL7 v2 ADT (A01, A02, A03, A08, A11, A13, A40) over MLLP from a hospital PAS",
-    check: |v| crate::section::<Hl7Config>("hl7", v).map(|_| ()),
+    summary:
+        "HL7 v2 ADT (A01-A03, A06, A08, A11-A13, A34, A36, A40, A47) over MLLP from a hospital PAS",
+    check: |v| crate::section::<Hl7Config>("hl7", v).and_then(|c| c.validate()),
     start: |v, ctx| Box::pin(start(v, ctx)),
 };
 
 /// Binds the listener from the `[hl7]` section and returns the run loop.
 async fn start(section: toml::Value, ctx: crate::Context) -> Result<crate::Started, String> {
     let cfg: Hl7Config = crate::section("hl7", &section)?;
+    cfg.validate()?;
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
         format!(
             "cannot listen for HL7 MLLP on {} (hl7.listen): {e}",
@@ -123,6 +129,29 @@ pub struct Hl7Config {
     pub idle_timeout_secs: u64,
     /// GSS code put in `admitted.responsible_council` (HL7 ADT does not carry it); default none.
     pub responsible_council: Option<String>,
+    /// Processing ids (MSH-11.1, e.g. `P` production, `T` training, `D` debugging) accepted;
+    /// a message with another is refused (`AR 202`), so a training or test feed cannot write
+    /// into live journeys. Empty (the default) accepts every processing id.
+    pub processing_ids: Vec<String>,
+}
+
+impl Hl7Config {
+    /// Checks what serde cannot: `responsible_council` is a GSS code (a letter and eight
+    /// digits), since every admission would otherwise be refused with `AE`.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.responsible_council.as_deref().map(str::trim) {
+            Some(c)
+                if !(c.len() == 9
+                    && c.as_bytes()[0].is_ascii_alphabetic()
+                    && c.bytes().skip(1).all(|b| b.is_ascii_digit())) =>
+            {
+                Err(format!(
+                    "hl7.responsible_council {c:?} is not a GSS code (a letter and 8 digits, e.g. E08000035)"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The default MLLP port, 2575 (IANA `hl7-mllp`), on loopback.
@@ -141,6 +170,7 @@ impl Default for Hl7Config {
             max_message_bytes: 1024 * 1024,
             idle_timeout_secs: 600,
             responsible_council: None,
+            processing_ids: Vec::new(),
         }
     }
 }
@@ -208,7 +238,15 @@ impl ContentError {
 }
 
 /// The ADT triggers mapped to events; every other ADT trigger is [`Translation::Ignored`].
-pub const SUPPORTED_TRIGGERS: &[&str] = &["A01", "A02", "A03", "A08", "A11", "A13", "A40"];
+pub const SUPPORTED_TRIGGERS: &[&str] = &[
+    "A01", "A02", "A03", "A06", "A08", "A11", "A12", "A13", "A34", "A36", "A40", "A47",
+];
+
+/// PV1-2 patient classes (HL7 table 0004) of visits that are not a hospital stay:
+/// outpatient, pre-admit and recurring patient. A stay trigger (A01, A02, A03, A06, A11, A12,
+/// A13) for one of them is ignored (`AA`). Emergency (`E`) is kept: some PAS admit from the
+/// emergency department under it.
+pub const NOT_STAY_CLASSES: &[&str] = &["O", "P", "R"];
 
 /// PV1-4 admission type → `admitted.admission_method` (case-insensitive). HL7 table 0007 codes
 /// and the NHS Data Dictionary admission method codes some PAS send in PV1-4. Any other value
@@ -362,8 +400,9 @@ fn urn_token(s: &str) -> String {
 }
 
 /// The message header as Handover needs it.
-struct Header<'a> {
-    control_id: &'a str,
+struct Header {
+    /// The events' id stem: MSH-10 and a digest of the message (see [`id_stem`]).
+    stem: String,
     trigger: String,
     ods: String,
     source: String,
@@ -401,6 +440,27 @@ fn route(msg: &Message, cfg: &Hl7Config) -> Result<(String, String), ContentErro
                 ErrorCode::UnsupportedVersionId,
                 loc("MSH", 1, 12),
                 format!("HL7 version {shown} is not supported: 2.3 or later 2.x"),
+            ));
+        }
+    }
+    if !cfg.processing_ids.is_empty() {
+        let id = val(msh, 11, 1, 1).unwrap_or("");
+        if !cfg
+            .processing_ids
+            .iter()
+            .any(|p| p.trim().eq_ignore_ascii_case(id))
+        {
+            let shown: String = if id.is_empty() { "none" } else { id }
+                .chars()
+                .take(8)
+                .collect();
+            return Err(ContentError::ar(
+                ErrorCode::UnsupportedProcessingId,
+                loc("MSH", 1, 11),
+                format!(
+                    "processing id {shown} is not accepted by this receiver (accepted: {})",
+                    cfg.processing_ids.join(", ")
+                ),
             ));
         }
     }
@@ -454,12 +514,12 @@ fn route(msg: &Message, cfg: &Hl7Config) -> Result<(String, String), ContentErro
     Ok((ods, trigger))
 }
 
-fn header<'a>(
-    msg: &'a Message,
+fn header(
+    msg: &Message,
     cfg: &Hl7Config,
     ods: String,
     trigger: String,
-) -> Result<Header<'a>, ContentError> {
+) -> Result<Header, ContentError> {
     let control_id = msg.control_id().and_then(clean).ok_or_else(|| {
         ContentError::ae(
             ErrorCode::RequiredFieldMissing,
@@ -490,13 +550,38 @@ fn header<'a>(
     let source = format!("urn:ods:{ods}:{system}");
     let (time, time_from_evn) = event_time(msg)?;
     Ok(Header {
-        control_id,
+        stem: id_stem(msg, control_id),
         trigger,
         ods,
         source,
         time,
         time_from_evn,
     })
+}
+
+/// The stem of the ids of a message's events: MSH-10, a dot and 12 hex digits of the SHA-256
+/// of the message's segments (MSH-7, the time it was sent, left out). A resent message, even
+/// one whose MSH-7 was regenerated, gives the same ids and is recognised as a duplicate; a
+/// different message under a reused control id (a counter reset after a PAS rebuild or
+/// failover, or a daily wrap) gives new ids and is not mistaken for one.
+fn id_stem(msg: &Message, control_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for seg in msg.all_segments() {
+        if seg.name() == "MSH" {
+            for (i, f) in seg.fields().iter().enumerate() {
+                if i + 1 != 7 {
+                    h.update(f.raw().as_bytes());
+                }
+                h.update([0x1f]);
+            }
+        } else {
+            h.update(seg.raw().trim_end().as_bytes());
+        }
+        h.update(b"\r");
+    }
+    let digest = h.finalize();
+    format!("{control_id}.{}", hex::encode(&digest[..6]))
 }
 
 /// EVN-6 (event occurred), else EVN-2 (recorded), else MSH-7; the first present is used and
@@ -629,14 +714,57 @@ struct Person {
 }
 
 /// Whether a CX repetition is an NHS number: assigning authority (CX.4) `NHS` (or the NHS
-/// number OID), or identifier type (CX.5) `NH`.
+/// number OID, as its universal id or as its namespace id), or identifier type (CX.5) `NH`
+/// (HL7 table 0203's national health plan number) or `NHS`/`NHSNBR` as UK feeds send it.
 fn is_nhs_marked(rep: &Repetition) -> bool {
     let authority = rep_val(rep, 4, 1).unwrap_or("");
     let oid = rep_val(rep, 4, 2).unwrap_or("");
     let id_type = rep_val(rep, 5, 1).unwrap_or("");
     authority.eq_ignore_ascii_case("NHS")
+        || authority == NHS_NUMBER_OID
         || oid == NHS_NUMBER_OID
-        || id_type.eq_ignore_ascii_case("NH")
+        || ["NH", "NHS", "NHSNBR"]
+            .iter()
+            .any(|t| id_type.eq_ignore_ascii_case(t))
+}
+
+/// Identifier types (CX.5, HL7 table 0203) of accounts and visits, not of the person: never
+/// taken as a local id (one person has many; two people's can coincide with an MRN).
+const NOT_PERSON_ID_TYPES: &[&str] = &["AN", "ANC", "AND", "ANT", "VN", "FILL", "PLAC"];
+
+/// Identifier types (CX.5) of a patient's record number in the sender's own register: kept
+/// under the `mrn` system (as is an identifier with no type).
+const RECORD_ID_TYPES: &[&str] = &["MR", "MRT", "PI", "PT", "PN", "LR"];
+
+/// The local id `system` of a CX repetition that is not an NHS number, or `None` when it
+/// identifies an account or a visit rather than the person: `urn:ods:<ODS>:<authority>`, the
+/// authority (CX.4.1) left out when it is the sender's own ODS code, `mrn` when there is none,
+/// and a typed identifier's type (CX.5) added so that, say, a passport number and an MRN with
+/// the same digits stay two identifiers.
+fn local_system(rep: &Repetition, ods: &str) -> Option<String> {
+    let id_type = rep_val(rep, 5, 1).unwrap_or("");
+    if NOT_PERSON_ID_TYPES
+        .iter()
+        .any(|t| id_type.eq_ignore_ascii_case(t))
+    {
+        return None;
+    }
+    let authority = rep_val(rep, 4, 1)
+        .map(urn_token)
+        .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case(ods));
+    let typed = !id_type.is_empty()
+        && !RECORD_ID_TYPES
+            .iter()
+            .any(|t| id_type.eq_ignore_ascii_case(t));
+    Some(match (authority, typed) {
+        (Some(a), false) => format!("urn:ods:{ods}:{a}"),
+        (None, false) => format!("urn:ods:{ods}:mrn"),
+        (Some(a), true) => format!(
+            "urn:ods:{ods}:{a}:{}",
+            urn_token(id_type).to_ascii_lowercase()
+        ),
+        (None, true) => format!("urn:ods:{ods}:{}", urn_token(id_type).to_ascii_lowercase()),
+    })
 }
 
 /// Reads the identifiers of a CX list field (PID-3 or MRG-1).
@@ -669,23 +797,21 @@ fn identifiers(seg: &Segment, seq: usize, field: usize, ods: &str) -> Result<Per
                 )
             })?;
             nhs.get_or_insert(n);
-        } else {
-            let authority = rep_val(rep, 4, 1)
-                .map(urn_token)
-                .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case(ods))
-                .unwrap_or_else(|| "mrn".to_owned());
-            local_ids.push(json!({
-                "system": format!("urn:ods:{ods}:{authority}"),
-                "value": id,
-            }));
+        } else if let Some(system) = local_system(rep, ods) {
+            local_ids.push(json!({ "system": system, "value": id }));
         }
     }
     Ok(Person { nhs, local_ids })
 }
 
-/// The person of a PID segment; an error when it names nobody.
+/// The person of a PID segment; an error when it names nobody. The NHS number is taken from
+/// PID-3, else from PID-2 (the v2.3 external patient id, where older PAS put it) when marked
+/// as one.
 fn person(pid: &Segment, seq: usize, ods: &str) -> Result<Person, ContentError> {
-    let p = identifiers(pid, seq, 3, ods)?;
+    let mut p = identifiers(pid, seq, 3, ods)?;
+    if p.nhs.is_none() {
+        p.nhs = identifiers(pid, seq, 2, ods)?.nhs;
+    }
     if p.nhs.is_none() && p.local_ids.is_empty() {
         return Err(ContentError::ae(
             ErrorCode::RequiredFieldMissing,
@@ -757,7 +883,7 @@ fn gp_practice(pd1: &Segment) -> Option<String> {
 
 /// What every event of one message shares.
 struct Ctx<'a> {
-    h: &'a Header<'a>,
+    h: &'a Header,
 }
 
 impl Ctx<'_> {
@@ -778,7 +904,7 @@ impl Ctx<'_> {
             }
         }
         Event::from_parts(
-            format!("{}{suffix}", self.h.control_id),
+            format!("{}{suffix}", self.h.stem),
             self.h.source.clone(),
             person.nhs,
             self.h.time,
@@ -833,15 +959,27 @@ pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentE
         return Ok(Translation::Ignored { trigger });
     }
     let h = header(msg, cfg, ods, trigger)?;
+    let stay_trigger = !matches!(h.trigger.as_str(), "A08" | "A34" | "A36" | "A40" | "A47");
+    let class = msg
+        .segment("PV1")
+        .and_then(|pv1| val(pv1, 2, 1, 1))
+        .unwrap_or("");
+    if stay_trigger
+        && NOT_STAY_CLASSES
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(class))
+    {
+        return Ok(Translation::Ignored { trigger: h.trigger });
+    }
     let ctx = Ctx { h: &h };
     let events = match h.trigger.as_str() {
-        "A01" => admitted(msg, cfg, &ctx)?,
-        "A02" => transferred(msg, &ctx)?,
+        "A01" | "A06" => admitted(msg, cfg, &ctx)?,
+        "A02" | "A12" => transferred(msg, &ctx)?,
         "A03" => discharged(msg, &ctx)?,
         "A08" => updated(msg, &ctx)?,
         "A11" => encounter_only(msg, &ctx, EventType::AdmissionCancelled)?,
         "A13" => encounter_only(msg, &ctx, EventType::DischargeCancelled)?,
-        "A40" => merged(msg, &ctx)?,
+        "A34" | "A36" | "A40" | "A47" => merged(msg, &ctx)?,
         _ => Vec::new(),
     };
     if events.is_empty() {
@@ -856,7 +994,8 @@ fn pid_person<'m>(msg: &'m Message, ods: &str) -> Result<(&'m Segment, Person), 
     Ok((pid, person(pid, 1, ods)?))
 }
 
-/// A01: person.identified (when PID has local ids) then discharge.admitted.
+/// A01, and A06 (an outpatient or emergency attendance becoming an inpatient stay):
+/// person.identified (when PID has local ids) then discharge.admitted.
 fn admitted(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     let (pid, person) = pid_person(msg, &ctx.h.ods)?;
     let pv1 = required_segment(msg, "PV1")?;
@@ -895,7 +1034,8 @@ fn admitted(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, Con
     Ok(events)
 }
 
-/// A02: discharge.transferred.
+/// A02: discharge.transferred. A12 (cancel transfer) is a transfer back: its PV1-3 is where
+/// the patient was before the cancelled transfer (HL7 v2 chapter 3), PV1-6 where they leave.
 fn transferred(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     let (_, person) = pid_person(msg, &ctx.h.ods)?;
     let pv1 = required_segment(msg, "PV1")?;
@@ -974,7 +1114,7 @@ fn encounter_only(msg: &Message, ctx: &Ctx, ty: EventType) -> Result<Vec<Event>,
     Ok(vec![ctx.event("", ty, &person, data)?])
 }
 
-/// A40: for each PID/MRG pair, nhs-number-changed when both carry an NHS number and they
+/// A40, A34, A36 and A47 (merges, and a change of identifier list): for each PID/MRG pair, nhs-number-changed when both carry an NHS number and they
 /// differ. A merge of local records only has no catalogue event and is ignored.
 fn merged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     let pids: Vec<&Segment> = msg.segments("PID").collect();
@@ -1433,7 +1573,7 @@ async fn handle_frame_traced(frame: Result<Vec<u8>, FrameError>, shared: &Shared
                 FrameError::Truncated { .. } => "message truncated".to_owned(),
             };
             warn!(ack = "AR", error = %text, "hl7 frame rejected");
-            return ack_unparseable(AckCode::Ar, &text, &now, &ack_id);
+            return ack_unparseable(AckCode::Ar, &text, &now, &ack_id, b"");
         }
     };
     let msg = match Message::parse(&bytes) {
@@ -1451,6 +1591,7 @@ async fn handle_frame_traced(frame: Result<Vec<u8>, FrameError>, shared: &Shared
                 &format!("message could not be parsed: {e}"),
                 &now,
                 &ack_id,
+                &bytes,
             );
         }
     };

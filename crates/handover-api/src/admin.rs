@@ -53,7 +53,7 @@ fn problem(status: StatusCode, kind: &str, title: &str, detail: String) -> Respo
         status,
         [(header::CONTENT_TYPE, "application/problem+json")],
         Json(serde_json::json!({
-            "type": format!("https://handover.invalid/problems/{kind}"),
+            "type": format!("{}{kind}", crate::problem::PROBLEM_BASE),
             "title": title,
             "status": status.as_u16(),
             "detail": detail,

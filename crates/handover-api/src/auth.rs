@@ -171,7 +171,11 @@ impl Auth {
                 found = Some(caller);
             }
         }
-        found.cloned().ok_or(ApiError::Unauthenticated)
+        // A token was presented and is wrong: RFC 6750's `invalid_token` (a missing one
+        // gets the bare challenge).
+        found
+            .cloned()
+            .ok_or(crate::oidc::TokenError::Unknown.into())
     }
 }
 

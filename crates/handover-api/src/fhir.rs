@@ -5,9 +5,10 @@
 //! integration and admin roles), maps the body, publishes every event in one call to the sink
 //! and answers only after the sink returned (the events are durable):
 //!
-//! - `201 Created` with an `OperationOutcome` of `information` issues (one per event), or for a
-//!   Bundle a `transaction-response` Bundle with one entry per request entry; `200 OK` when
-//!   every event was already stored (a resend) or the resource records nothing;
+//! - `201 Created` with an `OperationOutcome` of `information` issues (one per event); `200
+//!   OK` when every event was already stored (a resend) or the resource records nothing; for
+//!   a Bundle always `200 OK` (as FHIR R4 answers a transaction) with a
+//!   `transaction-response` Bundle, one entry per request entry, each with its own status;
 //! - `400` with an `OperationOutcome` listing every problem, each with a FHIRPath
 //!   `expression`; nothing from the request is stored (a Bundle is all or nothing);
 //! - `401`/`403`/`415` as an `OperationOutcome` too; `503` (`transient`) when the event log is
@@ -91,6 +92,9 @@ impl From<ApiError> for FhirError {
                     IssueCode::NotSupported,
                     "send application/fhir+json or application/json",
                 )
+            }
+            ApiError::UnsupportedEncoding(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, IssueCode::NotSupported)
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Transient),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Transient),
@@ -349,11 +353,9 @@ pub async fn post_bundle(
         }));
         offset += n;
     }
-    let status = if created(&stored) {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    // FHIR R4 (http.html#transaction): a processed transaction is `200 OK`; each entry's
+    // `response.status` says whether it created anything.
+    let status = StatusCode::OK;
     let body = json!({
         "resourceType": "Bundle",
         "type": "transaction-response",

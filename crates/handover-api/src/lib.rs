@@ -105,7 +105,10 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        // Set before the layers so that they wrap it: `framework_errors` words the 404.
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(problem::framework_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             observe::track,
@@ -142,6 +145,71 @@ struct AcceptedEvent {
     duplicate: bool,
 }
 
+/// A request body as JSON (a UTF-8 byte order mark, which some Windows tools write, is
+/// allowed before it).
+fn json_body(body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+}
+
+/// A CloudEvent sent in the HTTP binding's *binary* content mode, as the JSON object of
+/// structured mode: each `ce-<attribute>` header is an attribute (its value
+/// percent-decoded, as the binding requires of senders), `Content-Type` the
+/// `datacontenttype`, and the body the `data`, which must be JSON.
+fn binary_mode_event(
+    headers: &HeaderMap,
+    content_type: &str,
+    body: &[u8],
+) -> Result<serde_json::Value, ApiError> {
+    let mut event = serde_json::Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else {
+            continue;
+        };
+        let value = value.to_str().map_err(|_| {
+            ApiError::BadRequest(format!("the {name} header is not printable ASCII"))
+        })?;
+        let value = percent_decode(value).ok_or_else(|| {
+            ApiError::BadRequest(format!("the {name} header is not percent-encoded UTF-8"))
+        })?;
+        event.insert(attribute.to_owned(), value.into());
+    }
+    let json = content_type == "application/json"
+        || content_type == "text/json"
+        || content_type.ends_with("+json");
+    if !body.is_empty() {
+        if !json {
+            return Err(ApiError::BadRequest(format!(
+                "a binary-mode CloudEvent's data must be JSON (Content-Type application/json), not {content_type}"
+            )));
+        }
+        event.insert("data".into(), json_body(body)?);
+    }
+    if json {
+        event.insert("datacontenttype".into(), "application/json".into());
+    }
+    Ok(serde_json::Value::Object(event))
+}
+
+/// `%XX` sequences decoded (as UTF-8); `None` when one is malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 async fn post_events(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -163,14 +231,28 @@ async fn post_events(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let batch_expected = match ct.as_str() {
-        "application/cloudevents-batch+json" => Some(true),
-        "application/cloudevents+json" => Some(false),
-        "application/json" => None,
-        _ => return Err(ApiError::UnsupportedMediaType),
-    };
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    if let Some(encoding) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        // Say so, rather than "the body is not valid JSON".
+        let shown: String = encoding.chars().take(32).collect();
+        return Err(ApiError::UnsupportedEncoding(shown));
+    }
+    let (value, batch_expected) =
+        if headers.contains_key("ce-specversion") && !ct.starts_with("application/cloudevents") {
+            (binary_mode_event(&headers, &ct, &body)?, Some(false))
+        } else {
+            let batch_expected = match ct.as_str() {
+                "application/cloudevents-batch+json" => Some(true),
+                "application/cloudevents+json" => Some(false),
+                "application/json" => None,
+                _ => return Err(ApiError::UnsupportedMediaType),
+            };
+            (json_body(&body)?, batch_expected)
+        };
     let (items, is_batch) = match (value, batch_expected) {
         (serde_json::Value::Array(a), Some(true) | None) => (a, true),
         (v @ serde_json::Value::Object(_), Some(false) | None) => (vec![v], false),

@@ -168,6 +168,10 @@ pub enum TokenError {
     /// Anything else.
     #[error("the token is not valid")]
     Invalid,
+    /// A Handover token that no configured token matches (mistyped, revoked, or from
+    /// another deployment).
+    #[error("the token is not known to this service")]
+    Unknown,
 }
 
 impl From<TokenError> for ApiError {

@@ -66,6 +66,7 @@ pub fn minimise_journey(role: Role, j: &mut Journey) {
                 obj.remove(*f);
             }
             obj.remove("local_ids");
+            obj.remove("local_id");
             obj.remove("gp_practice");
             obj.remove("ward");
             obj.remove("previous_ward");

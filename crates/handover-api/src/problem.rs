@@ -62,6 +62,9 @@ pub enum ApiError {
         "send application/cloudevents+json, application/cloudevents-batch+json or application/json"
     )]
     UnsupportedMediaType,
+    /// The body is compressed (`Content-Encoding`), which is not accepted.
+    #[error("send the body uncompressed: Content-Encoding {0} is not accepted")]
+    UnsupportedEncoding(String),
     /// The request conflicts with work in progress (an erasure while a rebuild runs).
     #[error("{0}")]
     Conflict(String),
@@ -138,6 +141,11 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
+            UnsupportedEncoding(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-content-encoding",
+                "Unsupported content encoding",
+            ),
             Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -207,4 +215,96 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// Errors the framework answers itself — no route (`404`), a route without that method
+/// (`405`), a body over the limit (`413`), a path that does not decode (`400`) — come as
+/// plain text or an empty body. This layer rewrites them as problem details (an
+/// `OperationOutcome` under `/fhir`), keeping their status and headers (`Allow`). Answers
+/// the handlers wrote (JSON of any kind) and the web pages under `/ui` are left alone.
+pub async fn framework_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path();
+    let fhir = path.starts_with("/fhir");
+    let ui = path == "/ui" || path.starts_with("/ui/");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if ui || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    if json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let detail = if text.is_empty() {
+        match status {
+            StatusCode::NOT_FOUND => {
+                "no such resource: see /openapi.json for the API's paths".to_owned()
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allow = parts
+                    .headers
+                    .get(header::ALLOW)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if allow.is_empty() {
+                    "this resource does not take that method".to_owned()
+                } else {
+                    format!("this resource does not take that method (allowed: {allow})")
+                }
+            }
+            _ => reason.to_owned(),
+        }
+    } else {
+        text
+    };
+    let (body, content_type) = if fhir {
+        let code = match status {
+            StatusCode::NOT_FOUND => "not-found",
+            StatusCode::METHOD_NOT_ALLOWED => "not-supported",
+            StatusCode::PAYLOAD_TOO_LARGE => "too-costly",
+            s if s.is_server_error() => "exception",
+            _ => "invalid",
+        };
+        let outcome = serde_json::json!({
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": code, "diagnostics": detail}],
+        });
+        (outcome, "application/fhir+json")
+    } else {
+        let slug = match status {
+            StatusCode::NOT_FOUND => "not-found".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed".to_owned(),
+            StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large".to_owned(),
+            StatusCode::BAD_REQUEST => "bad-request".to_owned(),
+            s => format!("http-{}", s.as_u16()),
+        };
+        let problem = serde_json::json!({
+            "type": format!("{PROBLEM_BASE}{slug}"),
+            "title": reason,
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        (problem, "application/problem+json")
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
 }

@@ -274,10 +274,14 @@ pub fn flow_measures(
     Ok(flow(facts, &filter, today))
 }
 
-/// The reason for a worklist read: the header when given, else direct care (the purpose
-/// of the worklists).
-fn worklist_reason(headers: &HeaderMap) -> &'static str {
-    crate::access_reason(headers).unwrap_or("direct-care")
+/// The reason for a worklist read: the header when given (it must be one of the lawful
+/// reasons, as for a journey: what is audited is what was stated), else direct care (the
+/// purpose of the worklists).
+fn worklist_reason(headers: &HeaderMap) -> Result<&'static str, ApiError> {
+    if !headers.contains_key("handover-access-reason") {
+        return Ok("direct-care");
+    }
+    crate::access_reason(headers).ok_or(ApiError::ReasonRequired)
 }
 
 /// Records the access audit of a worklist page (everyone on it), durably, before it is
@@ -291,7 +295,7 @@ async fn audited_worklist<'a>(
     people: impl Iterator<Item = &'a handover_projections::rows::PersonSummary>,
 ) -> Result<(), ApiError> {
     let people = people.filter_map(|p| p.nhs_number.as_deref());
-    crate::policy::audit(st, caller, worklist_reason(headers), action, from, people).await
+    crate::policy::audit(st, caller, worklist_reason(headers)?, action, from, people).await
 }
 
 pub(crate) async fn get_delays(
@@ -301,6 +305,7 @@ pub(crate) async fn get_delays(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let caller = require_people_reader(&st, &headers).await?;
+    worklist_reason(&headers)?;
     let w = delay_worklist(&st, &caller, &q, handover_events::time::london_today())?;
     let people = w.rows.iter().map(|r| &r.row.person);
     audited_worklist(
@@ -322,6 +327,7 @@ pub(crate) async fn get_brokerage(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let caller = require_people_reader(&st, &headers).await?;
+    worklist_reason(&headers)?;
     let w = brokerage_queue(&st, &caller, &q, handover_events::time::london_today())?;
     let people = w.rows.iter().map(|r| &r.row.person);
     audited_worklist(&st, &caller, &headers, from, "worklist:brokerage", people).await?;

@@ -138,11 +138,35 @@ kebab_enum!(
 /// A D2A pathway, 0 to 3.
 pub type Pathway = u8;
 
+/// An organisation code (ODS or GSS) as read: trimmed and upper-cased, as both registers
+/// write them, so `e08000035` and `E08000035` are one council.
+fn code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(String::deserialize(d)?.trim().to_ascii_uppercase())
+}
+
+/// An optional organisation code (or postcode), as [`code`].
+fn some_code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|s| s.trim().to_ascii_uppercase()))
+}
+
+/// An NHS number verification status as its two-digit code (`1` is `01`).
+fn two_digit_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let s = s.trim();
+    Ok(if s.len() == 1 {
+        format!("0{s}")
+    } else {
+        s.to_owned()
+    })
+}
+
 /// `handover.person.identified.v1`: who the person is, as a source system knows them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PersonIdentified {
-    /// UK Core NHS number verification status code (e.g. `01` number present and verified).
-    #[schemars(length(min = 1, max = 2))]
+    /// UK Core NHS number verification status code `01` to `08` (e.g. `01` number present
+    /// and verified); a single digit is read as its two-digit code.
+    #[schemars(regex(pattern = r"^0?[1-8]$"))]
+    #[serde(deserialize_with = "two_digit_status")]
     pub nhs_number_status: String,
     /// The person's identifiers in local systems.
     #[schemars(length(min = 1))]
@@ -156,8 +180,12 @@ pub struct PersonIdentified {
     /// Date of birth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<Date>,
-    /// Postcode of the usual address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Postcode of the usual address (upper-cased when read, as Royal Mail writes it).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_code"
+    )]
     pub postcode: Option<String>,
     /// ODS code of the registered GP practice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,7 +227,12 @@ pub struct Admitted {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission_method: Option<AdmissionMethod>,
     /// GSS code of the council responsible for the person's social care.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_code"
+    )]
+    #[schemars(regex(pattern = r"^ *[EeWwSsNn][0-9]{8} *$"))]
     pub responsible_council: Option<String>,
     /// Local id when the sender does not know the NHS number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -325,11 +358,13 @@ pub struct ReferralSent {
     /// The referral id.
     #[schemars(length(min = 1))]
     pub referral_id: String,
-    /// GSS code of the council referred to.
-    #[schemars(length(min = 1))]
+    /// GSS code of the council referred to (`E08000035`; upper-cased when read).
+    #[schemars(regex(pattern = r"^ *[EeWwSsNn][0-9]{8} *$"))]
+    #[serde(deserialize_with = "code")]
     pub to_council: String,
-    /// ODS code of the referring organisation.
-    #[schemars(length(min = 1))]
+    /// ODS code of the referring organisation (upper-cased when read).
+    #[schemars(regex(pattern = r"^ *[A-Za-z0-9]{3,9} *$"))]
+    #[serde(deserialize_with = "code")]
     pub from_org: String,
     /// The encounter the referral is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]

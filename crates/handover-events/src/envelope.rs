@@ -502,6 +502,14 @@ fn check_names_person(subject: Option<&NhsNumber>, data: &EventData, errors: &mu
             "is required for this type: the NHS number",
         ));
     }
+    if let (EventData::NhsNumberChanged(d), Some(s)) = (data, subject) {
+        if d.previous_nhs_number == *s {
+            errors.push(FieldError::new(
+                "/data/previous_nhs_number",
+                "is the subject's own NHS number: a number cannot replace itself",
+            ));
+        }
+    }
 }
 
 /// A required string attribute's value: not blank, at most [`MAX_ATTRIBUTE_LEN`] bytes.
@@ -604,6 +612,26 @@ fn validators() -> &'static HashMap<EventType, jsonschema::Validator> {
     })
 }
 
+/// `data` with each top-level number that is a whole number written with a fraction
+/// (`1.0`) as the integer it is: JSON Schema's `integer` accepts it, so the typed decode
+/// (`u8` fields such as `pathway`) must too.
+fn integral_numbers(mut data: Value) -> Value {
+    if let Value::Object(obj) = &mut data {
+        for v in obj.values_mut() {
+            if let Value::Number(n) = v {
+                if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                    if f >= 0.0 && f <= u64::MAX as f64 {
+                        *v = Value::from(f as u64);
+                    } else if f < 0.0 && f >= i64::MIN as f64 {
+                        *v = Value::from(f as i64);
+                    }
+                }
+            }
+        }
+    }
+    data
+}
+
 fn decode_data(
     t: EventType,
     data: Value,
@@ -624,7 +652,7 @@ fn decode_data(
             ));
         }
     }
-    match t.decode_data(data) {
+    match t.decode_data(integral_numbers(data)) {
         Ok(d) => Some(d),
         Err(e) => {
             if errors.len() == before {
@@ -747,6 +775,22 @@ mod tests {
                 event
             );
         }
+    }
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_are_integers() {
+        let event = |pathway: Value| {
+            serde_json::json!({
+                "specversion": "1.0", "id": "p1", "source": "urn:ods:RX1:pas",
+                "type": "handover.discharge.pathway-assigned.v1", "subject": "9434765919",
+                "time": "2026-11-20T09:14Z",
+                "data": {"encounter_id": "E1", "pathway": pathway}
+            })
+        };
+        let e = Event::from_json(event(serde_json::json!(1.0))).unwrap();
+        assert_eq!(e.data.to_json()["pathway"], 1);
+        assert!(Event::from_json(event(serde_json::json!(1.5))).is_err());
+        assert!(Event::from_json(event(serde_json::json!(7.0))).is_err());
     }
 
     #[test]

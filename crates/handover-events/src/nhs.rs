@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// A validated NHS number, held as its ten digits.
 ///
 /// Parsing is liberal about presentation (`943 476 5919`, `943-476-5919`) and strict about
-/// content: exactly ten digits with a valid Modulus 11 check digit.
+/// content: exactly ten digits with a valid Modulus 11 check digit, not all the same.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NhsNumber([u8; 10]);
 
@@ -24,6 +24,10 @@ pub enum NhsNumberError {
     /// The tenth digit does not match the Modulus 11 check.
     #[error("the NHS number's check digit is wrong (Modulus 11)")]
     CheckDigit,
+    /// Ten identical digits (`0000000000`, `9999999999`): they pass the Modulus 11 check, but
+    /// are placeholders for an unknown number, never issued.
+    #[error("ten identical digits are a placeholder, not an NHS number")]
+    Placeholder,
 }
 
 impl NhsNumber {
@@ -46,6 +50,9 @@ impl NhsNumber {
         }
         if n != 10 {
             return Err(NhsNumberError::Length);
+        }
+        if digits.iter().all(|&d| d == digits[0]) {
+            return Err(NhsNumberError::Placeholder);
         }
         match check_digit(&digits[..9]) {
             Some(check) if check == digits[9] => Ok(NhsNumber(digits)),
@@ -152,6 +159,15 @@ mod tests {
         );
         // check digit 10 is never valid
         assert_eq!(check_digit(&[0, 0, 0, 0, 0, 0, 0, 0, 6]), None);
+        // every repeated digit passes Modulus 11, and none is a number
+        for d in '0'..='9' {
+            let s: String = std::iter::repeat_n(d, 10).collect();
+            assert_eq!(
+                NhsNumber::parse(&s),
+                Err(NhsNumberError::Placeholder),
+                "{s}"
+            );
+        }
     }
 
     #[test]
@@ -163,7 +179,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn every_nine_digits_with_their_check_digit_parse(nine in proptest::collection::vec(0u8..10, 9)) {
-            if let Some(c) = check_digit(&nine) {
+            if let Some(c) = check_digit(&nine).filter(|&c| !nine.iter().all(|&d| d == c)) {
                 let s: String = nine.iter().chain(std::iter::once(&c)).map(|d| char::from(b'0' + d)).collect();
                 proptest::prop_assert!(NhsNumber::parse(&s).is_ok());
                 let wrong = (c + 1) % 10;

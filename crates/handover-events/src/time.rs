@@ -36,7 +36,13 @@ impl Timestamp {
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Ok(Timestamp(t));
         }
-        let with_t = s.replacen(' ', "T", 1);
+        // The looser forms the schemas allow: a space for `T`, a comma before the fraction
+        // (ISO 8601), a `Z` after minutes without seconds.
+        let mut with_t = s.replacen(' ', "T", 1).replacen(',', ".", 1);
+        if with_t.ends_with(['Z', 'z']) {
+            with_t.pop();
+            with_t.push_str("+00:00");
+        }
         if let Ok(t) = DateTime::parse_from_rfc3339(&with_t) {
             return Ok(Timestamp(t));
         }
@@ -242,8 +248,14 @@ mod tests {
         assert_eq!(ts("2026-03-29T01:30:00"), "2026-03-29T02:30:00+01:00");
         // clocks go back at 02:00 on 2026-10-25: 01:30 happens twice, the first is taken
         assert_eq!(ts("2026-10-25T01:30:00"), "2026-10-25T01:30:00+01:00");
+        // the looser forms the schema's pattern allows
+        assert_eq!(ts("2026-11-20T09:14Z"), "2026-11-20T09:14:00Z");
+        assert_eq!(ts("2026-11-20t09:14:00z"), "2026-11-20T09:14:00Z");
+        assert_eq!(ts("2026-11-20T09:14:00,5Z"), "2026-11-20T09:14:00.500Z");
+        assert_eq!(ts("2026-07-20T09:14+0100"), "2026-07-20T09:14:00+01:00");
         assert!(Timestamp::parse("20/11/2026").is_err());
         assert!(Timestamp::parse("2026-13-01T00:00:00Z").is_err());
+        assert!(Timestamp::parse("2026-11-20,09:14:00Z").is_err());
     }
 
     #[test]

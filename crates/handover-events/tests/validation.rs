@@ -110,3 +110,57 @@ fn a_person_must_be_named_by_nhs_number_or_local_id() {
         Some(handover_events::PersonRef::Local(_))
     ));
 }
+
+#[test]
+fn organisation_codes_and_verification_statuses_are_read_in_their_canonical_form() {
+    check(
+        base(
+            "handover.referral.sent.v1",
+            json!({"referral_id":"R1","to_council":" e08000035","from_org":"rx1"}),
+        ),
+        expect![[
+            r#"ok {"data":{"from_org":"RX1","referral_id":"R1","to_council":"E08000035"},"datacontenttype":"application/json","dataschema":"schemas/handover.referral.sent.v1.json","id":"e1","source":"urn:ods:RX1:pas","specversion":"1.0","subject":"9434765919","time":"2026-11-20T09:14:00Z","type":"handover.referral.sent.v1"}"#
+        ]],
+    );
+    check(
+        base(
+            "handover.referral.sent.v1",
+            json!({"referral_id":"R1","to_council":"Leeds","from_org":"??"}),
+        ),
+        expect![[r#"
+            /data/from_org: "??" does not match "^ *[A-Za-z0-9]{3,9} *$"
+            /data/to_council: "Leeds" does not match "^ *[EeWwSsNn][0-9]{8} *$"
+        "#]],
+    );
+    check(
+        base(
+            "handover.person.identified.v1",
+            json!({"nhs_number_status":"1","local_ids":[{"system":"s","value":"v"}],"postcode":"ls6 4ab"}),
+        ),
+        expect![[
+            r#"ok {"data":{"local_ids":[{"system":"s","value":"v"}],"nhs_number_status":"01","postcode":"LS6 4AB"},"datacontenttype":"application/json","dataschema":"schemas/handover.person.identified.v1.json","id":"e1","source":"urn:ods:RX1:pas","specversion":"1.0","subject":"9434765919","time":"2026-11-20T09:14:00Z","type":"handover.person.identified.v1"}"#
+        ]],
+    );
+    check(
+        base(
+            "handover.person.identified.v1",
+            json!({"nhs_number_status":"99","local_ids":[{"system":"s","value":"v"}]}),
+        ),
+        expect![[r#"
+            /data/nhs_number_status: "99" does not match "^0?[1-8]$"
+        "#]],
+    );
+}
+
+#[test]
+fn an_nhs_number_cannot_replace_itself() {
+    check(
+        base(
+            "handover.person.nhs-number-changed.v1",
+            json!({"previous_nhs_number":"943 476 5919"}),
+        ),
+        expect![[r#"
+            /data/previous_nhs_number: is the subject's own NHS number: a number cannot replace itself
+        "#]],
+    );
+}

@@ -261,25 +261,57 @@ pub fn ack(
 /// Builds an ACK for a message that could not be parsed at all.
 ///
 /// Uses the standard delimiters, empty applications and facilities, MSH-11
-/// `P`, MSH-12 `2.4` (old enough for every receiver we talk to) and an empty
-/// MSA-2 (the original control id is unknown). MSA-3 and an `ERR` segment in
-/// both the v2.3/2.4 and v2.5 layouts carry `text`, with error code
-/// `102^Data type error^HL70357`.
-pub fn ack_unparseable(code: AckCode, text: &str, now: &str, control_id: &str) -> String {
+/// `P` and MSH-12 `2.4` (old enough for every receiver we talk to). MSA-2 is the
+/// original's MSH-10 when it can still be read from `original` (see
+/// [`salvage_control_id`]), so the sender's engine can match the reply to its
+/// message; empty otherwise. MSA-3 and an `ERR` segment in both the v2.3/2.4
+/// and v2.5 layouts carry `text`, with error code `102^Data type error^HL70357`.
+pub fn ack_unparseable(
+    code: AckCode,
+    text: &str,
+    now: &str,
+    control_id: &str,
+    original: &[u8],
+) -> String {
     let seps = Separators::default();
     let error = AckError {
         code: ErrorCode::DataTypeError,
         location: None,
         message: text.to_owned(),
     };
+    let echoed = salvage_control_id(original).unwrap_or_default();
     format!(
-        "MSH|^~\\&|||||{now}||ACK^^ACK|{id}|P|2.4\rMSA|{code}||{text}\r{err}\r",
+        "MSH|^~\\&|||||{now}||ACK^^ACK|{id}|P|2.4\rMSA|{code}|{echoed}|{text}\r{err}\r",
         now = escape(now, &seps),
         id = escape(control_id, &seps),
         code = code.as_str(),
+        echoed = escape(&echoed, &seps),
         text = escape(text, &seps),
         err = err_segment(&error, &seps, true),
     )
+}
+
+/// MSH-10's first component read straight from the first line of a message that
+/// does not parse as a whole (at most 64 characters; `None` when there is no
+/// readable `MSH` line or no control id in it).
+pub fn salvage_control_id(original: &[u8]) -> Option<String> {
+    let start = original.windows(3).position(|w| w == b"MSH").filter(|&i| {
+        original[..i]
+            .iter()
+            .all(|b| b.is_ascii_whitespace() || matches!(b, 0x0B | 0xEF | 0xBB | 0xBF))
+    })?;
+    let line = &original[start..];
+    let line = &line[..line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len())];
+    let line = String::from_utf8_lossy(line);
+    let mut chars = line.chars().skip(3);
+    let field = chars.next().filter(|c| !c.is_alphanumeric())?;
+    let encoding: String = chars.take_while(|&c| c != field).collect();
+    let component = encoding.chars().next().unwrap_or('^');
+    let id = line.split(field).nth(9)?.split(component).next()?.trim();
+    (!id.is_empty() && id.chars().all(|c| !c.is_control())).then(|| id.chars().take(64).collect())
 }
 
 #[cfg(test)]

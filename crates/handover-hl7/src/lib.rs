@@ -42,7 +42,9 @@ pub mod message;
 pub mod mllp;
 pub mod timestamp;
 
-pub use ack::{ack, ack_unparseable, AckCode, AckError, ErrorCode, ErrorLocation};
+pub use ack::{
+    ack, ack_unparseable, salvage_control_id, AckCode, AckError, ErrorCode, ErrorLocation,
+};
 pub use escape::{escape, escape_into, unescape, Separators};
 pub use message::{
     Component, Field, Message, ParseError, Path, PathError, Repetition, Segment, Text, TextEncoding,

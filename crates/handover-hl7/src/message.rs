@@ -15,7 +15,9 @@
 //! Input handling (see [`Message::parse`]): a UTF-8 BOM, surrounding
 //! whitespace and stray MLLP block characters are ignored; segments may be
 //! terminated by `\r`, `\n` or `\r\n` in any mix; blank lines are skipped,
-//! as is whitespace at the start of a segment;
+//! as is whitespace at the start of a segment; a line after a bare `\n` that does not
+//! start like a segment (three letters or digits, then the field separator) is a line
+//! break inside the previous segment's last field, and kept there;
 //! bytes that are not valid UTF-8 are decoded as ISO-8859-1.
 //!
 //! The HL7 "explicit null" value `""` is not interpreted: it reads back as the
@@ -382,6 +384,41 @@ fn is_padding(c: char) -> bool {
     c.is_whitespace() || c == '\u{0B}' || c == '\u{1C}' || c == '\u{FEFF}'
 }
 
+/// Whether `line` starts like a segment: three letters or digits, then the field separator.
+fn starts_segment(line: &str, field: char) -> bool {
+    let mut chars = line.trim().chars();
+    (0..3).all(|_| chars.next().is_some_and(|c| c.is_ascii_alphanumeric()))
+        && chars.next() == Some(field)
+}
+
+/// The segments of a message's text, each a slice of it. Segments end at `\r` (the
+/// standard's terminator), `\n` or `\r\n`; blank lines are skipped. A line that follows a
+/// bare `\n` and does not start like a segment continues the segment before it: a line
+/// break inside a free-text field (a note, an address) is kept as part of the field rather
+/// than read as a segment with an invalid name.
+fn segment_lines<'t>(text: &'t str, field: char) -> impl Iterator<Item = &'t str> + 't {
+    let bytes = text.as_bytes();
+    let mut lines = Vec::<(usize, usize)>::new();
+    let mut start = 0;
+    while start <= text.len() {
+        let end = text[start..]
+            .find(['\r', '\n'])
+            .map_or(text.len(), |i| start + i);
+        let line = &text[start..end];
+        // The terminator before this line: a bare `\n` (not the end of `\r\n`)?
+        let after_bare_lf =
+            start > 0 && bytes[start - 1] == b'\n' && (start < 2 || bytes[start - 2] != b'\r');
+        if !line.trim().is_empty() {
+            match lines.last_mut() {
+                Some(last) if after_bare_lf && !starts_segment(line, field) => last.1 = end,
+                _ => lines.push((start, end)),
+            }
+        }
+        start = end + 1;
+    }
+    lines.into_iter().map(move |(s, e)| &text[s..e])
+}
+
 fn valid_delimiter(c: char) -> bool {
     !c.is_alphanumeric() && !c.is_whitespace() && !c.is_control()
 }
@@ -418,9 +455,7 @@ impl Message {
             return Err(ParseError::MissingMsh);
         };
         let separators = Self::read_separators(after_msh)?;
-        let segments = text
-            .split(['\r', '\n'])
-            .filter(|line| !line.trim().is_empty())
+        let segments = segment_lines(&text, separators.field)
             .enumerate()
             .map(|(i, line)| Self::parse_segment(i + 1, text.slice(line.trim_start()), &separators))
             .collect::<Result<Vec<_>, _>>()?;
@@ -790,6 +825,34 @@ mod tests {
             .to_string(),
             "invalid segment name \"free text\" on segment 2"
         );
+    }
+
+    #[test]
+    fn a_bare_line_feed_inside_a_field_is_part_of_it() {
+        let m = Message::parse(
+            b"MSH|^~\\&|PAS|RX1|||20261120||ADT^A01|1|P|2.4\rNTE|1||Patient prefers\nmorning calls\nDog\rPV1|1|I\r",
+        )
+        .unwrap();
+        let names: Vec<&str> = m.all_segments().iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["MSH", "NTE", "PV1"]);
+        assert_eq!(m.get("NTE-3"), Some("Patient prefers\nmorning calls\nDog"));
+        // Segments separated by bare line feeds, and by \r\n, still split.
+        for sep in ["\n", "\r\n", "\n\r"] {
+            let text = [
+                "MSH|^~\\&|PAS|RX1|||20261120||ADT^A01|1|P|2.4",
+                "EVN|A01",
+                "PID|1||X",
+            ]
+            .join(sep);
+            let m = Message::parse(text.as_bytes()).unwrap();
+            assert_eq!(m.all_segments().len(), 3, "{sep:?}");
+            assert_eq!(m.get("PID-3"), Some("X"));
+        }
+        // A line after \r is a segment whatever it looks like.
+        assert!(matches!(
+            Message::parse(b"MSH|^~\\&|\rPID|1\rnot a segment"),
+            Err(ParseError::InvalidSegmentName { segment: 3, .. })
+        ));
     }
 
     #[test]

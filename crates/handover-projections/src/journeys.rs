@@ -620,6 +620,14 @@ impl Batch<'_, '_> {
         }
     }
 
+    /// Makes the key `from` lead to `to` (`from` holds no journey of its own).
+    fn redirect(&mut self, from: &str, to: &str) {
+        let mut redirect = vec![REDIRECT];
+        redirect.extend_from_slice(to.as_bytes());
+        self.tx.put(person_slot(from), redirect);
+        self.tx.put(alias_slot(from), to.as_bytes().to_vec());
+    }
+
     /// Makes `from` an alias of `to`, absorbing any journey kept under `from` into `p`.
     fn alias(&mut self, from: &str, to: &str, p: &mut Person) -> Result<(), StoreError> {
         if from == to {
@@ -627,10 +635,7 @@ impl Batch<'_, '_> {
         }
         let other = self.people.remove(from);
         self.dirty.remove(from);
-        let mut redirect = vec![REDIRECT];
-        redirect.extend_from_slice(to.as_bytes());
-        self.tx.put(person_slot(from), redirect);
-        self.tx.put(alias_slot(from), to.as_bytes().to_vec());
+        self.redirect(from, to);
         let Some(other) = other else {
             return Ok(());
         };
@@ -1139,7 +1144,24 @@ impl Journeys {
                     _ => Vec::new(),
                 };
                 for l in links {
-                    let from = b.resolve(&self.key.person_key(&l))?;
+                    let local = matches!(l, PersonRef::Local(_));
+                    let link = self.key.person_key(&l);
+                    let from = b.resolve(&link)?;
+                    // A local id now asserted for this NHS number while it leads to another
+                    // NHS number's journey (a reused or mistyped id, or a record the source
+                    // re-assigned): the NHS number identifies the person, so the two are not
+                    // merged. The local id leads here from now on; that journey stays as is.
+                    let elsewhere = from != key
+                        && b.people.get(&from).is_some_and(|o| {
+                            o.head.journey.nhs_number.is_some()
+                                && o.head.journey.nhs_number != person.head.journey.nhs_number
+                        });
+                    if local && elsewhere {
+                        if link != from {
+                            b.redirect(&link, &key);
+                        }
+                        continue;
+                    }
                     b.alias(&from, &key, &mut person)?;
                 }
             }

@@ -218,9 +218,9 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
         "  NATS JetStream: {}{}",
         cfg.nats.url.clone().unwrap_or_default(),
         if own_nats {
-            " (local, data in .handover/nats)"
+            format!(" (local, data in {})", opts.data_dir.join("nats").display())
         } else {
-            ""
+            String::new()
         }
     );
     println!("  Web UI:        {api}/ui/   (sign in with a token below)");

@@ -92,10 +92,21 @@ async fn messages_split_across_reads_and_several_per_read_are_acked_in_order() {
         .iter()
         .map(|e| e.id.clone())
         .collect();
+    // Each id is MSH-10, a dot and the message's 12-hex-digit digest, then the suffix.
+    let stems: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let (control, rest) = id.split_once('.').unwrap();
+            let (digest, suffix) = rest.split_at(12);
+            assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+            format!("{control}{suffix}")
+        })
+        .collect();
     assert_eq!(
-        ids,
+        stems,
         ["C1:person", "C1", "C2:person", "C2", "C3:person", "C3"]
     );
+    assert_eq!(ids[2].split(':').next(), Some(ids[3].as_str()));
     // A resend is acknowledged again and recognised as a duplicate.
     assert_eq!(summary(&c.call(&join(&a01("C2"))).await), "AA C2");
     assert_eq!(r.sink.events.lock().unwrap().len(), 6);

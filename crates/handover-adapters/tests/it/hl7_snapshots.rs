@@ -69,56 +69,56 @@ fn fixtures() {
     check(
         "a01_v2.4.hl7",
         expect![[r#"
-        {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","gp_practice":"B86001","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS1 1AA"},"id":"RX1-MSG-000101:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.person.identified.v1"}
-        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000101","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","gp_practice":"B86001","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS1 1AA"},"id":"RX1-MSG-000101.c8345eacbacf:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000101.c8345eacbacf","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
     check(
         "a01_v2.3_custom_separators.hl7",
         expect![[r#"
-        {"data":{"birth_date":"1938-07-04","family_name":"O'BRIEN","given_name":"PATRICK","gp_practice":"B86002","local_ids":[{"system":"urn:ods:RR8:mrn","value":"RR8-555123"}],"nhs_number_status":"02","postcode":"LS6 2AB"},"id":"RR8-0000777:person","source":"urn:ods:RR8:legacypas","subject":"9434765870","time":"2024-03-02T08:15:00Z","type":"handover.person.identified.v1"}
-        {"data":{"admission_method":"elective","admitted_at":"2024-03-02T08:15:00Z","encounter_id":"RR8-ENC-9001","site":"RR8SJ","ward":"WARD12"},"id":"RR8-0000777","source":"urn:ods:RR8:legacypas","subject":"9434765870","time":"2024-03-02T08:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"birth_date":"1938-07-04","family_name":"O'BRIEN","given_name":"PATRICK","gp_practice":"B86002","local_ids":[{"system":"urn:ods:RR8:mrn","value":"RR8-555123"}],"nhs_number_status":"02","postcode":"LS6 2AB"},"id":"RR8-0000777.2735b8a91827:person","source":"urn:ods:RR8:legacypas","subject":"9434765870","time":"2024-03-02T08:15:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"elective","admitted_at":"2024-03-02T08:15:00Z","encounter_id":"RR8-ENC-9001","site":"RR8SJ","ward":"WARD12"},"id":"RR8-0000777.2735b8a91827","source":"urn:ods:RR8:legacypas","subject":"9434765870","time":"2024-03-02T08:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
     check(
         "a01_crlf_escapes.hl7",
         expect![[r#"
-        {"data":{"birth_date":"1960-02-29","family_name":"DUBOIS","given_name":"RENÉE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100300"}],"nhs_number_status":"01","postcode":"YO1 7HH"},"id":"RX1-MSG-000512:person","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.person.identified.v1"}
-        {"data":{"admission_method":"emergency","admitted_at":"2024-03-07T21:45:00Z","encounter_id":"RX1-ENC-0107","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000512","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"birth_date":"1960-02-29","family_name":"DUBOIS","given_name":"RENÉE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100300"}],"nhs_number_status":"01","postcode":"YO1 7HH"},"id":"RX1-MSG-000512.0b0e91ca9348:person","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"emergency","admitted_at":"2024-03-07T21:45:00Z","encounter_id":"RX1-ENC-0107","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000512.0b0e91ca9348","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
     check(
         "a02_v2.5.1.hl7",
         expect![[
-            r#"{"data":{"at":"2024-03-03T14:00:00Z","encounter_id":"RX1-ENC-0042","previous_ward":"WARD7","ward":"WARD9"},"id":"RX1-MSG-000205","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-03T14:00:00Z","type":"handover.discharge.transferred.v1"}"#
+            r#"{"data":{"at":"2024-03-03T14:00:00Z","encounter_id":"RX1-ENC-0042","previous_ward":"WARD7","ward":"WARD9"},"id":"RX1-MSG-000205.ad8f6b12786b","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-03T14:00:00Z","type":"handover.discharge.transferred.v1"}"#
         ]],
     );
     check(
         "a03_v2.4.hl7",
         expect![[
-            r#"{"data":{"destination":"usual-residence","discharged_at":"2024-03-05T11:30:00Z","encounter_id":"RX1-ENC-0042","method":1},"id":"RX1-MSG-000342","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"destination":"usual-residence","discharged_at":"2024-03-05T11:30:00Z","encounter_id":"RX1-ENC-0042","method":1},"id":"RX1-MSG-000342.44c854a24473","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
     check(
         "a08_v2.4.hl7",
         expect![[
-            r#"{"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS6 3QR"},"id":"RX1-MSG-000188:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-02T16:10:00Z","type":"handover.person.identified.v1"}"#
+            r#"{"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS6 3QR"},"id":"RX1-MSG-000188.db9609663504:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-02T16:10:00Z","type":"handover.person.identified.v1"}"#
         ]],
     );
     check(
         "a11_v2.4.hl7",
         expect![[
-            r#"{"data":{"encounter_id":"RX1-ENC-0043"},"id":"RX1-MSG-000107","source":"urn:ods:RX1:pas","subject":"9999999484","time":"2024-03-01T10:45:00Z","type":"handover.discharge.admission-cancelled.v1"}"#
+            r#"{"data":{"encounter_id":"RX1-ENC-0043"},"id":"RX1-MSG-000107.84a951e6984a","source":"urn:ods:RX1:pas","subject":"9999999484","time":"2024-03-01T10:45:00Z","type":"handover.discharge.admission-cancelled.v1"}"#
         ]],
     );
     check(
         "a13_v2.4.hl7",
         expect![[
-            r#"{"data":{"encounter_id":"RX1-ENC-0042"},"id":"RX1-MSG-000351","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharge-cancelled.v1"}"#
+            r#"{"data":{"encounter_id":"RX1-ENC-0042"},"id":"RX1-MSG-000351.d39cfd439be3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharge-cancelled.v1"}"#
         ]],
     );
     check("a28_v2.4.hl7", expect!["ignored A28"]);
     check(
         "a40_v2.4.hl7",
         expect![[
-            r#"{"data":{"previous_nhs_number":"9990000018"},"id":"RX1-MSG-000400","source":"urn:ods:RX1:pas","subject":"9999999484","time":"2024-03-06T09:00:00Z","type":"handover.person.nhs-number-changed.v1"}"#
+            r#"{"data":{"previous_nhs_number":"9990000018"},"id":"RX1-MSG-000400.d39d46a2aed4","source":"urn:ods:RX1:pas","subject":"9999999484","time":"2024-03-06T09:00:00Z","type":"handover.person.nhs-number-changed.v1"}"#
         ]],
     );
 }
@@ -143,7 +143,7 @@ fn nhs_number_marked_by_identifier_type_or_oid_with_spaces() {
     check_msg(
         &by_type,
         expect![[
-            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
+            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M1.5224788178d3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
         ]],
     );
     let by_oid = with(
@@ -157,7 +157,7 @@ fn nhs_number_marked_by_identifier_type_or_oid_with_spaces() {
     check_msg(
         &by_oid,
         expect![[
-            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
+            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M1.21b930fcf1ae","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
         ]],
     );
 }
@@ -239,8 +239,8 @@ fn later_versions_are_accepted() {
     check_msg(
         &m,
         expect![[r#"
-        {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"02","postcode":"LS1 1AA"},"id":"M1:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
-        {"data":{"admitted_at":"2024-03-01T10:15:00Z","encounter_id":"E1","site":"RX1"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"02","postcode":"LS1 1AA"},"id":"M1.284f6199e34f:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admitted_at":"2024-03-01T10:15:00Z","encounter_id":"E1","site":"RX1"},"id":"M1.284f6199e34f","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
 }
 
@@ -253,8 +253,8 @@ fn no_nhs_number_uses_the_local_id() {
     check_msg(
         &with(a01("M1"), "PID", Some(pid)),
         expect![[r#"
-        {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},{"system":"urn:ods:RX1:OLDPAS","value":"77"}],"nhs_number_status":"03"},"id":"M1:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
-        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","local_id":{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},"site":"RX1CC","ward":"WARD7"},"id":"M1","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},{"system":"urn:ods:RX1:OLDPAS","value":"77"}],"nhs_number_status":"03"},"id":"M1.343829d3041c:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","local_id":{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},"site":"RX1CC","ward":"WARD7"},"id":"M1.343829d3041c","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
 }
 
@@ -276,7 +276,7 @@ fn facilities_map_the_source_and_reject_unlisted_senders() {
         &m,
         &cfg,
         expect![[
-            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","responsible_council":"E08000035","site":"RXA01","ward":"WARD7"},"id":"M1","source":"urn:ods:RXA:epr","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
+            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","responsible_council":"E08000035","site":"RXA01","ward":"WARD7"},"id":"M1.fb77f0cdb50e","source":"urn:ods:RXA:epr","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
         ]],
     );
     let mut other = m.clone();
@@ -312,19 +312,19 @@ fn a03_codes() {
     check_msg(
         &a03(pv1("4", "79")),
         expect![[
-            r#"{"data":{"destination":"died","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1","method":4},"id":"M3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"destination":"died","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1","method":4},"id":"M3.559a671de147","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
     check_msg(
         &a03(pv1("9", "51")),
         expect![[
-            r#"{"data":{"destination":"other","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"destination":"other","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3.bba8077e03d2","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
     check_msg(
         &a03(pv1("", "99")),
         expect![[
-            r#"{"data":{"discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3.ea0e0c736fe9","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
 }
@@ -338,7 +338,7 @@ fn a08_with_expected_discharge_date_and_no_local_ids() {
     check_msg(
         &m,
         expect![[
-            r#"{"data":{"encounter_id":"RX1-ENC-0042","expected_discharge_date":"2024-03-10"},"id":"M8","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.expected-date-set.v1"}"#
+            r#"{"data":{"encounter_id":"RX1-ENC-0042","expected_discharge_date":"2024-03-10"},"id":"M8.aa75e52eba24","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.expected-date-set.v1"}"#
         ]],
     );
     m.pop();
@@ -354,7 +354,7 @@ fn offsets_are_kept_and_local_times_are_london() {
     check_msg(
         &m,
         expect![[
-            r#"{"data":{"admitted_at":"2024-07-01T09:45:00+02:00","encounter_id":"E1","site":"RX1"},"id":"M1","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-07-01T10:15:00+01:00","type":"handover.discharge.admitted.v1"}"#
+            r#"{"data":{"admitted_at":"2024-07-01T09:45:00+02:00","encounter_id":"E1","site":"RX1"},"id":"M1.aa18de6a5e50","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-07-01T10:15:00+01:00","type":"handover.discharge.admitted.v1"}"#
         ]],
     );
 }
@@ -389,4 +389,184 @@ fn every_fixture_translation_conforms() {
         }
     }
     assert_eq!(checked, 9, "every fixture but A28 yields events");
+}
+
+/// The control id of each event built from `segments` (with `cfg`), digest and all.
+fn ids(segments: &[String]) -> Vec<String> {
+    let msg = Message::parse(join(segments).as_bytes()).unwrap();
+    match translate(&msg, &Hl7Config::default()).unwrap() {
+        Translation::Events(events) => events.into_iter().map(|e| e.id).collect(),
+        Translation::Ignored { trigger } => panic!("ignored {trigger}"),
+    }
+}
+
+#[test]
+fn a_reused_control_id_with_other_content_gives_other_ids_and_a_resend_the_same() {
+    let first = ids(&a01("X1"));
+    // A resend, even with MSH-7 regenerated, is the same message.
+    let mut resent = a01("X1");
+    resent[0] = resent[0].replace("20240301101502", "20240301121501");
+    assert_ne!(resent, a01("X1"));
+    assert_eq!(ids(&resent), first);
+    // The same control id on another message (a counter reset) is not a duplicate.
+    let mut other = a01("X1");
+    other[3] = other[3].replace("RX1-ENC-0042", "RX1-ENC-0099");
+    let second = ids(&other);
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().chain(&second).all(|id| id.starts_with("X1.")));
+    assert!(first.iter().all(|id| !second.contains(id)));
+}
+
+#[test]
+fn local_ids_leave_out_accounts_and_visits_and_keep_their_kind() {
+    let pid = seg(
+        "PID",
+        &[
+            (
+                3,
+                "9434765919^^^NHS^NH~100200^^^RX1^MR~100200^^^RX1^AN~V77^^^^VN~P123^^^^PPN",
+            ),
+            (5, "SMITH^JANE"),
+        ],
+    );
+    check_msg(
+        &with(a01("M1"), "PID", Some(pid)),
+        expect![[r#"
+            {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"100200"},{"system":"urn:ods:RX1:ppn","value":"P123"}],"nhs_number_status":"02"},"id":"M1.b48db0437755:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M1.b48db0437755","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+}
+
+#[test]
+fn nhs_numbers_marked_as_uk_feeds_mark_them_and_in_pid_2() {
+    for (field, value) in [
+        (3, "9434765919^^^^NHS"),
+        (3, "9434765919^^^RX1^NHS"),
+        (3, "9434765919^^^2.16.840.1.113883.2.1.4.1"),
+        (2, "9434765919^^^NHS^NH"),
+    ] {
+        let mut fields = vec![(field, value)];
+        if field == 2 {
+            fields.push((3, "RX1-100001^^^RX1^MR"));
+        }
+        let m = with(a01("M1"), "PID", Some(seg("PID", &fields)));
+        let msg = Message::parse(join(&m).as_bytes()).unwrap();
+        let Translation::Events(events) = translate(&msg, &Hl7Config::default()).unwrap() else {
+            panic!("ignored");
+        };
+        let admitted = events.last().unwrap();
+        assert_eq!(
+            admitted.subject.map(|n| n.as_string()).as_deref(),
+            Some("9434765919"),
+            "PID-{field} {value}"
+        );
+        assert!(admitted.data.to_json().get("local_id").is_none());
+    }
+    let placeholder = with(
+        a01("M1"),
+        "PID",
+        Some(seg("PID", &[(3, "9999999999^^^NHS^NH")])),
+    );
+    check_msg(
+        &placeholder,
+        expect!["AE 102 PID[1]-3[1]: PID-3 repetition 1 is not a valid NHS number: ten identical digits are a placeholder, not an NHS number"],
+    );
+}
+
+#[test]
+fn a06_admits_a12_transfers_back_and_a34_a36_a47_change_the_nhs_number() {
+    let mut a06 = a01("M6");
+    a06[0] = msh("A06^ADT_A06", "M6");
+    let types: Vec<String> = {
+        let msg = Message::parse(join(&a06).as_bytes()).unwrap();
+        match translate(&msg, &Hl7Config::default()).unwrap() {
+            Translation::Events(e) => e
+                .iter()
+                .map(|e| e.event_type().as_str().to_owned())
+                .collect(),
+            Translation::Ignored { trigger } => vec![trigger],
+        }
+    };
+    assert_eq!(
+        types,
+        [
+            "handover.person.identified.v1",
+            "handover.discharge.admitted.v1"
+        ]
+    );
+    let mut a12 = a01("M12");
+    a12[0] = msh("A12^ADT_A12", "M12");
+    a12[3] = seg(
+        "PV1",
+        &[
+            (2, "I"),
+            (3, "WARD7^^^RX1CC"),
+            (6, "WARD9^^^RX1CC"),
+            (19, "E1"),
+        ],
+    );
+    check_msg(
+        &a12,
+        expect![[
+            r#"{"data":{"at":"2024-03-01T10:15:00Z","encounter_id":"E1","previous_ward":"WARD9","ward":"WARD7"},"id":"M12.d4fd02507a12","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.transferred.v1"}"#
+        ]],
+    );
+    for trigger in ["A34^ADT_A30", "A36^ADT_A30", "A47^ADT_A30"] {
+        let m = vec![
+            msh(trigger, "MM"),
+            seg("EVN", &[(2, "20240301101500")]),
+            seg("PID", &[(3, "9434765919^^^NHS^NH")]),
+            seg("MRG", &[(1, "9434765870^^^NHS^NH")]),
+        ];
+        let msg = Message::parse(join(&m).as_bytes()).unwrap();
+        let Translation::Events(events) = translate(&msg, &Hl7Config::default()).unwrap() else {
+            panic!("{trigger} ignored");
+        };
+        assert_eq!(events.len(), 1, "{trigger}");
+        assert_eq!(
+            events[0].event_type().as_str(),
+            "handover.person.nhs-number-changed.v1"
+        );
+        assert_eq!(
+            events[0].data.to_json(),
+            serde_json::json!({"previous_nhs_number": "9434765870"})
+        );
+    }
+}
+
+#[test]
+fn processing_ids_refuse_training_messages_when_configured() {
+    let cfg = Hl7Config {
+        processing_ids: vec!["P".into()],
+        ..Hl7Config::default()
+    };
+    let mut training = a01("M1");
+    training[0] = training[0].replace("|P|", "|T|");
+    assert!(training[0].contains("|T|"), "{}", training[0]);
+    check_cfg(
+        &training,
+        &cfg,
+        expect!["AR 202 MSH[1]-11: processing id T is not accepted by this receiver (accepted: P)"],
+    );
+    // Production messages pass, and by default every processing id does.
+    assert!(render(join(&a01("M1")).as_bytes(), &cfg).contains("admitted"));
+    assert!(render(join(&training).as_bytes(), &Hl7Config::default()).contains("admitted"));
+}
+
+#[test]
+fn visits_that_are_not_stays_are_ignored() {
+    for class in ["O", "P", "R"] {
+        let mut m = a01("M1");
+        m[3] = m[3].replacen("PV1|1|I|", &format!("PV1|1|{class}|"), 1);
+        assert!(m[3].contains(&format!("|{class}|")), "{}", m[3]);
+        check_msg(&m, expect!["ignored A01"]);
+    }
+    for class in ["I", "E", ""] {
+        let mut m = a01("M1");
+        m[3] = m[3].replacen("PV1|1|I|", &format!("PV1|1|{class}|"), 1);
+        assert!(
+            render(join(&m).as_bytes(), &Hl7Config::default()).contains("admitted"),
+            "{class}"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 
 use expect_test::{expect, Expect};
 use handover_hl7::{
-    ack, ack_unparseable, AckCode, AckError, ErrorCode, ErrorLocation, Message, Timestamp,
+    ack, ack_unparseable, salvage_control_id, AckCode, AckError, ErrorCode, ErrorLocation, Message,
+    Timestamp,
 };
 
 use crate::{dump, fixture};
@@ -515,6 +516,7 @@ fn ack_unparseable_message() {
         "invalid encoding characters \"^~\" in MSH-2",
         "20240301101503",
         "ACK-0002",
+        b"MSH|^~|||",
     );
     let parsed = Message::parse(out.as_bytes()).unwrap();
     assert_eq!(parsed.get("MSA-1"), Some("AR"));
@@ -524,6 +526,24 @@ fn ack_unparseable_message() {
         MSA|AR||invalid encoding characters "\S\\R\" in MSH-2
         ERR|^^^102&Data type error&HL70357||102^Data type error^HL70357|E||||invalid encoding characters "\S\\R\" in MSH-2
     "#]].assert_eq(&out.replace('\r', "\n"));
+}
+
+#[test]
+fn ack_unparseable_echoes_a_readable_control_id() {
+    let original = b"\x0bMSH|^~\\&|PAS|RX1|HO|LA|20261120||ADT^A01|MSG-77^x|P|2.4\rfree text|x\r";
+    assert!(Message::parse(original).is_err());
+    assert_eq!(salvage_control_id(original).as_deref(), Some("MSG-77"));
+    let out = ack_unparseable(AckCode::Ar, "bad", "20240301101503", "ACK-0003", original);
+    let parsed = Message::parse(out.as_bytes()).unwrap();
+    assert_eq!(parsed.get("MSA-2"), Some("MSG-77"));
+    for unreadable in [
+        &b""[..],
+        b"PID|1",
+        b"MSH|^~\\&|a|b|c|d|e|f|g",
+        b"MSH|^~\\&|||||||ADT|\x01|",
+    ] {
+        assert_eq!(salvage_control_id(unreadable), None, "{unreadable:?}");
+    }
 }
 
 #[test]
