@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{ClientBuilder, Locator};
 use handover_api::Role;
 use handover_events::Event;
@@ -119,6 +120,16 @@ async fn a_discharge_team_follows_the_worklist_to_a_journey_in_a_browser() {
         .await
         .expect("connect to chromedriver");
     let shots = screenshots_dir();
+    // No page may take long to load. Each page holds a live-update stream;
+    // pages left open in the browser's back-forward cache once held all six
+    // of its connections to the server, and the eighth page took 60 s.
+    c.update_timeouts(TimeoutConfiguration::new(
+        None,
+        Some(Duration::from_secs(20)),
+        None,
+    ))
+    .await
+    .unwrap();
 
     // Signing in is required
     c.goto(&format!("{}/ui/delays", b.base)).await.unwrap();
@@ -129,15 +140,15 @@ async fn a_discharge_team_follows_the_worklist_to_a_journey_in_a_browser() {
         .send_keys(&token(Role::DischargeTeam))
         .await
         .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, Locator::Css("form button[type=submit]")).await;
+    // The click returns before the form's POST is answered: wait for the
+    // page it leads to (a discharge team lands on the worklist), or a `goto`
+    // now would race the session cookie and land back on the sign-in page.
+    wait_for(&c, Locator::Css("table caption")).await;
 
     // The worklist
     c.goto(&format!("{}/ui/delays", b.base)).await.unwrap();
+    wait_for(&c, Locator::Css("table caption")).await;
     let caption = c
         .find(Locator::Css("table caption"))
         .await

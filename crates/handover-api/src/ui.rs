@@ -186,10 +186,18 @@ svg text{font-family:Arial,sans-serif;font-size:12px;fill:var(--text)}
 "#;
 
 /// Reloads the page when the read model moves on, unless the user is typing.
+///
+/// The stream is closed when the page is left. A browser keeps a left page
+/// alive in its back-forward cache, and with it the open stream: after a few
+/// pages every one of its six HTTP/1.1 connections to the server was held by
+/// one, and the next page waited a minute to load. A page shown again from
+/// that cache is reloaded, so it is never older than the read model.
 const LIVE: &str = r#"
 (function(){if(!window.EventSource)return;var first=null;var s=new EventSource('/ui/updates');
 s.onmessage=function(e){if(first===null){first=e.data;return}if(e.data!==first){var a=document.activeElement;
-if(a&&(a.tagName==='INPUT'||a.tagName==='SELECT'))return;location.reload()}}})();
+if(a&&(a.tagName==='INPUT'||a.tagName==='SELECT'))return;location.reload()}};
+window.addEventListener('pagehide',function(){s.close()});
+window.addEventListener('pageshow',function(e){if(e.persisted)location.reload()})})();
 "#;
 
 fn page(title: &str, who: Option<(&Caller, &str)>, body: Markup) -> Response {
