@@ -231,3 +231,88 @@ async fn fhir_errors_are_operation_outcomes_and_store_nothing() {
         "nothing stored"
     );
 }
+
+/// `enc` as version `v` with `status`, updated at `updated`, still on its first ward.
+fn encounter_version(v: u32, status: &str, updated: &str) -> Value {
+    let mut e = fixture("encounter_finished.json");
+    e["meta"]["versionId"] = json!(v.to_string());
+    e["meta"]["lastUpdated"] = json!(updated);
+    e["status"] = json!(status);
+    if status != "finished" {
+        e["period"].as_object_mut().unwrap().remove("end");
+        e.as_object_mut().unwrap().remove("hospitalization");
+        e["location"] = json!([e["location"][0].clone()]);
+        e["location"][0]["status"] = json!("active");
+        e["location"][0]["period"]
+            .as_object_mut()
+            .unwrap()
+            .remove("end");
+    }
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encounter_put_back_in_progress_after_entered_in_error_is_in_hospital() {
+    let b = Backbone::start().await;
+    // A stay the trust admitted before Handover saw it: its discharge alone tells where and
+    // when it began.
+    let (status, _, body) = post(
+        &b,
+        "/fhir/r4/Encounter",
+        Role::Admin,
+        &fixture("encounter_finished.json"),
+    )
+    .await;
+    assert_eq!(status, 201, "{body:#}");
+    let j = journey(&b).await;
+    let stay = &j["stays"][0];
+    assert_eq!(stay["status"], "discharged", "{j:#}");
+    assert_eq!(stay["admitted_at"], "2026-11-20T09:14:00Z", "{j:#}");
+    assert_eq!(stay["site"], "RR8", "{j:#}");
+    assert_eq!(stay["ward"], "Ward L27 (Elderly Care)", "{j:#}");
+
+    // Another spell: in progress, entered in error, then in progress again. The last
+    // version carries the original period.start, which sorts before the cancellation; the
+    // cancellation must not undo what was recorded after it.
+    let spell = |v: u32, status: &str, updated: &str| {
+        let mut e = encounter_version(v, status, updated);
+        e["id"] = json!("enc-5100");
+        e["identifier"][0]["value"] = json!("RR8-SP-2026-120001");
+        e["period"]["start"] = json!("2026-11-28T08:00:00Z");
+        e["location"][0]["period"]["start"] = json!("2026-11-28T08:00:00Z");
+        e
+    };
+    for (v, status, updated) in [
+        (1, "in-progress", "2026-11-28T08:05:00Z"),
+        (2, "entered-in-error", "2026-11-28T09:00:00Z"),
+        (3, "in-progress", "2026-11-28T09:30:00Z"),
+    ] {
+        let (code, _, body) = post(
+            &b,
+            "/fhir/r4/Encounter",
+            Role::Admin,
+            &spell(v, status, updated),
+        )
+        .await;
+        assert_eq!(code, 201, "version {v}: {body:#}");
+        let j = journey(&b).await;
+        let stay = j["stays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["encounter_id"] == "RR8-SP-2026-120001")
+            .unwrap()
+            .clone();
+        let want = if status == "entered-in-error" {
+            "cancelled"
+        } else {
+            "in-hospital"
+        };
+        assert_eq!(stay["status"], want, "after version {v}: {j:#}");
+    }
+    let j = journey(&b).await;
+    assert_eq!(
+        j["current_stay"]["encounter_id"], "RR8-SP-2026-120001",
+        "{j:#}"
+    );
+}

@@ -613,3 +613,183 @@ async fn corrections_after_a_cancellation_stand() {
     assert_eq!(j["current_stay"]["destination"], "care-home", "{j}");
     hl7.stop().await;
 }
+
+/// [`adt`] from another sending facility (MSH-4), so from another trust's source.
+fn adt_from(
+    facility: &str,
+    trigger: &str,
+    control: &str,
+    nhs: &str,
+    evn: &str,
+    pv1: &str,
+) -> String {
+    adt(trigger, control, nhs, evn, pv1).replacen("|PAS|RX1|", &format!("|PAS|{facility}|"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stays_follow_the_trust_the_record_and_the_episode() {
+    let b = Backbone::start().await;
+    let sink: Arc<dyn EventSink> = Arc::new(b.rt().log.clone());
+    let hl7 = Adapter::start(sink).await;
+    let nhs = crate::support::nhs_numbers(943_300_000, 5);
+    let pv1 = |ward: &str, visit: &str, dest: &str, admit: &str, disch: &str| {
+        let mut f = vec![""; 43];
+        f[0] = ward;
+        f[16] = visit;
+        f[34] = dest;
+        f[41] = admit;
+        f[42] = disch;
+        f.join("|")
+    };
+    let mut s = Sender::connect(hl7.addr).await;
+    let mut msgs: Vec<String> = Vec::new();
+    // 0: admitted before go-live; only the A03 is seen.
+    msgs.extend([adt(
+        "A03",
+        "G1",
+        &nhs[0],
+        "202611221500",
+        &pv1("W9", "V1", "19", "202611010800", "202611221500"),
+    )]);
+    // 1: an A13 whose EVN clock runs five minutes behind the A03's still cancels it.
+    msgs.extend([
+        adt(
+            "A01",
+            "K1",
+            &nhs[1],
+            "202611200905",
+            &pv1("W7", "V2", "", "202611200900", ""),
+        ),
+        adt(
+            "A03",
+            "K2",
+            &nhs[1],
+            "202611221500",
+            &pv1("W7", "V2", "19", "", "202611221500"),
+        ),
+        adt(
+            "A13",
+            "K3",
+            &nhs[1],
+            "202611221455",
+            &pv1("W7", "V2", "", "", ""),
+        ),
+    ]);
+    // 2: a visit number used again after its discharge is a new episode.
+    msgs.extend([
+        adt(
+            "A01",
+            "E1",
+            &nhs[2],
+            "202611010900",
+            &pv1("W1", "V3", "", "202611010900", ""),
+        ),
+        adt(
+            "A03",
+            "E2",
+            &nhs[2],
+            "202611051200",
+            &pv1("W1", "V3", "54", "", "202611051200"),
+        ),
+        adt(
+            "A01",
+            "E3",
+            &nhs[2],
+            "202611200900",
+            &pv1("W2", "V3", "", "202611200900", ""),
+        ),
+    ]);
+    // 3: two trusts with the same visit number are two stays; the later one's discharge
+    // leaves the person in hospital at the first.
+    msgs.extend([
+        adt_from(
+            "RX1",
+            "A01",
+            "T1",
+            &nhs[3],
+            "202611200900",
+            &pv1("W1", "V4", "", "202611200900", ""),
+        ),
+        adt_from(
+            "RR8",
+            "A01",
+            "T2",
+            &nhs[3],
+            "202611210900",
+            &pv1("L27", "V4", "", "202611210900", ""),
+        ),
+        adt_from(
+            "RR8",
+            "A03",
+            "T3",
+            &nhs[3],
+            "202611221200",
+            &pv1("L27", "V4", "19", "", "202611221200"),
+        ),
+    ]);
+    // 4: the admission keyed in after the transfer it preceded.
+    msgs.extend([
+        adt(
+            "A02",
+            "W1",
+            &nhs[4],
+            "202611201000",
+            &pv1("W5", "V5", "", "202611200900", ""),
+        ),
+        adt(
+            "A01",
+            "W2",
+            &nhs[4],
+            "202611201005",
+            &pv1("W4", "V5", "", "202611200900", ""),
+        ),
+    ]);
+    for m in &msgs {
+        assert_eq!(s.send(m).await.0, "AA", "{m}");
+    }
+    b.caught_up().await;
+    let journey = |i: usize| {
+        let b = &b;
+        let n = nhs[i].clone();
+        async move {
+            b.journey(&n)
+                .await
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    let j = journey(0).await;
+    let stay = &j["current_stay"];
+    assert_eq!(stay["status"], "discharged", "{j}");
+    assert_eq!(stay["admitted_at"], "2026-11-01T08:00:00Z", "{j}");
+    assert_eq!(stay["ward"], "W9", "{j}");
+    assert_eq!(stay["site"], "RX1", "{j}");
+
+    let j = journey(1).await;
+    assert_eq!(j["current_stay"]["status"], "in-hospital", "{j}");
+    assert!(j["current_stay"].get("discharged_at").is_none(), "{j}");
+
+    let j = journey(2).await;
+    let stay = &j["current_stay"];
+    assert_eq!(stay["status"], "in-hospital", "{j}");
+    assert_eq!(stay["ward"], "W2", "{j}");
+    assert_eq!(stay["admitted_at"], "2026-11-20T09:00:00Z", "{j}");
+    assert!(stay.get("discharged_at").is_none(), "{j}");
+    assert!(stay.get("destination").is_none(), "{j}");
+
+    let j = journey(3).await;
+    assert_eq!(j["stays"].as_array().unwrap().len(), 2, "{j}");
+    assert_eq!(j["current_stay"]["source"], "urn:ods:RX1:pas", "{j}");
+    assert_eq!(j["current_stay"]["status"], "in-hospital", "{j}");
+    assert_eq!(j["current_stay"]["ward"], "W1", "{j}");
+
+    let j = journey(4).await;
+    assert_eq!(j["current_stay"]["ward"], "W5", "{j}");
+    assert_eq!(
+        j["current_stay"]["admitted_at"], "2026-11-20T09:00:00Z",
+        "{j}"
+    );
+    hl7.stop().await;
+}

@@ -970,6 +970,10 @@ impl<'a> Cx<'a> {
             }
             None => "none",
         };
+        let site = provider
+            .as_ref()
+            .map(|o| o.code().to_owned())
+            .unwrap_or_else(|| self.ctx.organisation.trim().to_ascii_uppercase());
         let mut out = Vec::new();
         match kind {
             "admitted" => {
@@ -1014,10 +1018,6 @@ impl<'a> Cx<'a> {
                 let ward = first.and_then(|i| location_name(&locations[i], r, self.bundle));
                 let method =
                     extension_code(r, ADMISSION_METHOD_URL).map(|(c, _)| admission_method(c));
-                let site = provider
-                    .as_ref()
-                    .map(|o| o.code().to_owned())
-                    .unwrap_or_else(|| self.ctx.organisation.trim().to_ascii_uppercase());
                 // A ward move: an active location after a completed one.
                 let transfer = active.and_then(|a| {
                     let prev = locations
@@ -1119,6 +1119,21 @@ impl<'a> Cx<'a> {
                     }
                     if let Some(dest) = destination {
                         d["destination"] = dest.into();
+                    }
+                    // Where and when the stay began, for a stay admitted before Handover saw
+                    // it: period.start (when readable), the site, the last ward listed.
+                    if let Some(start) =
+                        str_at(&period, "start").and_then(|s| Timestamp::parse(s).ok())
+                    {
+                        d["admitted_at"] = start.to_rfc3339().into();
+                    }
+                    d["site"] = site.into();
+                    if let Some(w) = arr(r, "location")
+                        .iter()
+                        .rev()
+                        .find_map(|l| location_name(l, r, self.bundle))
+                    {
+                        d["ward"] = w.into();
                     }
                     out.extend(self.event(&base, "discharge.discharged", at, &source, who, d));
                 }
@@ -2057,10 +2072,10 @@ mod tests {
         check(
             &fixture("encounter_finished.json"),
             expect![[r#"
-            handover.discharge.discharged.v1 Encounter/enc-4471/_history/4#discharged
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-27T16:30:00Z
-              data={"destination":"usual-residence","discharged_at":"2026-11-27T16:30:00Z","encounter_id":"RR8-SP-2026-118834","method":1}
-        "#]],
+                handover.discharge.discharged.v1 Encounter/enc-4471/_history/4#discharged
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-27T16:30:00Z
+                  data={"admitted_at":"2026-11-20T09:14:00Z","destination":"usual-residence","discharged_at":"2026-11-27T16:30:00Z","encounter_id":"RR8-SP-2026-118834","method":1,"site":"RR8","ward":"Ward L27 (Elderly Care)"}
+            "#]],
         );
     }
 

@@ -828,7 +828,7 @@ fn identified_data(
     pid: &Segment,
     person: &Person,
 ) -> Result<Option<Value>, ContentError> {
-    if person.local_ids.is_empty() {
+    if person.local_ids.is_empty() && person.nhs.is_none() {
         return Ok(None);
     }
     let status = val(pid, 32, 1, 1)
@@ -863,6 +863,10 @@ fn identified_data(
     }
     if let Some(gp) = msg.segment("PD1").and_then(gp_practice) {
         data.insert("gp_practice".into(), gp.into());
+    }
+    if person.local_ids.is_empty() && data.len() == 2 {
+        // Only the NHS number: nothing to say beyond the subject.
+        return Ok(None);
     }
     Ok(Some(Value::Object(data)))
 }
@@ -975,7 +979,7 @@ pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentE
     let events = match h.trigger.as_str() {
         "A01" | "A06" => admitted(msg, cfg, &ctx)?,
         "A02" | "A12" => transferred(msg, &ctx)?,
-        "A03" => discharged(msg, &ctx)?,
+        "A03" => discharged(msg, cfg, &ctx)?,
         "A08" => updated(msg, &ctx)?,
         "A11" => encounter_only(msg, &ctx, EventType::AdmissionCancelled)?,
         "A13" => encounter_only(msg, &ctx, EventType::DischargeCancelled)?,
@@ -995,21 +999,13 @@ fn pid_person<'m>(msg: &'m Message, ods: &str) -> Result<(&'m Segment, Person), 
 }
 
 /// A01, and A06 (an outpatient or emergency attendance becoming an inpatient stay):
-/// person.identified (when PID has local ids) then discharge.admitted.
+/// person.identified (when PID has local ids or demographics) then discharge.admitted.
 fn admitted(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     let (pid, person) = pid_person(msg, &ctx.h.ods)?;
     let pv1 = required_segment(msg, "PV1")?;
     let encounter = encounter_id(pv1)?;
     let admitted_at = hl7_time(pv1, 1, 44)?.unwrap_or(ctx.h.time);
-    let site_key = val(pv1, 3, 4, 1).or_else(|| val(pv1, 39, 1, 1));
-    let site = match site_key {
-        Some(k) => cfg
-            .sites
-            .iter()
-            .find(|(s, _)| s.trim().eq_ignore_ascii_case(k))
-            .map_or_else(|| k.to_owned(), |(_, v)| v.clone()),
-        None => ctx.h.ods.clone(),
-    };
+    let site = site(pv1, cfg, ctx);
     let mut data = json!({
         "encounter_id": encounter,
         "site": site,
@@ -1032,6 +1028,19 @@ fn admitted(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, Con
     }
     events.push(ctx.event("", EventType::Admitted, &person, data)?);
     Ok(events)
+}
+
+/// The ODS site of the stay: PV1-3.4 (facility) or PV1-39 (servicing facility) through
+/// `hl7.sites`, else as given; the sending organisation without either.
+fn site(pv1: &Segment, cfg: &Hl7Config, ctx: &Ctx) -> String {
+    match val(pv1, 3, 4, 1).or_else(|| val(pv1, 39, 1, 1)) {
+        Some(k) => cfg
+            .sites
+            .iter()
+            .find(|(s, _)| s.trim().eq_ignore_ascii_case(k))
+            .map_or_else(|| k.to_owned(), |(_, v)| v.clone()),
+        None => ctx.h.ods.clone(),
+    }
 }
 
 /// A02: discharge.transferred. A12 (cancel transfer) is a transfer back: its PV1-3 is where
@@ -1064,8 +1073,9 @@ fn transferred(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     )?])
 }
 
-/// A03: discharge.discharged.
-fn discharged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
+/// A03: discharge.discharged, with the stay's admission time (PV1-44), site and ward, which
+/// fill in a stay admitted before Handover saw its A01.
+fn discharged(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     let (_, person) = pid_person(msg, &ctx.h.ods)?;
     let pv1 = required_segment(msg, "PV1")?;
     let encounter = encounter_id(pv1)?;
@@ -1081,12 +1091,19 @@ fn discharged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
         if let Some(d) = val(pv1, 37, 1, 1).and_then(discharge_destination) {
             obj.insert("destination".into(), d.into());
         }
+        if let Some(t) = hl7_time(pv1, 1, 44)? {
+            obj.insert("admitted_at".into(), t.to_rfc3339().into());
+        }
+        obj.insert("site".into(), site(pv1, cfg, ctx).into());
+        if let Some(ward) = val(pv1, 3, 1, 1) {
+            obj.insert("ward".into(), ward.into());
+        }
     }
     Ok(vec![ctx.event("", EventType::Discharged, &person, data)?])
 }
 
-/// A08: expected-date-set when PV2-9 is present, person.identified when PID has local ids;
-/// nothing else (ward moves come as A02, discharges as A03).
+/// A08: expected-date-set when PV2-9 is present, person.identified when PID has local ids
+/// or demographics; nothing else (ward moves come as A02, discharges as A03).
 fn updated(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
     let (pid, person) = pid_person(msg, &ctx.h.ods)?;
     let mut events = Vec::new();

@@ -168,8 +168,8 @@ pub struct PersonIdentified {
     #[schemars(regex(pattern = r"^0?[1-8]$"))]
     #[serde(deserialize_with = "two_digit_status")]
     pub nhs_number_status: String,
-    /// The person's identifiers in local systems.
-    #[schemars(length(min = 1))]
+    /// The person's identifiers in local systems (empty when the sender gave only the NHS
+    /// number).
     pub local_ids: Vec<LocalId>,
     /// Given name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,6 +347,18 @@ pub struct Discharged {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3))]
     pub pathway: Option<Pathway>,
+    /// When the stay began, as the sender knows it (HL7 PV1-44, FHIR `period.start`).
+    /// Fills in a stay whose admission Handover never saw (admitted before go-live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<Timestamp>,
+    /// ODS site code of the stay, for a stay whose admission Handover never saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub site: Option<String>,
+    /// The ward the patient left from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub ward: Option<String>,
     /// Local id when the sender does not know the NHS number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_id: Option<LocalId>,

@@ -5,6 +5,16 @@
 //! the state is a fold over the time-ordered timeline, the order in which events *arrive*
 //! does not matter: an event that arrives late is slotted into place and the state is
 //! refolded. Applying an event twice changes nothing.
+//!
+//! One exception, on purpose: between an admission or discharge and its cancellation, the
+//! one recorded later in the log wins, whatever their event times ([`StayMarks`]). A
+//! correction is recorded after what it corrects, but a sender's clocks do not always say
+//! so.
+//!
+//! Stays are keyed by the reporting trust and the encounter id. An admission after the
+//! stay's discharge (a reused visit number) starts a new episode of it. A discharge carries
+//! the stay's admission time, site and ward, which fill in a stay admitted before Handover
+//! saw its admission.
 
 use chrono::NaiveDate;
 use handover_events::catalogue::*;
@@ -33,6 +43,35 @@ pub struct Journey {
     /// Every event about the person, in event-time order.
     #[serde(default)]
     pub timeline: Vec<Entry>,
+    /// The fold's bookkeeping for each stay, by the stay's index in `stays` (not shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) stay_marks: Vec<StayMarks>,
+}
+
+/// What the fold remembers of a stay beyond what it shows.
+///
+/// The timeline is folded in event-time order, but between an action and its
+/// cancellation the one *recorded* later (the higher stream sequence) wins,
+/// whatever their event times say. A FHIR Encounter put back to `in-progress`
+/// after `entered-in-error` carries its original `period.start`, which sorts
+/// before the cancellation; an HL7 A13 whose EVN clock runs behind the A03's
+/// sorts before the discharge it cancels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub(crate) struct StayMarks {
+    /// Sequence of the admission or admission cancellation recorded last.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    admission: u64,
+    /// Sequence of the discharge or discharge cancellation recorded last.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    discharge: u64,
+    /// The current ward came from a transfer (an admission keyed in later does not
+    /// move the patient back to the admission ward).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    transferred: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Identifiers and demographics.
@@ -326,7 +365,7 @@ impl Journey {
         let at_end = pos == self.timeline.len();
         self.timeline.insert(pos, entry);
         if at_end {
-            self.fold(&event.data, &event.time, &event.source);
+            self.fold(&event.data, &event.time, seq, &event.source);
         } else {
             self.refold();
         }
@@ -356,20 +395,34 @@ impl Journey {
         for e in &timeline {
             if let Some(t) = EventType::parse(&e.event_type) {
                 if let Ok(data) = t.decode_data(e.data.clone()) {
-                    self.fold(&data, &e.time, &e.source);
+                    self.fold(&data, &e.time, e.seq, &e.source);
                 }
             }
         }
         self.timeline = timeline;
     }
 
-    fn stay(&mut self, encounter_id: &str, source: &str) -> &mut Stay {
-        let i = match self
-            .stays
-            .iter()
-            .position(|s| s.encounter_id == encounter_id)
-        {
-            Some(i) => i,
+    /// The index of the stay `encounter_id` names, created when new.
+    ///
+    /// Encounter ids are the reporting trust's: the same id from two trusts is two
+    /// stays. An event from a council (or another non-NHS source) names a stay by id
+    /// alone, and finds the latest one with that id.
+    fn stay_index(&mut self, encounter_id: &str, source: &str) -> usize {
+        let (org, sector) = source_org(source);
+        let found = self.stays.iter().rposition(|s| {
+            s.encounter_id == encounter_id && {
+                let (stay_org, stay_sector) = source_org(&s.source);
+                sector != "nhs" || stay_sector != "nhs" || stay_org == org
+            }
+        });
+        match found {
+            Some(i) => {
+                if sector == "nhs" && source_org(&self.stays[i].source).1 != "nhs" {
+                    // First named by a council; the trust's own events now say whose it is.
+                    self.stays[i].source = source.to_string();
+                }
+                i
+            }
             None => {
                 self.stays.push(Stay {
                     encounter_id: encounter_id.to_string(),
@@ -388,10 +441,27 @@ impl Journey {
                     discharge_method: None,
                     destination: None,
                 });
+                self.stay_marks.push(StayMarks::default());
                 self.stays.len() - 1
             }
-        };
+        }
+    }
+
+    fn stay(&mut self, encounter_id: &str, source: &str) -> &mut Stay {
+        let i = self.stay_index(encounter_id, source);
         &mut self.stays[i]
+    }
+
+    /// The stay `encounter_id` names with its bookkeeping.
+    fn stay_marked(&mut self, encounter_id: &str, source: &str) -> (&mut Stay, &mut StayMarks) {
+        let i = self.stay_index(encounter_id, source);
+        if self.stay_marks.len() < self.stays.len() {
+            // A journey stored before the marks existed is refolded on start; this only
+            // keeps the two lists the same length whatever is read.
+            self.stay_marks
+                .resize(self.stays.len(), StayMarks::default());
+        }
+        (&mut self.stays[i], &mut self.stay_marks[i])
     }
 
     fn referral(&mut self, referral_id: &str) -> &mut Referral {
@@ -456,7 +526,9 @@ impl Journey {
         &mut self.care_packages[i]
     }
 
-    pub(crate) fn fold(&mut self, data: &EventData, time: &Timestamp, source: &str) {
+    /// Folds one event, recorded at stream sequence `seq`, into the state. Events are
+    /// folded in event-time order (see [`StayMarks`] for where the sequence decides).
+    pub(crate) fn fold(&mut self, data: &EventData, time: &Timestamp, seq: u64, source: &str) {
         use EventData as D;
         match data {
             D::PersonIdentified(d) => {
@@ -484,11 +556,31 @@ impl Journey {
                 }
             }
             D::Admitted(d) => {
-                let s = self.stay(&d.encounter_id, source);
-                s.status = StayStatus::InHospital;
+                let (s, m) = self.stay_marked(&d.encounter_id, source);
+                if s.status == StayStatus::Discharged {
+                    // Admitted again after its discharge under the same encounter id (a
+                    // reused visit number): a new episode, with nothing of the last one's
+                    // discharge, ready date, pathway or delay.
+                    s.status = StayStatus::InHospital;
+                    s.discharged_at = None;
+                    s.discharge_method = None;
+                    s.destination = None;
+                    s.discharge_ready_date = None;
+                    s.pathway = None;
+                    s.expected_discharge_date = None;
+                    s.latest_delay = None;
+                    s.ward = None;
+                    m.transferred = false;
+                }
+                if seq > m.admission {
+                    m.admission = seq;
+                    if s.status == StayStatus::Cancelled {
+                        s.status = StayStatus::InHospital;
+                    }
+                }
                 s.site = Some(d.site.clone());
                 s.admitted_at = Some(d.admitted_at);
-                if d.ward.is_some() {
+                if d.ward.is_some() && !m.transferred {
                     s.ward = d.ward.clone();
                 }
                 s.admission_method = d.admission_method.or(s.admission_method);
@@ -497,10 +589,16 @@ impl Journey {
                 }
             }
             D::Transferred(d) => {
-                self.stay(&d.encounter_id, source).ward = Some(d.ward.clone());
+                let (s, m) = self.stay_marked(&d.encounter_id, source);
+                s.ward = Some(d.ward.clone());
+                m.transferred = true;
             }
             D::AdmissionCancelled(d) => {
-                self.stay(&d.encounter_id, source).status = StayStatus::Cancelled
+                let (s, m) = self.stay_marked(&d.encounter_id, source);
+                if seq > m.admission {
+                    m.admission = seq;
+                    s.status = StayStatus::Cancelled;
+                }
             }
             D::ReadyDateRecorded(d) => {
                 self.stay(&d.encounter_id, source).discharge_ready_date =
@@ -520,8 +618,23 @@ impl Journey {
                 })
             }
             D::Discharged(d) => {
-                let s = self.stay(&d.encounter_id, source);
+                let (s, m) = self.stay_marked(&d.encounter_id, source);
+                if seq < m.discharge {
+                    // A cancellation or another discharge recorded later stands.
+                    return;
+                }
+                m.discharge = seq;
                 s.status = StayStatus::Discharged;
+                // A stay admitted before Handover saw it learns where and when it began.
+                if s.admitted_at.is_none() {
+                    s.admitted_at = d.admitted_at;
+                }
+                if s.site.is_none() {
+                    s.site = d.site.clone();
+                }
+                if s.ward.is_none() {
+                    s.ward = d.ward.clone();
+                }
                 s.discharged_at = Some(d.discharged_at);
                 s.discharge_method = d.method;
                 s.destination = d.destination;
@@ -530,7 +643,12 @@ impl Journey {
                 }
             }
             D::DischargeCancelled(d) => {
-                let s = self.stay(&d.encounter_id, source);
+                let (s, m) = self.stay_marked(&d.encounter_id, source);
+                if seq < m.discharge {
+                    // The discharge recorded after this cancellation stands.
+                    return;
+                }
+                m.discharge = seq;
                 if s.status == StayStatus::Discharged {
                     s.status = StayStatus::InHospital;
                 }
@@ -628,12 +746,17 @@ impl Journey {
         p.status_reason = reason.clone();
     }
 
-    /// The current stay: the most recently admitted stay that was not cancelled.
+    /// The current stay: the most recently admitted stay still in hospital, else the
+    /// most recently admitted one that was not cancelled. (With two stays open, the
+    /// later one's discharge leaves the person in hospital on the earlier one.)
     pub fn current_stay(&self) -> Option<&Stay> {
-        self.stays
-            .iter()
-            .filter(|s| s.status != StayStatus::Cancelled)
-            .max_by_key(|s| s.admitted_at)
+        let latest = |status: fn(StayStatus) -> bool| {
+            self.stays
+                .iter()
+                .filter(|s| status(s.status))
+                .max_by_key(|s| s.admitted_at)
+        };
+        latest(|s| s == StayStatus::InHospital).or_else(|| latest(|s| s != StayStatus::Cancelled))
     }
 
     /// Days delayed for a stay (None without a DRD), as of `today`.

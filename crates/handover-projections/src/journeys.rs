@@ -98,7 +98,12 @@ pub const NAME: &str = "journey";
 /// - 8: a record's parts are compressed against a fixed dictionary (record version 4).
 /// - 9: the timeline's events are kept in compressed chunks of a batch's events under
 ///   `t/<last sequence>` (`chunks`), not one plain event per key.
-pub const JOURNEY_VERSION: u32 = 9;
+/// - 10: the fold changed: between an action and its cancellation the later recorded
+///   wins; stays are keyed by trust and encounter id; a re-admission after discharge
+///   starts a new episode; a transfer's ward outlasts an admission keyed in later; the
+///   current stay prefers one still in hospital; a discharge fills in the admission it
+///   did not follow.
+pub const JOURNEY_VERSION: u32 = 10;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -585,7 +590,7 @@ impl Batch<'_, '_> {
             let Ok(e) = Event::from_stored(raw) else {
                 continue;
             };
-            p.head.journey.fold(&e.data, &e.time, &e.source);
+            p.head.journey.fold(&e.data, &e.time, at.1, &e.source);
             p.head.last = Some(*at).max(p.head.last);
         }
         Ok(())
@@ -613,7 +618,9 @@ impl Batch<'_, '_> {
         Self::place(p, here);
         if p.head.last.is_none_or(|l| here >= l) {
             p.head.last = Some(here);
-            p.head.journey.fold(&event.data, &event.time, &event.source);
+            p.head
+                .journey
+                .fold(&event.data, &event.time, a.seq, &event.source);
             Ok(())
         } else {
             self.refold(p)

@@ -93,7 +93,7 @@ fn fixtures() {
     check(
         "a03_v2.4.hl7",
         expect![[
-            r#"{"data":{"destination":"usual-residence","discharged_at":"2024-03-05T11:30:00Z","encounter_id":"RX1-ENC-0042","method":1},"id":"RX1-MSG-000342.44c854a24473","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"admitted_at":"2024-03-01T09:45:00Z","destination":"usual-residence","discharged_at":"2024-03-05T11:30:00Z","encounter_id":"RX1-ENC-0042","method":1,"site":"RX1CC","ward":"WARD9"},"id":"RX1-MSG-000342.44c854a24473","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
     check(
@@ -312,19 +312,19 @@ fn a03_codes() {
     check_msg(
         &a03(pv1("4", "79")),
         expect![[
-            r#"{"data":{"destination":"died","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1","method":4},"id":"M3.559a671de147","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"destination":"died","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1","method":4,"site":"RX1","ward":"WARD9"},"id":"M3.559a671de147","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
     check_msg(
         &a03(pv1("9", "51")),
         expect![[
-            r#"{"data":{"destination":"other","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3.bba8077e03d2","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"destination":"other","discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1","site":"RX1","ward":"WARD9"},"id":"M3.bba8077e03d2","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
     check_msg(
         &a03(pv1("", "99")),
         expect![[
-            r#"{"data":{"discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1"},"id":"M3.ea0e0c736fe9","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
+            r#"{"data":{"discharged_at":"2024-07-05T11:30:00+01:00","encounter_id":"E1","site":"RX1","ward":"WARD9"},"id":"M3.ea0e0c736fe9","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.discharged.v1"}"#
         ]],
     );
 }
@@ -343,6 +343,28 @@ fn a08_with_expected_discharge_date_and_no_local_ids() {
     );
     m.pop();
     check_msg(&m, expect!["ignored A08"]);
+}
+
+#[test]
+fn demographics_with_only_the_nhs_number_are_identified() {
+    let m = with(
+        a01("M9"),
+        "PID",
+        Some(seg(
+            "PID",
+            &[
+                (3, "9434765919^^^NHS^NH"),
+                (5, "SMITH^JANE"),
+                (7, "19410314"),
+            ],
+        )),
+    );
+    check_msg(
+        &m,
+        expect![[r#"
+        {"data":{"birth_date":"1941-03-14","family_name":"SMITH","given_name":"JANE","local_ids":[],"nhs_number_status":"02"},"id":"M9.4f4d05779ae6:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"M9.4f4d05779ae6","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
 }
 
 #[test]
