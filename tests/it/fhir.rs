@@ -30,6 +30,23 @@ async fn journey(b: &Backbone) -> Value {
     body
 }
 
+/// The journey as read by the council the EpisodeOfCare fixture comes from (E08000035).
+async fn council_journey(b: &Backbone) -> Value {
+    b.caught_up().await;
+    let r = b
+        .http
+        .get(format!("{}/v1/persons/{NHS}/journey", b.base))
+        .bearer_auth(token_for(Role::SocialWorker, "E08000035"))
+        .header("handover-access-reason", "direct-care")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body:#}");
+    body
+}
+
 async fn post(b: &Backbone, path: &str, role: Role, body: &Value) -> (u16, String, Value) {
     let r = b
         .http
@@ -315,4 +332,45 @@ async fn an_encounter_put_back_in_progress_after_entered_in_error_is_in_hospital
         j["current_stay"]["encounter_id"], "RR8-SP-2026-120001",
         "{j:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_care_package_back_on_after_a_hold_is_started_again() {
+    let b = Backbone::start().await;
+    let version = |v: u32, status: &str, updated: &str| {
+        let mut e = fixture("episode_of_care.json");
+        e["meta"]["versionId"] = json!(v.to_string());
+        e["meta"]["lastUpdated"] = json!(updated);
+        e["status"] = json!(status);
+        e["period"] = json!({"start": "2026-10-10"});
+        e
+    };
+    let mut back_on = version(3, "active", "2026-10-25T09:05:00Z");
+    back_on["statusHistory"] = json!([
+        {"status": "active", "period": {"start": "2026-10-10", "end": "2026-10-18T10:00:00Z"}},
+        {"status": "onhold", "period": {"start": "2026-10-18T10:00:00Z", "end": "2026-10-25T09:00:00Z"}}
+    ]);
+    for (v, body, want) in [
+        (1, version(1, "active", "2026-10-10T08:00:00Z"), "started"),
+        (2, version(2, "onhold", "2026-10-18T10:00:00Z"), "suspended"),
+        (3, back_on.clone(), "started"),
+        // The same version again changes nothing.
+        (3, back_on, "started"),
+    ] {
+        let (code, _, out) = post(&b, "/fhir/r4/EpisodeOfCare", Role::Admin, &body).await;
+        assert!(code == 201 || code == 200, "version {v}: {out:#}");
+        let j = council_journey(&b).await;
+        assert_eq!(
+            j["care_packages"][0]["status"], want,
+            "after version {v}: {j:#}"
+        );
+    }
+    let j = council_journey(&b).await;
+    let resumed = j["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "handover.care-package.resumed.v1")
+        .count();
+    assert_eq!(resumed, 1, "{j:#}");
 }

@@ -1447,6 +1447,38 @@ impl<'a> Cx<'a> {
                     who,
                     d,
                 ));
+                // Care back on after a hold: statusHistory's latest `onhold` period that has
+                // ended is when it resumed. (The `started` above is timed at period.start,
+                // before the hold, so without this the package would stay suspended.) Its
+                // id names the package and the hold's end, not the version, so the later
+                // versions repeating the history record it once.
+                let resumed = arr(r, "statusHistory")
+                    .iter()
+                    .filter(|h| str_at(h, "status") == Some("onhold"))
+                    .filter_map(|h| {
+                        h.get("period")
+                            .and_then(|p| str_at(p, "end"))
+                            .and_then(|e| Timestamp::parse(e).ok())
+                    })
+                    .filter(|t| *t <= self.ctx.received_at)
+                    .max();
+                if let Some(end) = resumed {
+                    let stem = match str_at(r, "id").filter(|i| id_token_ok(i)) {
+                        Some(i) => format!("EpisodeOfCare/{i}"),
+                        None => format!(
+                            "EpisodeOfCare/-/{}",
+                            hex::encode(&Sha256::digest(id.as_bytes())[..8])
+                        ),
+                    };
+                    out.extend(self.event(
+                        &format!("{stem}/_hold-ended/{}", end.unix_millis()),
+                        "care-package.resumed",
+                        end,
+                        &source,
+                        who,
+                        json!({ "package_id": id }),
+                    ));
+                }
             }
             _ => {
                 let mut d = json!({ "package_id": id });
@@ -2099,6 +2131,33 @@ mod tests {
             handover.care-package.requested.v1 EpisodeOfCare/eoc-reab-5521/_history/1#requested
               source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
               data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+        "#]],
+        );
+    }
+
+    #[test]
+    fn an_active_episode_after_a_hold_resumes_when_the_hold_ended() {
+        let mut eoc = with(
+            with(fixture("episode_of_care.json"), "status", json!("active")),
+            "period",
+            json!({"start": "2026-11-10"}),
+        );
+        eoc["meta"]["versionId"] = json!("3");
+        eoc["statusHistory"] = json!([
+            {"status": "planned", "period": {"start": "2026-11-24", "end": "2026-11-10"}},
+            {"status": "active", "period": {"start": "2026-11-10", "end": "2026-11-18T10:00:00Z"}},
+            {"status": "onhold", "period": {"start": "2026-11-18T10:00:00Z", "end": "2026-11-25T09:00:00Z"}},
+            {"status": "onhold", "period": {"start": "2099-01-01T00:00:00Z", "end": "2099-01-02T00:00:00Z"}}
+        ]);
+        check(
+            &eoc,
+            expect![[r#"
+            handover.care-package.started.v1 EpisodeOfCare/eoc-reab-5521/_history/3#started
+              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-10T00:00:00Z
+              data={"package_id":"LCC-PKG-5521","started_on":"2026-11-10"}
+            handover.care-package.resumed.v1 EpisodeOfCare/eoc-reab-5521/_hold-ended/1795597200000#resumed
+              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-25T09:00:00Z
+              data={"package_id":"LCC-PKG-5521"}
         "#]],
         );
     }
