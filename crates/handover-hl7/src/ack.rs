@@ -260,12 +260,14 @@ pub fn ack(
 
 /// Builds an ACK for a message that could not be parsed at all.
 ///
-/// Uses the standard delimiters, empty applications and facilities, MSH-11
-/// `P` and MSH-12 `2.4` (old enough for every receiver we talk to). MSA-2 is the
-/// original's MSH-10 when it can still be read from `original` (see
-/// [`salvage_control_id`]), so the sender's engine can match the reply to its
-/// message; empty otherwise. MSA-3 and an `ERR` segment in both the v2.3/2.4
-/// and v2.5 layouts carry `text`, with error code `102^Data type error^HL70357`.
+/// Uses the standard delimiters and MSH-11 `P`. What can still be read from the first
+/// line of `original`, when it is a readable `MSH` line ([`salvage_msh`]), is echoed as a
+/// normal ACK would: its receiving application and facility (MSH-5/6) become the ACK's
+/// sender (MSH-3/4), its sender (MSH-3/4) the ACK's receiver, its MSH-12 the version when
+/// it is one (`2.x`), else `2.4` (old enough for every receiver we talk to); MSA-2 is its
+/// MSH-10, so the sender's engine can match the reply to its message. Each is empty
+/// otherwise. MSA-3 and an `ERR` segment in both the v2.3/2.4 and v2.5 layouts carry
+/// `text`, with error code `102^Data type error^HL70357`.
 pub fn ack_unparseable(
     code: AckCode,
     text: &str,
@@ -279,9 +281,51 @@ pub fn ack_unparseable(
         location: None,
         message: text.to_owned(),
     };
-    let echoed = salvage_control_id(original).unwrap_or_default();
+    let msh = salvage_msh(original);
+    // MSH-n of the original, re-delimited and escaped for this ACK.
+    let field = |n: usize| -> String {
+        let Some(m) = &msh else {
+            return String::new();
+        };
+        m.fields
+            .get(n - 1)
+            .map(|f| {
+                f.split(m.component)
+                    .map(|c| escape(c, &seps))
+                    .collect::<Vec<_>>()
+                    .join("^")
+            })
+            .unwrap_or_default()
+    };
+    let version = msh
+        .as_ref()
+        .and_then(|m| m.fields.get(11))
+        .and_then(|v| v.split(msh.as_ref().map_or('^', |m| m.component)).next())
+        .map(str::trim)
+        .filter(|v| {
+            // `2.n` or `2.n.n`
+            let parts: Vec<&str> = v.split('.').collect();
+            parts[0] == "2"
+                && (2..=3).contains(&parts.len())
+                && parts[1..]
+                    .iter()
+                    .all(|p| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .unwrap_or("2.4")
+        .to_owned();
+    let echoed = msh
+        .as_ref()
+        .and_then(|m| m.fields.get(9))
+        .and_then(|id| id.split(msh.as_ref().map_or('^', |m| m.component)).next())
+        .map(str::trim)
+        .unwrap_or_default()
+        .to_owned();
     format!(
-        "MSH|^~\\&|||||{now}||ACK^^ACK|{id}|P|2.4\rMSA|{code}|{echoed}|{text}\r{err}\r",
+        "MSH|^~\\&|{recv_app}|{recv_fac}|{send_app}|{send_fac}|{now}||ACK^^ACK|{id}|P|{version}\rMSA|{code}|{echoed}|{text}\r{err}\r",
+        recv_app = field(5),
+        recv_fac = field(6),
+        send_app = field(3),
+        send_fac = field(4),
         now = escape(now, &seps),
         id = escape(control_id, &seps),
         code = code.as_str(),
@@ -291,10 +335,18 @@ pub fn ack_unparseable(
     )
 }
 
-/// MSH-10's first component read straight from the first line of a message that
-/// does not parse as a whole (at most 64 characters; `None` when there is no
-/// readable `MSH` line or no control id in it).
-pub fn salvage_control_id(original: &[u8]) -> Option<String> {
+/// The first line of a message that does not parse as a whole, read as an MSH segment.
+pub struct SalvagedMsh {
+    /// MSH-1 onwards: `fields[0]` is MSH-1's separator itself, `fields[n - 1]` is MSH-n,
+    /// each at most 64 characters with control characters left out.
+    pub fields: Vec<String>,
+    /// Its component separator.
+    pub component: char,
+}
+
+/// The first line of `original` read as an MSH segment with its own delimiters, when it
+/// is one (only whitespace, an MLLP start byte or a UTF-8 BOM before `MSH`).
+pub fn salvage_msh(original: &[u8]) -> Option<SalvagedMsh> {
     let start = original.windows(3).position(|w| w == b"MSH").filter(|&i| {
         original[..i]
             .iter()
@@ -310,8 +362,23 @@ pub fn salvage_control_id(original: &[u8]) -> Option<String> {
     let field = chars.next().filter(|c| !c.is_alphanumeric())?;
     let encoding: String = chars.take_while(|&c| c != field).collect();
     let component = encoding.chars().next().unwrap_or('^');
-    let id = line.split(field).nth(9)?.split(component).next()?.trim();
-    (!id.is_empty() && id.chars().all(|c| !c.is_control())).then(|| id.chars().take(64).collect())
+    let mut fields = vec![field.to_string()];
+    fields.extend(line.split(field).skip(1).map(|f| {
+        f.chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect::<String>()
+    }));
+    Some(SalvagedMsh { fields, component })
+}
+
+/// MSH-10's first component read straight from the first line of a message that
+/// does not parse as a whole (at most 64 characters; `None` when there is no
+/// readable `MSH` line or no control id in it).
+pub fn salvage_control_id(original: &[u8]) -> Option<String> {
+    let m = salvage_msh(original)?;
+    let id = m.fields.get(9)?.split(m.component).next()?.trim();
+    (!id.is_empty()).then(|| id.to_owned())
 }
 
 #[cfg(test)]

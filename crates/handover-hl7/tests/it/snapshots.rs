@@ -536,6 +536,24 @@ fn ack_unparseable_echoes_a_readable_control_id() {
     let out = ack_unparseable(AckCode::Ar, "bad", "20240301101503", "ACK-0003", original);
     let parsed = Message::parse(out.as_bytes()).unwrap();
     assert_eq!(parsed.get("MSA-2"), Some("MSG-77"));
+    // The original's sender is the ACK's receiver and the other way round, as in any ACK.
+    assert_eq!(parsed.get("MSH-3"), Some("HO"));
+    assert_eq!(parsed.get("MSH-4"), Some("LA"));
+    assert_eq!(parsed.get("MSH-5"), Some("PAS"));
+    assert_eq!(parsed.get("MSH-6"), Some("RX1"));
+    assert_eq!(parsed.get("MSH-12"), Some("2.4"));
+    // Other delimiters, a facility with components, v2.5.1: re-delimited and echoed.
+    let original = b"MSH#$~\\&#PAS#RX1$1.2.3$ISO#HO#LA#20261120##ADT$A01#M-9#P#2.5.1\rPV1#|\r";
+    let out = ack_unparseable(AckCode::Ar, "bad", "20240301101503", "ACK-0004", original);
+    expect![[r#"MSH|^~\&|HO|LA|PAS|RX1^1.2.3^ISO|20240301101503||ACK^^ACK|ACK-0004|P|2.5.1"#]]
+        .assert_eq(out.split('\r').next().unwrap());
+    // A version that is not one is not echoed.
+    let original = b"MSH|^~\\&|PAS|RX1|HO|LA|20261120||ADT^A01|M-10|P|v2|\rbad\x00";
+    let out = ack_unparseable(AckCode::Ar, "bad", "20240301101503", "ACK-0005", original);
+    assert!(
+        out.starts_with("MSH|^~\\&|HO|LA|PAS|RX1|20240301101503||ACK^^ACK|ACK-0005|P|2.4\r"),
+        "{out}"
+    );
     for unreadable in [
         &b""[..],
         b"PID|1",
