@@ -57,7 +57,7 @@ pub struct Journey {
 /// before the cancellation; an HL7 A13 whose EVN clock runs behind the A03's
 /// sorts before the discharge it cancels.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub(crate) struct StayMarks {
+pub struct StayMarks {
     /// Sequence of the admission or admission cancellation recorded last.
     #[serde(default, skip_serializing_if = "is_zero")]
     admission: u64,
