@@ -369,3 +369,45 @@ async fn errors_the_framework_answers_are_problem_details_too() {
         "https://handover.example.org/problems/invalid-nhs-number"
     );
 }
+
+/// A request that promises a large body and sends only its headers and a few bytes.
+async fn unfinished_post(base: &str, path: &str, auth: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = auth
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{auth}content-length: 8000000\r\n\r\n[{{\"specversion\""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    // The body never comes: an answer at all means the server did not wait for it.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .expect("answered before the body was sent")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_without_a_valid_token_or_role_is_refused_before_its_body_is_read() {
+    let b = Backbone::start().await;
+    for path in ["/v1/events", "/fhir/r4", "/fhir/r4/Encounter"] {
+        let answer = unfinished_post(&b.base, path, None).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+        let answer = unfinished_post(&b.base, path, Some("not-a-token")).await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path}: {answer}");
+        let answer = unfinished_post(&b.base, path, Some(&token(Role::Broker))).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
+        if path.starts_with("/fhir") {
+            assert!(answer.contains("OperationOutcome"), "{path}: {answer}");
+        } else {
+            assert!(
+                answer.contains("application/problem+json"),
+                "{path}: {answer}"
+            );
+        }
+    }
+}

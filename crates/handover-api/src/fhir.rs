@@ -30,6 +30,7 @@ use handover_adapters::fhir::{
 use handover_events::{Event, SinkError, Stored, Timestamp};
 use serde_json::{json, Value};
 
+use crate::policy::Publisher;
 use crate::{ApiError, AppState, MAX_BATCH};
 
 /// The FHIR media type of every response.
@@ -141,19 +142,11 @@ fn fhir_response(status: StatusCode, body: &Value) -> Response {
 
 /// Authenticates, checks the role and media type, parses the body; returns the mapping
 /// context.
-async fn prelude(
-    st: &AppState,
+fn prelude(
+    caller: &crate::Caller,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<(FhirContext, Value, crate::Caller), FhirError> {
-    let caller = st.auth.authenticate(headers).await?;
-    if !caller.role.publishes() {
-        return Err(ApiError::Forbidden {
-            role: caller.role.as_str().into(),
-            action: "publish events",
-        }
-        .into());
-    }
+) -> Result<(FhirContext, Value), FhirError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -174,11 +167,7 @@ async fn prelude(
         )
     })?;
     let now = Timestamp(chrono::Utc::now().fixed_offset());
-    Ok((
-        FhirContext::new(caller.organisation.clone(), now),
-        value,
-        caller,
-    ))
+    Ok((FhirContext::new(caller.organisation.clone(), now), value))
 }
 
 /// Publishes `events` (all of them, one call) and waits for durability, after checking the
@@ -277,10 +266,11 @@ fn created(stored: &[Stored]) -> bool {
 pub async fn post_resource(
     State(st): State<AppState>,
     Path(resource_type): Path<String>,
+    Publisher(caller, _): Publisher<FhirError>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let (ctx, value, caller) = prelude(&st, &headers, &body).await?;
+    let (ctx, value) = prelude(&caller, &headers, &body)?;
     if !RESOURCE_TYPES.contains(&resource_type.as_str()) {
         return Err(FhirError::one(
             StatusCode::NOT_FOUND,
@@ -319,10 +309,11 @@ pub async fn post_resource(
 /// `POST /fhir/r4`: a `transaction` or `message` Bundle, all or nothing.
 pub async fn post_bundle(
     State(st): State<AppState>,
+    Publisher(caller, _): Publisher<FhirError>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let (ctx, value, caller) = prelude(&st, &headers, &body).await?;
+    let (ctx, value) = prelude(&caller, &headers, &body)?;
     let entries = translate_bundle(&value, &ctx).map_err(|issues| {
         let n = value
             .get("entry")

@@ -212,16 +212,10 @@ fn percent_decode(s: &str) -> Option<String> {
 
 async fn post_events(
     State(st): State<AppState>,
+    policy::Publisher(caller, _): policy::Publisher<ApiError>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = st.auth.authenticate(&headers).await?;
-    if !caller.role.publishes() {
-        return Err(ApiError::Forbidden {
-            role: caller.role.as_str().into(),
-            action: "publish events",
-        });
-    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -125,6 +125,34 @@ pub fn may_publish(caller: &Caller, event: &Event) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The caller of a publishing endpoint, authenticated and allowed to publish, as an
+/// extractor. It runs before the body is read (extractors from the request's parts run
+/// before the one that takes the body), so a request without a valid token or role is
+/// answered at once and its body, up to `MAX_BODY`, is never buffered. `E` is the error
+/// the endpoint answers with (`ApiError` or an OperationOutcome under `/fhir`).
+pub struct Publisher<E>(pub Caller, pub std::marker::PhantomData<fn() -> E>);
+
+impl<E> axum::extract::FromRequestParts<AppState> for Publisher<E>
+where
+    E: From<ApiError> + axum::response::IntoResponse,
+{
+    type Rejection = E;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, E> {
+        let caller = st.auth.authenticate(&parts.headers).await?;
+        if !caller.role.publishes() {
+            return Err(ApiError::Forbidden {
+                role: caller.role.as_str().into(),
+                action: "publish events",
+            }
+            .into());
+        }
+        Ok(Publisher(caller, std::marker::PhantomData))
+    }
+}
+
 /// The client address of a request, as an extractor that never fails.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<std::net::SocketAddr>);
