@@ -374,3 +374,52 @@ async fn a_care_package_back_on_after_a_hold_is_started_again() {
         .count();
     assert_eq!(resumed, 1, "{j:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_bundle_is_answered_with_a_response_message() {
+    let b = Backbone::start().await;
+    let mut bundle = fixture("bundle_transaction.json");
+    bundle["type"] = json!("message");
+    let header = json!({
+        "fullUrl": "urn:uuid:7d1c9a52-0f1e-4c7a-9a55-2f1f8b3c4d11",
+        "resource": {
+            "resourceType": "MessageHeader",
+            "id": "7d1c9a52-0f1e-4c7a-9a55-2f1f8b3c4d11",
+            "eventCoding": {
+                "system": "https://fhir.nhs.uk/CodeSystem/message-events-bars",
+                "code": "servicerequest-request"
+            },
+            "source": { "endpoint": "https://rr8.example.nhs.uk/fhir" }
+        }
+    });
+    bundle["entry"].as_array_mut().unwrap().insert(0, header);
+    let (status, ct, body) = post(&b, "/fhir/r4", Role::Admin, &bundle).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(ct, "application/fhir+json");
+    assert_eq!(body["resourceType"], "Bundle", "{body:#}");
+    assert_eq!(body["type"], "message", "{body:#}");
+    let mh = &body["entry"][0]["resource"];
+    assert_eq!(mh["resourceType"], "MessageHeader", "{body:#}");
+    assert_eq!(mh["response"]["code"], "ok", "{body:#}");
+    assert_eq!(
+        mh["response"]["identifier"], "7d1c9a52-0f1e-4c7a-9a55-2f1f8b3c4d11",
+        "{body:#}"
+    );
+    assert_eq!(mh["eventCoding"]["code"], "servicerequest-request");
+    assert_eq!(
+        mh["destination"][0]["endpoint"],
+        "https://rr8.example.nhs.uk/fhir"
+    );
+    // The details it names are the OperationOutcome in the same Bundle.
+    assert_eq!(
+        mh["response"]["details"]["reference"],
+        body["entry"][1]["fullUrl"]
+    );
+    assert_eq!(
+        body["entry"][1]["resource"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 5);
+    let j = journey(&b).await;
+    assert_eq!(j["stays"][0]["encounter_id"], "RR8-SP-2026-118834", "{j:#}");
+}

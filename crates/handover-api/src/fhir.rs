@@ -344,6 +344,13 @@ pub async fn post_bundle(
         }));
         offset += n;
     }
+    if value.get("type").and_then(Value::as_str) == Some("message") {
+        let outcome = operation_outcome(&outcome_issues(&events, &stored));
+        return Ok(fhir_response(
+            StatusCode::OK,
+            &message_response(&value, outcome),
+        ));
+    }
     // FHIR R4 (http.html#transaction): a processed transaction is `200 OK`; each entry's
     // `response.status` says whether it created anything.
     let status = StatusCode::OK;
@@ -353,4 +360,64 @@ pub async fn post_bundle(
         "entry": response_entries,
     });
     Ok(fhir_response(status, &body))
+}
+
+/// The answer to a processed `message` Bundle (FHIR R4 messaging.html, synchronous): a
+/// `message` Bundle whose MessageHeader responds `ok` to the request's MessageHeader (its
+/// `id`, else the Bundle's), echoes its event and answers its source, with the outcome of
+/// each resource as an OperationOutcome it names in `response.details`.
+fn message_response(request: &Value, outcome: Value) -> Value {
+    let header = request
+        .get("entry")
+        .and_then(Value::as_array)
+        .and_then(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e.get("resource"))
+                .find(|r| r.get("resourceType").and_then(Value::as_str) == Some("MessageHeader"))
+        });
+    let responding_to = header
+        .and_then(|h| h.get("id"))
+        .or_else(|| request.get("id"))
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    let header_id = uuid::Uuid::now_v7().to_string();
+    let outcome_id = uuid::Uuid::now_v7().to_string();
+    let mut mh = json!({
+        "resourceType": "MessageHeader",
+        "id": header_id,
+        "source": { "name": "Handover", "endpoint": "urn:handover:fhir" },
+        "response": {
+            "identifier": responding_to,
+            "code": "ok",
+            "details": { "reference": format!("urn:uuid:{outcome_id}") },
+        },
+    });
+    match header.and_then(|h| {
+        h.get("eventCoding")
+            .or_else(|| h.get("eventUri"))
+            .map(|e| (h, e))
+    }) {
+        Some((h, e)) if h.get("eventCoding").is_some() => mh["eventCoding"] = e.clone(),
+        Some((_, e)) => mh["eventUri"] = e.clone(),
+        None => mh["eventUri"] = "urn:handover:fhir:message".into(),
+    }
+    if let Some(endpoint) = header
+        .and_then(|h| h.get("source"))
+        .and_then(|s| s.get("endpoint"))
+    {
+        mh["destination"] = json!([{ "endpoint": endpoint }]);
+    }
+    let mut outcome = outcome;
+    outcome["id"] = outcome_id.clone().into();
+    json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::now_v7().to_string(),
+        "type": "message",
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "entry": [
+            { "fullUrl": format!("urn:uuid:{header_id}"), "resource": mh },
+            { "fullUrl": format!("urn:uuid:{outcome_id}"), "resource": outcome },
+        ],
+    })
 }
