@@ -953,28 +953,14 @@ pub fn read_rows(format: FileFormat, bytes: &[u8]) -> Result<Vec<RowResult>, Fil
         Ok(s) => s.to_owned(),
         // Windows-1252 exports (Excel's "CSV" on Windows): read as such rather than refuse
         // the file.
-        Err(_) => bytes.iter().map(|&b| windows_1252(b)).collect(),
+        Err(_) => bytes
+            .iter()
+            .map(|&b| handover_hl7::windows_1252(b))
+            .collect(),
     };
     match format {
         FileFormat::Csv => read_csv(&text),
         FileFormat::Json => read_json(&text),
-    }
-}
-
-/// A Windows-1252 byte as its character: ISO-8859-1 except 0x80–0x9F, where Windows-1252
-/// has the euro sign, curly quotes, dashes and the like (WHATWG's table; its five unused
-/// bytes map to the C1 controls, as browsers decode them).
-fn windows_1252(b: u8) -> char {
-    const HIGH: [char; 32] = [
-        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
-        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
-        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
-        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
-        '\u{178}',
-    ];
-    match b {
-        0x80..=0x9F => HIGH[usize::from(b - 0x80)],
-        _ => char::from(b),
     }
 }
 

@@ -47,7 +47,8 @@ pub use ack::{
 };
 pub use escape::{escape, escape_into, unescape, Separators};
 pub use message::{
-    Component, Field, Message, ParseError, Path, PathError, Repetition, Segment, Text, TextEncoding,
+    windows_1252, Component, Field, Message, ParseError, Path, PathError, Repetition, Segment,
+    Text, TextEncoding,
 };
 pub use mllp::{FrameError, MllpDecoder};
 pub use timestamp::{Precision, Timestamp, TimestampError};

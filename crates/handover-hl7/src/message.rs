@@ -164,8 +164,26 @@ pub enum ParseError {
 pub enum TextEncoding {
     /// The input was valid UTF-8 (this includes plain ASCII).
     Utf8,
-    /// The input was not valid UTF-8 and was decoded as ISO-8859-1 (Latin-1).
-    Latin1,
+    /// The input was not valid UTF-8 and was decoded as Windows-1252 (ISO-8859-1
+    /// but for 0x80–0x9F).
+    Windows1252,
+}
+
+/// A Windows-1252 byte as its character: ISO-8859-1 except 0x80–0x9F, where Windows-1252
+/// has the euro sign, curly quotes, dashes and the like (WHATWG's table; its five unused
+/// bytes map to the C1 controls, as browsers decode them).
+pub fn windows_1252(b: u8) -> char {
+    const HIGH: [char; 32] = [
+        '\u{20AC}', '\u{81}', '\u{201A}', '\u{192}', '\u{201E}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{2C6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8D}', '\u{17D}',
+        '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}', '\u{2013}',
+        '\u{2014}', '\u{2DC}', '\u{2122}', '\u{161}', '\u{203A}', '\u{153}', '\u{9D}', '\u{17E}',
+        '\u{178}',
+    ];
+    match b {
+        0x80..=0x9F => HIGH[usize::from(b - 0x80)],
+        _ => char::from(b),
+    }
 }
 
 /// One component: its wire text and its decoded subcomponents.
@@ -427,16 +445,18 @@ impl Message {
     /// Parses a message from bytes.
     ///
     /// The bytes are decoded as UTF-8 when valid; otherwise each byte is read
-    /// as an ISO-8859-1 (Latin-1) character, which is what older PAS systems
-    /// send (see [`Message::text_encoding`]). MSH-18 is not consulted. A UTF-8
-    /// BOM is ignored.
+    /// as a Windows-1252 character, which is what older PAS systems send
+    /// (ISO-8859-1, as MSH-18 `8859/1` says, or Windows' superset of it with
+    /// curly quotes in 0x80–0x9F, as in `O’BRIEN`; see
+    /// [`Message::text_encoding`]). MSH-18 is not consulted. A UTF-8 BOM is
+    /// ignored.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         match std::str::from_utf8(bytes) {
             Ok(text) => Self::parse_text(text, TextEncoding::Utf8),
             Err(_) => {
-                let text: String = bytes.iter().map(|&b| char::from(b)).collect();
-                Self::parse_text(&text, TextEncoding::Latin1)
+                let text: String = bytes.iter().map(|&b| windows_1252(b)).collect();
+                Self::parse_text(&text, TextEncoding::Windows1252)
             }
         }
     }
@@ -856,14 +876,18 @@ mod tests {
     }
 
     #[test]
-    fn latin1_fallback_and_bom() {
+    fn windows_1252_fallback_and_bom() {
         let m = Message::parse(b"\xEF\xBB\xBFMSH|^~\\&|A\rPID|1||||M\xDCLLER").unwrap();
-        assert_eq!(m.text_encoding(), TextEncoding::Latin1);
+        assert_eq!(m.text_encoding(), TextEncoding::Windows1252);
         // The BOM bytes were stripped before decoding, so they don't show up.
         assert_eq!(m.get("PID-5"), Some("MÜLLER"));
         let m = Message::parse("MSH|^~\\&|A\rPID|1||||MÜLLER".as_bytes()).unwrap();
         assert_eq!(m.text_encoding(), TextEncoding::Utf8);
         assert_eq!(m.get("PID-5"), Some("MÜLLER"));
+        // Windows' curly apostrophe (0x92), not the C1 control U+0092 Latin-1 would give.
+        let m = Message::parse(b"MSH|^~\\&|A\rPID|1||||O\x92BRIEN^ZO\xCB").unwrap();
+        assert_eq!(m.get("PID-5.1"), Some("O\u{2019}BRIEN"));
+        assert_eq!(m.get("PID-5.2"), Some("ZO\u{CB}"));
     }
 
     #[test]
