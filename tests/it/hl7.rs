@@ -778,6 +778,10 @@ async fn stays_follow_the_trust_the_record_and_the_episode() {
     assert_eq!(stay["admitted_at"], "2026-11-20T09:00:00Z", "{j}");
     assert!(stay.get("discharged_at").is_none(), "{j}");
     assert!(stay.get("destination").is_none(), "{j}");
+    // The first episode is kept as it was.
+    assert_eq!(j["stays"].as_array().unwrap().len(), 2, "{j}");
+    assert_eq!(j["stays"][0]["status"], "discharged", "{j}");
+    assert_eq!(j["stays"][0]["destination"], "care-home", "{j}");
 
     let j = journey(3).await;
     assert_eq!(j["stays"].as_array().unwrap().len(), 2, "{j}");

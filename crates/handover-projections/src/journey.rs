@@ -408,6 +408,12 @@ impl Journey {
     /// stays. An event from a council (or another non-NHS source) names a stay by id
     /// alone, and finds the latest one with that id.
     fn stay_index(&mut self, encounter_id: &str, source: &str) -> usize {
+        if self.stay_marks.len() < self.stays.len() {
+            // A journey stored before the marks existed is refolded on start; this only
+            // keeps the two lists the same length whatever is read.
+            self.stay_marks
+                .resize(self.stays.len(), StayMarks::default());
+        }
         let (org, sector) = source_org(source);
         let found = self.stays.iter().rposition(|s| {
             s.encounter_id == encounter_id && {
@@ -423,28 +429,31 @@ impl Journey {
                 }
                 i
             }
-            None => {
-                self.stays.push(Stay {
-                    encounter_id: encounter_id.to_string(),
-                    status: StayStatus::InHospital,
-                    source: source.to_string(),
-                    site: None,
-                    ward: None,
-                    admitted_at: None,
-                    admission_method: None,
-                    responsible_council: None,
-                    discharge_ready_date: None,
-                    pathway: None,
-                    expected_discharge_date: None,
-                    latest_delay: None,
-                    discharged_at: None,
-                    discharge_method: None,
-                    destination: None,
-                });
-                self.stay_marks.push(StayMarks::default());
-                self.stays.len() - 1
-            }
+            None => self.push_stay(encounter_id, source),
         }
+    }
+
+    /// A new stay (or a new episode of one), with its bookkeeping; its index.
+    fn push_stay(&mut self, encounter_id: &str, source: &str) -> usize {
+        self.stays.push(Stay {
+            encounter_id: encounter_id.to_string(),
+            status: StayStatus::InHospital,
+            source: source.to_string(),
+            site: None,
+            ward: None,
+            admitted_at: None,
+            admission_method: None,
+            responsible_council: None,
+            discharge_ready_date: None,
+            pathway: None,
+            expected_discharge_date: None,
+            latest_delay: None,
+            discharged_at: None,
+            discharge_method: None,
+            destination: None,
+        });
+        self.stay_marks.push(StayMarks::default());
+        self.stays.len() - 1
     }
 
     fn stay(&mut self, encounter_id: &str, source: &str) -> &mut Stay {
@@ -455,12 +464,6 @@ impl Journey {
     /// The stay `encounter_id` names with its bookkeeping.
     fn stay_marked(&mut self, encounter_id: &str, source: &str) -> (&mut Stay, &mut StayMarks) {
         let i = self.stay_index(encounter_id, source);
-        if self.stay_marks.len() < self.stays.len() {
-            // A journey stored before the marks existed is refolded on start; this only
-            // keeps the two lists the same length whatever is read.
-            self.stay_marks
-                .resize(self.stays.len(), StayMarks::default());
-        }
         (&mut self.stays[i], &mut self.stay_marks[i])
     }
 
@@ -556,26 +559,29 @@ impl Journey {
                 }
             }
             D::Admitted(d) => {
-                let (s, m) = self.stay_marked(&d.encounter_id, source);
-                if s.status == StayStatus::Discharged {
-                    // Admitted again after its discharge under the same encounter id (a
-                    // reused visit number): a new episode, with nothing of the last one's
-                    // discharge, ready date, pathway or delay.
-                    s.status = StayStatus::InHospital;
-                    s.discharged_at = None;
-                    s.discharge_method = None;
-                    s.destination = None;
-                    s.discharge_ready_date = None;
-                    s.pathway = None;
-                    s.expected_discharge_date = None;
-                    s.latest_delay = None;
-                    s.ward = None;
-                    m.transferred = false;
-                }
+                let i = self.stay_index(&d.encounter_id, source);
+                // Admitted after this stay's discharge under the same encounter id (a
+                // reused visit number): a new episode, kept as a stay of its own, so the
+                // last one keeps its discharge, ready date and delay (and counts in the
+                // measures). An admission from before the discharge, arriving late (a
+                // back-loaded A01), is the same episode's.
+                let i = if self.stays[i]
+                    .discharged_at
+                    .is_some_and(|t| d.admitted_at > t)
+                {
+                    self.push_stay(&d.encounter_id, source)
+                } else {
+                    i
+                };
+                let (s, m) = (&mut self.stays[i], &mut self.stay_marks[i]);
                 if seq > m.admission {
                     m.admission = seq;
                     if s.status == StayStatus::Cancelled {
-                        s.status = StayStatus::InHospital;
+                        s.status = if s.discharged_at.is_some() {
+                            StayStatus::Discharged
+                        } else {
+                            StayStatus::InHospital
+                        };
                     }
                 }
                 s.site = Some(d.site.clone());
@@ -658,6 +664,16 @@ impl Journey {
             }
             D::ReferralSent(d) => {
                 let r = self.referral(&d.referral_id);
+                if matches!(
+                    r.status,
+                    ReferralStatus::Declined | ReferralStatus::Withdrawn
+                ) {
+                    // Sent again after it was declined or withdrawn: open again.
+                    r.status = ReferralStatus::Sent;
+                    r.responded_at = None;
+                    r.team = None;
+                    r.closed_reason = None;
+                }
                 r.to_council = Some(d.to_council.clone());
                 r.from_org = Some(d.from_org.clone());
                 r.encounter_id = d.encounter_id.clone().or(r.encounter_id.take());
@@ -703,6 +719,14 @@ impl Journey {
                     _ => return,
                 };
                 let p = self.package(&d.package_id);
+                if matches!(p.status, PackageStatus::Cancelled | PackageStatus::Ended) {
+                    // Requested again after it was cancelled or ended: brokerage starts over.
+                    p.status = PackageStatus::Requested;
+                    p.provider = None;
+                    p.agreed_start = None;
+                    p.started_on = None;
+                    p.status_reason = None;
+                }
                 p.service_type = Some(d.service_type);
                 p.referral_id = d.referral_id;
                 p.schedule = d.schedule;
@@ -749,14 +773,27 @@ impl Journey {
     /// The current stay: the most recently admitted stay still in hospital, else the
     /// most recently admitted one that was not cancelled. (With two stays open, the
     /// later one's discharge leaves the person in hospital on the earlier one.)
+    ///
+    /// A stay only named by a ready date, pathway, expected date or delay (no admission,
+    /// transfer or discharge: an encounter id the trust's own events never used) comes
+    /// last: it is not evidence that the person is in hospital.
     pub fn current_stay(&self) -> Option<&Stay> {
-        let latest = |status: fn(StayStatus) -> bool| {
+        let seen = |i: usize, s: &Stay| {
+            s.admitted_at.is_some()
+                || s.discharged_at.is_some()
+                || self.stay_marks.get(i).is_some_and(|m| m.transferred)
+        };
+        let latest = |pick: &dyn Fn(usize, &Stay) -> bool| {
             self.stays
                 .iter()
-                .filter(|s| status(s.status))
-                .max_by_key(|s| s.admitted_at)
+                .enumerate()
+                .filter(|(i, s)| s.status != StayStatus::Cancelled && pick(*i, s))
+                .max_by_key(|(i, s)| (s.admitted_at, *i))
+                .map(|(_, s)| s)
         };
-        latest(|s| s == StayStatus::InHospital).or_else(|| latest(|s| s != StayStatus::Cancelled))
+        latest(&|i, s| s.status == StayStatus::InHospital && seen(i, s))
+            .or_else(|| latest(&|i, s| seen(i, s)))
+            .or_else(|| latest(&|_, _| true))
     }
 
     /// Days delayed for a stay (None without a DRD), as of `today`.

@@ -388,3 +388,123 @@ fn filters_by_site_and_council() {
     assert_eq!(admissions(None, Some("E08000032")), 1);
     assert_eq!(admissions(Some("RX1CC"), Some("E08000032")), 0);
 }
+
+/// Lifecycle corrections the black-box probes found misfiled (seventeenth session).
+#[test]
+fn late_admissions_reused_visit_numbers_and_phantom_stays_keep_the_right_stay_current() {
+    use handover_projections::journey::StayStatus;
+    // An A01 back-loaded after the A03 of the same stay (admitted before it was discharged)
+    // does not undo the discharge.
+    let j = journey(&[
+        drd(1, "E1", "2026-11-05"),
+        discharged(2, "E1", "2026-11-08T10:00:00Z", "usual-residence", 1),
+        admitted(3, "E1", "2026-11-01T09:00:00Z"),
+    ]);
+    assert_eq!(j.stays.len(), 1);
+    let s = j.current_stay().unwrap();
+    assert_eq!(s.status, StayStatus::Discharged);
+    assert_eq!(s.discharge_ready_date.map(|d| d.0), Some(d("2026-11-05")));
+    assert!(delay_row(&j).is_none());
+
+    // A visit number used again after its discharge: a second episode; the first keeps its
+    // discharge and ready date.
+    let j = journey(&[
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        drd(2, "E1", "2026-11-03"),
+        discharged(3, "E1", "2026-11-05T10:00:00Z", "care-home", 2),
+        admitted(4, "E1", "2026-11-20T09:00:00Z"),
+    ]);
+    assert_eq!(j.stays.len(), 2, "{:?}", j.stays);
+    assert_eq!(j.stays[0].status, StayStatus::Discharged);
+    assert_eq!(
+        j.stays[0].discharge_ready_date.map(|d| d.0),
+        Some(d("2026-11-03"))
+    );
+    let s = j.current_stay().unwrap();
+    assert_eq!(s.status, StayStatus::InHospital);
+    assert_eq!(s.discharge_ready_date, None);
+    assert_eq!(s.discharged_at, None);
+
+    // A01, A03, A11 (the stay never happened), then a new admission later: in hospital,
+    // with no discharge time carried over.
+    let j = journey(&[
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        discharged(2, "E1", "2026-11-05T10:00:00Z", "usual-residence", 1),
+        ev(
+            3,
+            "discharge.admission-cancelled",
+            "2026-11-06T10:00:00Z",
+            json!({"encounter_id": "E1"}),
+        ),
+        admitted(4, "E1", "2026-11-10T09:00:00Z"),
+    ]);
+    let s = j.current_stay().unwrap();
+    assert_eq!(s.status, StayStatus::InHospital);
+    assert_eq!(s.discharged_at, None);
+
+    // A ready date for an encounter id the trust never admitted, after the real stay's
+    // discharge: the discharged stay stays current, and nobody is on the delay worklist.
+    let j = journey(&[
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        discharged(2, "E1", "2026-11-05T10:00:00Z", "usual-residence", 1),
+        drd(3, "X-9", "2026-11-20"),
+    ]);
+    assert_eq!(j.stays.len(), 2);
+    assert_eq!(j.current_stay().unwrap().encounter_id, "E1");
+    assert!(delay_row(&j).is_none());
+    // Alone, such a stay is still the person's current one (a trust sending ready dates
+    // but no ADT).
+    let j = journey(&[drd(1, "X-9", "2026-11-20")]);
+    assert_eq!(j.current_stay().unwrap().encounter_id, "X-9");
+}
+
+#[test]
+fn a_package_requested_again_after_cancellation_and_a_referral_sent_again_reopen() {
+    let j = journey(&[
+        ev(
+            1,
+            "care-package.requested",
+            "2026-11-01T12:00:00Z",
+            json!({"package_id":"P1","service_type":"home-care"}),
+        ),
+        ev(
+            2,
+            "care-package.cancelled",
+            "2026-11-02T12:00:00Z",
+            json!({"package_id":"P1","reason":"family declined"}),
+        ),
+        ev(
+            3,
+            "care-package.requested",
+            "2026-11-04T12:00:00Z",
+            json!({"package_id":"P1","service_type":"home-care"}),
+        ),
+    ]);
+    assert_eq!(j.care_packages[0].status, PackageStatus::Requested);
+    assert_eq!(j.care_packages[0].status_reason, None);
+    assert_eq!(brokerage_rows(&j).len(), 1);
+
+    let j = journey(&[
+        ev(
+            1,
+            "referral.sent",
+            "2026-11-01T12:00:00Z",
+            json!({"referral_id":"R1","to_council":"E08000035","from_org":"RX1"}),
+        ),
+        ev(
+            2,
+            "referral.declined",
+            "2026-11-02T12:00:00Z",
+            json!({"referral_id":"R1","reason":"not eligible"}),
+        ),
+        ev(
+            3,
+            "referral.sent",
+            "2026-11-04T12:00:00Z",
+            json!({"referral_id":"R1","to_council":"E08000035","from_org":"RX1"}),
+        ),
+    ]);
+    assert_eq!(j.referrals[0].status, ReferralStatus::Sent);
+    assert_eq!(j.referrals[0].closed_reason, None);
+    assert_eq!(j.referrals[0].responded_at, None);
+}
