@@ -423,3 +423,36 @@ async fn a_message_bundle_is_answered_with_a_response_message() {
     let j = journey(&b).await;
     assert_eq!(j["stays"][0]["encounter_id"], "RR8-SP-2026-118834", "{j:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_patients_resource_under_the_same_id_and_version_is_stored() {
+    let b = Backbone::start().await;
+    let other = crate::support::nhs_numbers(943_400_000, 1).remove(0);
+    let first = encounter_version(1, "in-progress", "2026-11-20T09:20:00Z");
+    let mut second = first.clone();
+    second["subject"]["identifier"]["value"] = json!(other);
+    let (code, _, body) = post(&b, "/fhir/r4/Encounter", Role::Admin, &first).await;
+    assert_eq!(code, 201, "{body:#}");
+    let (code, _, body) = post(&b, "/fhir/r4/Encounter", Role::Admin, &second).await;
+    assert_eq!(code, 201, "another person's admission is new: {body:#}");
+    // Each resent is still stored once.
+    for r in [&first, &second] {
+        let (code, _, body) = post(&b, "/fhir/r4/Encounter", Role::Admin, r).await;
+        assert_eq!(code, 200, "{body:#}");
+    }
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 2);
+    b.caught_up().await;
+    for nhs in [NHS, other.as_str()] {
+        let r = b
+            .http
+            .get(format!("{}/v1/persons/{nhs}/journey", b.base))
+            .bearer_auth(token_for(Role::DischargeTeam, "RR8"))
+            .header("handover-access-reason", "direct-care")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let j: Value = r.json().await.unwrap();
+        assert_eq!(j["current_stay"]["status"], "in-hospital", "{j:#}");
+    }
+}

@@ -21,9 +21,11 @@
 //!   EpisodeOfCare.managingOrganization, Patient.managingOrganization), identified by an
 //!   identifier of system [`ODS_ORGANISATION_SYSTEM`]/[`ODS_SITE_SYSTEM`] or [`GSS_SYSTEM`] (or
 //!   an Organization in the Bundle carrying one); else the caller's organisation.
-//! - **Event ids.** `<type>/<id>/_history/<versionId>#<event>` when the resource has `id` and
-//!   `meta.versionId`; otherwise `<type>/<id or ->/_hash/<sha256 of the resource>#<event>`, so a
-//!   resent resource (or Bundle) gives the same ids and is stored once, and a changed resource
+//! - **Event ids.** `<type>/<id>/_history/<versionId>#<event>.<digest>` when the resource has
+//!   `id` and `meta.versionId`; otherwise `<type>/<id or ->/_hash/<sha256 of the
+//!   resource>#<event>.<digest>`, the digest being 12 hex digits of a SHA-256 of the person
+//!   and the event's data. A resent resource (or Bundle) gives the same ids and is stored
+//!   once; a changed resource, or another person's resource under the same id and version,
 //!   gives new ones. `fullUrl` is not used: senders often mint a new `urn:uuid` per message.
 //! - FHIR is state transfer: each version of a resource is mapped statelessly from its current
 //!   status (e.g. an in-progress Encounter → `admitted`; a later version of it → `admitted`
@@ -892,21 +894,34 @@ impl<'a> Cx<'a> {
         let name = ty.rsplit('.').next().unwrap_or(ty);
         let mut ce = json!({
             "specversion": "1.0",
-            "id": format!("{base}#{name}"),
             "source": source,
             "type": format!("handover.{ty}.v1"),
             "time": time.to_rfc3339(),
         });
+        let mut digest = Sha256::new();
         match who {
             Who::Nhs(n) => {
                 ce["subject"] = n.as_string().into();
+                digest.update(n.as_string().as_bytes());
             }
             Who::Local { system, value } => {
                 if ty != "person.identified" {
                     data["local_id"] = json!({ "system": system, "value": value });
                 }
+                digest.update(system.as_bytes());
+                digest.update(b"|");
+                digest.update(value.as_bytes());
             }
         }
+        // The id ends in a digest of the person and what the event says, so that two
+        // different facts never share an id: another patient's resource with the same
+        // logical id and version (two systems posting as one trust, small sequential ids,
+        // a visit number reused as the id) is stored, not dropped as "already stored". A
+        // resend says the same and keeps its id.
+        digest.update(b"#");
+        digest.update(serde_json::to_vec(&data).unwrap_or_default());
+        let digest = hex::encode(&digest.finalize()[..6]);
+        ce["id"] = format!("{base}#{name}.{digest}").into();
         ce["data"] = data;
         match Event::from_json(ce) {
             Ok(e) => Some(e),
@@ -2077,7 +2092,7 @@ mod tests {
         check(
             &fixture("patient.json"),
             expect![[r#"
-                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified
+                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified.2efcd7bb648d
                   source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:20:00Z
                   data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://fhir.leedsth.nhs.uk/Id/mrn","value":"RR80042317"}],"nhs_number_status":"01","postcode":"LS6 4AB"}
             "#]],
@@ -2089,13 +2104,13 @@ mod tests {
         check(
             &fixture("encounter_in_progress.json"),
             expect![[r#"
-            handover.discharge.admitted.v1 Encounter/enc-4471/_history/2#admitted
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:14:00Z
-              data={"admission_method":"emergency","admitted_at":"2026-11-20T09:14:00Z","encounter_id":"RR8-SP-2026-118834","site":"RR8","ward":"Ward J12 (Acute Medical Unit)"}
-            handover.discharge.transferred.v1 Encounter/enc-4471/_history/2#transferred
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:00:00Z
-              data={"at":"2026-11-21T14:00:00Z","encounter_id":"RR8-SP-2026-118834","previous_ward":"Ward J12 (Acute Medical Unit)","ward":"Ward L27 (Elderly Care)"}
-        "#]],
+                handover.discharge.admitted.v1 Encounter/enc-4471/_history/2#admitted.0424661b0960
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:14:00Z
+                  data={"admission_method":"emergency","admitted_at":"2026-11-20T09:14:00Z","encounter_id":"RR8-SP-2026-118834","site":"RR8","ward":"Ward J12 (Acute Medical Unit)"}
+                handover.discharge.transferred.v1 Encounter/enc-4471/_history/2#transferred.70c33a2e4075
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:00:00Z
+                  data={"at":"2026-11-21T14:00:00Z","encounter_id":"RR8-SP-2026-118834","previous_ward":"Ward J12 (Acute Medical Unit)","ward":"Ward L27 (Elderly Care)"}
+            "#]],
         );
     }
 
@@ -2104,7 +2119,7 @@ mod tests {
         check(
             &fixture("encounter_finished.json"),
             expect![[r#"
-                handover.discharge.discharged.v1 Encounter/enc-4471/_history/4#discharged
+                handover.discharge.discharged.v1 Encounter/enc-4471/_history/4#discharged.b5b567f90c71
                   source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-27T16:30:00Z
                   data={"admitted_at":"2026-11-20T09:14:00Z","destination":"usual-residence","discharged_at":"2026-11-27T16:30:00Z","encounter_id":"RR8-SP-2026-118834","method":1,"site":"RR8","ward":"Ward L27 (Elderly Care)"}
             "#]],
@@ -2116,10 +2131,10 @@ mod tests {
         check(
             &fixture("service_request.json"),
             expect![[r#"
-            handover.referral.sent.v1 ServiceRequest/sr-20261121-0007/_history/1#sent
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:02:00Z
-              data={"encounter_id":"RR8-SP-2026-118834","from_org":"RR8","proposed_discharge_date":"2026-11-25","reason":"Reduced mobility after a fall; lives alone; needs help with personal care","referral_id":"RR8-REF-77120","to_council":"E08000035","urgency":"urgent"}
-        "#]],
+                handover.referral.sent.v1 ServiceRequest/sr-20261121-0007/_history/1#sent.d3c3165783a2
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:02:00Z
+                  data={"encounter_id":"RR8-SP-2026-118834","from_org":"RR8","proposed_discharge_date":"2026-11-25","reason":"Reduced mobility after a fall; lives alone; needs help with personal care","referral_id":"RR8-REF-77120","to_council":"E08000035","urgency":"urgent"}
+            "#]],
         );
     }
 
@@ -2128,10 +2143,10 @@ mod tests {
         check(
             &fixture("episode_of_care.json"),
             expect![[r#"
-            handover.care-package.requested.v1 EpisodeOfCare/eoc-reab-5521/_history/1#requested
-              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
-              data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
-        "#]],
+                handover.care-package.requested.v1 EpisodeOfCare/eoc-reab-5521/_history/1#requested.54a20adcdf3c
+                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+                  data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+            "#]],
         );
     }
 
@@ -2152,13 +2167,13 @@ mod tests {
         check(
             &eoc,
             expect![[r#"
-            handover.care-package.started.v1 EpisodeOfCare/eoc-reab-5521/_history/3#started
-              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-10T00:00:00Z
-              data={"package_id":"LCC-PKG-5521","started_on":"2026-11-10"}
-            handover.care-package.resumed.v1 EpisodeOfCare/eoc-reab-5521/_hold-ended/1795597200000#resumed
-              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-25T09:00:00Z
-              data={"package_id":"LCC-PKG-5521"}
-        "#]],
+                handover.care-package.started.v1 EpisodeOfCare/eoc-reab-5521/_history/3#started.3fd1965381d6
+                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-10T00:00:00Z
+                  data={"package_id":"LCC-PKG-5521","started_on":"2026-11-10"}
+                handover.care-package.resumed.v1 EpisodeOfCare/eoc-reab-5521/_hold-ended/1795597200000#resumed.af125f4ca98b
+                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-25T09:00:00Z
+                  data={"package_id":"LCC-PKG-5521"}
+            "#]],
         );
     }
 
@@ -2167,22 +2182,22 @@ mod tests {
         check(
             &fixture("bundle_transaction.json"),
             expect![[r#"
-            handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:20:00Z
-              data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://fhir.leedsth.nhs.uk/Id/mrn","value":"RR80042317"}],"nhs_number_status":"01","postcode":"LS6 4AB"}
-            handover.discharge.admitted.v1 Encounter/enc-4471/_history/2#admitted
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:14:00Z
-              data={"admission_method":"emergency","admitted_at":"2026-11-20T09:14:00Z","encounter_id":"RR8-SP-2026-118834","site":"RR8","ward":"Ward J12 (Acute Medical Unit)"}
-            handover.discharge.transferred.v1 Encounter/enc-4471/_history/2#transferred
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:00:00Z
-              data={"at":"2026-11-21T14:00:00Z","encounter_id":"RR8-SP-2026-118834","previous_ward":"Ward J12 (Acute Medical Unit)","ward":"Ward L27 (Elderly Care)"}
-            handover.referral.sent.v1 ServiceRequest/sr-20261121-0007/_history/1#sent
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:02:00Z
-              data={"encounter_id":"RR8-SP-2026-118834","from_org":"RR8","proposed_discharge_date":"2026-11-25","reason":"Reduced mobility after a fall; lives alone; needs help with personal care","referral_id":"RR8-REF-77120","to_council":"E08000035","urgency":"urgent"}
-            handover.care-package.requested.v1 EpisodeOfCare/eoc-reab-5521/_history/1#requested
-              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
-              data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
-        "#]],
+                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified.2efcd7bb648d
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:20:00Z
+                  data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://fhir.leedsth.nhs.uk/Id/mrn","value":"RR80042317"}],"nhs_number_status":"01","postcode":"LS6 4AB"}
+                handover.discharge.admitted.v1 Encounter/enc-4471/_history/2#admitted.0424661b0960
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-20T09:14:00Z
+                  data={"admission_method":"emergency","admitted_at":"2026-11-20T09:14:00Z","encounter_id":"RR8-SP-2026-118834","site":"RR8","ward":"Ward J12 (Acute Medical Unit)"}
+                handover.discharge.transferred.v1 Encounter/enc-4471/_history/2#transferred.70c33a2e4075
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:00:00Z
+                  data={"at":"2026-11-21T14:00:00Z","encounter_id":"RR8-SP-2026-118834","previous_ward":"Ward J12 (Acute Medical Unit)","ward":"Ward L27 (Elderly Care)"}
+                handover.referral.sent.v1 ServiceRequest/sr-20261121-0007/_history/1#sent.d3c3165783a2
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:02:00Z
+                  data={"encounter_id":"RR8-SP-2026-118834","from_org":"RR8","proposed_discharge_date":"2026-11-25","reason":"Reduced mobility after a fall; lives alone; needs help with personal care","referral_id":"RR8-REF-77120","to_council":"E08000035","urgency":"urgent"}
+                handover.care-package.requested.v1 EpisodeOfCare/eoc-reab-5521/_history/1#requested.54a20adcdf3c
+                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+                  data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+            "#]],
         );
     }
 
@@ -2196,7 +2211,7 @@ mod tests {
                 json!("5"),
             ),
             expect![[r#"
-                handover.discharge.admission-cancelled.v1 Encounter/enc-4471/_history/5#admission-cancelled
+                handover.discharge.admission-cancelled.v1 Encounter/enc-4471/_history/5#admission-cancelled.b675a2f1e6c0
                   source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T14:05:00Z
                   data={"encounter_id":"RR8-SP-2026-118834"}
             "#]],
@@ -2209,7 +2224,7 @@ mod tests {
                 json!([{"text": "Patient went home with family support"}]),
             ),
             expect![[r#"
-                handover.referral.withdrawn.v1 ServiceRequest/sr-20261121-0007/_history/1#withdrawn
+                handover.referral.withdrawn.v1 ServiceRequest/sr-20261121-0007/_history/1#withdrawn.98b0c68352ab
                   source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-21T15:10:00Z
                   data={"reason":"Patient went home with family support","referral_id":"RR8-REF-77120"}
             "#]],
@@ -2221,7 +2236,7 @@ mod tests {
                 json!({"text": "Hospital Social Work Team"}),
             ),
             expect![[r#"
-                handover.referral.accepted.v1 ServiceRequest/sr-20261121-0007/_history/1#accepted
+                handover.referral.accepted.v1 ServiceRequest/sr-20261121-0007/_history/1#accepted.51b3e2c7f0c4
                   source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-21T15:10:00Z
                   data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team"}
             "#]],
@@ -2235,21 +2250,21 @@ mod tests {
         check(
             &active,
             expect![[r#"
-            handover.care-package.sourced.v1 EpisodeOfCare/eoc-reab-5521/_history/1#sourced
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-24T11:30:00Z
-              data={"agreed_start":"2026-11-27","package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
-            handover.care-package.started.v1 EpisodeOfCare/eoc-reab-5521/_history/1#started
-              source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-27T00:00:00Z
-              data={"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
-        "#]],
+                handover.care-package.sourced.v1 EpisodeOfCare/eoc-reab-5521/_history/1#sourced.c1aeea48eac7
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+                  data={"agreed_start":"2026-11-27","package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
+                handover.care-package.started.v1 EpisodeOfCare/eoc-reab-5521/_history/1#started.0e4e370ad6e6
+                  source=urn:ods:RR8:fhir subject=9434765919 time=2026-11-27T00:00:00Z
+                  data={"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
+            "#]],
         );
         check(
             &with(eoc.clone(), "status", json!("onhold")),
             expect![[r#"
-            handover.care-package.suspended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#suspended
-              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
-              data={"package_id":"LCC-PKG-5521"}
-        "#]],
+                handover.care-package.suspended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#suspended.af125f4ca98b
+                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-24T11:30:00Z
+                  data={"package_id":"LCC-PKG-5521"}
+            "#]],
         );
         check(
             &with(
@@ -2258,7 +2273,7 @@ mod tests {
                 json!("2026-12-30T12:00:00Z"),
             ),
             expect![[r#"
-                handover.care-package.ended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#ended
+                handover.care-package.ended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#ended.af125f4ca98b
                   source=urn:gss:E08000035:fhir subject=9434765919 time=2026-12-30T12:00:00Z
                   data={"package_id":"LCC-PKG-5521"}
             "#]],
@@ -2282,7 +2297,7 @@ mod tests {
                 json!({"identifier": {"system": GSS_SYSTEM, "value": "E08000035"}}),
             ),
             expect![[r#"
-                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified
+                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified.96973624f669
                   source=urn:gss:E08000035:fhir subject=- time=2026-11-20T09:20:00Z
                   data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://www.leeds.gov.uk/Id/mosaic-person","value":"M-118203"}],"nhs_number_status":"03","postcode":"LS6 4AB"}
             "#]],
