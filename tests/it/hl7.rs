@@ -631,7 +631,7 @@ async fn stays_follow_the_trust_the_record_and_the_episode() {
     let b = Backbone::start().await;
     let sink: Arc<dyn EventSink> = Arc::new(b.rt().log.clone());
     let hl7 = Adapter::start(sink).await;
-    let nhs = crate::support::nhs_numbers(943_300_000, 5);
+    let nhs = crate::support::nhs_numbers(943_300_000, 6);
     let pv1 = |ward: &str, visit: &str, dest: &str, admit: &str, disch: &str| {
         let mut f = vec![""; 43];
         f[0] = ward;
@@ -744,6 +744,34 @@ async fn stays_follow_the_trust_the_record_and_the_episode() {
             &pv1("W4", "V5", "", "202611200900", ""),
         ),
     ]);
+    // 5: an A12 whose EVN-6 is the time of the transfer it cancels, as some PAS send it.
+    msgs.extend([
+        adt(
+            "A01",
+            "X1",
+            &nhs[5],
+            "202611151000",
+            &pv1("W1", "V6", "", "202611151000", ""),
+        ),
+        adt(
+            "A02",
+            "X2",
+            &nhs[5],
+            "202611161005",
+            &pv1("W2", "V6", "", "202611151000", ""),
+        ),
+        adt(
+            "A12",
+            "X3",
+            &nhs[5],
+            "202611161130",
+            &pv1("W1", "V6", "", "202611151000", ""),
+        )
+        .replace(
+            "EVN|A12|202611161130\r",
+            "EVN|A12|202611161130||||202611161000\r",
+        ),
+    ]);
     for m in &msgs {
         assert_eq!(s.send(m).await.0, "AA", "{m}");
     }
@@ -795,5 +823,7 @@ async fn stays_follow_the_trust_the_record_and_the_episode() {
         j["current_stay"]["admitted_at"], "2026-11-20T09:00:00Z",
         "{j}"
     );
+    let j = journey(5).await;
+    assert_eq!(j["current_stay"]["ward"], "W1", "the A12 stands: {j}");
     hl7.stop().await;
 }

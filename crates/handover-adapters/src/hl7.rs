@@ -548,7 +548,7 @@ fn header(
         system
     };
     let source = format!("urn:ods:{ods}:{system}");
-    let (time, time_from_evn) = event_time(msg)?;
+    let (time, time_from_evn) = event_time(msg, &trigger)?;
     Ok(Header {
         stem: id_stem(msg, control_id),
         trigger,
@@ -584,11 +584,18 @@ fn id_stem(msg: &Message, control_id: &str) -> String {
     format!("{control_id}.{}", hex::encode(&digest[..6]))
 }
 
-/// EVN-6 (event occurred), else EVN-2 (recorded), else MSH-7; the first present is used and
-/// must parse.
-fn event_time(msg: &Message) -> Result<(Timestamp, bool), ContentError> {
+/// EVN-6 (event occurred), else EVN-2 (recorded), else MSH-7; for A11, A12 and A13 EVN-2
+/// before EVN-6. The first present is used and must parse.
+fn event_time(msg: &Message, trigger: &str) -> Result<(Timestamp, bool), ContentError> {
+    // A cancellation (A11, A12, A13) happens when it is recorded: some PAS put the time of
+    // the event it cancels in EVN-6, which would sort it before what it cancels.
+    let order = if matches!(trigger, "A11" | "A12" | "A13") {
+        [2, 6]
+    } else {
+        [6, 2]
+    };
     if let Some(evn) = msg.segment("EVN") {
-        for field in [6, 2] {
+        for field in order {
             if let Some(t) = hl7_time(evn, 1, field)? {
                 return Ok((t, true));
             }

@@ -111,7 +111,7 @@ fn fixtures() {
     check(
         "a13_v2.4.hl7",
         expect![[
-            r#"{"data":{"encounter_id":"RX1-ENC-0042"},"id":"RX1-MSG-000351.d39cfd439be3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T11:30:00Z","type":"handover.discharge.discharge-cancelled.v1"}"#
+            r#"{"data":{"encounter_id":"RX1-ENC-0042"},"id":"RX1-MSG-000351.d39cfd439be3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T12:01:00Z","type":"handover.discharge.discharge-cancelled.v1"}"#
         ]],
     );
     check("a28_v2.4.hl7", expect!["ignored A28"]);
