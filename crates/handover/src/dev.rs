@@ -153,20 +153,30 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
     if cfg.store.path == crate::config::StoreConfig::default().path {
         cfg.store.path = dir.join("read-models");
     }
-    let mut tokens = Vec::new();
-    for role in Role::ALL {
+    // One token per role (the council's roles at Leeds, E08000035, the rest at the trust
+    // RX1), and a second integration token for the council, whose brokerage system
+    // publishes care-package and referral-answer events a trust may not.
+    let mut tokens: Vec<(String, Role, String)> = Vec::new();
+    let council_integration = (Role::Integration, "E08000035", "integration-council");
+    for (role, organisation, label) in Role::ALL
+        .into_iter()
+        .map(|role| {
+            let organisation = match role {
+                Role::Broker | Role::SocialWorker => "E08000035",
+                _ => "RX1",
+            };
+            (role, organisation, role.as_str())
+        })
+        .chain([council_integration])
+    {
         let token = random_token();
-        let organisation = match role {
-            Role::Broker | Role::SocialWorker => "E08000035",
-            _ => "RX1",
-        };
         cfg.tokens.push(TokenConfig {
-            name: format!("dev-{}", role.as_str()),
+            name: format!("dev-{label}"),
             organisation: organisation.into(),
             role,
             token_sha256: token_digest(&token),
         });
-        tokens.push((role, token));
+        tokens.push((format!("{label} ({organisation})"), role, token));
     }
 
     if !cfg.adapters.contains_key("hl7") {
@@ -208,8 +218,8 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
     let token_of = |r: Role| {
         tokens
             .iter()
-            .find(|(x, _)| *x == r)
-            .map(|(_, t)| t.clone())
+            .find(|(_, x, _)| *x == r)
+            .map(|(_, _, t)| t.clone())
             .unwrap_or_default()
     };
     println!();
@@ -231,8 +241,8 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
     println!("  Health:        {api}/healthz  {api}/readyz  {api}/metrics");
     println!();
     println!("Tokens for this run (one per role):");
-    for (role, token) in &tokens {
-        println!("  {:<15} {token}", role.as_str());
+    for (label, _, token) in &tokens {
+        println!("  {label:<32} {token}");
     }
     if let Some(nhs) = example_nhs {
         println!();
