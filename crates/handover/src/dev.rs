@@ -240,7 +240,7 @@ pub async fn run(mut cfg: Config, opts: DevOptions) -> anyhow::Result<()> {
     }
     println!("  Health:        {api}/healthz  {api}/readyz  {api}/metrics");
     println!();
-    println!("Tokens for this run (one per role):");
+    println!("Tokens for this run:");
     for (label, _, token) in &tokens {
         println!("  {label:<32} {token}");
     }
