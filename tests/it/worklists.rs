@@ -251,3 +251,88 @@ async fn worklists_come_in_working_order_paged_filtered_and_scoped() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_in_hospital_at_two_trusts_is_on_both_trusts_worklists() {
+    let b = Backbone::start().await;
+    let today = handover_events::time::london_today();
+    let day = |offset: i64| (today + Days::days(offset)).format("%Y-%m-%d").to_string();
+    let at = |offset: i64| format!("{}T09:00:00Z", day(offset));
+    let nhs = nhs_numbers(943_500_000, 1).remove(0);
+    let stay = |trust: &str, enc: &str, admitted: i64, drd: i64| {
+        let source = format!("urn:ods:{trust}:pas");
+        vec![
+            ev(
+                &format!("{enc}-a"),
+                &source,
+                "discharge.admitted",
+                &nhs,
+                &at(admitted),
+                json!({"encounter_id": enc, "site": format!("{trust}01"), "admitted_at": at(admitted), "responsible_council": "E08000035"}),
+            ),
+            ev(
+                &format!("{enc}-d"),
+                &source,
+                "discharge.ready-date-recorded",
+                &nhs,
+                &at(drd),
+                json!({"encounter_id": enc, "discharge_ready_date": day(drd)}),
+            ),
+        ]
+    };
+    // Delayed at RX1 for nine days; then admitted at RR8 (its discharge from RX1 never
+    // came), delayed there for two.
+    let mut events = stay("RX1", "RX1-V1", -20, -9);
+    events.extend(stay("RR8", "RR8-V7", -5, -2));
+    let r = b.post_events(&Value::Array(events)).await;
+    assert_eq!(r.status(), 202);
+    b.caught_up().await;
+    let rows_of = |org: &str| {
+        let token = token_for(Role::DischargeTeam, org);
+        let b = &b;
+        async move { get(b, "/v1/worklists/discharge-delays", &token).await }
+    };
+    let rx1 = rows_of("RX1").await;
+    assert_eq!(encounters(&rx1), ["RX1-V1"], "{rx1:#}");
+    assert_eq!(rx1["rows"][0]["days_delayed"], 9, "{rx1:#}");
+    let rr8 = rows_of("RR8").await;
+    assert_eq!(encounters(&rr8), ["RR8-V7"], "{rr8:#}");
+    // The council sees both stays, the longest delayed first.
+    let council = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        &token_for(Role::SocialWorker, "E08000035"),
+    )
+    .await;
+    assert_eq!(encounters(&council), ["RX1-V1", "RR8-V7"], "{council:#}");
+    assert_eq!(council["total"], 2);
+    // And filtered, by site.
+    let filtered = get(
+        &b,
+        "/v1/worklists/discharge-delays?site=RR801",
+        &token_for(Role::SocialWorker, "E08000035"),
+    )
+    .await;
+    assert_eq!(encounters(&filtered), ["RR8-V7"], "{filtered:#}");
+    // RX1 discharges them: only RR8's row is left.
+    let r = b
+        .post_events(&json!(ev(
+            "RX1-V1-x",
+            "urn:ods:RX1:pas",
+            "discharge.discharged",
+            &nhs,
+            &at(-1),
+            json!({"encounter_id": "RX1-V1", "discharged_at": at(-1)}),
+        )))
+        .await;
+    assert_eq!(r.status(), 202);
+    b.caught_up().await;
+    let council = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        &token_for(Role::SocialWorker, "E08000035"),
+    )
+    .await;
+    assert_eq!(encounters(&council), ["RR8-V7"], "{council:#}");
+    assert!(encounters(&rows_of("RX1").await).is_empty());
+}

@@ -778,11 +778,7 @@ impl Journey {
     /// transfer or discharge: an encounter id the trust's own events never used) comes
     /// last: it is not evidence that the person is in hospital.
     pub fn current_stay(&self) -> Option<&Stay> {
-        let seen = |i: usize, s: &Stay| {
-            s.admitted_at.is_some()
-                || s.discharged_at.is_some()
-                || self.stay_marks.get(i).is_some_and(|m| m.transferred)
-        };
+        let seen = |i: usize, s: &Stay| self.known(i, s);
         let latest = |pick: &dyn Fn(usize, &Stay) -> bool| {
             self.stays
                 .iter()
@@ -794,6 +790,23 @@ impl Journey {
         latest(&|i, s| s.status == StayStatus::InHospital && seen(i, s))
             .or_else(|| latest(&|i, s| seen(i, s)))
             .or_else(|| latest(&|_, _| true))
+    }
+
+    /// The stays in hospital that an admission, transfer or discharge made known (not only
+    /// a ready date, pathway, expected date or delay naming an encounter id).
+    pub fn open_stays(&self) -> impl Iterator<Item = &Stay> {
+        self.stays
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.status == StayStatus::InHospital && self.known(*i, s))
+            .map(|(_, s)| s)
+    }
+
+    /// Whether an admission, transfer or discharge made the stay at `i` known.
+    fn known(&self, i: usize, s: &Stay) -> bool {
+        s.admitted_at.is_some()
+            || s.discharged_at.is_some()
+            || self.stay_marks.get(i).is_some_and(|m| m.transferred)
     }
 
     /// Days delayed for a stay (None without a DRD), as of `today`.

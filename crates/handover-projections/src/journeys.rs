@@ -65,7 +65,8 @@ use crate::chunks::{self, Events};
 
 use crate::journey::{Entry, Journey};
 use crate::rows::{
-    brokerage_rows, delay_row, person_facts, BrokerageRow, BrokerageRowKey, DelayRow, PersonFacts,
+    brokerage_rows, delay_rows, parse_delay_rows, person_facts, BrokerageRow, BrokerageRowKey,
+    DelayRow, PersonFacts,
 };
 
 /// The journey projection.
@@ -99,10 +100,11 @@ pub const NAME: &str = "journey";
 /// - 9: the timeline's events are kept in compressed chunks of a batch's events under
 ///   `t/<last sequence>` (`chunks`), not one plain event per key.
 /// - 10: the fold changed: between an action and its cancellation the later recorded
-///   wins; stays are keyed by trust and encounter id; a re-admission after discharge
-///   starts a new episode; a transfer's ward outlasts an admission keyed in later; the
-///   current stay prefers one still in hospital; a discharge fills in the admission it
-///   did not follow.
+///   wins; stays are keyed by trust and encounter id; a re-admission after discharge is a
+///   stay of its own; a transfer's ward outlasts an admission keyed in later; the current
+///   stay prefers one still in hospital; a discharge fills in the admission it did not
+///   follow; re-sent referrals and re-requested packages reopen. The record's delay part
+///   holds a JSON array of rows, one per stay in hospital with a DRD (one row before).
 pub const JOURNEY_VERSION: u32 = 10;
 
 /// Why an event could not be applied.
@@ -442,13 +444,25 @@ fn decode_parsed<'b>(tree: &str, r: &Record<'b>) -> Result<(Head, Vec<At>, &'b [
     })
 }
 
-/// The delay index keys of a delay row as stored in `person`'s record (none when empty).
+/// The delay index keys of the delay rows as stored in `person`'s record (none when empty).
 fn stored_delay_keys(tree: &str, person: &str, delay: &[u8]) -> Result<Vec<String>, StoreError> {
-    if delay.is_empty() {
-        return Ok(Vec::new());
-    }
-    let row: DelayRow = serde_json::from_slice(delay).map_err(|e| corrupt(tree, "delay row", e))?;
-    Ok(delay_keys(person, &row))
+    let rows: Vec<DelayRow> =
+        parse_delay_rows(delay).map_err(|e| corrupt(tree, "delay rows", e))?;
+    Ok(rows.iter().flat_map(|r| delay_keys(person, r)).collect())
+}
+
+/// The stored delay row a delay index key names (`w/<org>/<drd>/<site>\0<encounter>\0…`),
+/// found among the person's rows by its ready date, site and encounter.
+fn row_for_key<T>(key: &[u8], rows: Vec<T>, of: impl Fn(&T) -> (String, &str, &str)) -> Option<T> {
+    let mut parts = key.split(|b| *b == 0);
+    let head = std::str::from_utf8(parts.next()?).ok()?;
+    let encounter = std::str::from_utf8(parts.next()?).ok()?;
+    let mut head = head.splitn(4, '/');
+    let (_w, _org, drd, site) = (head.next()?, head.next()?, head.next()?, head.next()?);
+    rows.into_iter().find(|r| {
+        let (d, s, e) = of(r);
+        d == drd && s == site && e == encounter
+    })
 }
 
 /// The brokerage index entries of `person`'s stored row for `package` (none when absent).
@@ -701,7 +715,7 @@ impl Batch<'_, '_> {
             // DRD, site, encounter or organisations do, and only a changed row is looked at.
             if e.delay != p.delay {
                 let old = stored_delay_keys(&tree, k, &p.delay)?;
-                let keys = e.row.map(|r| delay_keys(k, &r)).unwrap_or_default();
+                let keys: Vec<String> = e.rows.iter().flat_map(|r| delay_keys(k, r)).collect();
                 for key in &old {
                     if !keys.contains(key) {
                         index_entry(self.tx, key.as_bytes().to_vec(), None)?;
@@ -759,8 +773,9 @@ impl Batch<'_, '_> {
 
 /// A changed person's rows and record, encoded for writing (see [`Batch::finish`]).
 struct Encoded {
-    /// The delay row, when the journey has one, and its JSON (empty when none).
-    row: Option<DelayRow>,
+    /// The delay rows (one per stay in hospital with a DRD) and their JSON (empty when
+    /// none).
+    rows: Vec<DelayRow>,
     delay: Vec<u8>,
     /// Each brokerage row, its JSON and that JSON's fingerprint.
     brokerage: Vec<(BrokerageRow, Vec<u8>, u64)>,
@@ -773,8 +788,12 @@ struct Encoded {
 impl Encoded {
     fn of(p: &Person) -> Encoded {
         let j = &p.head.journey;
-        let row = delay_row(j);
-        let delay = row.as_ref().map(json).unwrap_or_default();
+        let rows = delay_rows(j);
+        let delay = if rows.is_empty() {
+            Vec::new()
+        } else {
+            json(&rows)
+        };
         let brokerage: Vec<(BrokerageRow, Vec<u8>, u64)> = brokerage_rows(j)
             .into_iter()
             .map(|row| {
@@ -798,7 +817,7 @@ impl Encoded {
         let facts = json(&person_facts(j));
         let record = Record::encode(&head, &facts, &delay, &p.positions);
         Encoded {
-            row,
+            rows,
             delay,
             brokerage,
             marks,
@@ -934,6 +953,18 @@ pub(crate) fn index_keys(
         );
     }
     Ok(keys.into_iter().map(String::into_bytes).collect())
+}
+
+/// The row of a person's stored delay rows `v` that the index key `k` names.
+fn full_row(k: &[u8], v: &[u8]) -> Option<DelayRow> {
+    let rows: Vec<DelayRow> = parse_delay_rows(v).ok()?;
+    row_for_key(k, rows, |r| {
+        (
+            r.discharge_ready_date.to_string(),
+            r.site.as_deref().unwrap_or(""),
+            &r.encounter_id,
+        )
+    })
 }
 
 /// `w/…` → `n/…`: the counter range matching an index range bound.
@@ -1198,9 +1229,16 @@ impl Journeys {
         Ok(None)
     }
 
-    /// Every delay row (people in hospital with a DRD), unfiltered.
+    /// Every delay row (stays in hospital with a DRD), unfiltered.
     pub fn delay_rows(tree: &Tree) -> Result<Vec<DelayRow>, StoreError> {
-        from_records(tree, |r| r.delay())
+        let mut out = Vec::new();
+        for r in tree.scan_prefix(b"p/") {
+            let (_, v) = r?;
+            if let Some(r) = Record::parse(&v) {
+                out.extend(parse_delay_rows::<DelayRow>(r.delay()).unwrap_or_default());
+            }
+        }
+        Ok(out)
     }
 
     /// The delay rows `org` may see whose discharge ready date is before `today`, longest
@@ -1239,7 +1277,7 @@ impl Journeys {
                 }
                 for r in tree.scan_range(&start, &end).skip(offset).take(limit) {
                     let (k, _) = r?;
-                    if let Some(row) = row(&k)?.and_then(|v| serde_json::from_slice(&v).ok()) {
+                    if let Some(row) = row(&k)?.and_then(|v| full_row(&k, &v)) {
                         page.rows.push(row);
                     }
                 }
@@ -1250,7 +1288,16 @@ impl Journeys {
                     let Some(v) = row(&k)? else {
                         continue;
                     };
-                    let Ok(key) = serde_json::from_slice::<crate::rows::DelayRowKey<'_>>(&v) else {
+                    let Ok(keys) = parse_delay_rows::<crate::rows::DelayRowKey<'_>>(&v) else {
+                        continue;
+                    };
+                    let Some(key) = row_for_key(&k, keys, |r| {
+                        (
+                            r.discharge_ready_date.to_string(),
+                            r.site.as_deref().unwrap_or(""),
+                            &r.encounter_id,
+                        )
+                    }) else {
                         continue;
                     };
                     if !keep(&key) {
@@ -1258,7 +1305,7 @@ impl Journeys {
                     }
                     page.total += 1;
                     if page.total > offset && page.rows.len() < limit {
-                        if let Ok(row) = serde_json::from_slice(&v) {
+                        if let Some(row) = full_row(&k, &v) {
                             page.rows.push(row);
                         }
                     }

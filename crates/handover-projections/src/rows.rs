@@ -349,7 +349,41 @@ pub fn waiting_for(j: &Journey, stay: &Stay) -> String {
 
 /// The delay row for the person's current stay, when in hospital with a DRD.
 pub fn delay_row(j: &Journey) -> Option<DelayRow> {
-    let stay = j.current_stay()?;
+    delay_row_for(j, j.current_stay()?)
+}
+
+/// The person's delay rows: one for each stay in hospital with a DRD, the current stay's
+/// first. A person in hospital at two trusts (a transfer whose discharge has not come, or
+/// an admission elsewhere) stays on the first trust's worklist while the second has them
+/// too. A stay named only by a ready date or delay counts only when it is the current one
+/// (see [`Journey::current_stay`]).
+pub fn delay_rows(j: &Journey) -> Vec<DelayRow> {
+    let current = j.current_stay();
+    let mut rows: Vec<DelayRow> = current
+        .and_then(|s| delay_row_for(j, s))
+        .into_iter()
+        .collect();
+    for s in j.open_stays() {
+        if current.is_some_and(|c| std::ptr::eq(c, s)) {
+            continue;
+        }
+        rows.extend(delay_row_for(j, s));
+    }
+    rows
+}
+
+/// The delay rows stored for a person (empty bytes: none; a JSON array; or, as journey
+/// layouts before 10 stored it, one row).
+pub fn parse_delay_rows<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<Vec<T>> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Ok(Vec::new()),
+        Some(b'[') => serde_json::from_slice(bytes),
+        Some(_) => serde_json::from_slice(bytes).map(|r| vec![r]),
+    }
+}
+
+/// The delay row for `stay`, when in hospital with a DRD.
+fn delay_row_for(j: &Journey, stay: &Stay) -> Option<DelayRow> {
     if stay.status != StayStatus::InHospital {
         return None;
     }
