@@ -1500,10 +1500,21 @@ impl<'a> Cx<'a> {
                 if status.as_deref() == Some("entered-in-error") {
                     d["reason"] = "entered in error".into();
                 }
-                let time = if kind == "care-package.ended" {
-                    end_time.or(updated)
-                } else {
-                    updated
+                let time = match kind {
+                    "care-package.ended" => end_time.or(updated),
+                    // The hold began when statusHistory's open `onhold` period started:
+                    // without meta.lastUpdated the time received would sort it after a
+                    // resumption the history of a later version dates earlier.
+                    "care-package.suspended" => arr(r, "statusHistory")
+                        .iter()
+                        .filter(|h| str_at(h, "status") == Some("onhold"))
+                        .filter_map(|h| h.get("period"))
+                        .filter(|p| p.get("end").is_none())
+                        .filter_map(|p| str_at(p, "start").and_then(|t| Timestamp::parse(t).ok()))
+                        .filter(|t| *t <= self.ctx.received_at)
+                        .max()
+                        .or(updated),
+                    _ => updated,
                 };
                 out.extend(self.event(
                     &base,
@@ -2175,6 +2186,21 @@ mod tests {
                   data={"package_id":"LCC-PKG-5521"}
             "#]],
         );
+    }
+
+    #[test]
+    fn a_hold_is_timed_when_its_statushistory_period_began() {
+        let mut eoc = with(fixture("episode_of_care.json"), "status", json!("onhold"));
+        eoc["meta"].as_object_mut().unwrap().remove("lastUpdated");
+        eoc["statusHistory"] = json!([
+            {"status": "active", "period": {"start": "2026-11-10", "end": "2026-11-18T10:00:00Z"}},
+            {"status": "onhold", "period": {"start": "2026-11-18T10:00:00Z"}}
+        ]);
+        check(&eoc, expect![[r#"
+            handover.care-package.suspended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#suspended.af125f4ca98b
+              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-18T10:00:00Z
+              data={"package_id":"LCC-PKG-5521"}
+        "#]]);
     }
 
     #[test]
