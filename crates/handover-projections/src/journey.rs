@@ -456,6 +456,43 @@ impl Journey {
         self.stays.len() - 1
     }
 
+    /// The stay an admission at `at` belongs to, among the episodes of one encounter id.
+    ///
+    /// The episode admitted at that time, else the discharged one whose stay it falls
+    /// in (an A01 back-loaded after the A03, or after the visit number's next episode);
+    /// else the latest, unless that one was discharged before `at`: admitted after its
+    /// discharge under the same encounter id (a reused visit number) is a new episode, kept
+    /// as a stay of its own, so the last one keeps its discharge, ready date and delay (and
+    /// counts in the measures).
+    fn admission_episode(&mut self, encounter_id: &str, source: &str, at: Timestamp) -> usize {
+        let latest = self.stay_index(encounter_id, source);
+        let (org, _) = source_org(&self.stays[latest].source);
+        let episodes: Vec<usize> = (0..self.stays.len())
+            .filter(|&i| {
+                let s = &self.stays[i];
+                s.encounter_id == encounter_id && source_org(&s.source).0 == org
+            })
+            .collect();
+        let exact = episodes
+            .iter()
+            .rev()
+            .find(|&&i| self.stays[i].admitted_at == Some(at));
+        let within = || {
+            episodes.iter().rev().find(|&&i| {
+                let s = &self.stays[i];
+                s.discharged_at.is_some_and(|x| at <= x) && s.admitted_at.is_none_or(|a| a <= at)
+            })
+        };
+        if let Some(&i) = exact.or_else(within) {
+            return i;
+        }
+        if self.stays[latest].discharged_at.is_some_and(|x| at > x) {
+            self.push_stay(encounter_id, source)
+        } else {
+            latest
+        }
+    }
+
     fn stay(&mut self, encounter_id: &str, source: &str) -> &mut Stay {
         let i = self.stay_index(encounter_id, source);
         &mut self.stays[i]
@@ -559,20 +596,7 @@ impl Journey {
                 }
             }
             D::Admitted(d) => {
-                let i = self.stay_index(&d.encounter_id, source);
-                // Admitted after this stay's discharge under the same encounter id (a
-                // reused visit number): a new episode, kept as a stay of its own, so the
-                // last one keeps its discharge, ready date and delay (and counts in the
-                // measures). An admission from before the discharge, arriving late (a
-                // back-loaded A01), is the same episode's.
-                let i = if self.stays[i]
-                    .discharged_at
-                    .is_some_and(|t| d.admitted_at > t)
-                {
-                    self.push_stay(&d.encounter_id, source)
-                } else {
-                    i
-                };
+                let i = self.admission_episode(&d.encounter_id, source, d.admitted_at);
                 let (s, m) = (&mut self.stays[i], &mut self.stay_marks[i]);
                 if seq > m.admission {
                     m.admission = seq;
@@ -673,6 +697,8 @@ impl Journey {
                     r.responded_at = None;
                     r.team = None;
                     r.closed_reason = None;
+                    // The last round's assessments do not answer this one.
+                    r.assessments.clear();
                 }
                 r.to_council = Some(d.to_council.clone());
                 r.from_org = Some(d.from_org.clone());

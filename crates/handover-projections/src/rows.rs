@@ -261,11 +261,27 @@ pub fn trust_of(stay: &Stay) -> Option<String> {
 }
 
 /// The referrals relevant to a stay: those for its encounter, else those without one.
+/// When a visit number was used again, a referral belongs to the episode admitted last
+/// before it was sent.
 fn referrals_for<'a>(j: &'a Journey, stay: &Stay) -> Vec<&'a Referral> {
+    let episodes: Vec<&Stay> = j
+        .stays
+        .iter()
+        .filter(|s| s.encounter_id == stay.encounter_id)
+        .collect();
+    let episode_of = |r: &Referral| -> Option<&Stay> {
+        let sent = r.sent_at?;
+        episodes
+            .iter()
+            .copied()
+            .filter(|s| s.admitted_at.is_some_and(|a| a <= sent))
+            .max_by_key(|s| s.admitted_at)
+    };
     let own: Vec<&Referral> = j
         .referrals
         .iter()
         .filter(|r| r.encounter_id.as_deref() == Some(stay.encounter_id.as_str()))
+        .filter(|r| episodes.len() < 2 || episode_of(r).is_none_or(|e| std::ptr::eq(e, stay)))
         .collect();
     if !own.is_empty() {
         return own;
@@ -429,6 +445,16 @@ pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
                 .referral_id
                 .as_ref()
                 .and_then(|id| j.referrals.iter().find(|r| &r.referral_id == id));
+            // The stay the package's referral was made from, while in hospital; else the
+            // current stay (a person in hospital twice is shown at the referring trust).
+            let in_hospital = referral
+                .and_then(|r| r.encounter_id.as_deref())
+                .and_then(|enc| {
+                    j.open_stays()
+                        .filter(|s| s.encounter_id == enc)
+                        .max_by_key(|s| s.admitted_at)
+                })
+                .or(in_hospital);
             BrokerageRow {
                 person: summary(j),
                 package_id: p.package_id.clone(),

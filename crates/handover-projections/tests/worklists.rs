@@ -508,3 +508,118 @@ fn a_package_requested_again_after_cancellation_and_a_referral_sent_again_reopen
     assert_eq!(j.referrals[0].closed_reason, None);
     assert_eq!(j.referrals[0].responded_at, None);
 }
+
+#[test]
+fn episodes_of_a_reused_visit_number_keep_their_own_admissions_and_referrals() {
+    use handover_projections::journey::StayStatus;
+    let referral = |n: usize, id: &str, at: &str| {
+        ev(
+            n,
+            "referral.sent",
+            at,
+            json!({"referral_id": id, "to_council":"E08000035","from_org":"RX1","encounter_id":"E1"}),
+        )
+    };
+    let j = journey(&[
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        referral(2, "R-OLD", "2026-11-02T09:00:00Z"),
+        ev(
+            3,
+            "referral.accepted",
+            "2026-11-02T12:00:00Z",
+            json!({"referral_id":"R-OLD"}),
+        ),
+        discharged(4, "E1", "2026-11-05T10:00:00Z", "usual-residence", 1),
+        admitted(5, "E1", "2026-11-10T09:00:00Z"),
+        drd(6, "E1", "2026-11-12"),
+        // The first episode's A01, back-loaded after the second episode began (its event
+        // time is when it was keyed in).
+        ev(
+            7,
+            "discharge.admitted",
+            "2026-11-20T09:00:00Z",
+            json!({"encounter_id": "E1", "site": "RX1CC", "ward": "Ward 1", "admitted_at": "2026-11-01T09:00:00Z"}),
+        ),
+    ]);
+    assert_eq!(j.stays.len(), 2, "{:?}", j.stays);
+    assert_eq!(j.stays[0].status, StayStatus::Discharged);
+    let current = j.current_stay().unwrap();
+    assert_eq!(current.status, StayStatus::InHospital);
+    assert_eq!(
+        current.admitted_at.map(|t| t.to_rfc3339()),
+        Some("2026-11-10T09:00:00Z".to_string()),
+        "the back-loaded A01 went to the first episode"
+    );
+    assert_eq!(current.ward.as_deref(), Some("Ward 7"));
+    // The first episode's accepted referral is not the second's.
+    let row = delay_row(&j).unwrap();
+    assert_eq!(row.referral_status, None, "{row:?}");
+    assert_eq!(row.waiting_for, "nothing recorded", "{row:?}");
+}
+
+#[test]
+fn a_reopened_referral_waits_for_its_own_assessment_and_brokerage_shows_the_referring_stay() {
+    let j = journey(&[
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        drd(2, "E1", "2026-11-03"),
+        ev(
+            3,
+            "referral.sent",
+            "2026-11-03T12:00:00Z",
+            json!({"referral_id":"R1","to_council":"E08000035","from_org":"RX1","encounter_id":"E1"}),
+        ),
+        ev(
+            4,
+            "referral.accepted",
+            "2026-11-04T09:00:00Z",
+            json!({"referral_id":"R1"}),
+        ),
+        ev(
+            5,
+            "referral.assessment-completed",
+            "2026-11-04T15:00:00Z",
+            json!({"referral_id":"R1","assessment_type":"needs","outcome":"not-eligible"}),
+        ),
+        ev(
+            6,
+            "referral.declined",
+            "2026-11-05T09:00:00Z",
+            json!({"referral_id":"R1","reason":"not eligible"}),
+        ),
+        ev(
+            7,
+            "referral.sent",
+            "2026-11-08T12:00:00Z",
+            json!({"referral_id":"R1","to_council":"E08000035","from_org":"RX1","encounter_id":"E1"}),
+        ),
+    ]);
+    assert!(j.referrals[0].assessments.is_empty());
+    assert_eq!(
+        delay_row(&j).unwrap().waiting_for,
+        "referral not yet accepted"
+    );
+
+    // A package from RX1's stay while the person is also in hospital at RR8: the brokerage
+    // row shows RX1's stay, the one referred from.
+    let rr8 = Event::from_json(
+        json!({"specversion":"1.0","id":"rr8-a","source":"urn:ods:RR8:pas",
+        "type":"handover.discharge.admitted.v1","subject":NHS,"time":"2026-11-09T09:00:00Z",
+        "data":{"encounter_id":"RR8-E9","site":"RR801","admitted_at":"2026-11-09T09:00:00Z"}}),
+    )
+    .unwrap();
+    let mut j2 = j.clone();
+    j2.apply(8, &rr8);
+    j2.apply(
+        9,
+        &ev(
+            9,
+            "care-package.requested",
+            "2026-11-10T12:00:00Z",
+            json!({"package_id":"P1","service_type":"home-care","referral_id":"R1"}),
+        ),
+    );
+    let rows = brokerage_rows(&j2);
+    let hospital = rows[0].hospital.as_ref().unwrap();
+    assert_eq!(hospital.trust.as_deref(), Some("RX1"));
+    assert_eq!(hospital.site.as_deref(), Some("RX1CC"));
+}
