@@ -456,3 +456,36 @@ async fn another_patients_resource_under_the_same_id_and_version_is_stored() {
         assert_eq!(j["current_stay"]["status"], "in-hospital", "{j:#}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unversioned_bundle_retried_with_fresh_urn_uuids_is_stored_once() {
+    let b = Backbone::start().await;
+    let mut bundle = fixture("bundle_transaction.json");
+    for e in bundle["entry"].as_array_mut().unwrap() {
+        if let Some(meta) = e["resource"].get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("versionId");
+        }
+    }
+    let (status, _, body) = post(&b, "/fhir/r4", Role::Admin, &bundle).await;
+    assert_eq!(status, 200, "{body:#}");
+    let stored = b.rt().log.last_sequence().await.unwrap();
+    assert_eq!(stored, 5);
+    // The sender retries, minting new urn:uuids for the entries (and their references).
+    let retried: Value = serde_json::from_str(&bundle.to_string().replace(
+        "6f1c7a52-3d2b-4c8e-9b0a-2f5e8d7c1a0",
+        "0d9e8f7a-1b2c-4d3e-8f4a-5b6c7d8e9f0",
+    ))
+    .unwrap();
+    assert_ne!(retried, bundle);
+    let (status, _, body) = post(&b, "/fhir/r4", Role::Admin, &retried).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert!(
+        body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["response"]["status"] == "200 OK"),
+        "{body:#}"
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), stored);
+}

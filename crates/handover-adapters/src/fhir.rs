@@ -22,8 +22,8 @@
 //!   identifier of system [`ODS_ORGANISATION_SYSTEM`]/[`ODS_SITE_SYSTEM`] or [`GSS_SYSTEM`] (or
 //!   an Organization in the Bundle carrying one); else the caller's organisation.
 //! - **Event ids.** `<type>/<id>/_history/<versionId>#<event>.<digest>` when the resource has
-//!   `id` and `meta.versionId`; otherwise `<type>/<id or ->/_hash/<sha256 of the
-//!   resource>#<event>.<digest>`, the digest being 12 hex digits of a SHA-256 of the person
+//!   `id` and `meta.versionId`; otherwise `<type>/<id or ->/_hash/<sha256 of
+//!   meta.lastUpdated>#<event>.<digest>`, the digest being 12 hex digits of a SHA-256 of the person
 //!   and the event's data. A resent resource (or Bundle) gives the same ids and is stored
 //!   once; a changed resource, or another person's resource under the same id and version,
 //!   gives new ones. `fullUrl` is not used: senders often mint a new `urn:uuid` per message.
@@ -557,12 +557,6 @@ enum Resolved {
     Missing,
 }
 
-fn content_hash(v: &Value) -> String {
-    // serde_json's map is ordered by key, so this is canonical for a given resource.
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    hex::encode(&Sha256::digest(&bytes)[..8])
-}
-
 fn id_token_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -610,7 +604,22 @@ pub fn event_id_base(resource: &Value) -> String {
         .filter(|s| id_token_ok(s));
     match (id, vid) {
         (Some(id), Some(v)) => format!("{t}/{id}/_history/{v}"),
-        (id, _) => format!("{t}/{}/_hash/{}", id.unwrap_or("-"), content_hash(resource)),
+        // Not a hash of the whole resource: its references to other entries are the
+        // Bundle's `urn:uuid` fullUrls, which senders mint afresh for each message, so a
+        // retried Bundle looked new (and a retried original undid a later correction).
+        // The event's own digest (see `event`) tells facts apart; `meta.lastUpdated` tells
+        // a version that says again what an earlier one said from a resend of it.
+        (id, _) => {
+            let updated = resource
+                .get("meta")
+                .and_then(|m| str_at(m, "lastUpdated"))
+                .unwrap_or("-");
+            format!(
+                "{t}/{}/_hash/{}",
+                id.unwrap_or("-"),
+                hex::encode(&Sha256::digest(updated.as_bytes())[..8])
+            )
+        }
     }
 }
 
@@ -1467,15 +1476,27 @@ impl<'a> Cx<'a> {
                 // before the hold, so without this the package would stay suspended.) Its
                 // id names the package and the hold's end, not the version, so the later
                 // versions repeating the history record it once.
+                let received = self.ctx.received_at;
                 let resumed = arr(r, "statusHistory")
                     .iter()
                     .filter(|h| str_at(h, "status") == Some("onhold"))
                     .filter_map(|h| {
-                        h.get("period")
-                            .and_then(|p| str_at(p, "end"))
-                            .and_then(|e| Timestamp::parse(e).ok())
+                        let end = h.get("period").and_then(|p| str_at(p, "end"))?;
+                        let t = Timestamp::parse(end).ok().filter(|t| *t <= received)?;
+                        if end.len() > 10 {
+                            return Some(t);
+                        }
+                        // A date alone: some time that day, so not its midnight (which
+                        // sorts before a hold begun that morning). This version's update
+                        // time when it is that day, else the day's last second.
+                        let day_end = Timestamp(t.0 + chrono::Duration::seconds(86_399));
+                        let seen = updated.unwrap_or(received);
+                        Some(if seen >= t && seen <= day_end {
+                            seen
+                        } else {
+                            day_end.min(received)
+                        })
                     })
-                    .filter(|t| *t <= self.ctx.received_at)
                     .max();
                 if let Some(end) = resumed {
                     let stem = match str_at(r, "id").filter(|i| id_token_ok(i)) {
@@ -1640,8 +1661,12 @@ impl<'a> Cx<'a> {
             }
         }
         if local_ids.is_empty() {
-            // The Patient's logical id on the sender's server is a local identifier too.
-            if let Some(id) = str_at(r, "id").filter(|s| id_token_ok(s)) {
+            // The Patient's logical id on the sender's server is a local identifier too
+            // (unless it is the NHS number itself, as PDS gives it).
+            if let Some(id) = str_at(r, "id")
+                .filter(|s| id_token_ok(s))
+                .filter(|s| NhsNumber::parse(s).is_err())
+            {
                 local_ids.push(json!({ "system": format!("{source}:Patient"), "value": id }));
             }
         }
@@ -2189,6 +2214,37 @@ mod tests {
     }
 
     #[test]
+    fn a_hold_ended_on_a_date_alone_resumes_later_that_day() {
+        let mut eoc = with(
+            with(fixture("episode_of_care.json"), "status", json!("active")),
+            "period",
+            json!({"start": "2026-11-10"}),
+        );
+        eoc["meta"]["lastUpdated"] = json!("2026-11-25T14:00:00Z");
+        eoc["statusHistory"] = json!([{"status": "onhold", "period": {"start": "2026-11-25T09:00:00Z", "end": "2026-11-25"}}]);
+        let events = translate(&eoc, &ctx()).unwrap();
+        let resumed = events
+            .iter()
+            .find(|e| e.event_type().as_str().ends_with("resumed.v1"))
+            .unwrap();
+        assert_eq!(
+            resumed.time,
+            Timestamp::parse("2026-11-25T14:00:00Z").unwrap()
+        );
+        // Updated another day: the day's last second (London time).
+        eoc["meta"]["lastUpdated"] = json!("2026-11-27T08:00:00Z");
+        let events = translate(&eoc, &ctx()).unwrap();
+        let resumed = events
+            .iter()
+            .find(|e| e.event_type().as_str().ends_with("resumed.v1"))
+            .unwrap();
+        assert_eq!(
+            resumed.time,
+            Timestamp::parse("2026-11-25T23:59:59Z").unwrap()
+        );
+    }
+
+    #[test]
     fn a_hold_is_timed_when_its_statushistory_period_began() {
         let mut eoc = with(fixture("episode_of_care.json"), "status", json!("onhold"));
         eoc["meta"].as_object_mut().unwrap().remove("lastUpdated");
@@ -2196,11 +2252,14 @@ mod tests {
             {"status": "active", "period": {"start": "2026-11-10", "end": "2026-11-18T10:00:00Z"}},
             {"status": "onhold", "period": {"start": "2026-11-18T10:00:00Z"}}
         ]);
-        check(&eoc, expect![[r#"
+        check(
+            &eoc,
+            expect![[r#"
             handover.care-package.suspended.v1 EpisodeOfCare/eoc-reab-5521/_history/1#suspended.af125f4ca98b
               source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-18T10:00:00Z
               data={"package_id":"LCC-PKG-5521"}
-        "#]]);
+        "#]],
+        );
     }
 
     #[test]
@@ -2331,12 +2390,20 @@ mod tests {
     }
 
     #[test]
-    fn unversioned_resources_get_content_hash_ids_and_resends_match() {
+    fn unversioned_resources_get_content_digest_ids_and_resends_match() {
         let mut sr = fixture("service_request.json");
         sr.as_object_mut().unwrap().remove("meta");
         let a = translate(&sr, &ctx()).unwrap();
         let b = translate(&sr, &ctx()).unwrap();
         assert_eq!(a, b);
+        // A resend whose references are freshly minted urn:uuids says the same: same ids.
+        let mut resent = sr.clone();
+        resent["subject"]["reference"] = json!("urn:uuid:0b7f6a52-5a0e-4e43-9d0e-6f1b2c3d4e5f");
+        assert_eq!(translate(&resent, &ctx()).unwrap()[0].id, a[0].id);
+        // A later version saying the same again (a new meta.lastUpdated) is new.
+        let mut again = sr.clone();
+        again["meta"] = json!({"lastUpdated": "2026-11-25T10:00:00Z"});
+        assert_ne!(translate(&again, &ctx()).unwrap()[0].id, a[0].id);
         assert!(
             a[0].id
                 .starts_with("ServiceRequest/sr-20261121-0007/_hash/"),
