@@ -828,6 +828,17 @@ impl Journey {
             .map(|(_, s)| s)
     }
 
+    /// Whether an admission, transfer or discharge made `stay` (one of this journey's)
+    /// known, or it is the current stay: the stays the worklist and the measures count.
+    pub fn counts(&self, stay: &Stay) -> bool {
+        self.current_stay().is_some_and(|c| std::ptr::eq(c, stay))
+            || self
+                .stays
+                .iter()
+                .position(|s| std::ptr::eq(s, stay))
+                .is_some_and(|i| self.known(i, stay))
+    }
+
     /// Whether an admission, transfer or discharge made the stay at `i` known.
     fn known(&self, i: usize, s: &Stay) -> bool {
         s.admitted_at.is_some()

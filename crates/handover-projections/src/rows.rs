@@ -484,10 +484,13 @@ pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
 
 /// The person's facts for the measures.
 pub fn person_facts(j: &Journey) -> PersonFacts {
+    // A stay named only by a ready date or delay counts only when it is the current one,
+    // as on the worklist: an encounter id the trust's own events never used would
+    // otherwise add delayed bed-days for no one's bed.
     let mut stays: Vec<StayFact> = j
         .stays
         .iter()
-        .filter(|s| s.status != StayStatus::Cancelled)
+        .filter(|s| s.status != StayStatus::Cancelled && j.counts(s))
         .map(|s| StayFact {
             site: s.site.clone(),
             council: s.responsible_council.clone().or_else(|| {

@@ -452,6 +452,8 @@ fn late_admissions_reused_visit_numbers_and_phantom_stays_keep_the_right_stay_cu
     assert_eq!(j.stays.len(), 2);
     assert_eq!(j.current_stay().unwrap().encounter_id, "E1");
     assert!(delay_row(&j).is_none());
+    // Nor does it count in the measures.
+    assert_eq!(person_facts(&j).stays.len(), 1);
     // Alone, such a stay is still the person's current one (a trust sending ready dates
     // but no ADT).
     let j = journey(&[drd(1, "X-9", "2026-11-20")]);
