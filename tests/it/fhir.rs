@@ -13,13 +13,13 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The journey as read by the trust the FHIR fixtures come from (RR8).
-async fn journey(b: &Backbone) -> Value {
+/// `nhs`'s journey once caught up, as read with `token`.
+async fn journey_as(b: &Backbone, nhs: &str, token: &str) -> Value {
     b.caught_up().await;
     let r = b
         .http
-        .get(format!("{}/v1/persons/{NHS}/journey", b.base))
-        .bearer_auth(token_for(Role::DischargeTeam, "RR8"))
+        .get(format!("{}/v1/persons/{nhs}/journey", b.base))
+        .bearer_auth(token)
         .header("handover-access-reason", "direct-care")
         .send()
         .await
@@ -30,21 +30,14 @@ async fn journey(b: &Backbone) -> Value {
     body
 }
 
+/// The journey as read by the trust the FHIR fixtures come from (RR8).
+async fn journey(b: &Backbone) -> Value {
+    journey_as(b, NHS, &token_for(Role::DischargeTeam, "RR8")).await
+}
+
 /// The journey as read by the council the EpisodeOfCare fixture comes from (E08000035).
 async fn council_journey(b: &Backbone) -> Value {
-    b.caught_up().await;
-    let r = b
-        .http
-        .get(format!("{}/v1/persons/{NHS}/journey", b.base))
-        .bearer_auth(token_for(Role::SocialWorker, "E08000035"))
-        .header("handover-access-reason", "direct-care")
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(status, 200, "{body:#}");
-    body
+    journey_as(b, NHS, &token_for(Role::SocialWorker, "E08000035")).await
 }
 
 async fn post(b: &Backbone, path: &str, role: Role, body: &Value) -> (u16, String, Value) {
@@ -441,18 +434,8 @@ async fn another_patients_resource_under_the_same_id_and_version_is_stored() {
         assert_eq!(code, 200, "{body:#}");
     }
     assert_eq!(b.rt().log.last_sequence().await.unwrap(), 2);
-    b.caught_up().await;
     for nhs in [NHS, other.as_str()] {
-        let r = b
-            .http
-            .get(format!("{}/v1/persons/{nhs}/journey", b.base))
-            .bearer_auth(token_for(Role::DischargeTeam, "RR8"))
-            .header("handover-access-reason", "direct-care")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let j: Value = r.json().await.unwrap();
+        let j = journey_as(&b, nhs, &token_for(Role::DischargeTeam, "RR8")).await;
         assert_eq!(j["current_stay"]["status"], "in-hospital", "{j:#}");
     }
 }

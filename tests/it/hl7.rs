@@ -532,6 +532,18 @@ async fn nats_killed_mid_stream_never_gets_an_aa_for_what_is_not_stored() {
     hl7.stop().await;
 }
 
+/// PV1 from PV1-3 on: ward (PV1-3), visit (PV1-19), destination (PV1-37), admitted
+/// (PV1-44), discharged (PV1-45).
+fn pv1(ward: &str, visit: &str, dest: &str, admit: &str, disch: &str) -> String {
+    let mut f = vec![""; 43];
+    f[0] = ward;
+    f[16] = visit;
+    f[34] = dest;
+    f[41] = admit;
+    f[42] = disch;
+    f.join("|")
+}
+
 /// An ADT message for `nhs` at recorded time `evn` (EVN-2), with a PV1 of `pv1` fields.
 fn adt(trigger: &str, control: &str, nhs: &str, evn: &str, pv1: &str) -> String {
     format!(
@@ -548,17 +560,6 @@ async fn corrections_after_a_cancellation_stand() {
     let sink: Arc<dyn EventSink> = Arc::new(b.rt().log.clone());
     let hl7 = Adapter::start(sink).await;
     let nhs = crate::support::nhs_numbers(943_200_000, 2);
-    // From PV1-3: ward (PV1-3), visit (PV1-19), destination (PV1-37), admitted (PV1-44),
-    // discharged (PV1-45).
-    let pv1 = |ward: &str, visit: &str, dest: &str, admit: &str, disch: &str| {
-        let mut f = vec![""; 43];
-        f[0] = ward;
-        f[16] = visit;
-        f[34] = dest;
-        f[41] = admit;
-        f[42] = disch;
-        f.join("|")
-    };
     let mut s = Sender::connect(hl7.addr).await;
     // A re-admission after a cancelled admission, with the original admission time.
     let a = &nhs[0];
@@ -632,15 +633,6 @@ async fn stays_follow_the_trust_the_record_and_the_episode() {
     let sink: Arc<dyn EventSink> = Arc::new(b.rt().log.clone());
     let hl7 = Adapter::start(sink).await;
     let nhs = crate::support::nhs_numbers(943_300_000, 6);
-    let pv1 = |ward: &str, visit: &str, dest: &str, admit: &str, disch: &str| {
-        let mut f = vec![""; 43];
-        f[0] = ward;
-        f[16] = visit;
-        f[34] = dest;
-        f[41] = admit;
-        f[42] = disch;
-        f.join("|")
-    };
     let mut s = Sender::connect(hl7.addr).await;
     let mut msgs: Vec<String> = Vec::new();
     // 0: admitted before go-live; only the A03 is seen.

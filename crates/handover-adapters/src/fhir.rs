@@ -2186,16 +2186,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_active_episode_after_a_hold_resumes_when_the_hold_ended() {
-        let mut eoc = with(
+    /// The reablement EpisodeOfCare, active since 10 November.
+    fn active_since_the_10th() -> Value {
+        with(
             with(fixture("episode_of_care.json"), "status", json!("active")),
             "period",
             json!({"start": "2026-11-10"}),
-        );
+        )
+    }
+
+    #[test]
+    fn an_active_episode_after_a_hold_resumes_when_the_hold_ended() {
+        let mut eoc = active_since_the_10th();
         eoc["meta"]["versionId"] = json!("3");
         eoc["statusHistory"] = json!([
-            {"status": "planned", "period": {"start": "2026-11-24", "end": "2026-11-10"}},
+            {"status": "planned", "period": {"start": "2026-11-05", "end": "2026-11-10"}},
             {"status": "active", "period": {"start": "2026-11-10", "end": "2026-11-18T10:00:00Z"}},
             {"status": "onhold", "period": {"start": "2026-11-18T10:00:00Z", "end": "2026-11-25T09:00:00Z"}},
             {"status": "onhold", "period": {"start": "2099-01-01T00:00:00Z", "end": "2099-01-02T00:00:00Z"}}
@@ -2215,11 +2220,7 @@ mod tests {
 
     #[test]
     fn a_hold_ended_on_a_date_alone_resumes_later_that_day() {
-        let mut eoc = with(
-            with(fixture("episode_of_care.json"), "status", json!("active")),
-            "period",
-            json!({"start": "2026-11-10"}),
-        );
+        let mut eoc = active_since_the_10th();
         eoc["meta"]["lastUpdated"] = json!("2026-11-25T14:00:00Z");
         eoc["statusHistory"] = json!([{"status": "onhold", "period": {"start": "2026-11-25T09:00:00Z", "end": "2026-11-25"}}]);
         let events = translate(&eoc, &ctx()).unwrap();
