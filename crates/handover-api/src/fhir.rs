@@ -140,8 +140,8 @@ fn fhir_response(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
-/// Authenticates, checks the role and media type, parses the body; returns the mapping
-/// context.
+/// Checks the media type and parses the body (the caller was authenticated before the body
+/// was read, by [`Publisher`]); returns the mapping context.
 fn prelude(
     caller: &crate::Caller,
     headers: &HeaderMap,
