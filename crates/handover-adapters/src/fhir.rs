@@ -515,8 +515,14 @@ impl Org {
         }
     }
 
+    /// The event source of the organisation. A trust's site (an ODS site code: the
+    /// trust's three characters and two more, `RX1CC`) speaks for its trust
+    /// (`urn:ods:RX1:fhir`), which is what the trust's tokens may assert.
     fn source(&self) -> Option<String> {
         match self {
+            Org::Ods(c) if c.len() == 5 && c.is_ascii() => {
+                Some(format!("urn:ods:{}:fhir", &c[..3]))
+            }
             Org::Ods(c) => Some(format!("urn:ods:{c}:fhir")),
             Org::Gss(c) => Some(format!("urn:gss:{c}:fhir")),
             Org::Other(_) => None,
@@ -2261,6 +2267,16 @@ mod tests {
               data={"package_id":"LCC-PKG-5521"}
         "#]],
         );
+    }
+
+    #[test]
+    fn a_site_as_service_provider_speaks_for_its_trust() {
+        let mut enc = fixture("encounter_in_progress.json");
+        enc["serviceProvider"] =
+            json!({"identifier": {"system": ODS_SITE_SYSTEM, "value": "rr8ab"}});
+        let events = translate(&enc, &ctx()).unwrap();
+        assert_eq!(events[0].source, "urn:ods:RR8:fhir");
+        assert_eq!(events[0].data.to_json()["site"], "RR8AB");
     }
 
     #[test]
