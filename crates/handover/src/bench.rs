@@ -14,8 +14,12 @@
 //!    each frame as it is (what MLLP's own round trip costs);
 //! 3. the journey projection catching up on the whole stream, as a ratio to raw
 //!    consume-plus-sled;
-//! 4. `GET /v1/persons/{nhs}/journey` latency under 32 concurrent clients and from one
-//!    client; the discharge-delays worklist and the brokerage queue under 4 clients;
+//! 4. `GET /v1/persons/{nhs}/journey` latency under 32 concurrent clients (as fast as
+//!    answered, paced at 1,000 requests/s, and in a load sweep for the highest load that
+//!    keeps the p99 under 2 ms, beside the same sweep of raw JetStream publishes, one of
+//!    which each read's access audit is) and from one client; the discharge-delays
+//!    worklist and the brokerage queue under 4 clients; all asked of a `handover serve`
+//!    process of its own;
 //! 5. end-to-end latency from the `202` of a single-event POST to the change being
 //!    projected, at a paced 1,000 events/s;
 //! 6. rebuild: catch-up time into an empty store, process RSS and the read model's size on
@@ -70,6 +74,10 @@ fn ingest_clients(batch: u64) -> usize {
 const QUERY_PACED_RATE: u64 = 1_000;
 /// Concurrent journey query clients.
 const QUERY_CLIENTS: usize = 32;
+/// The journey read's p99 ceiling (ms) from issue 9, which the sweep's capacity keeps under.
+const JOURNEY_P99_MS: f64 = 2.0;
+/// A sweep step holds only when it completes at least this share of what it offered.
+const SWEEP_KEPT_UP: f64 = 0.95;
 /// MLLP connections of the concurrent MLLP phase.
 const MLLP_CONNECTIONS: u64 = 16;
 /// Blocks of the phase alternating raw synchronous publish and MLLP on one connection.
@@ -98,12 +106,18 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("ingest.mllp.16conn", "messages/s", "as above, 16 connections"),
     ("projection.catchup", "events/s", "journey projection catching up on the whole stream from zero"),
     ("projection.catchup.cpu", "µs/event", "CPU time (user + system) of the projector process and nats-server during projection.catchup, per event"),
+    ("raw.publish.paced.p50", "ms", "JetStream publish of one event, awaiting its ack, from 32 clients sharing 1,000 publishes/s (latency from each one's scheduled time): the JetStream part of a journey read, whose access-audit record is such a publish"),
+    ("raw.publish.paced.p99", "ms", "as above, 99th percentile"),
+    ("raw.publish.capacity", "msg/s", "the highest offered load of a sweep (500, 1,000, 1,500, … 3,000, 4,000, 5,000, 6,000, 8,000, … publishes/s) at which those 32 clients keep a p99 under 2 ms and complete 95 % of what is offered; 0 if none"),
+    ("raw.publish.capacity.p99", "ms", "the publish p99 at that load"),
     ("query.journey.paced.p50", "ms", "GET /v1/persons/{nhs}/journey, random people, 32 clients sharing 1,000 requests/s (latency from each request's scheduled time)"),
     ("query.journey.paced.p99", "ms", "as above, 99th percentile"),
     ("query.journey.p50", "ms", "GET /v1/persons/{nhs}/journey, 32 concurrent clients each sending as fast as answered (saturation)"),
     ("query.journey.p99", "ms", "as above, 99th percentile"),
     ("query.journey.rate", "req/s", "as above, requests completed per second"),
     ("query.journey.cpu", "µs/read", "as above, CPU time (user + system) of the bench process (the API and its 32 clients) and nats-server (the access audit) per read"),
+    ("query.journey.capacity", "req/s", "the highest offered load of the same sweep at which the 32 clients' journey reads keep a p99 under 2 ms (latency from each request's scheduled time) and complete 95 % of what is offered; 0 if none"),
+    ("query.journey.capacity.p99", "ms", "the journey read's p99 at that load"),
     ("query.journey.1client.p50", "ms", "GET /v1/persons/{nhs}/journey from 1 client (latency without queueing)"),
     ("query.journey.1client.p99", "ms", "as above, 99th percentile"),
     ("query.worklist.delays.p50", "ms", "GET /v1/worklists/discharge-delays, first page (the default 100 rows), 4 concurrent clients"),
@@ -376,6 +390,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
                 Some("raw.publish.sync")
             }
             "projection.catchup" => Some("raw.consume_sled"),
+            "query.journey.capacity" => Some("raw.publish.capacity"),
             _ => None,
         };
         let ratio = ratio_to.map(|to| {
@@ -476,19 +491,25 @@ fn bench_config(
     cfg.api.enabled = api;
     cfg.projections.enabled = projections;
     cfg.projections.ready_max_lag = u64::MAX;
-    for (role, org, token) in [
+    cfg.tokens = bench_tokens();
+    Ok(cfg)
+}
+
+/// The API's bearer tokens: [`TOKEN_PUBLISH`] and the two [`TOKEN_READ`].
+fn bench_tokens() -> Vec<TokenConfig> {
+    [
         (Role::Admin, "RX1", TOKEN_PUBLISH),
         (Role::DischargeTeam, "RX1", TOKEN_READ[0]),
         (Role::DischargeTeam, "RR8", TOKEN_READ[1]),
-    ] {
-        cfg.tokens.push(TokenConfig {
-            name: format!("bench-{}-{org}", role.as_str()),
-            organisation: org.into(),
-            role,
-            token_sha256: token_digest(token),
-        });
-    }
-    Ok(cfg)
+    ]
+    .into_iter()
+    .map(|(role, org, token)| TokenConfig {
+        name: format!("bench-{}-{org}", role.as_str()),
+        organisation: org.into(),
+        role,
+        token_sha256: token_digest(token),
+    })
+    .collect()
 }
 
 async fn start_runtime(cfg: &Config) -> anyhow::Result<(Runtime, String)> {
@@ -716,17 +737,47 @@ async fn one_run(
     f.set("rebuild.disk_ratio", disk / logical.max(1.0));
     rt.shutdown().await;
 
-    // 4 and 5. Queries and end-to-end latency on the caught-up store.
-    let cfg = bench_config(
-        &url,
-        dir,
-        &store_dir,
-        true,
-        true,
-        (opts.cache_mb, opts.compression),
-    )?;
-    let (rt, base) = start_runtime(&cfg).await?;
-    rt.projected(last, Duration::from_secs(600)).await?;
+    // 4. Queries on the caught-up store, asked of a `handover serve` process of its own.
+    let p = ui.phase("API process start", last);
+    let t = Instant::now();
+    let mut api = ServeProcess::start(&url, dir, &store_dir, opts, "api", &bench_tokens()).await?;
+    api.caught_up(last, t, &p).await?;
+    p.finish(t.elapsed());
+    let base = api.base.clone();
+    // The journey read's JetStream baseline: what one acknowledged publish (as each
+    // read's access-audit record is) costs the same 32 clients at the same loads.
+    let paced = raw::Raw::connect(&url).await?;
+    paced.create_stream("BENCHPACED", "bench.paced").await?;
+    let publish = paced.paced_publisher(gen, "bench.paced");
+    let p = ui.phase(
+        &format!("raw publish ({QUERY_CLIENTS} clients, {QUERY_PACED_RATE}/s offered)"),
+        0,
+    );
+    let (lat, _, took) = drive(
+        QUERY_CLIENTS,
+        opts.query_time,
+        gen.seed ^ run as u64 ^ 3,
+        &p,
+        Some(QUERY_PACED_RATE),
+        publish.clone(),
+    )
+    .await?;
+    p.finish(took);
+    f.set("raw.publish.paced.p50", percentile_ms(&lat, 50.0));
+    f.set("raw.publish.paced.p99", percentile_ms(&lat, 99.0));
+    let (capacity, capacity_p99) = sweep(
+        ui,
+        "raw publish load sweep",
+        opts.query_time / 2,
+        gen.seed ^ run as u64 ^ 0x5eee,
+        f64::INFINITY,
+        publish,
+    )
+    .await?;
+    f.set("raw.publish.capacity", capacity);
+    f.set("raw.publish.capacity.p99", capacity_p99);
+    raw.delete_stream("BENCHPACED").await?;
+
     let p = ui.phase(&format!("journey queries ({QUERY_CLIENTS} clients)"), 0);
     let people = n.min(opts.people);
     let journey_url = {
@@ -740,7 +791,7 @@ async fn one_run(
             )
         }
     };
-    let cpu = Cpu::start(std::iter::once(std::process::id()).chain(nats.pid()));
+    let cpu = Cpu::start([std::process::id(), api.pid].into_iter().chain(nats.pid()));
     let (lat, count, took) = query(
         QUERY_CLIENTS,
         journey_url.clone(),
@@ -754,7 +805,23 @@ async fn one_run(
     p.finish(took);
     f.set("query.journey.p50", percentile_ms(&lat, 50.0));
     f.set("query.journey.p99", percentile_ms(&lat, 99.0));
-    f.set("query.journey.rate", rate(count, took));
+    let saturated = rate(count, took);
+    f.set("query.journey.rate", saturated);
+
+    // The load sweep: the same 32 clients offering 500, 1,000, 1,500, … reads/s until the
+    // p99 reaches 2 ms or they cannot keep up; the last load that held is the capacity.
+    let get = authorised_get(journey_url.clone());
+    let (capacity, capacity_p99) = sweep(
+        ui,
+        "journey load sweep",
+        opts.query_time / 2,
+        gen.seed ^ run as u64 ^ 0x5eed,
+        saturated * 1.05,
+        get,
+    )
+    .await?;
+    f.set("query.journey.capacity", capacity);
+    f.set("query.journey.capacity.p99", capacity_p99);
 
     let p = ui.phase(
         &format!("journey queries ({QUERY_CLIENTS} clients, {QUERY_PACED_RATE}/s offered)"),
@@ -830,6 +897,19 @@ async fn one_run(
     p.finish(took);
     f.set("query.worklist.brokerage.p50", percentile_ms(&lat, 50.0));
     f.set("query.worklist.brokerage.p99", percentile_ms(&lat, 99.0));
+    api.stop().await?;
+
+    // 5. End-to-end latency, in this process (it follows the projection's progress).
+    let cfg = bench_config(
+        &url,
+        dir,
+        &store_dir,
+        true,
+        true,
+        (opts.cache_mb, opts.compression),
+    )?;
+    let (rt, base) = start_runtime(&cfg).await?;
+    rt.projected(last, Duration::from_secs(600)).await?;
 
     let total = opts.e2e_rate * opts.e2e_time.as_secs().max(1);
     // The first second's events warm the store's write path: this runtime opened the store
@@ -911,119 +991,179 @@ async fn projector_process(
     nats_pid: Option<u32>,
     p: &Phase,
 ) -> anyhow::Result<Projector> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let q = |v: &str| toml::Value::String(v.to_string()).to_string();
-    let key_file = dir.join("pseudonym.key");
-    if !key_file.exists() {
-        std::fs::write(&key_file, BENCH_KEY_HEX)?;
-    }
-    let mut config = format!(
-        "[nats]\nurl = {}\n\n[pseudonym]\nkey_file = {}\n\n[store]\npath = {}\ncompression = {}\n",
-        q(nats_url),
-        q(&key_file.to_string_lossy()),
-        q(&store.to_string_lossy()),
-        opts.compression
-    );
-    if let Some(mb) = opts.cache_mb {
-        config += &format!("cache_mb = {mb}\n");
-    }
-    config +=
-        &format!("\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[projections]\nready_max_lag = 0\n");
-    let config_file = dir.join("projector.toml");
-    std::fs::write(&config_file, config)?;
-    let log_file = dir.join("projector.log");
-    let exe = match &opts.projector_exe {
-        Some(exe) => exe.clone(),
-        None => std::env::current_exe()?,
-    };
     let t = Instant::now();
-    let mut child = tokio::process::Command::new(exe)
-        .arg("--config")
-        .arg(&config_file)
-        .arg("serve")
-        .env_remove("HANDOVER_NATS_URL")
-        .env_remove("HANDOVER_CONFIG")
-        .env("HANDOVER_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_file)?)
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start the projector process")?;
-    let pid = child.id().context("the projector process has no pid")?;
+    let mut serve = ServeProcess::start(nats_url, dir, store, opts, "projector", &[]).await?;
     let nats_cpu = Cpu::start(nats_pid);
-    let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    let failed = |why: String| {
-        let log = std::fs::read_to_string(&log_file).unwrap_or_default();
-        anyhow::anyhow!(
-            "the projector process {why}; its log ends:\n{}",
-            tail(&log, 2000)
-        )
-    };
-    let took = loop {
-        if let Some(status) = child.try_wait()? {
-            return Err(failed(format!("exited ({status})")));
-        }
-        if t.elapsed() > Duration::from_secs(24 * 3600) {
-            return Err(failed("did not catch up within a day".into()));
-        }
-        if let Ok(resp) = client.get(&url).send().await {
-            let took = t.elapsed();
-            if resp.status().is_success() {
-                // Caught up: the progress polled last was from before.
-                p.set(last);
-                break took;
-            }
-            // "not ready: journey projection is N events behind"
-            let text = resp.text().await.unwrap_or_default();
-            if let Some(behind) = text
-                .split(" is ")
-                .nth(1)
-                .and_then(|r| r.split(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                p.set(last.saturating_sub(behind));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(f64::NAN)
-    };
-    let (rss_mb, peak_mb) = (field("VmRSS:"), field("VmHWM:"));
+    let took = serve.caught_up(last, t, p).await?;
+    let (rss_mb, peak_mb) = serve.memory();
     // The process's whole life, from its start (its own CPU time counts from zero).
-    let cpu_s = cpu_seconds(pid) + nats_cpu.seconds();
-    // SIGTERM: a graceful stop that flushes the store before the next phase opens it.
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-    match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
-        Ok(status) => {
-            let status = status?;
-            anyhow::ensure!(
-                status.success(),
-                failed(format!("stopped badly ({status})"))
-            );
-        }
-        Err(_) => return Err(failed("did not stop within 60 s of SIGTERM".into())),
-    }
+    let cpu_s = cpu_seconds(serve.pid) + nats_cpu.seconds();
+    serve.stop().await?;
     Ok(Projector {
         took,
         cpu_s,
         rss_mb,
         peak_mb,
     })
+}
+
+/// A `handover serve` process of the bench's own (the projection and the API on, nothing
+/// else), on the bench's store: the projector of the catch-up phase, and the API the query
+/// phases ask, so that what they measure is that process's work and not the load
+/// generator's, as with a real deployment (the 32 clients keep to the bench process).
+struct ServeProcess {
+    child: tokio::process::Child,
+    pid: u32,
+    /// `http://127.0.0.1:<port>`.
+    base: String,
+    log_file: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts it with `tokens` for the API, as `name` (its config and log file names).
+    async fn start(
+        nats_url: &str,
+        dir: &Path,
+        store: &Path,
+        opts: &BenchOptions,
+        name: &str,
+        tokens: &[TokenConfig],
+    ) -> anyhow::Result<ServeProcess> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let q = |v: &str| toml::Value::String(v.to_string()).to_string();
+        let key_file = dir.join("pseudonym.key");
+        if !key_file.exists() {
+            std::fs::write(&key_file, BENCH_KEY_HEX)?;
+        }
+        let mut config = format!(
+            "[nats]\nurl = {}\n\n[pseudonym]\nkey_file = {}\n\n[store]\npath = {}\ncompression = {}\n",
+            q(nats_url),
+            q(&key_file.to_string_lossy()),
+            q(&store.to_string_lossy()),
+            opts.compression
+        );
+        if let Some(mb) = opts.cache_mb {
+            config += &format!("cache_mb = {mb}\n");
+        }
+        config += &format!(
+            "\n[api]\nlisten = \"127.0.0.1:{port}\"\n\n[projections]\nready_max_lag = 0\n"
+        );
+        #[derive(Serialize)]
+        struct Tokens<'a> {
+            tokens: &'a [TokenConfig],
+        }
+        if !tokens.is_empty() {
+            config += "\n";
+            config += &toml::to_string(&Tokens { tokens })?;
+        }
+        let config_file = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_file, config)?;
+        let log_file = dir.join(format!("{name}.log"));
+        let exe = match &opts.projector_exe {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()?,
+        };
+        let child = tokio::process::Command::new(exe)
+            .arg("--config")
+            .arg(&config_file)
+            .arg("serve")
+            .env_remove("HANDOVER_NATS_URL")
+            .env_remove("HANDOVER_CONFIG")
+            .env("HANDOVER_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_file)?)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start the {name} process"))?;
+        let pid = child.id().context("the serve process has no pid")?;
+        Ok(ServeProcess {
+            child,
+            pid,
+            base: format!("http://127.0.0.1:{port}"),
+            log_file,
+        })
+    }
+
+    /// What went wrong, with the end of the process's log.
+    fn failed(&self, why: String) -> anyhow::Error {
+        let log = std::fs::read_to_string(&self.log_file).unwrap_or_default();
+        anyhow::anyhow!(
+            "the serve process {why}; its log ends:\n{}",
+            tail(&log, 2000)
+        )
+    }
+
+    /// Waits until `/readyz` answers 200 with no lag allowed (the projection has caught
+    /// up on the whole stream), showing progress towards `last`; the time since `t`.
+    async fn caught_up(&mut self, last: u64, t: Instant, p: &Phase) -> anyhow::Result<Duration> {
+        let client = reqwest::Client::new();
+        let url = format!("{}/readyz", self.base);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(self.failed(format!("exited ({status})")));
+            }
+            if t.elapsed() > Duration::from_secs(24 * 3600) {
+                return Err(self.failed("did not catch up within a day".into()));
+            }
+            if let Ok(resp) = client.get(&url).send().await {
+                let took = t.elapsed();
+                if resp.status().is_success() {
+                    // Caught up: the progress polled last was from before.
+                    p.set(last);
+                    return Ok(took);
+                }
+                // "not ready: journey projection is N events behind"
+                let text = resp.text().await.unwrap_or_default();
+                if let Some(behind) = text
+                    .split(" is ")
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    p.set(last.saturating_sub(behind));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Its resident set (`VmRSS`) and peak resident set (`VmHWM`), MB.
+    fn memory(&self) -> (f64, f64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .map(|kb| kb / 1024.0)
+                .unwrap_or(f64::NAN)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// SIGTERM: a graceful stop that flushes the store before the next phase opens it.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                anyhow::ensure!(
+                    status.success(),
+                    self.failed(format!("stopped badly ({status})"))
+                );
+                Ok(())
+            }
+            Err(_) => Err(self.failed("did not stop within 60 s of SIGTERM".into())),
+        }
+    }
 }
 
 /// The CPU time (user + system, s) process `pid` has used, from `/proc/<pid>/stat` (in
@@ -1458,34 +1598,34 @@ async fn mllp_send(
     Ok(())
 }
 
-/// GETs of `url(rng)` (a URL and the token to use) from `clients` concurrent clients for
-/// `time`, with a reason for access; returns the sorted latencies in µs, the count and the
-/// elapsed time.
-async fn query<F>(
+/// `clients` concurrent clients each doing `op` (given its client number and a random
+/// generator) and waiting for it before the next, for `time`: as fast as each is done, or
+/// with `pace`, sharing that many operations per second. The latencies (µs, sorted), how
+/// many were done and how long it took.
+async fn drive<F, Fut>(
     clients: usize,
-    url: F,
     time: Duration,
     seed: u64,
     p: &Phase,
     pace: Option<u64>,
+    op: F,
 ) -> anyhow::Result<(Vec<u64>, u64, Duration)>
 where
-    F: Fn(&mut rand::rngs::StdRng) -> (String, &'static str) + Clone + Send + 'static,
+    F: Fn(usize, &mut rand::rngs::StdRng) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     use rand::SeedableRng;
-    let client = reqwest::Client::new();
     let started = Instant::now();
     let deadline = started + time;
     let mut set = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let (client, url, p) = (client.clone(), url.clone(), p.clone());
+        let (op, p) = (op.clone(), p.clone());
         set.spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed.rotate_left(17) ^ c as u64);
             let mut lat = Vec::new();
             let mut k = 0u64;
             while Instant::now() < deadline {
-                let (u, token) = url(&mut rng);
-                // Paced: request k of client c is due at (k × clients + c) / rate. When a
+                // Paced: operation k of client c is due at (k × clients + c) / rate. When a
                 // slow answer made it late, its latency counts from when it was due, so the
                 // delay is not hidden (no coordinated omission); when on time, from when it
                 // is sent (the timer's own lateness, up to a millisecond, is not the
@@ -1509,18 +1649,8 @@ where
                     }
                     None => Instant::now(),
                 };
-                let resp = client
-                    .get(&u)
-                    .bearer_auth(token)
-                    .header("handover-access-reason", "direct-care")
-                    .send()
-                    .await?;
-                let status = resp.status();
-                let _ = resp.bytes().await?;
+                op(c, &mut rng).await?;
                 lat.push(t.elapsed().as_micros() as u64);
-                if !status.is_success() {
-                    anyhow::bail!("GET {u} answered {status}");
-                }
                 p.add(1);
             }
             anyhow::Ok(lat)
@@ -1534,6 +1664,106 @@ where
     all.sort_unstable();
     let count = all.len() as u64;
     Ok((all, count, took))
+}
+
+/// [`drive`] with GET requests ([`authorised_get`]).
+async fn query<F>(
+    clients: usize,
+    url: F,
+    time: Duration,
+    seed: u64,
+    p: &Phase,
+    pace: Option<u64>,
+) -> anyhow::Result<(Vec<u64>, u64, Duration)>
+where
+    F: Fn(&mut rand::rngs::StdRng) -> (String, &'static str) + Clone + Send + 'static,
+{
+    drive(clients, time, seed, p, pace, authorised_get(url)).await
+}
+
+/// Offered loads of a load sweep (operations/s): steps of 500 to 3,000, then wider.
+const SWEEP_LOADS: &[u64] = &[
+    500, 1_000, 1_500, 2_000, 2_500, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000, 12_000, 16_000,
+    20_000, 24_000, 32_000,
+];
+
+/// A load sweep: [`QUERY_CLIENTS`] clients doing `op` paced at each of [`SWEEP_LOADS`] in
+/// turn for `time`, until the p99 reaches [`JOURNEY_P99_MS`], the clients complete less
+/// than [`SWEEP_KEPT_UP`] of what is offered, or the load passes `ceiling`. The highest load
+/// that held (0 if none) and its p99 (ms).
+async fn sweep<F, Fut>(
+    ui: &Ui,
+    label: &str,
+    time: Duration,
+    seed: u64,
+    ceiling: f64,
+    op: F,
+) -> anyhow::Result<(f64, f64)>
+where
+    F: Fn(usize, &mut rand::rngs::StdRng) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let (mut held, mut held_p99) = (0.0, f64::NAN);
+    for (i, &offered) in SWEEP_LOADS.iter().enumerate() {
+        if offered as f64 > ceiling {
+            break;
+        }
+        let p = ui.phase(
+            &format!("{label} ({QUERY_CLIENTS} clients, {offered}/s offered)"),
+            0,
+        );
+        let (lat, count, took) = drive(
+            QUERY_CLIENTS,
+            time,
+            seed ^ (i as u64) << 8,
+            &p,
+            Some(offered),
+            op.clone(),
+        )
+        .await?;
+        p.finish(took);
+        let p99 = percentile_ms(&lat, 99.0);
+        let done = rate(count, time);
+        ui.line(&format!("    p99 {p99:.2} ms, {done:.0}/s done"));
+        if p99 >= JOURNEY_P99_MS || done < offered as f64 * SWEEP_KEPT_UP {
+            break;
+        }
+        (held, held_p99) = (offered as f64, p99);
+    }
+    Ok((held, held_p99))
+}
+
+/// A read as an operation for [`drive`]: a GET of the URL `url` gives, with the bearer
+/// token it gives and the access reason `direct-care`; an answer that is not 2xx is an
+/// error.
+fn authorised_get<F>(
+    url: F,
+) -> impl Fn(
+    usize,
+    &mut rand::rngs::StdRng,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
+       + Clone
+       + Send
+       + 'static
+where
+    F: Fn(&mut rand::rngs::StdRng) -> (String, &'static str) + Clone + Send + 'static,
+{
+    let client = reqwest::Client::new();
+    move |_, rng| {
+        let (u, token) = url(rng);
+        let request = client
+            .get(&u)
+            .bearer_auth(token)
+            .header("handover-access-reason", "direct-care")
+            .send();
+        Box::pin(async move {
+            let resp = request.await?;
+            let status = resp.status();
+            let _ = resp.bytes().await?;
+            anyhow::ensure!(status.is_success(), "GET {u} answered {status}");
+            Ok(())
+        })
+    }
 }
 
 /// Latencies of the end-to-end phase (sorted, µs).
@@ -2025,6 +2255,21 @@ fn targets(r: &Report) -> Vec<Target> {
             status: judge(x < ceiling),
         });
     }
+    let x = med("query.journey.capacity");
+    t.push(Target {
+        target: "Journey query p99 < 2 ms (32 clients): the highest load that keeps it".into(),
+        measured: format!(
+            "{x:.0} requests/s offered (p99 {:.2} ms); the raw JetStream publish's, same sweep: {:.0}/s; saturation {:.0} requests/s",
+            med("query.journey.capacity.p99"),
+            med("raw.publish.capacity"),
+            med("query.journey.rate")
+        ),
+        status: if x >= QUERY_PACED_RATE as f64 {
+            format!("met up to {x:.0}/s")
+        } else {
+            "NOT met".to_string()
+        },
+    });
     let x = med("rebuild.rss_peak");
     t.push(Target {
         target: "Projector RSS < 300 MB at 1M events".into(),
@@ -2254,6 +2499,36 @@ mod raw {
             });
             self.js.publish(items, window, || p.add(1)).await?;
             Ok(())
+        }
+
+        /// An operation for [`super::drive`]: publishes one of `gen`'s events (a random one)
+        /// under `<root>.<person mod 10,000>` with a fresh `Nats-Msg-Id` and waits for its
+        /// acknowledgement.
+        #[allow(clippy::type_complexity)]
+        pub fn paced_publisher(
+            self,
+            gen: &Gen,
+            root: &str,
+        ) -> impl Fn(
+            usize,
+            &mut rand::rngs::StdRng,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>
+               + Clone
+               + Send
+               + 'static {
+            let (raw, gen, root) = (std::sync::Arc::new(self), gen.clone(), root.to_string());
+            move |_, rng| {
+                use rand::Rng;
+                let i = rng.gen_range(0..gen.people * 10);
+                let mut buf = Vec::with_capacity(1024);
+                gen.event(&mut buf, i);
+                let person = gen.person_at(i % gen.people);
+                let subject = format!("{root}.{:04}", person % RAW_SUBJECTS);
+                let id = format!("{:032x}", rng.gen::<u128>());
+                let raw = raw.clone();
+                Box::pin(async move { raw.publish_one(subject, id, Bytes::from(buf)).await })
+            }
         }
 
         /// Publishes one message with `Nats-Msg-Id` `id` and waits for its acknowledgement.

@@ -54,6 +54,12 @@ async fn the_whole_bench_runs_at_a_tiny_size() {
         let rate = f["median"].as_f64().unwrap_or(f64::NAN);
         assert!(rate > 0.0 && rate.is_finite(), "{name} = {rate}");
     }
+    // The load sweeps ran and report a load they offered (0 when none held).
+    for name in ["raw.publish.capacity", "query.journey.capacity"] {
+        let f = figures.iter().find(|f| f["name"] == name).unwrap();
+        let load = f["median"].as_f64().unwrap_or(f64::NAN);
+        assert!(load >= 0.0 && load % 500.0 == 0.0, "{name} = {load}");
+    }
     let md = std::fs::read_to_string(opts.markdown.as_ref().unwrap()).unwrap();
     assert!(md.contains("`ingest.mllp.1conn`"), "{md}");
     assert!(md.contains("`raw.mllp.relay`"), "{md}");
