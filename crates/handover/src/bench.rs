@@ -115,7 +115,7 @@ pub const FIGURES: &[(&str, &str, &str)] = &[
     ("query.journey.p50", "ms", "GET /v1/persons/{nhs}/journey, 32 concurrent clients each sending as fast as answered (saturation)"),
     ("query.journey.p99", "ms", "as above, 99th percentile"),
     ("query.journey.rate", "req/s", "as above, requests completed per second"),
-    ("query.journey.cpu", "µs/read", "as above, CPU time (user + system) of the bench process (the API and its 32 clients) and nats-server (the access audit) per read"),
+    ("query.journey.cpu", "µs/read", "as above, CPU time (user + system) of the bench process (the 32 clients), the API process and nats-server (the access audit) per read"),
     ("query.journey.capacity", "req/s", "the highest offered load of the same sweep at which the 32 clients' journey reads keep a p99 under 2 ms (latency from each request's scheduled time) and complete 95 % of what is offered; 0 if none"),
     ("query.journey.capacity.p99", "ms", "the journey read's p99 at that load"),
     ("query.journey.1client.p50", "ms", "GET /v1/persons/{nhs}/journey from 1 client (latency without queueing)"),
