@@ -288,6 +288,35 @@ async fn each_role_sees_the_fields_the_policy_gives_it() {
         json!({"local_id":{"system":"https://rx1.nhs.uk/id/mrn","value":"RX1-LINKED-9"}}),
     );
     assert_eq!(b.post_events(&linked).await.status(), 202);
+    // Free text on a closed referral and on a package's status change is no broker's
+    // business either: it is as clinical as the reason for referral.
+    let closures = json!([
+        ev(
+            "g9",
+            PAS,
+            "referral.sent",
+            NHS,
+            "2026-11-05T14:00:00Z",
+            json!({"referral_id":"R2","to_council":"E08000035","from_org":"RX1"})
+        ),
+        ev(
+            "g10",
+            LEEDS,
+            "referral.declined",
+            NHS,
+            "2026-11-05T15:00:00Z",
+            json!({"referral_id":"R2","reason":"open s42 enquiry, abuse by a relative"})
+        ),
+        ev(
+            "g11",
+            "urn:gss:E08000035:brokerage",
+            "care-package.suspended",
+            NHS,
+            "2026-11-05T16:00:00Z",
+            json!({"package_id":"P1","reason":"admitted under s2 of the Mental Health Act"})
+        ),
+    ]);
+    assert_eq!(b.post_events(&closures).await.status(), 202);
     b.caught_up().await;
     let path = format!("/v1/persons/{NHS}/journey");
     let full: Value = get(
@@ -316,6 +345,14 @@ async fn each_role_sees_the_fields_the_policy_gives_it() {
     assert_eq!(full["identity"]["gp_practice"], "B86001");
     assert_eq!(full["identity"]["local_ids"].as_array().unwrap().len(), 2);
     assert!(full.to_string().contains("RX1-LINKED-9"));
+    assert_eq!(
+        full["referrals"][1]["closed_reason"],
+        "open s42 enquiry, abuse by a relative"
+    );
+    assert_eq!(
+        full["care_packages"][0]["status_reason"],
+        "admitted under s2 of the Mental Health Act"
+    );
     // broker: who, where they live, dates, status and care needs; not wards, clinical reasons or notes
     assert_eq!(broker["identity"]["family_name"], "Example");
     assert_eq!(broker["identity"]["postcode"], "LS1 1AA");
@@ -330,6 +367,8 @@ async fn each_role_sees_the_fields_the_policy_gives_it() {
         &broker["current_stay"]["latest_delay"]["note"],
         &broker["referrals"][0]["reason"],
         &broker["referrals"][0]["safeguarding_concern"],
+        &broker["referrals"][1]["closed_reason"],
+        &broker["care_packages"][0]["status_reason"],
         &broker["identity"]["gp_practice"],
     ] {
         assert!(absent.is_null(), "broker sees {absent}");
@@ -343,6 +382,8 @@ async fn each_role_sees_the_fields_the_policy_gives_it() {
         "RX1-100123",
         "RX1-LINKED-9",
         "B86001",
+        "s42",
+        "Mental Health Act",
     ] {
         assert!(
             !text.contains(secret),

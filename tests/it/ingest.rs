@@ -112,6 +112,14 @@ async fn invalid_events_are_rejected_with_every_field_named_and_nothing_stored()
         "nothing from a bad batch is stored"
     );
 
+    // An empty batch is valid (CloudEvents JSON format 4.3) and stores nothing.
+    let r = b.post_events(&json!([])).await;
+    assert_eq!(r.status(), 202);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["accepted"], 0);
+    assert_eq!(a["events"], json!([]));
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 0);
+
     // not JSON, wrong media type, wrong role
     let r = b
         .http

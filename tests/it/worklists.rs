@@ -229,17 +229,29 @@ async fn worklists_come_in_working_order_paged_filtered_and_scoped() {
     let other = token_for(Role::Broker, "E08000032");
     assert_eq!(get(&b, "/v1/worklists/brokerage", &other).await["total"], 0);
 
-    // Without the audit stream no page is answered: the records cannot be stored.
+    // Without the audit stream no page and no journey is answered: the records cannot be
+    // stored (the answer is built while they are in flight, and then thrown away).
+    let journey = format!("/v1/persons/{}/journey", nhs[2]);
+    let r = b
+        .http
+        .get(format!("{}{journey}", b.base))
+        .bearer_auth(&council)
+        .header("handover-access-reason", "direct-care")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "before the audit stream is gone");
     let nats = async_nats::connect(b.nats.url()).await.unwrap();
     async_nats::jetstream::new(nats)
         .delete_stream("HANDOVER_AUDIT")
         .await
         .unwrap();
-    for path in [delays, "/v1/worklists/brokerage"] {
+    for path in [delays, "/v1/worklists/brokerage", &journey] {
         let r = b
             .http
             .get(format!("{}{path}", b.base))
             .bearer_auth(&council)
+            .header("handover-access-reason", "direct-care")
             .send()
             .await
             .unwrap();
@@ -335,4 +347,82 @@ async fn a_person_in_hospital_at_two_trusts_is_on_both_trusts_worklists() {
     .await;
     assert_eq!(encounters(&council), ["RR8-V7"], "{council:#}");
     assert!(encounters(&rows_of("RX1").await).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_known_only_locally_is_named_and_audited_and_a_councils_own_request_is_queued() {
+    let b = Backbone::start().await;
+    let today = handover_events::time::london_today();
+    let day = |offset: i64| (today + Days::days(offset)).format("%Y-%m-%d").to_string();
+    let at = |offset: i64| format!("{}T09:00:00Z", day(offset));
+    // A stay from a PAS that had no NHS number for the patient: events name them by MRN.
+    let mrn = json!({"system": "https://rx1.nhs.uk/id/mrn", "value": "RX1-LOCAL-1"});
+    let local = |id: &str, ty: &str, time: String, mut data: Value| {
+        data["local_id"] = mrn.clone();
+        json!({"specversion": "1.0", "id": id, "source": PAS, "type": format!("handover.{ty}.v1"),
+               "time": time, "data": data})
+    };
+    // And a package the council's own system asked for: no referral, no hospital stay.
+    let nhs = nhs_numbers(943_700_000, 1).remove(0);
+    let events = json!([
+        local(
+            "l1",
+            "discharge.admitted",
+            at(-6),
+            json!({"encounter_id": "ENC-L", "site": "RX1CC", "admitted_at": at(-6), "responsible_council": "E08000035"})
+        ),
+        local(
+            "l2",
+            "discharge.ready-date-recorded",
+            at(-3),
+            json!({"encounter_id": "ENC-L", "discharge_ready_date": day(-3)})
+        ),
+        ev(
+            "c1",
+            BROKERAGE,
+            "care-package.requested",
+            &nhs,
+            &at(-1),
+            json!({"package_id": "PKG-SELF", "service_type": "home-care", "required_start": day(2)})
+        ),
+    ]);
+    assert_eq!(b.post_events(&events).await.status(), 202);
+    b.caught_up().await;
+
+    let team = token_for(Role::DischargeTeam, "RX1");
+    let w = get(&b, "/v1/worklists/discharge-delays", &team).await;
+    assert_eq!(w["total"], 1);
+    let person = &w["rows"][0]["person"];
+    assert!(person["nhs_number"].is_null());
+    assert_eq!(
+        person["local_id"], mrn,
+        "the team can tell whom the row is about"
+    );
+    // A broker sees the row but not the local record number; the read is audited all the same.
+    let broker = token_for(Role::Broker, "E08000035");
+    let w = get(&b, "/v1/worklists/discharge-delays", &broker).await;
+    assert_eq!(w["total"], 1);
+    assert!(w["rows"][0]["person"]["local_id"].is_null());
+
+    let auditor = token_for(Role::Auditor, "RX1");
+    for user in ["test-discharge-team-RX1", "test-broker-E08000035"] {
+        let a = get(&b, &format!("/v1/audit?user={user}"), &auditor).await;
+        assert_eq!(a["count"], 1, "{user}: {a}");
+        let r = &a["records"][0];
+        assert_eq!(r["action"], "worklist:discharge-delays");
+        assert_eq!(r["nhs_number"], "");
+        assert_eq!(r["local_id"], mrn, "{user}");
+    }
+
+    // The council's own request is on its brokerage queue, though no referral or stay
+    // names the council.
+    let q = get(&b, "/v1/worklists/brokerage", &broker).await;
+    let packages: Vec<&str> = q["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["package_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(packages, ["PKG-SELF"]);
+    assert_eq!(q["rows"][0]["council"], "E08000035");
 }

@@ -938,6 +938,26 @@ pub type RowResult = Result<Row, UnreadableRow>;
 
 /// Splits a file's bytes into rows.
 pub fn read_rows(format: FileFormat, bytes: &[u8]) -> Result<Vec<RowResult>, FileFormatError> {
+    let text = decode_text(bytes)?;
+    match format {
+        FileFormat::Csv => read_csv(&text),
+        FileFormat::Json => read_json(&text),
+    }
+}
+
+/// A CSV file's header (the column names, trimmed), when it has one.
+pub fn csv_header(bytes: &[u8]) -> Option<Vec<String>> {
+    let text = decode_text(bytes).ok()?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let headers = rdr.headers().ok()?;
+    Some(headers.iter().map(|h| h.trim().to_owned()).collect())
+}
+
+/// A file's text: UTF-8 (a byte order mark dropped), else Windows-1252; UTF-16 and binary
+/// files are refused.
+fn decode_text(bytes: &[u8]) -> Result<String, FileFormatError> {
     if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
         return Err(FileFormatError(
             "the file is UTF-16 (Excel's \"Unicode text\"): save it as CSV UTF-8".into(),
@@ -958,10 +978,7 @@ pub fn read_rows(format: FileFormat, bytes: &[u8]) -> Result<Vec<RowResult>, Fil
             .map(|&b| handover_hl7::windows_1252(b))
             .collect(),
     };
-    match format {
-        FileFormat::Csv => read_csv(&text),
-        FileFormat::Json => read_json(&text),
-    }
+    Ok(text)
 }
 
 fn csv_line(fields: &[&str]) -> String {
@@ -1323,25 +1340,30 @@ fn looks_finished(format: FileFormat, bytes: &[u8]) -> bool {
 }
 
 /// The columns the mapping must find in a CSV header (the NHS number or local id, the
-/// time, the event type and the row key) that no row has; empty when the file has no rows
-/// to tell.
-fn missing_columns(mapping: &Mapping, rows: &[RowResult]) -> Vec<String> {
-    let Some(row) = rows.iter().find_map(|r| r.as_ref().ok()) else {
-        return Vec::new();
-    };
-    let has = |c: &str| {
-        row.cells
-            .iter()
-            .any(|(h, _)| h.trim().eq_ignore_ascii_case(c.trim()))
-    };
-    let mut missing: Vec<String> = mapping
-        .key_columns()
-        .into_iter()
-        .filter(|c| !has(c))
-        .map(|c| format!("{c:?}"))
-        .collect();
-    missing.dedup();
+/// time, the event type and the row key) that the header lacks, each named once.
+fn missing_columns(mapping: &Mapping, header: &[String]) -> Vec<String> {
+    let has = |c: &str| header.iter().any(|h| h.eq_ignore_ascii_case(c.trim()));
+    let mut missing: Vec<String> = Vec::new();
+    for c in mapping.key_columns() {
+        let named = format!("{c:?}");
+        if !has(c) && !missing.contains(&named) {
+            missing.push(named);
+        }
+    }
     missing
+}
+
+/// Why a header that lacks mapped columns may: the export used another delimiter.
+fn delimiter_hint(header: &[String]) -> &'static str {
+    match header {
+        [one] if one.contains(';') => {
+            " (the header is one column with semicolons in it: export the file comma-separated)"
+        }
+        [one] if one.contains('\t') => {
+            " (the header is one column with tabs in it: export the file comma-separated)"
+        }
+        _ => "",
+    }
 }
 
 /// `dir/<name>`, or `dir/<stem>.<n>.<ext>` when taken.
@@ -1417,11 +1439,13 @@ pub async fn process_file(
     // in the header: without it every row would be read without it (an NHS number column
     // renamed in the export would leave every row known by its local id only).
     if src.format == FileFormat::Csv {
-        let missing = missing_columns(mapping, &rows);
+        let header = csv_header(&bytes).unwrap_or_default();
+        let missing = missing_columns(mapping, &header);
         if !missing.is_empty() {
             let e = format!(
-                "the header has no column {}: the mapping reads it (was the export changed?)",
-                missing.join(", ")
+                "the header has no column {}: the mapping reads it (was the export changed?){}",
+                missing.join(", "),
+                delimiter_hint(&header)
             );
             warn!(source = %src.name, file = %file_name, "file rejected: mapped columns missing from the header");
             write_atomic(
@@ -2021,6 +2045,42 @@ mod tests {
             std::fs::read_to_string(dir.path().join("rejected/renamed.csv.errors.csv")).unwrap();
         // (CSV doubles the quotes around the column's name.)
         assert!(errors.contains("no column \"\"NHS Number\"\""), "{errors}");
+        assert_eq!(sink.events().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_header_without_mapped_columns_is_rejected_even_when_no_row_matches_it() {
+        // A European-locale "CSV": semicolons, and a decimal comma that splits one row into
+        // two fields; no row has the header's one field, yet the header alone says what is
+        // wrong (before, the file went to done/ with row errors only).
+        let dir = tempfile::tempdir().unwrap();
+        let src = source_in(dir.path(), "brokerage-homecare.toml");
+        let m = mapping("brokerage-homecare.toml");
+        let path = dir.path().join("semicolons.csv");
+        std::fs::write(
+            &path,
+            format!(
+                "{}\nP1;REQUESTED;24/11/2026;9434765919;M-1;HC;10,5;2;1;;;;;;\n",
+                HEADER.replace(',', ";")
+            ),
+        )
+        .unwrap();
+        let sink = RecordingSink::new();
+        let metrics = FileDropMetrics::default();
+        process_file(&src, &m, &path, &sink, 10, &metrics)
+            .await
+            .unwrap();
+        assert!(dir.path().join("rejected/semicolons.csv").exists());
+        let errors =
+            std::fs::read_to_string(dir.path().join("rejected/semicolons.csv.errors.csv")).unwrap();
+        assert!(errors.contains("no column \"\"NHS Number\"\""), "{errors}");
+        assert!(
+            errors.contains("export the file comma-separated"),
+            "{errors}"
+        );
+        // Each missing column is named once, though the mapping reads some twice.
+        let named = |c: &str| errors.matches(&format!("\"\"{c}\"\"")).count();
+        assert!(m.key_columns().iter().all(|c| named(c) == 1), "{errors}");
         assert_eq!(sink.events().len(), 0);
     }
 

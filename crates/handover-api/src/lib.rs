@@ -262,7 +262,14 @@ async fn post_events(
         }
     };
     if items.is_empty() {
-        return Err(ApiError::BadRequest("the batch is empty".into()));
+        // An empty batch is a valid request (CloudEvents JSON format, section 4.3): there
+        // is nothing to store, so it is accepted at once.
+        let body = Accepted {
+            accepted: 0,
+            duplicates: 0,
+            events: Vec::new(),
+        };
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
     if items.len() > MAX_BATCH {
         return Err(ApiError::BadRequest(format!(
@@ -362,21 +369,24 @@ async fn get_journey(
     let nhs =
         NhsNumber::parse(&nhs_number).map_err(|e| ApiError::InvalidNhsNumber(e.to_string()))?;
     let mut journey = read_journey(&st, &caller, &nhs)?;
-    policy::audit(
+    let role = caller.role;
+    let answer = policy::audited(
         &st,
         &caller,
         reason,
         "journey",
         from,
         [nhs.as_string().as_str()],
+        move || {
+            policy::minimise_journey(role, &mut journey);
+            no_store_json(&journey.view(handover_events::time::london_today()), 4096)
+        },
     )
     .await?;
     st.metrics
         .journey_reads
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    policy::minimise_journey(caller.role, &mut journey);
-    let view = journey.view(handover_events::time::london_today());
-    Ok(no_store_json(&view, 4096))
+    Ok(answer)
 }
 
 /// A person's data as a JSON answer that no cache may keep (`Cache-Control: no-store`),

@@ -59,6 +59,13 @@ pub fn minimise_journey(role: Role, j: &mut Journey) {
     for r in &mut j.referrals {
         r.reason = None;
         r.safeguarding_concern = None;
+        // Why a referral was declined or withdrawn is free text, often clinical or about
+        // safeguarding; the status and its date say what a broker needs.
+        r.closed_reason = None;
+    }
+    for p in &mut j.care_packages {
+        // Free text too ("admitted under the Mental Health Act"): the status is enough.
+        p.status_reason = None;
     }
     for e in &mut j.timeline {
         if let Some(obj) = e.data.as_object_mut() {
@@ -78,12 +85,14 @@ pub fn minimise_journey(role: Role, j: &mut Journey) {
 pub fn minimise_delay_row(role: Role, r: &mut DelayRow) {
     if role == Role::Broker {
         r.ward = None;
+        r.person.local_id = None;
     }
 }
 
 /// Removes what `role` does not need from a brokerage row.
 pub fn minimise_brokerage_row(role: Role, r: &mut BrokerageRow) {
     if role == Role::Broker {
+        r.person.local_id = None;
         if let Some(h) = &mut r.hospital {
             h.ward = None;
         }
@@ -172,6 +181,62 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// Whose record an access read: an NHS number, or the local id of a person known only by
+/// one (or neither, for a worklist row stored before rows carried local ids: the access is
+/// still recorded, against no one in particular).
+#[derive(Debug, Clone, Copy)]
+pub enum Person<'a> {
+    /// By NHS number.
+    Nhs(&'a str),
+    /// By local id.
+    Local(&'a handover_events::LocalId),
+    /// Not identifiable from what was read.
+    Unnamed,
+}
+
+impl<'a> From<&'a str> for Person<'a> {
+    fn from(nhs: &'a str) -> Self {
+        Person::Nhs(nhs)
+    }
+}
+
+impl<'a> Person<'a> {
+    /// The person a worklist row is about: its NHS number, else the local id kept for
+    /// the audit (`local_id`, which survives the row's minimisation).
+    pub fn of(
+        p: &'a handover_projections::rows::PersonSummary,
+        local_id: Option<&'a handover_events::LocalId>,
+    ) -> Person<'a> {
+        match (p.nhs_number.as_deref(), local_id.or(p.local_id.as_ref())) {
+            (Some(n), _) => Person::Nhs(n),
+            (None, Some(l)) => Person::Local(l),
+            (None, None) => Person::Unnamed,
+        }
+    }
+}
+
+/// Builds an answer while its access records are on their way to the audit stream, and
+/// gives it back only once they are stored (or the read fails, 503, as with [`audit`]).
+/// The records are sent before `answer` runs and acknowledged after, so the answer's
+/// rendering overlaps nats-server storing them instead of following it.
+pub async fn audited<'a, T>(
+    st: &AppState,
+    caller: &Caller,
+    reason: &str,
+    action: &str,
+    from: ClientAddr,
+    people: impl IntoIterator<Item = impl Into<Person<'a>>>,
+    answer: impl FnOnce() -> T,
+) -> Result<T, ApiError> {
+    // `join!` polls the audit first: it publishes every record and then waits for the
+    // acknowledgements, and only then is `answer` run, on this task, while they are due.
+    let (stored, answer) = tokio::join!(
+        audit(st, caller, reason, action, from, people),
+        async move { answer() }
+    );
+    stored.map(|()| answer)
+}
+
 /// Records one access per person, durably, before the data is returned; fails the read
 /// (503) when the audit trail cannot store them.
 pub async fn audit<'a>(
@@ -180,20 +245,28 @@ pub async fn audit<'a>(
     reason: &str,
     action: &str,
     from: ClientAddr,
-    nhs_numbers: impl IntoIterator<Item = &'a str>,
+    people: impl IntoIterator<Item = impl Into<Person<'a>>>,
 ) -> Result<(), ApiError> {
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let records: Vec<AuditRecord> = nhs_numbers
+    let records: Vec<AuditRecord> = people
         .into_iter()
-        .map(|n| AuditRecord {
-            time: time.clone(),
-            user: caller.name.clone(),
-            organisation: caller.organisation.clone(),
-            role: caller.role.as_str().into(),
-            reason: reason.into(),
-            action: action.into(),
-            nhs_number: n.into(),
-            from: from.0.map(|a| a.ip().to_string()),
+        .map(|p| {
+            let (nhs_number, local_id) = match p.into() {
+                Person::Nhs(n) => (n.to_owned(), None),
+                Person::Local(l) => (String::new(), Some(l.clone())),
+                Person::Unnamed => (String::new(), None),
+            };
+            AuditRecord {
+                time: time.clone(),
+                user: caller.name.clone(),
+                organisation: caller.organisation.clone(),
+                role: caller.role.as_str().into(),
+                reason: reason.into(),
+                action: action.into(),
+                nhs_number,
+                local_id,
+                from: from.0.map(|a| a.ip().to_string()),
+            }
         })
         .collect();
     if records.is_empty() {

@@ -439,7 +439,7 @@ pub(crate) async fn delays(
     let people = w
         .rows
         .iter()
-        .filter_map(|r| r.row.person.nhs_number.as_deref());
+        .map(|r| crate::policy::Person::of(&r.row.person, r.audit_local_id.as_ref()));
     audit(&st, &c, "direct-care", "ui:discharge-delays", from, people).await?;
     match q.get("sort").map(String::as_str) {
         Some("site") => w
@@ -527,7 +527,7 @@ pub(crate) async fn brokerage(
     let people = w
         .rows
         .iter()
-        .filter_map(|r| r.row.person.nhs_number.as_deref());
+        .map(|r| crate::policy::Person::of(&r.row.person, r.audit_local_id.as_ref()));
     audit(&st, &c, "direct-care", "ui:brokerage", from, people).await?;
     match q.get("sort").map(String::as_str) {
         Some("waiting") => w.rows.sort_by_key(|r| std::cmp::Reverse(r.days_waiting)),

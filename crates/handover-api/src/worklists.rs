@@ -23,6 +23,10 @@ pub struct DelayItem {
     /// The row.
     #[serde(flatten)]
     pub row: DelayRow,
+    /// The local id of a person with no NHS number, for the access audit: kept even when
+    /// the caller may not see local record numbers (and so not shown).
+    #[serde(skip)]
+    pub audit_local_id: Option<handover_events::LocalId>,
 }
 
 /// The discharge-delays worklist.
@@ -54,6 +58,9 @@ pub struct BrokerageItem {
     /// The row.
     #[serde(flatten)]
     pub row: BrokerageRow,
+    /// As [`DelayItem::audit_local_id`].
+    #[serde(skip)]
+    pub audit_local_id: Option<handover_events::LocalId>,
 }
 
 /// The brokerage queue.
@@ -165,8 +172,10 @@ pub fn delay_worklist(
         .into_iter()
         .filter(|r| crate::policy::may_see_delay_row(caller, r))
         .map(|mut row| {
+            let audit_local_id = row.person.local_id.clone();
             crate::policy::minimise_delay_row(caller.role, &mut row);
             DelayItem {
+                audit_local_id,
                 days_delayed: handover_events::time::days_delayed(
                     row.discharge_ready_date.0,
                     None,
@@ -226,10 +235,12 @@ pub fn brokerage_queue(
         .into_iter()
         .filter(|r| crate::policy::may_see_brokerage_row(caller, r))
         .map(|mut row| {
+            let audit_local_id = row.person.local_id.clone();
             crate::policy::minimise_brokerage_row(caller.role, &mut row);
             let drd = row.hospital.as_ref().and_then(|h| h.discharge_ready_date);
             let days_delayed = drd.map(|d| handover_events::time::days_delayed(d.0, None, today));
             BrokerageItem {
+                audit_local_id,
                 days_waiting: row
                     .requested_at
                     .map(|t| (today - t.london_date()).num_days().max(0)),
@@ -284,18 +295,28 @@ fn worklist_reason(headers: &HeaderMap) -> Result<&'static str, ApiError> {
     crate::access_reason(headers).ok_or(ApiError::ReasonRequired)
 }
 
-/// Records the access audit of a worklist page (everyone on it), durably, before it is
-/// returned.
-async fn audited_worklist<'a>(
+/// A worklist page as its JSON answer, given back once the access audit of everyone on it
+/// is durably stored (the answer is rendered while the records are acknowledged).
+async fn audited_worklist<T: Serialize>(
     st: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
     from: crate::policy::ClientAddr,
     action: &str,
-    people: impl Iterator<Item = &'a handover_projections::rows::PersonSummary>,
-) -> Result<(), ApiError> {
-    let people = people.filter_map(|p| p.nhs_number.as_deref());
-    crate::policy::audit(st, caller, worklist_reason(headers)?, action, from, people).await
+    page: &T,
+    people: Vec<crate::policy::Person<'_>>,
+) -> Result<Response, ApiError> {
+    let capacity = 512 + 640 * people.len();
+    crate::policy::audited(
+        st,
+        caller,
+        worklist_reason(headers)?,
+        action,
+        from,
+        people,
+        || crate::no_store_json(page, capacity),
+    )
+    .await
 }
 
 pub(crate) async fn get_delays(
@@ -307,17 +328,20 @@ pub(crate) async fn get_delays(
     let caller = require_people_reader(&st, &headers).await?;
     worklist_reason(&headers)?;
     let w = delay_worklist(&st, &caller, &q, handover_events::time::london_today())?;
-    let people = w.rows.iter().map(|r| &r.row.person);
+    let people = w
+        .rows
+        .iter()
+        .map(|r| crate::policy::Person::of(&r.row.person, r.audit_local_id.as_ref()));
     audited_worklist(
         &st,
         &caller,
         &headers,
         from,
         "worklist:discharge-delays",
-        people,
+        &w,
+        people.collect(),
     )
-    .await?;
-    Ok(crate::no_store_json(&w, 512 + 640 * w.rows.len()))
+    .await
 }
 
 pub(crate) async fn get_brokerage(
@@ -329,9 +353,20 @@ pub(crate) async fn get_brokerage(
     let caller = require_people_reader(&st, &headers).await?;
     worklist_reason(&headers)?;
     let w = brokerage_queue(&st, &caller, &q, handover_events::time::london_today())?;
-    let people = w.rows.iter().map(|r| &r.row.person);
-    audited_worklist(&st, &caller, &headers, from, "worklist:brokerage", people).await?;
-    Ok(crate::no_store_json(&w, 512 + 640 * w.rows.len()))
+    let people = w
+        .rows
+        .iter()
+        .map(|r| crate::policy::Person::of(&r.row.person, r.audit_local_id.as_ref()));
+    audited_worklist(
+        &st,
+        &caller,
+        &headers,
+        from,
+        "worklist:brokerage",
+        &w,
+        people.collect(),
+    )
+    .await
 }
 
 pub(crate) async fn get_flow(

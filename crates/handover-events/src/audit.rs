@@ -24,8 +24,13 @@ pub struct AuditRecord {
     /// What was read, e.g. `journey`, `worklist:discharge-delays`, `ui:journey`, `audit`,
     /// or done (`erasure`).
     pub action: String,
-    /// The person's NHS number.
+    /// The person's NHS number; empty for a person known only by a local id (then
+    /// `local_id` names them).
     pub nhs_number: String,
+    /// The person's local id, for a person known only by one (a worklist row from a system
+    /// that had no NHS number for them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<crate::LocalId>,
     /// The client address, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,

@@ -302,7 +302,10 @@ impl Event {
             (Some(_), None) => None,
         };
 
-        if let Some(d) = &data {
+        // A subject that was given but is not a valid NHS number has its error already;
+        // "is required" beside it would say it was not sent.
+        let subject_refused = errors.iter().any(|e| e.pointer == "/subject");
+        if let Some(d) = data.as_ref().filter(|_| !subject_refused) {
             check_names_person(subject.as_ref(), d, &mut errors);
         }
 

@@ -48,6 +48,26 @@ fn every_envelope_problem_is_listed() {
 }
 
 #[test]
+fn a_subject_that_is_not_an_nhs_number_is_named_once() {
+    // Not also "is required": it was sent.
+    check(
+        json!({"specversion":"1.0","id":"e1","source":"urn:ods:RX1:pas","type":"handover.discharge.admitted.v1",
+               "subject":"4831200035","time":"2026-11-20T09:14:00Z","data":{"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}}),
+        expect![[r#"
+            /subject: must be the person's NHS number: the NHS number's check digit is wrong (Modulus 11)
+        "#]],
+    );
+    // Left out, it is required (no data.local_id names the person either).
+    check(
+        json!({"specversion":"1.0","id":"e1","source":"urn:ods:RX1:pas","type":"handover.discharge.admitted.v1",
+               "time":"2026-11-20T09:14:00Z","data":{"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}}),
+        expect![[r#"
+            /subject: is required (the NHS number) unless data.local_id names the person
+        "#]],
+    );
+}
+
+#[test]
 fn every_data_problem_is_listed_with_its_field() {
     check(
         base(

@@ -990,9 +990,16 @@ impl AuditLog {
 
     /// `audit.<person-key>.<user-key>`; `user` is the user's key when already known.
     fn audit_subject(&self, r: &handover_events::AuditRecord, user: Option<&str>) -> String {
-        let person = match handover_events::NhsNumber::parse(&r.nhs_number) {
-            Ok(n) => self.person_key(&n),
-            Err(_) => "unknown".to_string(),
+        let person = match (
+            handover_events::NhsNumber::parse(&r.nhs_number),
+            &r.local_id,
+        ) {
+            (Ok(n), _) => self.person_key(&n),
+            // Keyed like the person's events, so a purge by subject finds these too.
+            (Err(_), Some(l)) => self
+                .key
+                .person_key(&handover_events::PersonRef::Local(l.clone())),
+            (Err(_), None) => "unknown".to_string(),
         };
         let user = match user {
             Some(u) => std::borrow::Cow::Borrowed(u),
@@ -1139,6 +1146,7 @@ impl<'a> AuditTemplate<'a> {
             reason,
             action,
             nhs_number: _,
+            local_id,
             from,
         } = self.first;
         let same = r.time == *time
@@ -1147,6 +1155,7 @@ impl<'a> AuditTemplate<'a> {
             && r.role == *role
             && r.reason == *reason
             && r.action == *action
+            && r.local_id == *local_id
             && r.from == *from;
         if !same {
             return None;
@@ -1433,6 +1442,7 @@ mod tests {
             reason: "direct-care".into(),
             action: "worklist:discharge-delays".into(),
             nhs_number: nhs.into(),
+            local_id: None,
             from: from.map(Into::into),
         }
     }

@@ -310,6 +310,11 @@ pub struct Package {
     /// Reason given with the latest suspension, end or cancellation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// The council (GSS code) whose system requested it, when a council's did: the
+    /// brokerage worklist's council for a package that follows no referral or stay
+    /// (a community or self referral).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// One timeline entry: an event as stored.
@@ -559,6 +564,7 @@ impl Journey {
                     started_on: None,
                     requested_at: None,
                     status_reason: None,
+                    requested_by: None,
                 });
                 self.care_packages.len() - 1
             }
@@ -570,6 +576,13 @@ impl Journey {
     /// folded in event-time order (see [`StayMarks`] for where the sequence decides).
     pub(crate) fn fold(&mut self, data: &EventData, time: &Timestamp, seq: u64, source: &str) {
         use EventData as D;
+        // A local id an event names its person by is one of theirs: for a person no system
+        // has given an NHS number, it is what their identity and worklist rows show.
+        if let Some(l) = data.local_id() {
+            if !self.identity.local_ids.contains(l) {
+                self.identity.local_ids.push(l.clone());
+            }
+        }
         match data {
             D::PersonIdentified(d) => {
                 let id = &mut self.identity;
@@ -761,6 +774,10 @@ impl Journey {
                 p.carers_per_call = d.carers_per_call;
                 p.required_start = d.required_start;
                 p.requested_at = Some(*time);
+                p.requested_by = match source_org(source) {
+                    (council, "council") => Some(council),
+                    _ => None,
+                };
             }
             D::PackageSourced(d) => {
                 let p = self.package(&d.package_id);

@@ -27,6 +27,12 @@ pub struct PersonSummary {
     /// Date of birth.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub birth_date: Option<Date>,
+    /// A local id, for a person with no NHS number: a row must name whom it is about to
+    /// whoever reads it (a discharge team finds the patient by it) and to the access audit.
+    /// Rows stored before it was added have none until the person's next event or a
+    /// rebuild.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_id: Option<handover_events::LocalId>,
 }
 
 /// A row of the discharge-delays worklist (before today's filter).
@@ -249,6 +255,11 @@ fn summary(j: &Journey) -> PersonSummary {
         nhs_number: j.nhs_number.clone(),
         name,
         birth_date: id.birth_date,
+        local_id: if j.nhs_number.is_none() {
+            id.local_ids.first().cloned()
+        } else {
+            None
+        },
     }
 }
 
@@ -462,7 +473,8 @@ pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
                 service_type: p.service_type,
                 council: referral
                     .and_then(|r| r.to_council.clone())
-                    .or_else(|| j.current_stay().and_then(|s| s.responsible_council.clone())),
+                    .or_else(|| j.current_stay().and_then(|s| s.responsible_council.clone()))
+                    .or_else(|| p.requested_by.clone()),
                 required_start: p.required_start,
                 agreed_start: p.agreed_start,
                 provider: p.provider.clone(),

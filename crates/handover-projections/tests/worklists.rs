@@ -625,3 +625,75 @@ fn a_reopened_referral_waits_for_its_own_assessment_and_brokerage_shows_the_refe
     assert_eq!(hospital.trust.as_deref(), Some("RX1"));
     assert_eq!(hospital.site.as_deref(), Some("RX1CC"));
 }
+
+#[test]
+fn a_package_a_council_requested_without_a_referral_or_stay_is_on_its_brokerage_worklist() {
+    // A community or self referral: the council's own system asks brokerage for care.
+    let j = journey(&[ev(
+        1,
+        "care-package.requested",
+        "2026-11-20T09:00:00Z",
+        json!({"package_id": "PKG-C1", "service_type": "home-care", "required_start": "2026-11-25"}),
+    )]);
+    let rows = brokerage_rows(&j);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].council.as_deref(), Some("E08000035"));
+    assert!(rows[0].hospital.is_none());
+    // A referral's council still comes first when there is one.
+    let j = journey(&[
+        ev(
+            1,
+            "referral.sent",
+            "2026-11-19T09:00:00Z",
+            json!({"referral_id": "R1", "to_council": "E08000032", "from_org": "RX1"}),
+        ),
+        ev(
+            2,
+            "care-package.requested",
+            "2026-11-20T09:00:00Z",
+            json!({"package_id": "PKG-C2", "service_type": "home-care", "referral_id": "R1"}),
+        ),
+    ]);
+    assert_eq!(brokerage_rows(&j)[0].council.as_deref(), Some("E08000032"));
+}
+
+#[test]
+fn a_person_known_only_by_a_local_id_is_named_by_it_on_a_worklist_row() {
+    let local = json!({"system": "https://rx1.nhs.uk/id/mrn", "value": "RX1-777"});
+    let no_subject = |n: usize, ty: &str, time: &str, mut data: Value| {
+        data["local_id"] = local.clone();
+        Event::from_json(
+            json!({"specversion":"1.0","id":format!("l{n}"),"source":"urn:ods:RX1:pas",
+            "type":format!("handover.{ty}.v1"),"time":time,"data":data}),
+        )
+        .unwrap()
+    };
+    let j = journey(&[
+        no_subject(
+            1,
+            "discharge.admitted",
+            "2026-11-10T09:00:00Z",
+            json!({"encounter_id": "E1", "site": "RX1CC", "admitted_at": "2026-11-10T09:00:00Z"}),
+        ),
+        no_subject(
+            2,
+            "discharge.ready-date-recorded",
+            "2026-11-12T09:00:00Z",
+            json!({"encounter_id": "E1", "discharge_ready_date": "2026-11-12"}),
+        ),
+    ]);
+    let row = delay_row(&j).unwrap();
+    assert_eq!(row.person.nhs_number, None);
+    let id = row.person.local_id.unwrap();
+    assert_eq!(
+        (id.system.as_str(), id.value.as_str()),
+        ("https://rx1.nhs.uk/id/mrn", "RX1-777")
+    );
+    // With an NHS number the row is named by it alone.
+    let row = delay_row(&journey(&[
+        admitted(1, "E1", "2026-11-10T09:00:00Z"),
+        drd(2, "E1", "2026-11-12"),
+    ]))
+    .unwrap();
+    assert!(row.person.nhs_number.is_some() && row.person.local_id.is_none());
+}
