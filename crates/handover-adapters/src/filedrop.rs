@@ -579,12 +579,33 @@ fn short_hash(s: &str) -> String {
 /// `24/11/26` under `%d/%m/%Y` would be the year 26: refused instead.
 const YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
 
-/// A date cell in `fmt`, with a plausible year.
+/// A date cell in `fmt`, with a plausible year; also as Excel writes a date column's cells
+/// when it exports them as date-times (`20/11/2026 00:00`, midnight), and in ISO 8601
+/// (`2026-11-20`), which no day-first or month-first format can be confused with.
 fn parse_date(cell: &str, fmt: &str) -> Option<NaiveDate> {
-    NaiveDate::parse_from_str(cell, fmt)
-        .ok()
-        .filter(|d| YEARS.contains(&d.year()))
+    let plausible = |d: NaiveDate| YEARS.contains(&d.year()).then_some(d);
+    let day = [" 00:00:00", " 00:00", "T00:00:00", "T00:00"]
+        .iter()
+        .find_map(|midnight| cell.strip_suffix(midnight))
+        .unwrap_or(cell);
+    [cell, day]
+        .iter()
+        .find_map(|c| NaiveDate::parse_from_str(c, fmt).ok().and_then(plausible))
+        .or_else(|| {
+            NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                .ok()
+                .and_then(plausible)
+        })
 }
+
+/// Date-time layouts read as UK local time whatever the mapping's format says: ISO 8601
+/// without an offset, as databases and pandas export them.
+const ISO_LOCAL: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+];
 
 /// A time cell: in `fmt` (UK local time, unless `fmt` reads an offset with `%z` or ends in
 /// a literal `Z`, UTC); else an RFC 3339 time with its own offset (`…T10:05:00Z`); else a
@@ -604,9 +625,27 @@ fn parse_local(cell: &str, fmt: &str, date_fmt: &str) -> Option<Timestamp> {
         }
     } else if let Ok(dt) = NaiveDateTime::parse_from_str(cell, fmt) {
         return plausible(Timestamp::from_london(dt));
+    } else if let Some(dt) = fmt
+        .ends_with("%M")
+        .then(|| NaiveDateTime::parse_from_str(cell, &format!("{fmt}:%S")).ok())
+        .flatten()
+    {
+        // Seconds the format leaves out (a spreadsheet's `22/11/2026 10:05:00`).
+        return plausible(Timestamp::from_london(dt));
     }
     if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(cell) {
         return plausible(Timestamp(dt));
+    }
+    // The mapping's date with a time after it (a date column exported with its times), or
+    // ISO 8601 without an offset.
+    let with_time = [format!("{date_fmt} %H:%M:%S"), format!("{date_fmt} %H:%M")];
+    if let Some(dt) = with_time
+        .iter()
+        .map(String::as_str)
+        .chain(ISO_LOCAL.iter().copied())
+        .find_map(|f| NaiveDateTime::parse_from_str(cell, f).ok())
+    {
+        return plausible(Timestamp::from_london(dt));
     }
     [fmt, date_fmt]
         .iter()
@@ -804,7 +843,19 @@ pub fn translate_row(
                 .ok()
                 .filter(|f| f.is_finite())
                 .map(|f| json!(f)),
-            FieldKind::Integer => coded.parse::<u64>().ok().map(|n| json!(n)),
+            // `3.0` too: what pandas writes for an integer column with gaps (the event API
+            // takes integral numbers the same way).
+            FieldKind::Integer => coded
+                .parse::<u64>()
+                .ok()
+                .or_else(|| {
+                    coded
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.fract() == 0.0 && (0.0..9.0e15).contains(f))
+                        .map(|f| f as u64)
+                })
+                .map(|n| json!(n)),
             FieldKind::Boolean => match coded.to_ascii_lowercase().as_str() {
                 "y" | "yes" | "true" | "1" => Some(Value::Bool(true)),
                 "n" | "no" | "false" | "0" => Some(Value::Bool(false)),
@@ -1098,14 +1149,40 @@ fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
 }
 
 fn read_json(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
-    let v: Value =
-        serde_json::from_str(text).map_err(|e| FileFormatError(format!("not valid JSON: {e}")))?;
-    let Value::Array(items) = v else {
-        return Err(FileFormatError("expected a JSON array of objects".into()));
-    };
+    // (row number, the row or why not and the line as written)
+    let items: Vec<(u64, Result<Value, (String, String)>)> =
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(items)) => (1..).zip(items.into_iter().map(Ok)).collect(),
+            Ok(_) => return Err(FileFormatError("expected a JSON array of objects".into())),
+            // JSON Lines (one object per line, as `handover publish` also takes): each line a
+            // row, numbered by its line.
+            Err(_) if text.trim_start().starts_with('{') && text.trim().lines().count() > 1 => text
+                .lines()
+                .zip(1..)
+                .filter(|(l, _)| !l.trim().is_empty())
+                .map(|(l, n)| {
+                    (
+                        n,
+                        serde_json::from_str::<Value>(l)
+                            .map_err(|e| (format!("not valid JSON: {e}"), l.to_owned())),
+                    )
+                })
+                .collect(),
+            Err(e) => return Err(FileFormatError(format!("not valid JSON: {e}"))),
+        };
     let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let n = i as u64 + 1;
+    for (n, item) in items {
+        let item = match item {
+            Ok(v) => v,
+            Err((reason, original)) => {
+                out.push(Err(UnreadableRow {
+                    number: n,
+                    original,
+                    reason,
+                }));
+                continue;
+            }
+        };
         let original = item.to_string();
         let Value::Object(obj) = item else {
             out.push(Err(UnreadableRow {
@@ -1789,7 +1866,6 @@ mod tests {
                 row 2: rejected [NHS Number] no NHS number and no local id: the row names nobody
                 row 3: rejected [NHS Number] not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
                 row 4: rejected [Service Type] unknown code "RESPITE": expected one of CB, DOM, EQ, HC, NURS, OTH, REAB, RES
-                row 5: rejected [Status Date] "2026-11-24" is not a date in the format %d/%m/%Y
                 row 5: rejected [Hours Per Week] "ten" is not a number
                 row 5: rejected [Required Start] "31/11/2026" is not a date in the format %d/%m/%Y
                 row 6: rejected [Status] unknown value "SUSPENDED": expected one of CANCELLED, DRAFT, ENDED, ON HOLD, REQUESTED, RESTARTED, SOURCED, STARTED
@@ -1847,7 +1923,6 @@ mod tests {
             2,NHS Number,no NHS number and no local id: the row names nobody,"LCC-PKG-6001,REQUESTED,24/11/2026,,,HC,10,2,1,27/11/2026,,,,,"
             3,NHS Number,not a valid NHS number: the NHS number's check digit is wrong (Modulus 11),"LCC-PKG-6002,REQUESTED,24/11/2026,9434765918,M-130001,HC,10,2,1,27/11/2026,,,,,"
             4,Service Type,"unknown code ""RESPITE"": expected one of CB, DOM, EQ, HC, NURS, OTH, REAB, RES","LCC-PKG-6003,REQUESTED,24/11/2026,9434765935,M-130002,RESPITE,10,2,1,27/11/2026,,,,,"
-            5,Status Date,"""2026-11-24"" is not a date in the format %d/%m/%Y","LCC-PKG-6004,REQUESTED,2026-11-24,9434765943,M-130003,HC,ten,2,1,31/11/2026,,,,,"
             5,Hours Per Week,"""ten"" is not a number","LCC-PKG-6004,REQUESTED,2026-11-24,9434765943,M-130003,HC,ten,2,1,31/11/2026,,,,,"
             5,Required Start,"""31/11/2026"" is not a date in the format %d/%m/%Y","LCC-PKG-6004,REQUESTED,2026-11-24,9434765943,M-130003,HC,ten,2,1,31/11/2026,,,,,"
             6,Status,"unknown value ""SUSPENDED"": expected one of CANCELLED, DRAFT, ENDED, ON HOLD, REQUESTED, RESTARTED, SOURCED, STARTED","LCC-PKG-6005,SUSPENDED,24/11/2026,9434765951,M-130004,HC,,,,,,,,,"
@@ -1959,6 +2034,61 @@ mod tests {
             .collect();
         let e = read_rows(FileFormat::Csv, &utf16).unwrap_err();
         assert!(e.0.contains("UTF-16"), "{e}");
+    }
+
+    #[test]
+    fn dates_times_and_whole_numbers_are_read_as_other_exports_write_them() {
+        let text = [
+            HEADER,
+            // ISO dates, and Excel's date-times at midnight in date columns
+            "P1,REQUESTED,2026-11-24,9434765919,,HC,10,2,1,20/11/2026 00:00,,,,,",
+            "P2,REQUESTED,24/11/2026,9434765919,,HC,10,2,1,2026-11-21 00:00:00,,,,,",
+            // the time of day, with or without seconds, in a date-only time column; ISO
+            // without an offset is UK local time (BST in June)
+            "P3,REQUESTED,24/11/2026 10:05:30,9434765919,,HC,10,2,1,,,,,,",
+            "P4,REQUESTED,2026-06-22T10:05:00,9434765919,,HC,10,2,1,,,,,,",
+            // pandas' whole numbers; a fraction is still no whole number
+            "P5,REQUESTED,24/11/2026,9434765919,,HC,10,3.0,1,,,,,,",
+            "P6,REQUESTED,24/11/2026,9434765919,,HC,10,2.5,1,,,,,,",
+            // a time that is not midnight does not make a date
+            "P7,REQUESTED,24/11/2026,9434765919,,HC,10,2,1,20/11/2026 09:00,,,,,",
+        ]
+        .join("\n");
+        expect![[r#"
+            [
+                "row 2: 2026-11-24T00:00:00Z {\"calls_per_day\":2,\"carers_per_call\":1,\"hours_per_week\":10.0,\"package_id\":\"P1\",\"required_start\":\"2026-11-20\",\"service_type\":\"home-care\"}",
+                "row 3: 2026-11-24T00:00:00Z {\"calls_per_day\":2,\"carers_per_call\":1,\"hours_per_week\":10.0,\"package_id\":\"P2\",\"required_start\":\"2026-11-21\",\"service_type\":\"home-care\"}",
+                "row 4: 2026-11-24T10:05:30Z {\"calls_per_day\":2,\"carers_per_call\":1,\"hours_per_week\":10.0,\"package_id\":\"P3\",\"service_type\":\"home-care\"}",
+                "row 5: 2026-06-22T10:05:00+01:00 {\"calls_per_day\":2,\"carers_per_call\":1,\"hours_per_week\":10.0,\"package_id\":\"P4\",\"service_type\":\"home-care\"}",
+                "row 6: 2026-11-24T00:00:00Z {\"calls_per_day\":3,\"carers_per_call\":1,\"hours_per_week\":10.0,\"package_id\":\"P5\",\"service_type\":\"home-care\"}",
+                "row 7: Calls Per Day: \"2.5\" is not a whole number",
+                "row 8: Required Start: \"20/11/2026 09:00\" is not a date in the format %d/%m/%Y",
+            ]
+        "#]].assert_debug_eq(&rows_of(text.as_bytes()));
+    }
+
+    #[test]
+    fn json_lines_are_read_one_row_a_line() {
+        let text = "{\"a\": \"1\"}\n\n{\"a\": 2}\n{\"a\": \n[{\"a\": 3}]\n";
+        let rows = read_rows(FileFormat::Json, text.as_bytes()).unwrap();
+        let shown: Vec<String> = rows
+            .iter()
+            .map(|r| match r {
+                Ok(row) => format!("{} {:?}", row.number, row.cells),
+                Err(u) => format!("{} unreadable {:?}: {}", u.number, u.original, u.reason),
+            })
+            .collect();
+        expect![[r#"
+            [
+                "1 [(\"a\", \"1\")]",
+                "3 [(\"a\", \"2\")]",
+                "4 unreadable \"{\\\"a\\\": \": not valid JSON: EOF while parsing a value at line 1 column 6",
+                "5 unreadable \"[{\\\"a\\\":3}]\": is not a JSON object",
+            ]
+        "#]].assert_debug_eq(&shown);
+        // A file that is neither an array nor lines of objects is refused whole.
+        let e = read_rows(FileFormat::Json, b"{\"a\": 1").unwrap_err();
+        assert!(e.0.contains("not valid JSON"), "{e}");
     }
 
     #[test]

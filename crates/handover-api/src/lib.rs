@@ -411,7 +411,10 @@ pub(crate) fn no_store_json<T: Serialize>(value: &T, capacity: usize) -> Respons
 /// The stated reason for access, when it is one of the lawful reasons.
 pub(crate) fn access_reason(headers: &HeaderMap) -> Option<&'static str> {
     let given = headers.get("handover-access-reason")?.to_str().ok()?.trim();
-    auth::ACCESS_REASONS.iter().find(|r| **r == given).copied()
+    auth::ACCESS_REASONS
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(given))
+        .copied()
 }
 
 /// A person's journey if the caller's organisation may see it; 404 otherwise, so that

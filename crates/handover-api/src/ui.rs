@@ -577,6 +577,7 @@ pub(crate) async fn brokerage(
                                     (opt(&r.row.service_type.map(|s| s.as_str())))
                                     @if let Some(h) = r.row.hours_per_week { br; span class="muted" { (h) " h/week" } }
                                     @if let Some(calls) = r.row.calls_per_day { span class="muted" { ", " (calls) " calls/day" } }
+                                    @if let Some(carers) = r.row.carers_per_call.filter(|c| *c > 1) { span class="muted" { ", " (carers) " carers" } }
                                 }
                                 td { (format!("{:?}", r.row.status).to_lowercase()) @if let Some(p) = &r.row.provider { br; span class="muted" { (p) } } }
                                 td { (opt(&r.row.required_start)) @if let Some(a) = &r.row.agreed_start { br; span class="muted" { "agreed " (a) } } }

@@ -163,6 +163,9 @@ pub struct BrokerageRow {
     /// Calls per day.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub calls_per_day: Option<u8>,
+    /// Carers per call (2 is double-handed care, much of what a broker sources on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carers_per_call: Option<u8>,
     /// When requested.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_at: Option<Timestamp>,
@@ -480,6 +483,7 @@ pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
                 provider: p.provider.clone(),
                 hours_per_week: p.hours_per_week,
                 calls_per_day: p.calls_per_day,
+                carers_per_call: p.carers_per_call,
                 requested_at: p.requested_at,
                 referral_id: p.referral_id.clone(),
                 referral_status: referral.map(|r| r.status),

@@ -633,11 +633,17 @@ fn a_package_a_council_requested_without_a_referral_or_stay_is_on_its_brokerage_
         1,
         "care-package.requested",
         "2026-11-20T09:00:00Z",
-        json!({"package_id": "PKG-C1", "service_type": "home-care", "required_start": "2026-11-25"}),
+        json!({"package_id": "PKG-C1", "service_type": "home-care", "required_start": "2026-11-25",
+               "calls_per_day": 4, "carers_per_call": 2}),
     )]);
     let rows = brokerage_rows(&j);
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].council.as_deref(), Some("E08000035"));
+    // Double-handed care is on the row: it is much of what a broker sources on.
+    assert_eq!(
+        (rows[0].calls_per_day, rows[0].carers_per_call),
+        (Some(4), Some(2))
+    );
     assert!(rows[0].hospital.is_none());
     // A referral's council still comes first when there is one.
     let j = journey(&[
