@@ -273,6 +273,73 @@ async fn organisations_see_only_people_they_have_a_relationship_with() {
     .await
     .unwrap();
     assert_eq!(q["total"], 1);
+
+    // The audit follows the same need to know. A person only the council knows, read by
+    // its broker: the council's auditor sees that read, the trust's does not (though it
+    // sees the same broker's read of its own patient).
+    let council_only = "9434765870";
+    let request = ev(
+        "g-co",
+        "urn:gss:E08000035:brokerage",
+        "care-package.requested",
+        council_only,
+        "2026-11-06T09:00:00Z",
+        json!({"package_id": "P-CO", "service_type": "home-care"}),
+    );
+    assert_eq!(b.post_events(&request).await.status(), 202);
+    b.caught_up().await;
+    let broker = token_for(Role::Broker, "E08000035");
+    for n in [council_only, NHS] {
+        let r = get(
+            &b,
+            &format!("/v1/persons/{n}/journey"),
+            Some(&broker),
+            Some("direct-care"),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{n}");
+    }
+    let read_by_broker = |auditor: String| {
+        let b = &b;
+        async move {
+            let a: Value = get(
+                b,
+                "/v1/audit?user=test-broker-E08000035",
+                Some(&auditor),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            let mut people: Vec<String> = a["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["nhs_number"].as_str().unwrap().to_owned())
+                .collect();
+            // (the broker's worklist reads above are records of NHS too)
+            people.sort();
+            people.dedup();
+            people
+        }
+    };
+    assert_eq!(
+        read_by_broker(token_for(Role::Auditor, "E08000035")).await,
+        [council_only, NHS]
+    );
+    assert_eq!(read_by_broker(token_for(Role::Auditor, "RX1")).await, [NHS]);
+    let a: Value = get(
+        &b,
+        &format!("/v1/audit?nhs_number={council_only}"),
+        Some(&token_for(Role::Auditor, "RX1")),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(a["count"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

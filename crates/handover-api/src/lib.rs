@@ -495,6 +495,7 @@ async fn get_audit(
             tracing::warn!(error = %e, "audit query failed");
             ApiError::Unavailable
         })?;
+    let records = policy::auditor_may_see(&st, &caller, records)?;
     // Reading who viewed a person is itself an access to that person's record; it is
     // recorded (durably) after the query, so it is not in its own answer.
     if let Some(n) = &nhs {

@@ -25,6 +25,42 @@ pub fn may_see_journey(caller: &Caller, j: &Journey) -> bool {
             .any(|r| r.to_council.as_deref() == Some(org) || r.from_org.as_deref() == Some(org))
 }
 
+/// The access records an auditor may see: those of their own organisation's users, and
+/// any about a person their organisation has a relationship with (as for a journey), so a
+/// trust's auditor has the whole "who viewed my record" report for its patients but does
+/// not learn whom a council looked up that the trust never knew.
+pub fn auditor_may_see(
+    st: &AppState,
+    caller: &Caller,
+    records: Vec<AuditRecord>,
+) -> Result<Vec<AuditRecord>, ApiError> {
+    let mut known: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let visible = if r.organisation == caller.organisation {
+            true
+        } else if let Some(v) = known.get(&r.nhs_number) {
+            *v
+        } else {
+            let v = match handover_events::NhsNumber::parse(&r.nhs_number) {
+                Ok(n) => st
+                    .journeys
+                    .get(&st.journey_tree, &n)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+                    .is_some_and(|j| may_see_journey(caller, &j)),
+                // A person known by a local id only: their organisation's own records.
+                Err(_) => false,
+            };
+            known.insert(r.nhs_number.clone(), v);
+            v
+        };
+        if visible {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a delay-worklist row is within `caller`'s organisation.
 pub fn may_see_delay_row(caller: &Caller, r: &DelayRow) -> bool {
     let org = Some(caller.organisation.as_str());
