@@ -1148,28 +1148,29 @@ fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
     Ok(out)
 }
 
+/// A JSON row by its number: the value, or why it is not one and the line as written.
+type JsonItem = (u64, Result<Value, (String, String)>);
+
 fn read_json(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
-    // (row number, the row or why not and the line as written)
-    let items: Vec<(u64, Result<Value, (String, String)>)> =
-        match serde_json::from_str::<Value>(text) {
-            Ok(Value::Array(items)) => (1..).zip(items.into_iter().map(Ok)).collect(),
-            Ok(_) => return Err(FileFormatError("expected a JSON array of objects".into())),
-            // JSON Lines (one object per line, as `handover publish` also takes): each line a
-            // row, numbered by its line.
-            Err(_) if text.trim_start().starts_with('{') && text.trim().lines().count() > 1 => text
-                .lines()
-                .zip(1..)
-                .filter(|(l, _)| !l.trim().is_empty())
-                .map(|(l, n)| {
-                    (
-                        n,
-                        serde_json::from_str::<Value>(l)
-                            .map_err(|e| (format!("not valid JSON: {e}"), l.to_owned())),
-                    )
-                })
-                .collect(),
-            Err(e) => return Err(FileFormatError(format!("not valid JSON: {e}"))),
-        };
+    let items: Vec<JsonItem> = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(items)) => (1..).zip(items.into_iter().map(Ok)).collect(),
+        Ok(_) => return Err(FileFormatError("expected a JSON array of objects".into())),
+        // JSON Lines (one object per line, as `handover publish` also takes): each line a
+        // row, numbered by its line.
+        Err(_) if text.trim_start().starts_with('{') && text.trim().lines().count() > 1 => text
+            .lines()
+            .zip(1..)
+            .filter(|(l, _)| !l.trim().is_empty())
+            .map(|(l, n)| {
+                (
+                    n,
+                    serde_json::from_str::<Value>(l)
+                        .map_err(|e| (format!("not valid JSON: {e}"), l.to_owned())),
+                )
+            })
+            .collect(),
+        Err(e) => return Err(FileFormatError(format!("not valid JSON: {e}"))),
+    };
     let mut out = Vec::with_capacity(items.len());
     for (n, item) in items {
         let item = match item {
