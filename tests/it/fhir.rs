@@ -472,3 +472,247 @@ async fn an_unversioned_bundle_retried_with_fresh_urn_uuids_is_stored_once() {
     );
     assert_eq!(b.rt().log.last_sequence().await.unwrap(), stored);
 }
+
+/// A request to `path` with `body` as bytes and extra `headers`, as the admin; the status
+/// and the answer (JSON).
+async fn send(
+    b: &Backbone,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = b
+        .http
+        .request(method, format!("{}{path}", b.base))
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/fhir+json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.body(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/fhir+json",
+        "{path}"
+    );
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_trust_systems_send_reaches_the_person_s_journey() {
+    let b = Backbone::start().await;
+    // A transaction whose Encounter names the person by reference and by the trust's MRN,
+    // posted to the base URL with a trailing slash, with a byte order mark before the JSON.
+    let mut bundle = fixture("bundle_transaction.json");
+    bundle["entry"][1]["resource"]["subject"]["identifier"] =
+        json!({"system": "https://fhir.leedsth.nhs.uk/Id/mrn", "value": "RR80042317"});
+    let mut body = b"\xEF\xBB\xBF".to_vec();
+    body.extend(bundle.to_string().bytes());
+    let (status, out) = send(&b, reqwest::Method::POST, "/fhir/r4/", &[], body).await;
+    assert_eq!(status, 200, "{out:#}");
+    let j = journey(&b).await;
+    assert_eq!(
+        j["stays"][0]["encounter_id"], "RR8-SP-2026-118834",
+        "the stay is on the NHS number's journey: {j:#}"
+    );
+
+    // The discharge as an update (PUT) with destination 99, not known: stored without one.
+    let mut finished = fixture("encounter_finished.json");
+    finished["hospitalization"]["dischargeDisposition"]["coding"][0]["code"] = json!("99");
+    let (status, out) = send(
+        &b,
+        reqwest::Method::PUT,
+        "/fhir/r4/Encounter/enc-4471",
+        &[],
+        finished.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{out:#}");
+    let j = journey(&b).await;
+    assert_eq!(j["stays"][0]["status"], "discharged", "{j:#}");
+    assert!(
+        j["stays"][0].get("destination").is_none_or(Value::is_null),
+        "{j:#}"
+    );
+    // An update whose body is another resource's is refused (FHIR http.html#update).
+    let (status, out) = send(
+        &b,
+        reqwest::Method::PUT,
+        "/fhir/r4/Encounter/enc-9999",
+        &[],
+        finished.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400, "{out:#}");
+    assert_eq!(out["issue"][0]["expression"][0], "Encounter.id");
+
+    // The Patient's number replaced (PDS lists the old one with `use: old`): the new number
+    // is the subject, and its journey takes in the old one's.
+    let new = crate::support::nhs_numbers(943_400_000, 1).remove(0);
+    let mut patient = fixture("patient.json");
+    patient["meta"]["versionId"] = json!("4");
+    patient["identifier"][0]["use"] = json!("old");
+    patient["identifier"].as_array_mut().unwrap().push(
+        json!({"use": "official", "system": "https://fhir.nhs.uk/Id/nhs-number", "value": new}),
+    );
+    let (status, out) = send(
+        &b,
+        reqwest::Method::POST,
+        "/fhir/r4/Patient",
+        &[],
+        patient.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201, "{out:#}");
+    assert!(out.to_string().contains("nhs-number-changed"), "{out:#}");
+    let j = journey_as(&b, &new, &token_for(Role::DischargeTeam, "RR8")).await;
+    assert_eq!(j["identity"]["previous_nhs_numbers"], json!([NHS]), "{j:#}");
+    assert_eq!(j["stays"][0]["encounter_id"], "RR8-SP-2026-118834", "{j:#}");
+    // A resend records nothing new.
+    let sequence = b.rt().log.last_sequence().await.unwrap();
+    let (status, _) = send(
+        &b,
+        reqwest::Method::POST,
+        "/fhir/r4/Patient",
+        &[],
+        patient.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), sequence);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_clients_get_a_capability_statement_and_clear_refusals() {
+    let b = Backbone::start().await;
+    // The CapabilityStatement: like every /fhir call it needs a token, of any role.
+    let url = format!("{}/fhir/r4/metadata", b.base);
+    let r = b.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let oo: Value = r.json().await.unwrap();
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    let r = b
+        .http
+        .get(&url)
+        .bearer_auth(token(Role::Auditor))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/fhir+json");
+    let cs: Value = r.json().await.unwrap();
+    assert_eq!(cs["resourceType"], "CapabilityStatement");
+    assert_eq!(cs["status"], "active");
+    assert_eq!(cs["kind"], "instance");
+    assert_eq!(cs["fhirVersion"], "4.0.1");
+    assert_eq!(cs["format"], json!(["json"]));
+    assert_eq!(cs["software"]["name"], "Handover");
+    let rest = &cs["rest"][0];
+    assert_eq!(rest["mode"], "server");
+    let types: Vec<&str> = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]
+    );
+    assert!(rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["interaction"][0]["code"] == "create"));
+    assert_eq!(rest["interaction"][0]["code"], "transaction");
+
+    let encounter = fixture("encounter_in_progress.json").to_string();
+    // A compressed body: 415, naming the encoding (not "the body is not valid JSON").
+    let (status, out) = send(
+        &b,
+        reqwest::Method::POST,
+        "/fhir/r4/Encounter",
+        &[("content-encoding", "gzip")],
+        encounter.clone().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 415, "{out:#}");
+    assert_eq!(out["issue"][0]["code"], "not-supported");
+    assert!(
+        out["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("gzip"),
+        "{out:#}"
+    );
+    // A JSON array is not a resource.
+    let (status, out) = send(
+        &b,
+        reqwest::Method::POST,
+        "/fhir/r4/Encounter",
+        &[],
+        b"[]".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{out:#}");
+    assert_eq!(
+        out["issue"][0]["diagnostics"],
+        "the body must be a JSON object (a FHIR resource)"
+    );
+    // A body over the limit says what the limit is, under /fhir and /v1 alike.
+    let (status, out) = send(
+        &b,
+        reqwest::Method::POST,
+        "/fhir/r4",
+        &[],
+        vec![b' '; handover_api::MAX_BODY + 1],
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(out["issue"][0]["code"], "too-costly");
+    assert!(
+        out["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("16 MiB"),
+        "{out:#}"
+    );
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(vec![b' '; handover_api::MAX_BODY + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("16 MiB"), "{p:#}");
+    // An attendance records nothing, and the answer says it is the class.
+    let mut amb = fixture("encounter_in_progress.json");
+    amb["class"]["code"] = json!("AMB");
+    let (status, out) = send(
+        &b,
+        reqwest::Method::POST,
+        "/fhir/r4/Encounter",
+        &[],
+        amb.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{out:#}");
+    assert!(
+        out["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("class AMB"),
+        "{out:#}"
+    );
+    assert_eq!(
+        b.rt().log.last_sequence().await.unwrap(),
+        0,
+        "nothing stored"
+    );
+}

@@ -13,20 +13,24 @@
 //!
 //! - **Person.** `subject` (Encounter, ServiceRequest) or `patient` (EpisodeOfCare) is read from
 //!   `.identifier` with system [`NHS_NUMBER_SYSTEM`] (the NHS number, checked with Modulus 11),
-//!   else `.identifier` of another system (a local id), else `.reference` to a Patient **in the
-//!   same Bundle** (by `fullUrl` or `Patient/<id>`), whose NHS number or first local identifier
-//!   is used. A bare reference outside a Bundle cannot be resolved and is an error.
+//!   else `.reference` to a Patient **in the same Bundle** (by `fullUrl` or `Patient/<id>`,
+//!   with or without a version) or contained in the resource, when that has an NHS number
+//!   (the subject is the NHS number when known), else `.identifier` of another system (a
+//!   local id), else the referenced Patient's first local identifier. A bare reference
+//!   outside a Bundle cannot be resolved and is an error.
 //! - **Source.** `urn:ods:<ODS>:fhir` or `urn:gss:<GSS>:fhir` from the resource's organisation
 //!   (Encounter.serviceProvider, ServiceRequest.requester — performer for `accepted` —,
 //!   EpisodeOfCare.managingOrganization, Patient.managingOrganization), identified by an
 //!   identifier of system [`ODS_ORGANISATION_SYSTEM`]/[`ODS_SITE_SYSTEM`] or [`GSS_SYSTEM`] (or
-//!   an Organization in the Bundle carrying one); else the caller's organisation.
+//!   an Organization in the Bundle or contained in the resource carrying one); else the
+//!   caller's organisation.
 //! - **Event ids.** `<type>/<id>/_history/<versionId>#<event>.<digest>` when the resource has
 //!   `id` and `meta.versionId`; otherwise `<type>/<id or ->/_hash/<sha256 of
-//!   meta.lastUpdated>#<event>.<digest>`, the digest being 12 hex digits of a SHA-256 of the person
-//!   and the event's data. A resent resource (or Bundle) gives the same ids and is stored
-//!   once; a changed resource, or another person's resource under the same id and version,
-//!   gives new ones. `fullUrl` is not used: senders often mint a new `urn:uuid` per message.
+//!   meta.lastUpdated, as a UTC instant>#<event>.<digest>`, the digest being 12 hex digits of
+//!   a SHA-256 of the person and the event's data. A resent resource (or Bundle) gives the
+//!   same ids and is stored once; a changed resource, or another person's resource under the
+//!   same id and version, gives new ones. `fullUrl` is not used: senders often mint a new
+//!   `urn:uuid` per message.
 //! - FHIR is state transfer: each version of a resource is mapped statelessly from its current
 //!   status (e.g. an in-progress Encounter → `admitted`; a later version of it → `admitted`
 //!   again with the new ward, which the journey projection folds as an update).
@@ -41,6 +45,12 @@ use sha2::{Digest, Sha256};
 
 /// The NHS number identifier system.
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
+/// The NHS number system of the NHS's DSTU2 profiles (CareConnect), which some senders
+/// still use: read as [`NHS_NUMBER_SYSTEM`].
+pub const LEGACY_NHS_NUMBER_SYSTEM: &str = "http://fhir.nhs.net/Id/nhs-number";
+/// The NHS number's OID as a system (as HL7 v2 senders give it): read as
+/// [`NHS_NUMBER_SYSTEM`] too.
+pub const NHS_NUMBER_OID_SYSTEM: &str = "urn:oid:2.16.840.1.113883.2.1.4.1";
 /// The UK Core NHS number verification status extension (on the NHS number identifier).
 pub const NHS_NUMBER_VERIFICATION_URL: &str =
     "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
@@ -338,11 +348,29 @@ pub fn translate_bundle(bundle: &Value, ctx: &FhirContext) -> Result<Vec<EntryEv
     for (i, entry) in entries.iter().enumerate() {
         let root = format!("Bundle.entry[{i}].resource");
         let Some(resource) = entry.get("resource").filter(|r| r.is_object()) else {
-            issues.push(Issue::error(
-                IssueCode::Required,
-                Some(root),
-                "every entry needs a resource",
-            ));
+            // A transaction may also delete or read (FHIR R4 bundle.html); Handover only
+            // takes resources to map, and says so rather than "needs a resource".
+            let method = entry.get("request").and_then(|q| str_at(q, "method"));
+            match method {
+                Some(m) if !m.eq_ignore_ascii_case("POST") && !m.eq_ignore_ascii_case("PUT") => {
+                    let m = m.to_ascii_uppercase();
+                    let hint = if m == "DELETE" {
+                        "Handover records events, not resources: to undo what a resource recorded, send it with status entered-in-error (or cancelled)"
+                    } else {
+                        "send each resource with request.method POST or PUT"
+                    };
+                    issues.push(Issue::error(
+                        IssueCode::NotSupported,
+                        Some(format!("Bundle.entry[{i}].request.method")),
+                        format!("{m} entries are not supported: {hint}"),
+                    ));
+                }
+                _ => issues.push(Issue::error(
+                    IssueCode::Required,
+                    Some(root),
+                    "every entry needs a resource",
+                )),
+            }
             continue;
         };
         let rtype = resource
@@ -395,28 +423,59 @@ struct BundleIndex<'a> {
 impl<'a> BundleIndex<'a> {
     fn new(entries: &'a [Value]) -> BundleIndex<'a> {
         let mut by_ref = BTreeMap::new();
+        let mut tails = Vec::new();
         for e in entries {
             let Some(r) = e.get("resource") else { continue };
             if let Some(u) = e.get("fullUrl").and_then(Value::as_str) {
                 by_ref.insert(u.to_owned(), r);
+                // A relative reference (`Patient/p103`) resolves against the base of an
+                // absolute fullUrl (`https://ehr.example.nhs.uk/fhir/Patient/p103`), FHIR R4
+                // bundle.html "Resolving references in Bundles": the entry needs no `id`.
+                if u.starts_with("http://") || u.starts_with("https://") {
+                    tails.extend(type_and_id(u).map(|t| (t, r)));
+                }
             }
             if let (Some(t), Some(id)) = (str_at(r, "resourceType"), str_at(r, "id")) {
                 by_ref.insert(format!("{t}/{id}"), r);
             }
         }
+        // After the ids: a resource's own `id` names it over another entry's URL.
+        for (tail, r) in tails {
+            by_ref.entry(tail).or_insert(r);
+        }
         BundleIndex { by_ref }
     }
 
-    /// The resource a reference points at: exactly, or by its trailing `Type/id`.
+    /// The resource a reference points at: exactly, or by its trailing `Type/id`. A
+    /// version-specific reference (`Patient/p3/_history/1`, FHIR R4 references.html) names
+    /// the resource: a Bundle holds one version of each.
     fn resolve(&self, reference: &str) -> Option<&'a Value> {
         if let Some(r) = self.by_ref.get(reference) {
             return Some(r);
         }
-        let mut parts = reference.rsplit('/');
-        let (id, t) = (parts.next()?, parts.next()?);
-        let id = id.split('#').next().unwrap_or(id);
-        self.by_ref.get(&format!("{t}/{id}")).copied()
+        let unversioned = without_version(reference);
+        if let Some(r) = self.by_ref.get(unversioned) {
+            return Some(r);
+        }
+        self.by_ref.get(&type_and_id(unversioned)?).copied()
     }
+}
+
+/// A reference without its version: `Patient/p3/_history/1` → `Patient/p3`.
+fn without_version(reference: &str) -> &str {
+    match reference.find("/_history/") {
+        Some(i) => &reference[..i],
+        None => reference,
+    }
+}
+
+/// The `Type/id` a reference or URL ends with (`…/fhir/Patient/p103` → `Patient/p103`),
+/// its version and any fragment left out.
+fn type_and_id(reference: &str) -> Option<String> {
+    let mut parts = without_version(reference).rsplit('/');
+    let (id, t) = (parts.next()?, parts.next()?);
+    let id = id.split('#').next().unwrap_or(id);
+    (!id.is_empty() && !t.is_empty()).then(|| format!("{t}/{id}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -430,6 +489,18 @@ fn str_at<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
         .filter(|s| !s.is_empty())
 }
 
+/// What kind of JSON value `v` is, for diagnostics ("an array").
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "true or false",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn arr<'v>(v: &'v Value, key: &str) -> &'v [Value] {
     v.get(key)
         .and_then(Value::as_array)
@@ -437,25 +508,61 @@ fn arr<'v>(v: &'v Value, key: &str) -> &'v [Value] {
         .unwrap_or(&[])
 }
 
-/// The first `valueCodeableConcept.coding[].code` of the extension with `url`, with its path.
-fn extension_code<'v>(v: &'v Value, url: &str) -> Option<(&'v str, String)> {
-    arr(v, "extension").iter().enumerate().find_map(|(i, ext)| {
+/// What an extension's CodeableConcept says, read by [`extension_coding`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Coded<T> {
+    /// A coding understood, mapped.
+    Understood(T),
+    /// Nothing understood, and a coding of the extension's own code system (or of none)
+    /// has a code that is not in it: the code and the FHIRPath to it (relative).
+    Unknown(String, String),
+}
+
+/// The first coding of the extension with `url` that is understood: one of the extension's
+/// own code system (a system containing `own_system`, e.g. `UKCore-DischargeMethod` for
+/// `…/CodeSystem/UKCore-DischargeMethodEngland`) whose code `read` maps, else any coding
+/// whose code `read` maps. A CodeableConcept may carry several codings (a SNOMED CT one
+/// first, say), and UK Core's bindings are extensible, so codings of other systems are
+/// passed over, as for `dischargeDisposition`. `None` when the extension is absent or only
+/// has codings of other systems that are not understood.
+fn extension_coding<T>(
+    v: &Value,
+    url: &str,
+    own_system: &str,
+    read: impl Fn(&str) -> Option<T>,
+) -> Option<Coded<T>> {
+    let own_system = own_system.to_ascii_lowercase();
+    // (system is the extension's own, or none; code; path)
+    let mut codings = Vec::new();
+    for (i, ext) in arr(v, "extension").iter().enumerate() {
         if str_at(ext, "url") != Some(url) {
-            return None;
+            continue;
         }
-        let codings = ext
-            .get("valueCodeableConcept")
-            .map(|c| arr(c, "coding"))
-            .unwrap_or(&[]);
-        codings.iter().enumerate().find_map(|(j, c)| {
-            str_at(c, "code").map(|code| {
-                (
-                    code,
-                    format!("extension[{i}].valueCodeableConcept.coding[{j}].code"),
-                )
-            })
-        })
-    })
+        let concept = ext.get("valueCodeableConcept").unwrap_or(&Value::Null);
+        for (j, c) in arr(concept, "coding").iter().enumerate() {
+            let Some(code) = str_at(c, "code") else {
+                continue;
+            };
+            let own = str_at(c, "system")
+                .map(|s| s.to_ascii_lowercase().contains(&own_system))
+                .unwrap_or(true);
+            let path = format!("extension[{i}].valueCodeableConcept.coding[{j}].code");
+            codings.push((own, code, path));
+        }
+    }
+    let understood = |own_only: bool| {
+        codings
+            .iter()
+            .filter(|(own, _, _)| *own || !own_only)
+            .find_map(|(_, code, _)| read(code))
+    };
+    if let Some(t) = understood(true).or_else(|| understood(false)) {
+        return Some(Coded::Understood(t));
+    }
+    codings
+        .into_iter()
+        .find(|(own, _, _)| *own)
+        .map(|(_, code, path)| Coded::Unknown(code.to_owned(), path))
 }
 
 /// A text for a CodeableConcept: `text`, else the first coding's display, else its code.
@@ -530,11 +637,32 @@ impl Org {
     }
 }
 
+/// Whether `system` names ONS GSS codes: [`GSS_SYSTEM`], also over `https` and with a
+/// trailing `/` (senders write it each way; the code's shape is checked by its use).
+pub fn is_gss_system(system: &str) -> bool {
+    let rest = GSS_SYSTEM.trim_start_matches("http://");
+    system
+        .strip_prefix("http://")
+        .or_else(|| system.strip_prefix("https://"))
+        .is_some_and(|s| s.starts_with(rest))
+}
+
+/// Whether `system` names NHS numbers: [`NHS_NUMBER_SYSTEM`], or the legacy DSTU2 system or
+/// the OID some senders still give.
+pub fn is_nhs_number_system(system: &str) -> bool {
+    [
+        NHS_NUMBER_SYSTEM,
+        LEGACY_NHS_NUMBER_SYSTEM,
+        NHS_NUMBER_OID_SYSTEM,
+    ]
+    .contains(&system)
+}
+
 fn org_from_identifier(id: &Value) -> Option<Org> {
     let value = str_at(id, "value")?;
     Some(match str_at(id, "system") {
         Some(ODS_ORGANISATION_SYSTEM | ODS_SITE_SYSTEM) => Org::Ods(value.to_ascii_uppercase()),
-        Some(s) if s.starts_with(GSS_SYSTEM) => Org::Gss(value.to_ascii_uppercase()),
+        Some(s) if is_gss_system(s) => Org::Gss(value.to_ascii_uppercase()),
         Some(_) => Org::Other(value.to_owned()),
         None => Org::from_code(value),
     })
@@ -590,20 +718,68 @@ fn encounter_class(r: &Value) -> Option<&str> {
     })
 }
 
+/// The logical id of a resource as event ids carry it: an NHS number (as PDS gives a
+/// Patient's id) replaced by `nhs-` and 16 hex digits of its SHA-256.
+fn logical_id(resource: &Value) -> Option<String> {
+    let id = str_at(resource, "id").filter(|s| id_token_ok(s))?;
+    Some(if NhsNumber::parse(id).is_ok() {
+        format!("nhs-{}", hex::encode(&Sha256::digest(id.as_bytes())[..8]))
+    } else {
+        id.to_owned()
+    })
+}
+
+/// `<type>/<id>` of a resource for event ids that do not depend on its version (`-` for
+/// no id).
+fn resource_stem(resource: &Value) -> String {
+    let t = str_at(resource, "resourceType").unwrap_or("Resource");
+    format!("{t}/{}", logical_id(resource).as_deref().unwrap_or("-"))
+}
+
+/// The class of an Encounter that is an attendance, not a hospital stay (one of
+/// [`NOT_INPATIENT_CLASSES`]).
+fn attendance_class(r: &Value) -> Option<&str> {
+    encounter_class(r).filter(|c| {
+        NOT_INPATIENT_CLASSES
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(c))
+    })
+}
+
+/// Why a resource that maps to no events records nothing, for the `information` issue
+/// that answers it: an entry read only for references, an Encounter whose class is an
+/// attendance, or a status Handover records nothing for.
+pub fn nothing_recorded(resource: &Value) -> String {
+    let t = str_at(resource, "resourceType").unwrap_or("resource");
+    if t == "Bundle" {
+        return "accepted: nothing to record (no entry of this Bundle records an event)".into();
+    }
+    if REFERENCED_ONLY.contains(&t) {
+        return format!(
+            "accepted: nothing to record (a {t} is read only for what other entries refer to)"
+        );
+    }
+    if t == "Encounter" {
+        if let Some(class) = attendance_class(resource) {
+            return format!("accepted: nothing to record (the Encounter's class {class} is an attendance, not a hospital stay: Handover records stays only, whatever the status)");
+        }
+    }
+    match str_at(resource, "status").filter(|s| id_token_ok(s)) {
+        Some(status) => format!(
+            "accepted: nothing to record (Handover records no event for a {t} with status {status})"
+        ),
+        None => "accepted: nothing to record (Handover records no event for this resource in its current status)".to_owned(),
+    }
+}
+
 /// The base of a resource's event ids: `<type>/<id>/_history/<versionId>`, else a content hash.
 /// A logical id that is an NHS number (as PDS gives a Patient) is replaced by `nhs-` and 16
 /// hex digits of its SHA-256, so that no NHS number is carried in an event id (ids appear in
 /// logs and in OperationOutcome diagnostics).
 pub fn event_id_base(resource: &Value) -> String {
     let t = str_at(resource, "resourceType").unwrap_or("Resource");
-    let hashed;
-    let id = match str_at(resource, "id").filter(|s| id_token_ok(s)) {
-        Some(id) if NhsNumber::parse(id).is_ok() => {
-            hashed = format!("nhs-{}", hex::encode(&Sha256::digest(id.as_bytes())[..8]));
-            Some(hashed.as_str())
-        }
-        other => other,
-    };
+    let id = logical_id(resource);
+    let id = id.as_deref();
     let vid = resource
         .get("meta")
         .and_then(|m| str_at(m, "versionId"))
@@ -619,13 +795,30 @@ pub fn event_id_base(resource: &Value) -> String {
             let updated = resource
                 .get("meta")
                 .and_then(|m| str_at(m, "lastUpdated"))
-                .unwrap_or("-");
+                .map(normalised_instant)
+                .unwrap_or_else(|| "-".to_owned());
             format!(
                 "{t}/{}/_hash/{}",
                 id.unwrap_or("-"),
                 hex::encode(&Sha256::digest(updated.as_bytes())[..8])
             )
         }
+    }
+}
+
+/// `meta.lastUpdated` as the event id hashes it: the instant in UTC, RFC 3339 with `Z` and
+/// the fraction only when it is not zero (`2026-11-20T09:15:00Z`,
+/// `2026-11-20T09:15:00.123Z`), so that an engine re-serialising the same instant
+/// (`…09:15:00.000+00:00`) resends, not a new version. The usual `Z` forms are their own
+/// normal form and keep the ids they had when the string itself was hashed; a value that
+/// does not parse is hashed as it is.
+fn normalised_instant(updated: &str) -> String {
+    match Timestamp::parse(updated) {
+        Ok(t) => {
+            t.0.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        }
+        Err(_) => updated.to_owned(),
     }
 }
 
@@ -743,38 +936,85 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// FHIR invariant per-1 on the Period at `rel`: its start is not after its end. Ends
+    /// given as a date alone cover the whole day, so they are compared by date (London).
+    fn period_in_order(&mut self, period: &Value, rel: &str) {
+        let (Some(start), Some(end)) = (str_at(period, "start"), str_at(period, "end")) else {
+            return;
+        };
+        let (Ok(s), Ok(e)) = (Timestamp::parse(start), Timestamp::parse(end)) else {
+            return;
+        };
+        let reversed = if start.len() <= 10 || end.len() <= 10 {
+            e.london_date() < s.london_date()
+        } else {
+            e < s
+        };
+        if reversed {
+            self.issue(
+                IssueCode::Value,
+                rel,
+                format!("{rel}.end ({end}) is before {rel}.start ({start}): FHIR invariant per-1 says a Period's start SHALL have a lower value than its end"),
+            );
+        }
+    }
+
     fn last_updated(&mut self, r: &Value) -> Option<Timestamp> {
         let m = r.get("meta")?;
         self.timestamp(m, "meta.lastUpdated")
     }
 
     fn status(&mut self, r: &Value) -> Option<String> {
-        match str_at(r, "status") {
-            Some(s) => Some(s.to_owned()),
-            None => {
+        match (str_at(r, "status"), r.get("status")) {
+            (Some(s), _) => Some(s.to_owned()),
+            (None, Some(v)) if !v.is_null() && !v.is_string() => {
+                self.issue(
+                    IssueCode::Structure,
+                    "status",
+                    format!(
+                        "status must be a code (a JSON string such as \"in-progress\"), not {v}"
+                    ),
+                );
+                None
+            }
+            (None, _) => {
                 self.issue(IssueCode::Required, "status", "status is required");
                 None
             }
         }
     }
 
-    /// The organisation a reference names: its identifier, or an Organization in the Bundle.
-    fn org(&self, reference: Option<&Value>) -> Option<Org> {
+    /// The resource a reference names: `#id` one contained in `container` (the resource
+    /// holding the reference), else one in the Bundle (by `fullUrl`, `Type/id`, or either
+    /// with a version).
+    fn target<'v>(&self, container: &'v Value, reference: &str) -> Option<&'v Value>
+    where
+        'a: 'v,
+    {
+        match reference.strip_prefix('#') {
+            Some(id) => arr(container, "contained")
+                .iter()
+                .find(|c| str_at(c, "id") == Some(id)),
+            None => self.bundle.and_then(|b| b.resolve(reference)),
+        }
+    }
+
+    /// The organisation a reference in `container` names: its identifier, or an
+    /// Organization contained in `container` or in the Bundle.
+    fn org(&self, container: &Value, reference: Option<&Value>) -> Option<Org> {
         let reference = reference?;
         if let Some(o) = reference.get("identifier").and_then(org_from_identifier) {
             return Some(o);
         }
-        if let (Some(b), Some(r)) = (self.bundle, str_at(reference, "reference")) {
-            if let Some(res) = b.resolve(r) {
-                let ids = arr(res, "identifier");
-                let mut found: Vec<Org> = ids.iter().filter_map(org_from_identifier).collect();
-                found.sort_by_key(|o| matches!(o, Org::Other(_)));
-                if let Some(o) = found.into_iter().next() {
-                    return Some(o);
-                }
-                if let Some(name) = str_at(res, "name") {
-                    return Some(Org::Other(name.to_owned()));
-                }
+        if let Some(res) = str_at(reference, "reference").and_then(|r| self.target(container, r)) {
+            let ids = arr(res, "identifier");
+            let mut found: Vec<Org> = ids.iter().filter_map(org_from_identifier).collect();
+            found.sort_by_key(|o| matches!(o, Org::Other(_)));
+            if let Some(o) = found.into_iter().next() {
+                return Some(o);
+            }
+            if let Some(name) = str_at(res, "name") {
+                return Some(Org::Other(name.to_owned()));
             }
         }
         str_at(reference, "display").map(|d| Org::Other(d.to_owned()))
@@ -785,20 +1025,50 @@ impl<'a> Cx<'a> {
             .unwrap_or_else(|| caller_source(self.ctx))
     }
 
-    /// The person a `subject`/`patient` reference names.
+    /// The person a `subject`/`patient` reference names: an NHS number given as its
+    /// identifier; else the referenced Patient's NHS number (contained or in the Bundle);
+    /// else a local identifier given as its identifier; else the referenced Patient's
+    /// local id. (Contract §2: the subject is the NHS number when known. EPRs commonly send
+    /// both a reference and their MRN.)
     fn person(&mut self, r: &Value, field: &str) -> Option<Who> {
-        let Some(reference) = r.get(field).filter(|v| v.is_object()) else {
-            self.issue(
-                IssueCode::Required,
-                field,
-                format!("{field} is required: an identifier with system {NHS_NUMBER_SYSTEM}, or a reference to a Patient in the same Bundle or contained in the resource"),
-            );
-            return None;
+        let reference = match r.get(field) {
+            Some(v) if v.is_object() => v,
+            Some(v) if !v.is_null() => {
+                self.issue(
+                    IssueCode::Structure,
+                    field,
+                    format!(
+                        "{field} is a single Reference (a JSON object), not {}",
+                        json_kind(v)
+                    ),
+                );
+                return None;
+            }
+            _ => {
+                self.issue(
+                    IssueCode::Required,
+                    field,
+                    format!("{field} is required: an identifier with system {NHS_NUMBER_SYSTEM}, or a reference to a Patient in the same Bundle or contained in the resource"),
+                );
+                return None;
+            }
         };
-        if let Some(id) = reference.get("identifier") {
-            let value = str_at(id, "value");
-            match (str_at(id, "system"), value) {
-                (Some(NHS_NUMBER_SYSTEM), Some(v)) => {
+        let mut local = None;
+        match reference.get("identifier") {
+            None | Some(Value::Null) => {}
+            Some(id) if !id.is_object() => {
+                self.issue(
+                    IssueCode::Structure,
+                    &format!("{field}.identifier"),
+                    format!(
+                        "Reference.identifier is a single Identifier (a JSON object), not {}",
+                        json_kind(id)
+                    ),
+                );
+                return None;
+            }
+            Some(id) => match (str_at(id, "system"), str_at(id, "value")) {
+                (Some(system), Some(v)) if is_nhs_number_system(system) => {
                     return match NhsNumber::parse(v) {
                         Ok(n) => Some(Who::Nhs(n)),
                         Err(e) => {
@@ -812,7 +1082,7 @@ impl<'a> Cx<'a> {
                     }
                 }
                 (Some(system), Some(v)) => {
-                    return Some(Who::Local {
+                    local = Some(Who::Local {
                         system: system.to_owned(),
                         value: v.to_owned(),
                     })
@@ -826,40 +1096,41 @@ impl<'a> Cx<'a> {
                     return None;
                 }
                 (_, None) => {}
-            }
+            },
         }
+        let rf = str_at(reference, "reference");
         // A Patient contained in the resource (`"reference": "#p1"`).
-        let contained = str_at(reference, "reference")
-            .and_then(|rf| rf.strip_prefix('#'))
-            .and_then(|id| {
-                arr(r, "contained").iter().enumerate().find(|(_, c)| {
-                    str_at(c, "id") == Some(id) && str_at(c, "resourceType") == Some("Patient")
-                })
-            });
-        if let Some((i, p)) = contained {
-            return match self.patient_person(p) {
-                Resolved::Found(w) => Some(w),
-                _ => {
-                    self.issue(
-                        IssueCode::Value,
-                        &format!("contained[{i}].identifier"),
-                        format!("the contained Patient needs a valid NHS number (system {NHS_NUMBER_SYSTEM}) or another identifier"),
-                    );
-                    None
+        let contained = rf.and_then(|rf| rf.strip_prefix('#')).and_then(|id| {
+            arr(r, "contained").iter().enumerate().find(|(_, c)| {
+                str_at(c, "id") == Some(id) && str_at(c, "resourceType") == Some("Patient")
+            })
+        });
+        let resolved = match (contained, rf, self.bundle) {
+            (Some((_, p)), _, _) => self.patient_person(r, p),
+            (None, Some(rf), Some(b)) => match b.resolve(rf) {
+                Some(p) if str_at(p, "resourceType") == Some("Patient") => {
+                    self.patient_person(p, p)
                 }
-            };
-        }
-        let resolved = match (str_at(reference, "reference"), self.bundle) {
-            (Some(rf), Some(b)) => match b.resolve(rf) {
-                Some(p) if str_at(p, "resourceType") == Some("Patient") => self.patient_person(p),
                 _ => Resolved::Missing,
             },
             _ => Resolved::Missing,
         };
-        match resolved {
-            Resolved::Found(w) => Some(w),
-            Resolved::ReportedElsewhere => None,
-            Resolved::Missing => {
+        // The local identifier stands unless the reference leads to an NHS number.
+        match (resolved, local) {
+            (Resolved::Found(w @ Who::Nhs(_)), _) => Some(w),
+            (_, Some(local)) => Some(local),
+            (Resolved::Found(w), None) => Some(w),
+            (_, None) if contained.is_some() => {
+                let i = contained.map_or(0, |(i, _)| i);
+                self.issue(
+                    IssueCode::Value,
+                    &format!("contained[{i}].identifier"),
+                    format!("the contained Patient needs a valid NHS number (system {NHS_NUMBER_SYSTEM}) or another identifier"),
+                );
+                None
+            }
+            (Resolved::ReportedElsewhere, None) => None,
+            (Resolved::Missing, None) => {
                 let why = if self.bundle.is_some() {
                     "names no Patient of this Bundle"
                 } else {
@@ -877,23 +1148,23 @@ impl<'a> Cx<'a> {
         }
     }
 
-    /// The business id of a referenced resource: its identifier, or that of the resource in
-    /// the Bundle, or the id part of the reference.
-    fn referenced_id(&self, reference: Option<&Value>) -> Option<String> {
+    /// The business id of a referenced resource: its identifier, or that of the resource
+    /// contained in `container` or in the Bundle, or the id part of the reference.
+    fn referenced_id(&self, container: &Value, reference: Option<&Value>) -> Option<String> {
         let reference = reference?;
         if let Some(v) = reference.get("identifier").and_then(|i| str_at(i, "value")) {
             return Some(v.to_owned());
         }
         let rf = str_at(reference, "reference")?;
-        if let Some(res) = self.bundle.and_then(|b| b.resolve(rf)) {
+        if let Some(res) = self.target(container, rf) {
             return business_id(res)
                 .or_else(|| str_at(res, "id"))
                 .map(str::to_owned);
         }
-        if rf.starts_with("urn:") {
+        if rf.starts_with("urn:") || rf.starts_with('#') {
             return None;
         }
-        rf.rsplit('/').next().map(str::to_owned)
+        without_version(rf).rsplit('/').next().map(str::to_owned)
     }
 
     /// Builds and validates one event; problems become issues on the resource.
@@ -971,21 +1242,14 @@ impl<'a> Cx<'a> {
             );
         }
         let who = self.person(r, "subject");
-        let provider = self.org(r.get("serviceProvider"));
+        let provider = self.org(r, r.get("serviceProvider"));
         let source = self.source_of(provider.as_ref());
         let base = event_id_base(r);
         let period = r.get("period").cloned().unwrap_or(Value::Null);
         let kind = match status.as_deref() {
             // An attendance that is not a hospital stay (outpatient, emergency department,
             // virtual, home, field, observation): nothing for a discharge to follow.
-            _ if encounter_class(r).is_some_and(|c| {
-                NOT_INPATIENT_CLASSES
-                    .iter()
-                    .any(|n| n.eq_ignore_ascii_case(c))
-            }) =>
-            {
-                "none"
-            }
+            _ if attendance_class(r).is_some() => "none",
             Some("in-progress" | "arrived") => "admitted",
             Some("finished") => "discharged",
             Some("cancelled" | "entered-in-error") => "cancelled",
@@ -1004,6 +1268,11 @@ impl<'a> Cx<'a> {
             .as_ref()
             .map(|o| o.code().to_owned())
             .unwrap_or_else(|| self.ctx.organisation.trim().to_ascii_uppercase());
+        if kind != "none" {
+            self.period_in_order(&period, "period");
+        }
+        // The locations that can name the ward, and their positions in `location[]`.
+        let (idx, locations) = ward_locations(r, self.bundle);
         let mut out = Vec::new();
         match kind {
             "admitted" => {
@@ -1011,7 +1280,6 @@ impl<'a> Cx<'a> {
                 if str_at(&period, "start").is_none() {
                     self.issue(IssueCode::Required, "period.start", "period.start (the admission time) is required for an in-progress Encounter");
                 }
-                let locations = arr(r, "location");
                 // `location.status` is optional: when no location has one, a period that has
                 // ended is a completed stay on that ward, one only started the current ward.
                 let statuses = locations.iter().any(|l| l.get("status").is_some());
@@ -1045,9 +1313,16 @@ impl<'a> Cx<'a> {
                         )
                     })
                     .map(|(i, _)| i);
-                let ward = first.and_then(|i| location_name(&locations[i], r, self.bundle));
+                let ward = first.and_then(|i| location_name(locations[i], r, self.bundle));
                 let method =
-                    extension_code(r, ADMISSION_METHOD_URL).map(|(c, _)| admission_method(c));
+                    match extension_coding(r, ADMISSION_METHOD_URL, "UKCore-AdmissionMethod", |c| {
+                        is_admission_method_code(c).then(|| admission_method(c))
+                    }) {
+                        Some(Coded::Understood(m)) => Some(m),
+                        // A code of the extension's own system Handover does not map.
+                        Some(Coded::Unknown(..)) => Some("other"),
+                        None => None,
+                    };
                 // A ward move: an active location after a completed one.
                 let transfer = active.and_then(|a| {
                     let prev = locations
@@ -1070,7 +1345,7 @@ impl<'a> Cx<'a> {
                 let transfer_at = match transfer {
                     Some((a, _)) => match locations[a].get("period") {
                         Some(p) if p.get("start").is_some() => {
-                            self.timestamp(p, &format!("location[{a}].period.start"))
+                            self.timestamp(p, &format!("location[{}].period.start", idx[a]))
                         }
                         _ => None,
                     },
@@ -1088,10 +1363,10 @@ impl<'a> Cx<'a> {
                     }
                     out.extend(self.event(&base, "discharge.admitted", at, &source, who, d));
                     if let Some((a, p)) = transfer {
-                        match location_name(&locations[a], r, self.bundle) {
+                        match location_name(locations[a], r, self.bundle) {
                             Some(new_ward) => {
                                 let mut d = json!({ "encounter_id": id, "ward": new_ward });
-                                if let Some(pw) = location_name(&locations[p], r, self.bundle) {
+                                if let Some(pw) = location_name(locations[p], r, self.bundle) {
                                     d["previous_ward"] = pw.into();
                                 }
                                 if let Some(t) = transfer_at {
@@ -1109,7 +1384,7 @@ impl<'a> Cx<'a> {
                             }
                             None => self.issue(
                                 IssueCode::Required,
-                                &format!("location[{a}].location"),
+                                &format!("location[{}].location", idx[a]),
                                 "the active location needs a display or identifier (the ward)",
                             ),
                         }
@@ -1125,22 +1400,28 @@ impl<'a> Cx<'a> {
                     );
                 }
                 let at = self.timestamp(&period, "period.end");
-                let method = match extension_code(r, DISCHARGE_METHOD_URL) {
-                    Some((c, path)) => match c.parse::<u8>() {
-                        Ok(m @ 1..=5) => Some(m),
-                        // NHS Data Dictionary 8 "not applicable" and 9 "not known": no method.
-                        Ok(8 | 9) => None,
-                        _ => {
+                let method =
+                    match extension_coding(r, DISCHARGE_METHOD_URL, "UKCore-DischargeMethod", |c| {
+                        match c.parse::<u8>() {
+                            Ok(m @ 1..=5) => Some(Some(m)),
+                            // NHS Data Dictionary 8 "not applicable" and 9 "not known": no method.
+                            Ok(8 | 9) => Some(None),
+                            _ => None,
+                        }
+                    }) {
+                        Some(Coded::Understood(m)) => m,
+                        Some(Coded::Unknown(c, path)) => {
                             self.issue(
                                 IssueCode::CodeInvalid,
                                 &path,
-                                format!("{c:?} is not a UK Core discharge method (1 to 5, or 8/9 for none)"),
+                                format!(
+                                "{c:?} is not a UK Core discharge method (1 to 5, or 8/9 for none)"
+                            ),
                             );
                             None
                         }
-                    },
-                    None => None,
-                };
+                        None => None,
+                    };
                 let destination = self.discharge_destination(r);
                 if let (Some(id), Some(who), Some(at)) = (&encounter_id, &who, at) {
                     let mut d = json!({ "encounter_id": id, "discharged_at": at.to_rfc3339() });
@@ -1151,18 +1432,14 @@ impl<'a> Cx<'a> {
                         d["destination"] = dest.into();
                     }
                     // Where and when the stay began, for a stay admitted before Handover saw
-                    // it: period.start (when readable), the site, the last ward listed.
+                    // it: period.start (when readable), the site, the ward discharged from.
                     if let Some(start) =
                         str_at(&period, "start").and_then(|s| Timestamp::parse(s).ok())
                     {
                         d["admitted_at"] = start.to_rfc3339().into();
                     }
                     d["site"] = site.into();
-                    if let Some(w) = arr(r, "location")
-                        .iter()
-                        .rev()
-                        .find_map(|l| location_name(l, r, self.bundle))
-                    {
+                    if let Some(w) = discharge_ward(&locations, r, self.bundle) {
                         d["ward"] = w.into();
                     }
                     out.extend(self.event(&base, "discharge.discharged", at, &source, who, d));
@@ -1198,6 +1475,12 @@ impl<'a> Cx<'a> {
                 continue;
             };
             if code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit()) {
+                // 98 "not applicable" (the spell has not finished) and 99 "not known" are
+                // understood: the discharge is recorded without a destination, as the HL7 v2
+                // adapter does with PV1-37 99.
+                if matches!(code, "98" | "99") {
+                    return None;
+                }
                 if let Some(d) = crate::hl7::discharge_destination(code) {
                     return Some(d);
                 }
@@ -1242,11 +1525,11 @@ impl<'a> Cx<'a> {
         }
         let who = self.person(r, "subject");
         let base = event_id_base(r);
-        let requester = self.org(r.get("requester"));
+        let requester = self.org(r, r.get("requester"));
         let performers: Vec<(usize, Org)> = arr(r, "performer")
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| self.org(Some(p)).map(|o| (i, o)))
+            .filter_map(|(i, p)| self.org(r, Some(p)).map(|o| (i, o)))
             .collect();
         let council = performers.iter().find(|(_, o)| matches!(o, Org::Gss(_)));
         let updated = self.last_updated(r);
@@ -1271,10 +1554,15 @@ impl<'a> Cx<'a> {
                     ),
                 }
                 if council.is_none() {
+                    let why = if arr(r, "performer").is_empty() {
+                        "the council referred to is required"
+                    } else {
+                        "no performer is a council"
+                    };
                     self.issue(
                         IssueCode::Required,
                         "performer",
-                        format!("the council referred to is required: a performer with an identifier of system {GSS_SYSTEM} (its GSS code)"),
+                        format!("{why}: give a performer with an identifier of system {GSS_SYSTEM} (its GSS code), or a reference to an Organization carrying one (contained or in the Bundle)"),
                     );
                 }
                 let from_org = requester
@@ -1309,7 +1597,7 @@ impl<'a> Cx<'a> {
                     Some(_) => self.timestamp(r, "authoredOn"),
                     None => None,
                 };
-                let encounter_id = self.referenced_id(r.get("encounter"));
+                let encounter_id = self.referenced_id(r, r.get("encounter"));
                 let reason = arr(r, "reasonCode").iter().find_map(concept_text).or(note);
                 if let (Some(id), Some(who), Some((_, council))) = (&referral_id, &who, council) {
                     let mut d = json!({ "referral_id": id, "to_council": council.code(), "from_org": from_org });
@@ -1386,7 +1674,7 @@ impl<'a> Cx<'a> {
         }
         let who = self.person(r, "patient");
         let base = event_id_base(r);
-        let managing = self.org(r.get("managingOrganization"));
+        let managing = self.org(r, r.get("managingOrganization"));
         let (source_org, provider) = match managing {
             Some(Org::Other(p)) => (None, Some(p)),
             o => (o, None),
@@ -1435,7 +1723,7 @@ impl<'a> Cx<'a> {
                 let mut d = json!({ "package_id": id, "service_type": st.as_str() });
                 if let Some(rid) = arr(r, "referralRequest")
                     .first()
-                    .and_then(|rr| self.referenced_id(Some(rr)))
+                    .and_then(|rr| self.referenced_id(r, Some(rr)))
                 {
                     d["referral_id"] = rid.into();
                 }
@@ -1579,6 +1867,13 @@ impl<'a> Cx<'a> {
                 &path,
                 format!("{code:?} is not a known service type (home-care/HC, reablement/REAB, residential/RES, nursing/NURS, community-bed/CB, equipment/EQ, other)"),
             ),
+            // A type given as text alone ("Home care") cannot be mapped: say it is the
+            // coding that is missing, not the type.
+            None if required && !types.is_empty() => self.issue(
+                IssueCode::Required,
+                "type[0].coding",
+                "type needs a coding with the service type code (e.g. reablement, home-care): text alone cannot be mapped",
+            ),
             None if required => self.issue(IssueCode::Required, "type", "type (the service type, e.g. reablement) is required for a planned EpisodeOfCare"),
             None => {}
         }
@@ -1588,25 +1883,28 @@ impl<'a> Cx<'a> {
     // --- Patient ----------------------------------------------------------------------------
 
     /// The event source of a Patient: its managing organisation, else the caller's.
-    fn patient_source(&self, p: &Value) -> String {
-        let managing = self.org(p.get("managingOrganization"));
+    /// `container` is the resource holding `p` when it is contained (its `#id` references
+    /// are to the container's contained resources), else `p` itself.
+    fn patient_source(&self, container: &Value, p: &Value) -> String {
+        let managing = self.org(container, p.get("managingOrganization"));
         self.source_of(managing.as_ref())
     }
 
-    /// How a referencing resource identifies a Patient of the Bundle: as its own mapping does.
-    fn patient_person(&self, p: &Value) -> Resolved {
-        let source = self.patient_source(p);
+    /// How a referencing resource identifies a Patient of the Bundle (or contained in
+    /// `container`): as its own mapping does.
+    fn patient_person(&self, container: &Value, p: &Value) -> Resolved {
+        let source = self.patient_source(container, p);
         let ids = arr(p, "identifier");
-        if let Some(id) = ids
-            .iter()
-            .find(|i| str_at(i, "system") == Some(NHS_NUMBER_SYSTEM))
-        {
+        if let Some(id) = ids.iter().find(|i| is_current_nhs_number(i)) {
             return match str_at(id, "value").map(NhsNumber::parse) {
                 Some(Ok(n)) => Resolved::Found(Who::Nhs(n)),
                 _ => Resolved::ReportedElsewhere,
             };
         }
-        if let Some(id) = ids.iter().find(|i| str_at(i, "value").is_some()) {
+        if let Some(id) = ids
+            .iter()
+            .find(|i| str_at(i, "value").is_some() && !is_nhs_number_identifier(i))
+        {
             let value = str_at(id, "value").unwrap_or_default().to_owned();
             let system = str_at(id, "system")
                 .map(str::to_owned)
@@ -1623,10 +1921,14 @@ impl<'a> Cx<'a> {
     }
 
     fn patient(&mut self, r: &Value) -> Vec<Event> {
-        let source = self.patient_source(r);
+        let source = self.patient_source(r, r);
         let mut nhs = None;
         let mut status = None;
         let mut local_ids = Vec::new();
+        // NHS numbers of `use: old` (FHIR: "no longer considered valid"): a number the
+        // person had before a merge or replacement. Not the subject; valid ones become
+        // `nhs-number-changed` below. One that does not parse is history and left alone.
+        let mut previous: Vec<NhsNumber> = Vec::new();
         for (i, id) in arr(r, "identifier").iter().enumerate() {
             let Some(value) = str_at(id, "value") else {
                 self.issue(
@@ -1637,7 +1939,14 @@ impl<'a> Cx<'a> {
                 continue;
             };
             match str_at(id, "system") {
-                Some(NHS_NUMBER_SYSTEM) => {
+                Some(_) if is_nhs_number_identifier(id) && !is_current_nhs_number(id) => {
+                    if let Ok(n) = NhsNumber::parse(value) {
+                        if !previous.contains(&n) {
+                            previous.push(n);
+                        }
+                    }
+                }
+                Some(_) if is_nhs_number_identifier(id) => {
                     match NhsNumber::parse(value) {
                         Ok(n) => {
                             nhs.get_or_insert(n);
@@ -1648,18 +1957,22 @@ impl<'a> Cx<'a> {
                             format!("not a valid NHS number: {e}"),
                         ),
                     }
-                    if let Some((code, path)) = extension_code(id, NHS_NUMBER_VERIFICATION_URL) {
-                        if NHS_NUMBER_STATUSES.contains(&code) {
-                            status.get_or_insert(code.to_owned());
-                        } else {
-                            self.issue(
-                                IssueCode::CodeInvalid,
-                                &format!("identifier[{i}].{path}"),
-                                format!(
-                                    "{code:?} is not an NHS number verification status (01 to 08)"
-                                ),
-                            );
+                    let verification = extension_coding(
+                        id,
+                        NHS_NUMBER_VERIFICATION_URL,
+                        "UKCore-NHSNumberVerificationStatus",
+                        |c| NHS_NUMBER_STATUSES.contains(&c).then(|| c.to_owned()),
+                    );
+                    match verification {
+                        Some(Coded::Understood(code)) => {
+                            status.get_or_insert(code);
                         }
+                        Some(Coded::Unknown(code, path)) => self.issue(
+                            IssueCode::CodeInvalid,
+                            &format!("identifier[{i}].{path}"),
+                            format!("{code:?} is not an NHS number verification status (01 to 08)"),
+                        ),
+                        None => {}
                     }
                 }
                 Some(system) => local_ids.push(json!({ "system": system, "value": value })),
@@ -1743,7 +2056,7 @@ impl<'a> Cx<'a> {
         if let Some(gp) =
             arr(r, "generalPractitioner")
                 .iter()
-                .find_map(|g| match self.org(Some(g)) {
+                .find_map(|g| match self.org(r, Some(g)) {
                     Some(Org::Ods(c)) => Some(c),
                     _ => None,
                 })
@@ -1764,22 +2077,68 @@ impl<'a> Cx<'a> {
             }
         };
         let time = self.last_updated(r).unwrap_or(self.ctx.received_at);
-        self.event(
-            &event_id_base(r),
-            "person.identified",
-            time,
-            &source,
-            &who,
-            d,
-        )
-        .into_iter()
-        .collect()
+        let mut out: Vec<Event> = self
+            .event(
+                &event_id_base(r),
+                "person.identified",
+                time,
+                &source,
+                &who,
+                d,
+            )
+            .into_iter()
+            .collect();
+        // A current NHS number beside an old one: the old is replaced by it (a merge, as
+        // HL7 A40 says). The id names the Patient, not its version, and its digest the two
+        // numbers, so later versions that still list the old number record it once.
+        if let Who::Nhs(current) = &who {
+            for old in previous.iter().filter(|o| *o != current) {
+                let base = format!("{}/_nhs-number-changed", resource_stem(r));
+                out.extend(self.event(
+                    &base,
+                    "person.nhs-number-changed",
+                    time,
+                    &source,
+                    &who,
+                    json!({ "previous_nhs_number": old.as_string() }),
+                ));
+            }
+        }
+        out
     }
+}
+
+/// Whether an Identifier is an NHS number (by its system).
+fn is_nhs_number_identifier(id: &Value) -> bool {
+    str_at(id, "system").is_some_and(is_nhs_number_system)
+}
+
+/// Whether an Identifier is the current NHS number: not one of `use: old`, which FHIR
+/// defines as "no longer considered valid" (PDS lists a superseded number that way).
+fn is_current_nhs_number(id: &Value) -> bool {
+    is_nhs_number_identifier(id) && str_at(id, "use") != Some("old")
 }
 
 /// The identifier system for a Patient identifier sent without one: `<source>:local`.
 fn local_system(source: &str) -> String {
     format!("{source}:local")
+}
+
+/// The Location an `Encounter.location[]` entry references: one contained in the
+/// Encounter `r` (`#id`) or one in the Bundle.
+fn location_target<'v>(
+    l: &Value,
+    r: &'v Value,
+    bundle: Option<&BundleIndex<'v>>,
+) -> Option<&'v Value> {
+    let reference = str_at(l.get("location")?, "reference")?;
+    let target = match reference.strip_prefix('#') {
+        Some(id) => arr(r, "contained")
+            .iter()
+            .find(|c| str_at(c, "id") == Some(id)),
+        None => bundle.and_then(|b| b.resolve(reference)),
+    };
+    target.filter(|t| str_at(t, "resourceType") == Some("Location"))
 }
 
 /// The ward of an `Encounter.location[]` entry: its reference's `display`, else its
@@ -1794,13 +2153,7 @@ fn location_name(l: &Value, r: &Value, bundle: Option<&BundleIndex<'_>>) -> Opti
         return Some(name.to_owned());
     }
     let reference = str_at(loc, "reference")?;
-    let target = match reference.strip_prefix('#') {
-        Some(id) => arr(r, "contained")
-            .iter()
-            .find(|c| str_at(c, "id") == Some(id)),
-        None => bundle.and_then(|b| b.resolve(reference)),
-    };
-    if let Some(t) = target.filter(|t| str_at(t, "resourceType") == Some("Location")) {
+    if let Some(t) = location_target(l, r, bundle) {
         if let Some(name) = str_at(t, "name")
             .or_else(|| arr(t, "identifier").iter().find_map(|i| str_at(i, "value")))
         {
@@ -1810,11 +2163,81 @@ fn location_name(l: &Value, r: &Value, bundle: Option<&BundleIndex<'_>>) -> Opti
     if reference.starts_with("urn:") || reference.starts_with('#') {
         return None;
     }
-    reference
+    without_version(reference)
         .rsplit('/')
         .next()
         .filter(|id| !id.is_empty())
         .map(str::to_owned)
+}
+
+/// The `physicalType` code of an `Encounter.location[]` entry (R4 has it on the entry), else
+/// of the Location it references, lower-cased (`wa` ward, `ro` room, `bd` bed, …).
+fn physical_type(l: &Value, r: &Value, bundle: Option<&BundleIndex<'_>>) -> Option<String> {
+    let concept = match l.get("physicalType") {
+        Some(c) => c,
+        None => location_target(l, r, bundle)?.get("physicalType")?,
+    };
+    arr(concept, "coding")
+        .iter()
+        .find_map(|c| str_at(c, "code"))
+        .map(str::to_ascii_lowercase)
+}
+
+/// The `Encounter.location[]` entries that can name the ward, with their positions. EPRs
+/// often list the bed (or room) beside its ward: when one entry is a ward (`physicalType`
+/// `wa`), entries of another physical type (bed, room, building…) are passed over, so the
+/// ward is named and a bed move is not taken for a ward move. Entries without a physical
+/// type are kept.
+fn ward_locations<'v>(
+    r: &'v Value,
+    bundle: Option<&BundleIndex<'_>>,
+) -> (Vec<usize>, Vec<&'v Value>) {
+    let all = arr(r, "location");
+    let types: Vec<Option<String>> = all.iter().map(|l| physical_type(l, r, bundle)).collect();
+    let any_ward = types.iter().any(|t| t.as_deref() == Some("wa"));
+    all.iter()
+        .enumerate()
+        .zip(types)
+        .filter(|(_, t)| !any_ward || t.as_deref().is_none_or(|t| t == "wa"))
+        .map(|(l, _)| l)
+        .unzip()
+}
+
+/// The ward a finished stay was discharged from, among `locations` with a name: the one
+/// whose period ends last (an open period, one only started, counts as ending last), then
+/// the one that started last, then the last listed. FHIR gives `location[]` no order (EPR
+/// APIs often list the newest first); the admission reads `period.start` likewise.
+fn discharge_ward(
+    locations: &[&Value],
+    r: &Value,
+    bundle: Option<&BundleIndex<'_>>,
+) -> Option<String> {
+    let millis = |l: &Value, key: &str| {
+        l.get("period")
+            .and_then(|p| str_at(p, key))
+            .and_then(|s| Timestamp::parse(s).ok())
+            .map(|t| t.unix_millis())
+    };
+    locations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| location_name(l, r, bundle).map(|name| (i, *l, name)))
+        .max_by_key(|(i, l, _)| {
+            let start = millis(l, "start");
+            let end = match (millis(l, "end"), start) {
+                (Some(end), _) => end,
+                (None, Some(_)) => i64::MAX,
+                (None, None) => i64::MIN,
+            };
+            (end, start.unwrap_or(i64::MIN), *i)
+        })
+        .map(|(_, _, name)| name)
+}
+
+/// Whether `code` is shaped like an NHS Data Dictionary admission method code (two
+/// characters: `11`, `2A`, `81`…), as opposed to a SNOMED CT concept id.
+fn is_admission_method_code(code: &str) -> bool {
+    code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The admission method for a UK Core admission method code (NHS Data Dictionary): 1x
@@ -2656,5 +3079,458 @@ mod tests {
                 "other"
             ]
         );
+    }
+
+    #[test]
+    fn a_discharge_destination_not_known_or_not_applicable_is_left_out() {
+        for code in ["99", "98"] {
+            let e = with(
+                fixture("encounter_finished.json"),
+                "hospitalization.dischargeDisposition",
+                json!({"coding": [{"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland", "code": code}]}),
+            );
+            let d = &data(&e)[0];
+            assert!(d.get("destination").is_none(), "{code}: {d}");
+            assert_eq!(d["discharged_at"], "2026-11-27T16:30:00Z", "{code}");
+        }
+    }
+
+    #[test]
+    fn extension_codings_of_other_systems_are_passed_over() {
+        let snomed = |code: &str| json!({"system": "http://snomed.info/sct", "code": code});
+        let e = with(
+            fixture("encounter_finished.json"),
+            "extension.1.valueCodeableConcept.coding",
+            json!([snomed("306689006"), {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", "code": "2"}]),
+        );
+        assert_eq!(data(&e)[0]["method"], 2);
+        let admission = |codings: Value| {
+            let e = with(
+                fixture("encounter_in_progress.json"),
+                "extension",
+                json!([{"url": ADMISSION_METHOD_URL, "valueCodeableConcept": {"coding": codings}}]),
+            );
+            data(&e)[0].get("admission_method").cloned()
+        };
+        let england = |code: &str| json!({"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-AdmissionMethodEngland", "code": code});
+        assert_eq!(
+            admission(json!([snomed("183452005"), england("21")])),
+            Some(json!("emergency"))
+        );
+        assert_eq!(
+            admission(json!([snomed("183452005"), {"code": "11"}])),
+            Some(json!("elective"))
+        );
+        // Nothing understood: left out; a code of its own system it does not map: other.
+        assert_eq!(admission(json!([snomed("183452005")])), None);
+        assert_eq!(admission(json!([england("ZZZ")])), Some(json!("other")));
+        let p = with(
+            fixture("patient.json"),
+            "identifier.0.extension.0.valueCodeableConcept.coding",
+            json!([{"system": "http://example.org/other", "code": "999"},
+                   {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland", "code": "01"}]),
+        );
+        assert_eq!(data(&p)[0]["nhs_number_status"], "01");
+        // Only a code of the extension's own system that it does not know is an error.
+        check_err(
+            &with(
+                fixture("encounter_finished.json"),
+                "extension.1.valueCodeableConcept.coding",
+                json!([snomed("306689006"), {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", "code": "7"}]),
+            ),
+            expect![[r#"
+                error code-invalid @ Encounter.extension[1].valueCodeableConcept.coding[1].code: "7" is not a UK Core discharge method (1 to 5, or 8/9 for none)
+            "#]],
+        );
+    }
+
+    /// A transaction Bundle of `patient` and `encounter`, at `fullUrl`s `patient_url` and
+    /// `urn:uuid:…02`.
+    fn bundle_of(patient: Value, patient_url: &str, encounter: Value) -> Value {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": patient_url, "resource": patient, "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:0b7f6a52-5a0e-4e43-9d0e-6f1b2c3d4e02", "resource": encounter,
+             "request": {"method": "POST", "url": "Encounter"}}
+        ]})
+    }
+
+    /// The subjects of the events of `resource` (a Bundle or one resource).
+    fn subjects(resource: &Value) -> Vec<String> {
+        translate(resource, &ctx())
+            .unwrap_or_else(|issues| panic!("unexpected issues:\n{}", render_issues(&issues)))
+            .iter()
+            .map(|e| {
+                e.subject
+                    .map(|n| n.as_string())
+                    .unwrap_or_else(|| format!("local {}", e.data.to_json()["local_id"]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_referenced_patient_s_nhs_number_wins_over_a_local_identifier() {
+        let patient = json!({"resourceType": "Patient", "id": "p2",
+            "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}]});
+        let mrn = json!({"system": "https://rr8.example.nhs.uk/Id/mrn", "value": "MRN0051"});
+        let url = "urn:uuid:0b7f6a52-5a0e-4e43-9d0e-6f1b2c3d4e01";
+        let encounter = with(
+            fixture("encounter_in_progress.json"),
+            "subject",
+            json!({"reference": url, "identifier": mrn}),
+        );
+        let b = bundle_of(patient.clone(), url, encounter.clone());
+        assert!(
+            subjects(&b).iter().all(|s| s == "9434765919"),
+            "{:?}",
+            subjects(&b)
+        );
+        // Contained, likewise.
+        let mut contained = with(
+            encounter.clone(),
+            "subject",
+            json!({"reference": "#p2", "identifier": mrn}),
+        );
+        contained["contained"] = json!([patient]);
+        assert!(subjects(&contained).iter().all(|s| s == "9434765919"));
+        // A reference that cannot be resolved leaves the local identifier standing.
+        let alone = with(
+            encounter,
+            "subject",
+            json!({"reference": "Patient/elsewhere", "identifier": mrn}),
+        );
+        assert!(subjects(&alone).iter().all(|s| s.contains("MRN0051")));
+    }
+
+    #[test]
+    fn versioned_and_relative_references_resolve_in_a_bundle() {
+        let patient = json!({"resourceType": "Patient", "id": "p3",
+            "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}]});
+        let by = |reference: &str| {
+            with(
+                fixture("encounter_in_progress.json"),
+                "subject",
+                json!({"reference": reference}),
+            )
+        };
+        let url = "https://ehr.rr8.example.nhs.uk/fhir/Patient/p3";
+        for reference in ["Patient/p3/_history/1", url, "Patient/p3"] {
+            let b = bundle_of(patient.clone(), url, by(reference));
+            assert!(
+                subjects(&b).iter().all(|s| s == "9434765919"),
+                "{reference}"
+            );
+        }
+        // The Patient named by its absolute fullUrl alone (no id).
+        let mut no_id = patient;
+        no_id.as_object_mut().unwrap().remove("id");
+        let b = bundle_of(no_id, url, by("Patient/p3"));
+        assert!(subjects(&b).iter().all(|s| s == "9434765919"));
+        let b = bundle_of(
+            json!({"resourceType": "Patient", "id": "p3"}),
+            url,
+            by("Patient/p4/_history/1"),
+        );
+        check_err(
+            &b,
+            expect![[r#"
+                error required @ Bundle.entry[1].resource.subject.identifier: subject names no Patient of this Bundle: give subject.identifier with system https://fhir.nhs.uk/Id/nhs-number
+            "#]],
+        );
+    }
+
+    #[test]
+    fn contained_organisations_are_read_like_bundle_entries() {
+        let mut sr = with(
+            fixture("service_request.json"),
+            "performer",
+            json!([{"reference": "#la"}]),
+        );
+        sr["requester"] = json!({"reference": "#trust"});
+        sr["contained"] = json!([
+            {"resourceType": "Organization", "id": "la", "name": "Leeds City Council",
+             "identifier": [{"system": GSS_SYSTEM, "value": "E08000035"}]},
+            {"resourceType": "Organization", "id": "trust",
+             "identifier": [{"system": ODS_ORGANISATION_SYSTEM, "value": "RX1"}]}
+        ]);
+        let events = translate(&sr, &ctx()).unwrap();
+        assert_eq!(events[0].data.to_json()["to_council"], "E08000035");
+        assert_eq!(events[0].data.to_json()["from_org"], "RX1");
+        assert_eq!(events[0].source, "urn:ods:RX1:fhir");
+        let mut enc = with(
+            fixture("encounter_in_progress.json"),
+            "serviceProvider",
+            json!({"reference": "#site"}),
+        );
+        enc["contained"] = json!([{"resourceType": "Organization", "id": "site",
+            "identifier": [{"system": ODS_SITE_SYSTEM, "value": "RX1CC"}]}]);
+        let events = translate(&enc, &ctx()).unwrap();
+        assert_eq!(events[0].source, "urn:ods:RX1:fhir");
+        assert_eq!(events[0].data.to_json()["site"], "RX1CC");
+    }
+
+    #[test]
+    fn an_old_nhs_number_is_replaced_by_the_current_one() {
+        let p = with(
+            fixture("patient.json"),
+            "identifier",
+            json!([
+                {"use": "old", "system": NHS_NUMBER_SYSTEM, "value": "9991001115"},
+                {"use": "official", "system": NHS_NUMBER_SYSTEM, "value": "9991001123"},
+                {"system": "https://fhir.leedsth.nhs.uk/Id/mrn", "value": "RR80042317"}
+            ]),
+        );
+        check(
+            &p,
+            expect![[r#"
+                handover.person.identified.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_history/3#identified.f5ba92af07c0
+                  source=urn:ods:RR8:fhir subject=9991001123 time=2026-11-20T09:20:00Z
+                  data={"birth_date":"1941-03-14","family_name":"Whitfield","given_name":"Margaret","gp_practice":"B86010","local_ids":[{"system":"https://fhir.leedsth.nhs.uk/Id/mrn","value":"RR80042317"}],"nhs_number_status":"02","postcode":"LS6 4AB"}
+                handover.person.nhs-number-changed.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_nhs-number-changed#nhs-number-changed.6e0d25582775
+                  source=urn:ods:RR8:fhir subject=9991001123 time=2026-11-20T09:20:00Z
+                  data={"previous_nhs_number":"9991001115"}
+            "#]],
+        );
+        // A later version still listing the old number records the change once (same id).
+        let later = with(p.clone(), "meta.versionId", json!("4"));
+        let ids = |r: &Value| -> Vec<String> {
+            translate(r, &ctx())
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(ids(&later)[1], ids(&p)[1]);
+        assert_ne!(ids(&later)[0], ids(&p)[0]);
+        // An old number alone is not the subject: the Patient is known by its local id.
+        let only_old = with(
+            p,
+            "identifier",
+            json!([{"use": "old", "system": NHS_NUMBER_SYSTEM, "value": "9991001115"},
+                   {"system": "https://fhir.leedsth.nhs.uk/Id/mrn", "value": "RR80042317"}]),
+        );
+        let events = translate(&only_old, &ctx()).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].subject, None);
+    }
+
+    #[test]
+    fn the_legacy_nhs_number_system_is_read_as_the_nhs_number() {
+        let p = with(
+            fixture("patient.json"),
+            "identifier.0.system",
+            json!(LEGACY_NHS_NUMBER_SYSTEM),
+        );
+        let events = translate(&p, &ctx()).unwrap();
+        assert_eq!(
+            events[0].subject.map(|n| n.as_string()).as_deref(),
+            Some("9434765919")
+        );
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "subject.identifier.system",
+            json!(LEGACY_NHS_NUMBER_SYSTEM),
+        );
+        assert!(subjects(&e).iter().all(|s| s == "9434765919"));
+    }
+
+    #[test]
+    fn a_period_ending_before_it_starts_is_refused() {
+        check_err(
+            &with(
+                fixture("encounter_finished.json"),
+                "period",
+                json!({"start": "2026-11-23T15:00:00Z", "end": "2026-11-20T09:00:00Z"}),
+            ),
+            expect![[r#"
+                error value @ Encounter.period: period.end (2026-11-20T09:00:00Z) is before period.start (2026-11-23T15:00:00Z): FHIR invariant per-1 says a Period's start SHALL have a lower value than its end
+            "#]],
+        );
+        // A date alone as the end covers its day.
+        let same_day = with(
+            fixture("encounter_finished.json"),
+            "period",
+            json!({"start": "2026-11-20T09:00:00Z", "end": "2026-11-20"}),
+        );
+        assert!(translate(&same_day, &ctx()).is_ok());
+    }
+
+    #[test]
+    fn the_discharge_ward_is_the_one_left_last_whatever_the_order() {
+        let discharged_from = |locations: Value| {
+            let e = with(fixture("encounter_finished.json"), "location", locations);
+            data(&e)[0]["ward"].clone()
+        };
+        let ward = |name: &str, start: &str, end: Option<&str>| {
+            let mut l = json!({"location": {"display": name}, "period": {"start": start}});
+            if let Some(end) = end {
+                l["period"]["end"] = json!(end);
+            }
+            l
+        };
+        let ward_9 = ward(
+            "Ward 9",
+            "2026-11-22T14:00:00Z",
+            Some("2026-11-27T16:30:00Z"),
+        );
+        let amu = ward("AMU", "2026-11-20T09:14:00Z", Some("2026-11-22T14:00:00Z"));
+        assert_eq!(discharged_from(json!([ward_9, amu])), "Ward 9");
+        assert_eq!(discharged_from(json!([amu, ward_9])), "Ward 9");
+        // A period still open at discharge is the last ward.
+        let open = ward("Ward 9", "2026-11-22T14:00:00Z", None);
+        assert_eq!(discharged_from(json!([open, amu])), "Ward 9");
+        // No periods: the last listed.
+        assert_eq!(
+            discharged_from(
+                json!([{"location": {"display": "A"}}, {"location": {"display": "B"}}])
+            ),
+            "B"
+        );
+    }
+
+    #[test]
+    fn a_ward_is_named_rather_than_its_bed() {
+        let typed = |name: &str, code: &str| {
+            json!({"location": {"display": name}, "status": "active",
+                   "period": {"start": "2026-11-20T09:14:00Z"},
+                   "physicalType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": code}]}})
+        };
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "location",
+            json!([typed("Bed 4", "bd"), typed("Ward 7", "wa")]),
+        );
+        let d = data(&e);
+        assert_eq!(d.len(), 1, "a bed beside its ward is no ward move: {d:?}");
+        assert_eq!(d[0]["ward"], "Ward 7");
+        let mut fin = with(
+            fixture("encounter_finished.json"),
+            "location",
+            json!([typed("Ward 7", "wa"), typed("Bed 4", "bd")]),
+        );
+        fin["location"][0]["period"]["end"] = json!("2026-11-27T16:30:00Z");
+        fin["location"][1]["period"]["end"] = json!("2026-11-27T16:30:00Z");
+        assert_eq!(data(&fin)[0]["ward"], "Ward 7");
+        // The type may be on the referenced Location instead.
+        let mut by_ref = with(
+            fixture("encounter_in_progress.json"),
+            "location",
+            json!([{"location": {"reference": "#bed"}, "status": "active"},
+                   {"location": {"reference": "#ward"}, "status": "active"}]),
+        );
+        by_ref["contained"] = json!([
+            {"resourceType": "Location", "id": "bed", "name": "Bed 4", "physicalType": {"coding": [{"code": "bd"}]}},
+            {"resourceType": "Location", "id": "ward", "name": "Ward 7", "physicalType": {"coding": [{"code": "wa"}]}}
+        ]);
+        assert_eq!(data(&by_ref)[0]["ward"], "Ward 7");
+    }
+
+    #[test]
+    fn the_same_instant_written_differently_gives_the_same_ids() {
+        let mut sr = fixture("service_request.json");
+        sr["meta"] = json!({"lastUpdated": "2026-11-20T09:15:00Z"});
+        let a = translate(&sr, &ctx()).unwrap();
+        for same in [
+            "2026-11-20T09:15:00.000+00:00",
+            "2026-11-20T09:15:00.000Z",
+            "2026-11-20T09:15:00+00:00",
+        ] {
+            sr["meta"]["lastUpdated"] = json!(same);
+            assert_eq!(translate(&sr, &ctx()).unwrap()[0].id, a[0].id, "{same}");
+        }
+        // The `Z` form hashes as the string itself did before instants were normalised, so
+        // ids stored from it are unchanged.
+        let before = hex::encode(&Sha256::digest(b"2026-11-20T09:15:00Z")[..8]);
+        assert!(
+            a[0].id.contains(&format!("/_hash/{before}#")),
+            "{}",
+            a[0].id
+        );
+        sr["meta"]["lastUpdated"] = json!("2026-11-20T09:15:01Z");
+        assert_ne!(translate(&sr, &ctx()).unwrap()[0].id, a[0].id);
+    }
+
+    #[test]
+    fn unclear_input_gets_an_issue_saying_what_is_wrong() {
+        check_err(
+            &with(fixture("encounter_in_progress.json"), "status", json!(5)),
+            expect![[r#"
+                error structure @ Encounter.status: status must be a code (a JSON string such as "in-progress"), not 5
+            "#]],
+        );
+        check_err(
+            &with(
+                fixture("encounter_in_progress.json"),
+                "subject.identifier",
+                json!([{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}]),
+            ),
+            expect![[r#"
+                error structure @ Encounter.subject.identifier: Reference.identifier is a single Identifier (a JSON object), not an array
+            "#]],
+        );
+        check_err(
+            &with(
+                fixture("episode_of_care.json"),
+                "type",
+                json!([{"text": "Home care"}]),
+            ),
+            expect![[r#"
+                error required @ EpisodeOfCare.type[0].coding: type needs a coding with the service type code (e.g. reablement, home-care): text alone cannot be mapped
+            "#]],
+        );
+        check_err(
+            &with(
+                fixture("service_request.json"),
+                "performer",
+                json!([{"display": "Leeds City Council"}]),
+            ),
+            expect![[r#"
+                error required @ ServiceRequest.performer: no performer is a council: give a performer with an identifier of system http://statistics.data.gov.uk/id/statistical-geography (its GSS code), or a reference to an Organization carrying one (contained or in the Bundle)
+            "#]],
+        );
+        // The GSS system over https, or with a trailing slash, is read.
+        for system in [
+            "https://statistics.data.gov.uk/id/statistical-geography",
+            "http://statistics.data.gov.uk/id/statistical-geography/",
+        ] {
+            let sr = with(
+                fixture("service_request.json"),
+                "performer",
+                json!([{"identifier": {"system": system, "value": "E08000035"}}]),
+            );
+            assert_eq!(data(&sr)[0]["to_council"], "E08000035", "{system}");
+        }
+        let mut b = fixture("bundle_transaction.json");
+        b["entry"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"request": {"method": "DELETE", "url": "Encounter?identifier=x|1"}}));
+        check_err(
+            &b,
+            expect![[r#"
+                error not-supported @ Bundle.entry[5].request.method: DELETE entries are not supported: Handover records events, not resources: to undo what a resource recorded, send it with status entered-in-error (or cancelled)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn what_records_nothing_says_why() {
+        let amb = with(
+            fixture("encounter_in_progress.json"),
+            "class",
+            json!({"code": "AMB"}),
+        );
+        assert!(
+            nothing_recorded(&amb).contains("class AMB is an attendance"),
+            "{}",
+            nothing_recorded(&amb)
+        );
+        let planned = with(
+            fixture("encounter_in_progress.json"),
+            "status",
+            json!("planned"),
+        );
+        assert!(nothing_recorded(&planned).contains("Encounter with status planned"));
+        assert!(nothing_recorded(&json!({"resourceType": "Organization"}))
+            .contains("read only for what other entries refer to"));
     }
 }

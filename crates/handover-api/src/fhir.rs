@@ -1,5 +1,7 @@
 //! FHIR R4 (UK Core) intake over HTTP: `POST /fhir/r4/{Encounter,ServiceRequest,EpisodeOfCare,
-//! Patient}` and `POST /fhir/r4` (a `transaction` or `message` Bundle).
+//! Patient}` (and `PUT /fhir/r4/{type}/{id}`, the update interaction EPRs use for state
+//! transfer, taken as the same), `POST /fhir/r4` (a `transaction` or `message` Bundle; also
+//! at `/fhir/r4/`), and `GET /fhir/r4/metadata` (the CapabilityStatement, for any valid token).
 //!
 //! The mapping is [`handover_adapters::fhir`]; this module authenticates (as `/v1/events`:
 //! integration and admin roles), maps the body, publishes every event in one call to the sink
@@ -11,7 +13,8 @@
 //!   `transaction-response` Bundle, one entry per request entry, each with its own status;
 //! - `400` with an `OperationOutcome` listing every problem, each with a FHIRPath
 //!   `expression`; nothing from the request is stored (a Bundle is all or nothing);
-//! - `401`/`403`/`415` as an `OperationOutcome` too; `503` (`transient`) when the event log is
+//! - `401`/`403`/`415` as an `OperationOutcome` too (`415` also for a compressed body:
+//!   `Content-Encoding` other than `identity`); `503` (`transient`) when the event log is
 //!   unavailable: nothing may be assumed stored and a resend is safe (event ids are
 //!   deterministic).
 //!
@@ -24,8 +27,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use handover_adapters::fhir::{
-    operation_outcome, translate, translate_bundle, FhirContext, Issue, IssueCode, Severity,
-    RESOURCE_TYPES,
+    nothing_recorded, operation_outcome, translate, translate_bundle, FhirContext, Issue,
+    IssueCode, Severity, RESOURCE_TYPES,
 };
 use handover_events::{Event, SinkError, Stored, Timestamp};
 use serde_json::{json, Value};
@@ -140,13 +143,24 @@ fn fhir_response(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
-/// Checks the media type and parses the body (the caller was authenticated before the body
-/// was read, by [`Publisher`]); returns the mapping context.
+/// Checks the media type and encoding and parses the body (the caller was authenticated
+/// before the body was read, by [`Publisher`]); returns the mapping context.
 fn prelude(
     caller: &crate::Caller,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(FhirContext, Value), FhirError> {
+    if let Some(encoding) = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        // As `/v1/events`: say so, rather than "the body is not valid JSON" (gzip), or
+        // reading a body the sender believes compressed as it is (br of plain JSON).
+        let shown: String = encoding.chars().take(32).collect();
+        return Err(ApiError::UnsupportedEncoding(shown).into());
+    }
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -159,6 +173,9 @@ fn prelude(
     if ct != FHIR_JSON && ct != "application/json" {
         return Err(ApiError::UnsupportedMediaType.into());
     }
+    // A UTF-8 byte order mark, which .NET and Windows tools write, is allowed before the
+    // JSON (RFC 8259 lets a parser ignore it).
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         FhirError::one(
             StatusCode::BAD_REQUEST,
@@ -231,12 +248,11 @@ fn rejected(st: &AppState, issues: Vec<Issue>, resources: usize) -> FhirError {
     FhirError::invalid(issues)
 }
 
-/// One information issue per event: what was stored, or recognised as already stored.
-fn outcome_issues(events: &[Event], stored: &[Stored]) -> Vec<Issue> {
+/// One information issue per event: what was stored, or recognised as already stored; for
+/// a `resource` that records nothing, why.
+fn outcome_issues(resource: &Value, events: &[Event], stored: &[Stored]) -> Vec<Issue> {
     if events.is_empty() {
-        return vec![Issue::information(
-            "accepted: nothing to record (Handover records no event for this resource in its current status)",
-        )];
+        return vec![Issue::information(nothing_recorded(resource))];
     }
     events
         .iter()
@@ -262,7 +278,7 @@ fn created(stored: &[Stored]) -> bool {
     stored.iter().any(|s| !s.duplicate)
 }
 
-/// `POST /fhir/r4/{type}`.
+/// `POST /fhir/r4/{type}`: the FHIR create interaction.
 pub async fn post_resource(
     State(st): State<AppState>,
     Path(resource_type): Path<String>,
@@ -270,18 +286,55 @@ pub async fn post_resource(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let (ctx, value) = prelude(&caller, &headers, &body)?;
-    if !RESOURCE_TYPES.contains(&resource_type.as_str()) {
+    accept_resource(&st, &caller, &resource_type, None, &headers, &body).await
+}
+
+/// `PUT /fhir/r4/{type}/{id}`: the FHIR update interaction, which EPRs use to send each
+/// version of a resource. Handover stores events, not resources, so it is taken as a create
+/// of the same resource (answered `201`/`200` as one), once the body's `id` is the URL's.
+pub async fn put_resource(
+    State(st): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    Publisher(caller, _): Publisher<FhirError>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    accept_resource(&st, &caller, &resource_type, Some(&id), &headers, &body).await
+}
+
+/// Maps and publishes one resource posted (or, with `url_id`, put) to
+/// `/fhir/r4/{resource_type}`.
+async fn accept_resource(
+    st: &AppState,
+    caller: &crate::Caller,
+    resource_type: &str,
+    url_id: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, FhirError> {
+    let (ctx, value) = prelude(caller, headers, body)?;
+    if !RESOURCE_TYPES.contains(&resource_type) {
         return Err(FhirError::one(
             StatusCode::NOT_FOUND,
             IssueCode::NotSupported,
             format!("resource type {resource_type} is not supported here: post Encounter, ServiceRequest, EpisodeOfCare or Patient, or a Bundle to /fhir/r4"),
         ));
     }
-    let body_type = value.get("resourceType").and_then(Value::as_str);
-    if body_type != Some(resource_type.as_str()) {
+    if !value.is_object() {
         return Err(rejected(
-            &st,
+            st,
+            vec![Issue::error(
+                IssueCode::Structure,
+                None,
+                "the body must be a JSON object (a FHIR resource)",
+            )],
+            1,
+        ));
+    }
+    let body_type = value.get("resourceType").and_then(Value::as_str);
+    if body_type != Some(resource_type) {
+        return Err(rejected(
+            st,
             vec![Issue::error(
                 IssueCode::Structure,
                 Some("resourceType".into()),
@@ -293,8 +346,29 @@ pub async fn post_resource(
             1,
         ));
     }
-    let events = translate(&value, &ctx).map_err(|issues| rejected(&st, issues, 1))?;
-    let stored = publish(&st, &caller, &events).await?;
+    if let Some(url_id) = url_id {
+        // FHIR R4 http.html#update: a body without an id, or with another, is a 400.
+        let body_id = value.get("id").and_then(Value::as_str);
+        if body_id != Some(url_id) {
+            let why = match body_id {
+                Some(_) => "the body's id does not match the id in the URL",
+                None => {
+                    "the body has no id: an update needs the resource's id, the same as in the URL"
+                }
+            };
+            return Err(rejected(
+                st,
+                vec![Issue::error(
+                    IssueCode::Invalid,
+                    Some(format!("{resource_type}.id")),
+                    why,
+                )],
+                1,
+            ));
+        }
+    }
+    let events = translate(&value, &ctx).map_err(|issues| rejected(st, issues, 1))?;
+    let stored = publish(st, caller, &events).await?;
     let status = if created(&stored) {
         StatusCode::CREATED
     } else {
@@ -302,7 +376,7 @@ pub async fn post_resource(
     };
     Ok(fhir_response(
         status,
-        &operation_outcome(&outcome_issues(&events, &stored)),
+        &operation_outcome(&outcome_issues(&value, &events, &stored)),
     ))
 }
 
@@ -336,16 +410,17 @@ pub async fn post_bundle(
         } else {
             "200 OK"
         };
+        let resource = &value["entry"][entry.index]["resource"];
         response_entries.push(json!({
             "response": {
                 "status": status,
-                "outcome": operation_outcome(&outcome_issues(&entry.events, mine)),
+                "outcome": operation_outcome(&outcome_issues(resource, &entry.events, mine)),
             }
         }));
         offset += n;
     }
     if value.get("type").and_then(Value::as_str) == Some("message") {
-        let outcome = operation_outcome(&outcome_issues(&events, &stored));
+        let outcome = operation_outcome(&outcome_issues(&value, &events, &stored));
         return Ok(fhir_response(
             StatusCode::OK,
             &message_response(&value, outcome),
@@ -419,5 +494,57 @@ fn message_response(request: &Value, outcome: Value) -> Value {
             { "fullUrl": format!("urn:uuid:{header_id}"), "resource": mh },
             { "fullUrl": format!("urn:uuid:{outcome_id}"), "resource": outcome },
         ],
+    })
+}
+
+/// `GET /fhir/r4/metadata`: the CapabilityStatement (FHIR R4 http.html#capabilities), which
+/// FHIR clients and integration engines fetch on connecting. It describes the server only,
+/// never anyone's data, but the contract holds every `/fhir` call to a token: any valid
+/// token of any role will do (a `401` OperationOutcome otherwise).
+pub async fn metadata(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, FhirError> {
+    st.auth.authenticate(&headers).await?;
+    Ok(fhir_response(StatusCode::OK, &capability_statement()))
+}
+
+/// What `/fhir/r4` accepts, as a FHIR R4 CapabilityStatement.
+pub fn capability_statement() -> Value {
+    let resources: Vec<Value> = RESOURCE_TYPES
+        .iter()
+        .map(|t| {
+            json!({
+                "type": t,
+                "interaction": [
+                    {"code": "create", "documentation": format!("POST /fhir/r4/{t}: mapped to catalogue events; 201 with an OperationOutcome when stored, 200 when already stored or nothing to record")},
+                    {"code": "update", "documentation": format!("PUT /fhir/r4/{t}/[id]: taken as create; the body's id must be the URL's")},
+                ],
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "publisher": "Handover",
+        "kind": "instance",
+        "software": {"name": "Handover", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Handover FHIR R4 (UK Core) intake: resources become catalogue events shared between NHS trusts and councils"},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Every request needs Authorization: Bearer <token>: this one any role's, the others the integration or admin role's. Errors are OperationOutcomes. Bundles are all or nothing.",
+            "security": {
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "OAuth"}]}],
+                "description": "Bearer tokens: Handover tokens, or JWTs from an organisation's configured OpenID Connect identity provider"
+            },
+            "resource": resources,
+            "interaction": [{"code": "transaction", "documentation": "POST /fhir/r4: a transaction Bundle, answered with a transaction-response Bundle"}],
+        }],
+        "messaging": [{
+            "documentation": "POST /fhir/r4: a message Bundle of the same resources, processed synchronously and answered with a response message Bundle (MessageHeader.response.code ok)"
+        }],
     })
 }

@@ -23,7 +23,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use handover_events::{Event, EventSink, FieldError, NhsNumber, SinkError};
 use handover_projections::Journeys;
@@ -78,7 +78,11 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .route("/fhir/r4", post(fhir::post_bundle))
+        // FHIR clients configured with the base URL `…/fhir/r4/` post their Bundles here.
+        .route("/fhir/r4/", post(fhir::post_bundle))
+        .route("/fhir/r4/metadata", get(fhir::metadata))
         .route("/fhir/r4/{resource_type}", post(fhir::post_resource))
+        .route("/fhir/r4/{resource_type}/{id}", put(fhir::put_resource))
         .route("/v1/persons/{nhs_number}/journey", get(get_journey))
         .route("/v1/worklists/discharge-delays", get(worklists::get_delays))
         .route("/v1/worklists/brokerage", get(worklists::get_brokerage))

@@ -248,7 +248,14 @@ pub async fn framework_errors(
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .unwrap_or_default();
     let reason = status.canonical_reason().unwrap_or("Error");
-    let detail = if text.is_empty() {
+    let detail = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // axum's own words ("Failed to buffer the request body: length limit exceeded") do
+        // not say what the limit is.
+        format!(
+            "the request body is larger than the limit of {} MiB: send fewer resources or events per request",
+            crate::MAX_BODY / (1024 * 1024)
+        )
+    } else if text.is_empty() {
         match status {
             StatusCode::NOT_FOUND => {
                 "no such resource: see /openapi.json for the API's paths".to_owned()
