@@ -9,9 +9,15 @@
 //! - `AE` with an `ERR` segment naming the segment and field for content errors (an NHS number
 //!   failing its Modulus 11 check, an unparseable date, a missing `PV1` or `PV1-19`, ...);
 //! - `AR` for what is not about content: a message type other than ADT (`200`), a version
-//!   before 2.3 or not 2.x (`203`), a processing id not in `processing_ids` (`202`), an
+//!   before 2.3 or not 2.x (`203`), a processing id not in `processing_ids` (`202`), a
+//!   missing MSH-9 or MSH-12 (or MSH-11 where processing ids are checked: `101`), an
 //!   unlisted sending facility (`204`), an event log that is unavailable (`207`, so the
-//!   sender resends), an unparseable or oversized frame (`102`).
+//!   sender resends), an unparseable or oversized frame (`102`), a frame holding a second
+//!   message or a batch (`100`: one message per frame, nothing in it stored).
+//!
+//! Every ACK carries MSH-11 and MSH-12 (`P` and `2.4` when the message has none to echo).
+//! A `0x0B` inside a frame restarts the frame (the bytes before it are dropped, a warning
+//! logged); control characters in a message are dropped, never stored nor echoed.
 //!
 //! Messages on one connection are processed one at a time, in order. Event ids derive from
 //! MSH-10 and a digest of the message (MSH-7 left out), so a resent message produces
@@ -55,8 +61,8 @@ use handover_events::{Event, EventSink, EventType, NhsNumber, SinkError, Timesta
 use handover_hl7::mllp::{encode, MllpDecoder};
 use handover_hl7::timestamp::{Precision, TimestampError};
 use handover_hl7::{
-    ack, ack_unparseable, AckCode, AckError, ErrorCode, ErrorLocation, FrameError, Message,
-    ParseError, Repetition, Segment,
+    ack, ack_salvaged, ack_unparseable, AckCode, AckError, ErrorCode, ErrorLocation, FrameError,
+    Message, ParseError, Repetition, Segment,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -244,8 +250,9 @@ pub const SUPPORTED_TRIGGERS: &[&str] = &[
 
 /// PV1-2 patient classes (HL7 table 0004) of visits that are not a hospital stay:
 /// outpatient, pre-admit and recurring patient. A stay trigger (A01, A02, A03, A06, A11, A12,
-/// A13) for one of them is ignored (`AA`). Emergency (`E`) is kept: some PAS admit from the
-/// emergency department under it.
+/// A13) for one of them is ignored (`AA`), and an A08's expected discharge date (PV2-9) for
+/// one is not set. Emergency (`E`) is kept: some PAS admit from the emergency department
+/// under it.
 pub const NOT_STAY_CLASSES: &[&str] = &["O", "P", "R"];
 
 /// PV1-4 admission type → `admitted.admission_method` (case-insensitive). HL7 table 0007 codes
@@ -411,8 +418,8 @@ struct Header {
     time_from_evn: bool,
 }
 
-/// Checks that the message is for us: ADT, a supported version, an accepted facility. Returns
-/// the ODS code and the trigger.
+/// Checks that the message is for us: one message, ADT, a supported version, an accepted
+/// processing id and facility. Returns the ODS code and the trigger.
 fn route(msg: &Message, cfg: &Hl7Config) -> Result<(String, String), ContentError> {
     let msh = msg.segment("MSH").ok_or_else(|| {
         ContentError::ae(
@@ -421,10 +428,29 @@ fn route(msg: &Message, cfg: &Hl7Config) -> Result<(String, String), ContentErro
             "no MSH segment",
         )
     })?;
+    // A second MSH is a second message in the same frame (an engine concatenating its
+    // queue, a file-to-MLLP bridge): read as one, its segments would be taken as more of
+    // the first's (another PID/MRG pair of an A40) or dropped while the frame got AA.
+    if msg.segments("MSH").nth(1).is_some() {
+        return Err(ContentError::ar(
+            ErrorCode::SegmentSequenceError,
+            seg_loc("MSH", 2),
+            "this frame holds more than one message (a second MSH segment): an MLLP frame \
+             holds one message, so nothing in it was stored; send each message in a frame \
+             of its own",
+        ));
+    }
     match msg.message_type().and_then(clean) {
         Some(t) if t.eq_ignore_ascii_case("ADT") => {}
-        other => {
-            let shown: String = other.unwrap_or("none").chars().take(16).collect();
+        None => {
+            return Err(ContentError::ar(
+                ErrorCode::RequiredFieldMissing,
+                loc("MSH", 1, 9),
+                "MSH-9 message type is required",
+            ));
+        }
+        Some(other) => {
+            let shown: String = other.chars().take(16).collect();
             return Err(ContentError::ar(
                 ErrorCode::UnsupportedMessageType,
                 loc("MSH", 1, 9),
@@ -434,8 +460,15 @@ fn route(msg: &Message, cfg: &Hl7Config) -> Result<(String, String), ContentErro
     }
     match msg.version().and_then(clean) {
         Some(v) if version_supported(v) => {}
-        other => {
-            let shown: String = other.unwrap_or("none").chars().take(16).collect();
+        None => {
+            return Err(ContentError::ar(
+                ErrorCode::RequiredFieldMissing,
+                loc("MSH", 1, 12),
+                "MSH-12 version id is required",
+            ));
+        }
+        Some(other) => {
+            let shown: String = other.chars().take(16).collect();
             return Err(ContentError::ar(
                 ErrorCode::UnsupportedVersionId,
                 loc("MSH", 1, 12),
@@ -444,16 +477,24 @@ fn route(msg: &Message, cfg: &Hl7Config) -> Result<(String, String), ContentErro
         }
     }
     if !cfg.processing_ids.is_empty() {
-        let id = val(msh, 11, 1, 1).unwrap_or("");
+        let Some(id) = val(msh, 11, 1, 1) else {
+            // A receiver that checks processing ids cannot take a message without one for
+            // production.
+            return Err(ContentError::ar(
+                ErrorCode::RequiredFieldMissing,
+                loc("MSH", 1, 11),
+                format!(
+                    "MSH-11 processing id is required by this receiver (accepted: {})",
+                    cfg.processing_ids.join(", ")
+                ),
+            ));
+        };
         if !cfg
             .processing_ids
             .iter()
             .any(|p| p.trim().eq_ignore_ascii_case(id))
         {
-            let shown: String = if id.is_empty() { "none" } else { id }
-                .chars()
-                .take(8)
-                .collect();
+            let shown: String = id.chars().take(8).collect();
             return Err(ContentError::ar(
                 ErrorCode::UnsupportedProcessingId,
                 loc("MSH", 1, 11),
@@ -564,24 +605,83 @@ fn header(
 /// one whose MSH-7 was regenerated, gives the same ids and is recognised as a duplicate; a
 /// different message under a reused control id (a counter reset after a PAS rebuild or
 /// failover, or a daily wrap) gives new ids and is not mistaken for one.
+///
+/// Trailing empty fields, repetitions, components and subcomponents (`|||` at the end of a
+/// segment, `^^` at the end of a field) are left out of the digest: HL7 lets a sender omit
+/// them or not, and an interface engine re-serialising a message on resend often changes
+/// which. A message without any hashes exactly as it did before they were left out, so its
+/// ids did not change; only a message with some got new ones (one stored before that
+/// change and resent after it is stored again).
 fn id_stem(msg: &Message, control_id: &str) -> String {
     use sha2::{Digest, Sha256};
+    let seps = msg.separators();
+    let levels = [
+        seps.field,
+        seps.repetition,
+        seps.component,
+        seps.subcomponent,
+    ];
     let mut h = Sha256::new();
+    let mut buf = String::new();
     for seg in msg.all_segments() {
+        buf.clear();
         if seg.name() == "MSH" {
+            // Field by field: MSH-1 and MSH-2 are the delimiters themselves, taken as they
+            // are; the others without their trailing empty parts, and empty fields at the
+            // end left out.
+            let mut ends = Vec::with_capacity(seg.fields().len());
             for (i, f) in seg.fields().iter().enumerate() {
+                if i < 2 {
+                    buf.push_str(f.raw());
+                } else {
+                    push_trimmed(&mut buf, f.raw(), &levels[1..]);
+                }
+                ends.push(buf.len());
+            }
+            let kept = (2..ends.len())
+                .rev()
+                .find(|&i| ends[i] > ends[i - 1])
+                .map_or(ends.len().min(2), |i| i + 1);
+            let mut start = 0;
+            for (i, &end) in ends.iter().enumerate().take(kept) {
                 if i + 1 != 7 {
-                    h.update(f.raw().as_bytes());
+                    h.update(&buf.as_bytes()[start..end]);
                 }
                 h.update([0x1f]);
+                start = end;
             }
         } else {
-            h.update(seg.raw().trim_end().as_bytes());
+            push_trimmed(&mut buf, seg.raw().trim_end(), &levels);
+            h.update(buf.as_bytes());
         }
         h.update(b"\r");
     }
     let digest = h.finalize();
     format!("{control_id}.{}", hex::encode(&digest[..6]))
+}
+
+/// Appends `text` to `out` without its trailing empty parts: `levels` are the delimiters
+/// that split it, outermost first (for a segment: field, repetition, component,
+/// subcomponent). Each part is trimmed the same way at the next level, and parts left empty
+/// at the end are dropped with their delimiters, so `A^B^^~` is `A^B`. Text with no trailing
+/// empty part is appended unchanged.
+fn push_trimmed(out: &mut String, text: &str, levels: &[char]) {
+    let Some((&sep, inner)) = levels.split_first() else {
+        out.push_str(text);
+        return;
+    };
+    let mut keep = out.len();
+    for (i, part) in text.split(sep).enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        let before = out.len();
+        push_trimmed(out, part, inner);
+        if out.len() > before {
+            keep = out.len();
+        }
+    }
+    out.truncate(keep);
 }
 
 /// EVN-6 (event occurred), else EVN-2 (recorded), else MSH-7; for A11, A12 and A13 EVN-2
@@ -720,19 +820,41 @@ struct Person {
     local_ids: Vec<Value>,
 }
 
-/// Whether a CX repetition is an NHS number: assigning authority (CX.4) `NHS` (or the NHS
+/// How a CX repetition says it holds an NHS number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NhsMark {
+    /// It does not: a local id (or an account or visit number).
+    None,
+    /// It does, in the contract's terms: the value must be a valid NHS number (else `AE`).
+    Marked,
+    /// A spelling some UK PAS feeds use: an NHS number when the value is a valid one, else a
+    /// local id as any other repetition (these spellings are not in the contract, so a
+    /// value failing Modulus 11 under one is not refused).
+    Likely,
+}
+
+/// How a CX repetition marks an NHS number: assigning authority (CX.4) `NHS` (or the NHS
 /// number OID, as its universal id or as its namespace id), or identifier type (CX.5) `NH`
-/// (HL7 table 0203's national health plan number) or `NHS`/`NHSNBR` as UK feeds send it.
-fn is_nhs_marked(rep: &Repetition) -> bool {
+/// (HL7 table 0203's national health plan number) or `NHS`/`NHSNBR` as UK feeds send it, are
+/// [`NhsMark::Marked`]; identifier type `NHSNMBR` (Cerner alias pools) or `NNGBR` (table
+/// 0203's national person identifier, `NN` + the country), or assigning authority `NHSNBR`,
+/// are [`NhsMark::Likely`].
+fn nhs_mark(rep: &Repetition) -> NhsMark {
     let authority = rep_val(rep, 4, 1).unwrap_or("");
     let oid = rep_val(rep, 4, 2).unwrap_or("");
     let id_type = rep_val(rep, 5, 1).unwrap_or("");
-    authority.eq_ignore_ascii_case("NHS")
+    let any = |codes: &[&str], v: &str| codes.iter().any(|c| v.eq_ignore_ascii_case(c));
+    if authority.eq_ignore_ascii_case("NHS")
         || authority == NHS_NUMBER_OID
         || oid == NHS_NUMBER_OID
-        || ["NH", "NHS", "NHSNBR"]
-            .iter()
-            .any(|t| id_type.eq_ignore_ascii_case(t))
+        || any(&["NH", "NHS", "NHSNBR"], id_type)
+    {
+        NhsMark::Marked
+    } else if any(&["NHSNMBR", "NNGBR"], id_type) || authority.eq_ignore_ascii_case("NHSNBR") {
+        NhsMark::Likely
+    } else {
+        NhsMark::None
+    }
 }
 
 /// Identifier types (CX.5, HL7 table 0203) of accounts and visits, not of the person: never
@@ -788,8 +910,15 @@ fn identifiers(seg: &Segment, seq: usize, field: usize, ods: &str) -> Result<Per
         let Some(id) = rep_val(rep, 1, 1) else {
             continue;
         };
-        if is_nhs_marked(rep) {
-            // Spaces are stripped by the parser; the first NHS repetition wins.
+        let mark = nhs_mark(rep);
+        if mark == NhsMark::Likely {
+            if let Ok(n) = NhsNumber::parse(id) {
+                nhs.get_or_insert(n);
+                continue;
+            }
+        }
+        if mark == NhsMark::Marked {
+            // Spaces and hyphens are ignored; the first NHS repetition wins.
             let n = NhsNumber::parse(id).map_err(|e| {
                 let mut l = loc(name, seq, f);
                 l.repetition = u32::try_from(i + 1).ok();
@@ -960,8 +1089,10 @@ fn encounter_id(pv1: &Segment) -> Result<&str, ContentError> {
 
 /// Maps one parsed HL7 message to catalogue events. Pure: no IO, no clock.
 ///
-/// Checks, in order: message type ADT (else `AR 200`), version 2.3 or later 2.x (else
-/// `AR 203`), sending facility accepted (else `AR 204`), then the trigger: one of
+/// Checks, in order: one message (a second MSH is `AR 100`), message type ADT (else
+/// `AR 200`, or `AR 101` when missing), version 2.3 or later 2.x (else `AR 203`, or
+/// `AR 101` when missing), processing id accepted (else `AR 202`, or `AR 101` when missing),
+/// sending facility accepted (else `AR 204`), then the trigger: one of
 /// [`SUPPORTED_TRIGGERS`] is mapped (content errors give `AE`), any other is
 /// [`Translation::Ignored`].
 pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentError> {
@@ -975,24 +1106,29 @@ pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentE
         .segment("PV1")
         .and_then(|pv1| val(pv1, 2, 1, 1))
         .unwrap_or("");
-    if stay_trigger
-        && NOT_STAY_CLASSES
-            .iter()
-            .any(|c| c.eq_ignore_ascii_case(class))
-    {
+    let a_stay = !NOT_STAY_CLASSES
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(class));
+    if stay_trigger && !a_stay {
         return Ok(Translation::Ignored { trigger: h.trigger });
     }
     let ctx = Ctx { h: &h };
-    let events = match h.trigger.as_str() {
+    let mut events = match h.trigger.as_str() {
         "A01" | "A06" => admitted(msg, cfg, &ctx)?,
         "A02" | "A12" => transferred(msg, &ctx)?,
         "A03" => discharged(msg, cfg, &ctx)?,
-        "A08" => updated(msg, &ctx)?,
+        "A08" => updated(msg, &ctx, a_stay)?,
         "A11" => encounter_only(msg, &ctx, EventType::AdmissionCancelled)?,
         "A13" => encounter_only(msg, &ctx, EventType::DischargeCancelled)?,
         "A34" | "A36" | "A40" | "A47" => merged(msg, &ctx)?,
         _ => Vec::new(),
     };
+    if matches!(h.trigger.as_str(), "A01" | "A02" | "A06" | "A12") {
+        // The stay's event came first, so the date lands on a stay the journey knows.
+        if let Some(event) = stay_expected_date(msg, &ctx)? {
+            events.push(event);
+        }
+    }
     if events.is_empty() {
         Ok(Translation::Ignored { trigger: h.trigger })
     } else {
@@ -1109,25 +1245,54 @@ fn discharged(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, C
     Ok(vec![ctx.event("", EventType::Discharged, &person, data)?])
 }
 
-/// A08: expected-date-set when PV2-9 is present, person.identified when PID has local ids
-/// or demographics; nothing else (ward moves come as A02, discharges as A03).
-fn updated(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
+/// A08: expected-date-set when PV2-9 is present and the visit is a stay (`a_stay`: its
+/// PV1-2 class is not one of [`NOT_STAY_CLASSES`]), person.identified when PID has local ids
+/// or demographics; nothing else (ward moves come as A02, discharges as A03). The planned
+/// dates of a pre-admission or an outpatient visit are not a stay's: the journey would show
+/// an in-hospital stay for someone never admitted.
+fn updated(msg: &Message, ctx: &Ctx, a_stay: bool) -> Result<Vec<Event>, ContentError> {
     let (pid, person) = pid_person(msg, &ctx.h.ods)?;
     let mut events = Vec::new();
     if let Some(d) = identified_data(msg, pid, &person)? {
         events.push(ctx.event(":person", EventType::PersonIdentified, &person, d)?);
     }
-    if let Some(pv2) = msg.segment("PV2") {
+    if let (Some(pv2), true) = (msg.segment("PV2"), a_stay) {
         if let Some(date) = hl7_date(pv2, 1, 9, false)? {
             let pv1 = required_segment(msg, "PV1")?;
-            let data = json!({
-                "encounter_id": encounter_id(pv1)?,
-                "expected_discharge_date": date.format("%Y-%m-%d").to_string(),
-            });
-            events.push(ctx.event("", EventType::ExpectedDateSet, &person, data)?);
+            events.push(expected_date_set(ctx, "", &person, pv1, date)?);
         }
     }
     Ok(events)
+}
+
+/// A01, A02, A06 and A12: expected-date-set (`<stem>:expected-date`) when PV2-9 holds a full
+/// date; many PAS set the expected discharge date at admission or on a move. The stay's own
+/// event is what the message is for, so a PV2-9 that is not a full date is left out rather
+/// than refusing it (an A08 refuses it: the date is all it is sent for).
+fn stay_expected_date(msg: &Message, ctx: &Ctx) -> Result<Option<Event>, ContentError> {
+    let (Some(pv2), Some(pv1)) = (msg.segment("PV2"), msg.segment("PV1")) else {
+        return Ok(None);
+    };
+    let Ok(Some(date)) = hl7_date(pv2, 1, 9, true) else {
+        return Ok(None);
+    };
+    let (_, person) = pid_person(msg, &ctx.h.ods)?;
+    expected_date_set(ctx, ":expected-date", &person, pv1, date).map(Some)
+}
+
+/// The `discharge.expected-date-set` event of the visit in `pv1`.
+fn expected_date_set(
+    ctx: &Ctx,
+    suffix: &str,
+    person: &Person,
+    pv1: &Segment,
+    date: NaiveDate,
+) -> Result<Event, ContentError> {
+    let data = json!({
+        "encounter_id": encounter_id(pv1)?,
+        "expected_discharge_date": date.format("%Y-%m-%d").to_string(),
+    });
+    ctx.event(suffix, EventType::ExpectedDateSet, person, data)
 }
 
 /// A11 and A13: an event naming the encounter only.
@@ -1215,7 +1380,8 @@ pub struct Hl7MetricsSnapshot {
     pub duplicates: u64,
     /// Calls to the sink that failed (the message got `AR` or `AE`).
     pub publish_failures: u64,
-    /// Frames that were oversized or could not be parsed as HL7.
+    /// Frames that were oversized or could not be parsed as one HL7 message (batches
+    /// included).
     pub unparseable: u64,
     /// Connections open now.
     pub connections_open: u64,
@@ -1473,6 +1639,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
     let idle = Duration::from_secs(shared.cfg.idle_timeout_secs.max(1));
     let mut buf = vec![0u8; 64 * 1024];
     let mut reported_discarded = 0;
+    let mut reported_restarts = 0;
     // One idle timer for the connection, moved forward before each read: a new timer per
     // read (`tokio::time::timeout`) registered and cancelled a timer-wheel entry for every
     // message; moving a registered deadline later does not.
@@ -1497,6 +1664,15 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
             if *stop.borrow() {
                 break 'conn;
             }
+        }
+        if decoder.restarted_frames() > reported_restarts {
+            // Counts only: the bytes given up may hold anything.
+            warn!(
+                restarts = decoder.restarted_frames() - reported_restarts,
+                "hl7 MLLP start byte inside a frame: the sender restarted it, the partial \
+                 frame before it was discarded"
+            );
+            reported_restarts = decoder.restarted_frames();
         }
         if decoder.discarded_bytes() > reported_discarded {
             debug!(
@@ -1538,6 +1714,18 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Rec
     debug!("hl7 connection closed");
 }
 
+/// `bytes` from the first segment that is an MSH (at the start or after a segment
+/// terminator), if any.
+fn first_msh(bytes: &[u8]) -> Option<&[u8]> {
+    if bytes.starts_with(b"MSH") {
+        return Some(bytes);
+    }
+    bytes
+        .windows(4)
+        .position(|w| matches!(w[0], b'\r' | b'\n') && &w[1..] == b"MSH")
+        .map(|i| &bytes[i + 1..])
+}
+
 /// A short, identifier-free name for a parse error, for logs.
 fn parse_error_kind(e: &ParseError) -> &'static str {
     match e {
@@ -1546,6 +1734,7 @@ fn parse_error_kind(e: &ParseError) -> &'static str {
         ParseError::InvalidFieldSeparator { .. } => "invalid_field_separator",
         ParseError::InvalidEncodingCharacters { .. } => "invalid_encoding_characters",
         ParseError::InvalidSegmentName { .. } => "invalid_segment_name",
+        ParseError::Batch { .. } => "batch",
     }
 }
 
@@ -1602,6 +1791,27 @@ async fn handle_frame_traced(frame: Result<Vec<u8>, FrameError>, shared: &Shared
     };
     let msg = match Message::parse(&bytes) {
         Ok(m) => m,
+        Err(ParseError::Batch { header }) => {
+            Hl7Metrics::inc(&metrics.unparseable);
+            metrics.acked(AckCode::Ar);
+            warn!(ack = "AR", error = "batch", "hl7 batch refused");
+            let error = AckError {
+                code: ErrorCode::SegmentSequenceError,
+                location: Some(seg_loc(header, 1)),
+                message: format!(
+                    "batches ({header} … BTS/FTS) are not supported over MLLP: nothing in \
+                     this frame was stored; send one message per frame"
+                ),
+            };
+            // Answered as the batch's first message, so the sender can tell which it was.
+            return ack_salvaged(
+                AckCode::Ar,
+                &error,
+                &now,
+                &ack_id,
+                first_msh(&bytes).unwrap_or_default(),
+            );
+        }
         Err(e) => {
             Hl7Metrics::inc(&metrics.unparseable);
             metrics.acked(AckCode::Ar);

@@ -1,11 +1,18 @@
 //! Building HL7 v2 acknowledgements (original-mode `ACK` messages).
 //!
 //! [`ack`] answers a parsed message using the message's own delimiters;
-//! [`ack_unparseable`] answers bytes that could not be parsed at all.
-//! Segments are terminated by `\r` (including the last one). Values taken
+//! [`ack_unparseable`] and [`ack_salvaged`] answer bytes that could not be parsed as
+//! one message. Segments are terminated by `\r` (including the last one). Values taken
 //! from the original MSH (applications, facilities, processing id, version,
 //! control id) are copied as received, so their components and escapes are
-//! preserved; every other text is escaped with [`escape`].
+//! preserved; every other text is escaped with [`escape`]. Neither holds a control
+//! character but the `\r` terminators: a parsed [`Message`] has none, what is salvaged
+//! from an unparsed one is filtered, and [`escape`] writes none.
+//!
+//! Every ACK carries MSH-11 and MSH-12, which HL7 requires in every message and
+//! HAPI-based senders need to read the reply at all: the original's when it has them
+//! (MSH-12 only when it is a 2.x version id), else `P` and `2.4` (a version old enough
+//! for every receiver we talk to).
 
 use crate::escape::{escape, escape_into, Separators};
 use crate::message::Message;
@@ -155,6 +162,23 @@ fn is_legacy_version(version: &str) -> bool {
     }
 }
 
+/// Whether `v` is a 2.x version id (`2.n` or `2.n.n`), so that it can be echoed in an ACK's
+/// MSH-12.
+fn is_v2_version_id(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts[0] == "2"
+        && (2..=3).contains(&parts.len())
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// MSH-12 of an ACK when the original has no 2.x version id to echo.
+const FALLBACK_VERSION: &str = "2.4";
+
+/// MSH-11 of an ACK when the original has no processing id to echo: production.
+const FALLBACK_PROCESSING_ID: &str = "P";
+
 fn err_segment(error: &AckError, seps: &Separators, legacy: bool) -> String {
     let (c, s, f) = (seps.component, seps.subcomponent, seps.field);
     let esc = |t: &str| escape(t, seps);
@@ -188,10 +212,12 @@ fn err_segment(error: &AckError, seps: &Separators, legacy: bool) -> String {
 /// * MSH: sending and receiving application/facility swapped (ACK MSH-3/4 =
 ///   original MSH-5/6 and MSH-5/6 = original MSH-3/4), MSH-7 = `now` (an HL7
 ///   DTM supplied by the caller), MSH-9 = `ACK^<trigger>^ACK`, MSH-10 =
-///   `control_id`, MSH-11 and MSH-12 echoed from the original.
+///   `control_id`, MSH-11 echoed from the original (`P` when it has none) and
+///   MSH-12 echoed when its first component is a 2.x version id (`2.4`
+///   otherwise: missing, `2`, `3.0`, text).
 /// * MSA: `code` and the original MSH-10. For v2.3/v2.4 (or an unknown
-///   version) with an error, MSA-3 also carries the error text, which older
-///   receivers display.
+///   version, answered as 2.4) with an error, MSA-3 also carries the error
+///   text, which older receivers display.
 /// * ERR (only when `error` is given): ERR-2 location `SEG^seq^field^rep^comp`,
 ///   ERR-3 `code^text^HL70357`, ERR-4 severity `E`, ERR-8 the message. For
 ///   v2.3/v2.4 (or an unknown version) ERR-1 is filled as well, as an ELD
@@ -210,7 +236,15 @@ pub fn ack(
         msh.and_then(|msh| msh.field(n))
             .map_or("", |field| field.raw())
     };
-    let legacy = is_legacy_version(original.version().unwrap_or(""));
+    let processing_id = match raw(11) {
+        p if p.trim().is_empty() => FALLBACK_PROCESSING_ID,
+        p => p,
+    };
+    let version = match raw(12) {
+        v if is_v2_version_id(v.split(c).next().unwrap_or("").trim()) => v,
+        _ => FALLBACK_VERSION,
+    };
+    let legacy = is_legacy_version(version.split(c).next().unwrap_or(""));
     // One buffer, written in order: this runs once per message on the MLLP path.
     let mut out = String::with_capacity(256);
     out.push_str("MSH");
@@ -237,10 +271,10 @@ pub fn ack(
     out.push_str("ACK");
     out.push(f);
     escape_into(&mut out, control_id, seps);
-    for n in [11, 12] {
-        out.push(f);
-        out.push_str(raw(n));
-    }
+    out.push(f);
+    out.push_str(processing_id);
+    out.push(f);
+    out.push_str(version);
     out.push_str("\rMSA");
     out.push(f);
     out.push_str(code.as_str());
@@ -258,16 +292,8 @@ pub fn ack(
     out
 }
 
-/// Builds an ACK for a message that could not be parsed at all.
-///
-/// Uses the standard delimiters and MSH-11 `P`. What can still be read from the first
-/// line of `original`, when it is a readable `MSH` line ([`salvage_msh`]), is echoed as a
-/// normal ACK would: its receiving application and facility (MSH-5/6) become the ACK's
-/// sender (MSH-3/4), its sender (MSH-3/4) the ACK's receiver, its MSH-12 the version when
-/// it is one (`2.x`), else `2.4` (old enough for every receiver we talk to); MSA-2 is its
-/// MSH-10, so the sender's engine can match the reply to its message. Each is empty
-/// otherwise. MSA-3 and an `ERR` segment in both the v2.3/2.4 and v2.5 layouts carry
-/// `text`, with error code `102^Data type error^HL70357`.
+/// Builds an ACK for a message that could not be parsed at all: [`ack_salvaged`] with
+/// `text` and error code `102^Data type error^HL70357`, no location.
 pub fn ack_unparseable(
     code: AckCode,
     text: &str,
@@ -275,12 +301,32 @@ pub fn ack_unparseable(
     control_id: &str,
     original: &[u8],
 ) -> String {
-    let seps = Separators::default();
     let error = AckError {
         code: ErrorCode::DataTypeError,
         location: None,
         message: text.to_owned(),
     };
+    ack_salvaged(code, &error, now, control_id, original)
+}
+
+/// Builds an ACK for bytes that could not be parsed as one message, with `error`.
+///
+/// Uses the standard delimiters. What can still be read from the first line of
+/// `original`, when it is a readable `MSH` line ([`salvage_msh`]), is echoed as a normal
+/// ACK would: its receiving application and facility (MSH-5/6) become the ACK's sender
+/// (MSH-3/4), its sender (MSH-3/4) the ACK's receiver, its MSH-11 the processing id (else
+/// `P`), its MSH-12 the version when it is one (`2.x`), else `2.4` (old enough for every
+/// receiver we talk to); MSA-2 is its MSH-10, so the sender's engine can match the reply
+/// to its message. Each is empty otherwise. MSA-3 and an `ERR` segment in both the
+/// v2.3/2.4 and v2.5 layouts carry the error.
+pub fn ack_salvaged(
+    code: AckCode,
+    error: &AckError,
+    now: &str,
+    control_id: &str,
+    original: &[u8],
+) -> String {
+    let seps = Separators::default();
     let msh = salvage_msh(original);
     // MSH-n of the original, re-delimited and escaped for this ACK.
     let field = |n: usize| -> String {
@@ -302,17 +348,13 @@ pub fn ack_unparseable(
         .and_then(|m| m.fields.get(11))
         .and_then(|v| v.split(msh.as_ref().map_or('^', |m| m.component)).next())
         .map(str::trim)
-        .filter(|v| {
-            // `2.n` or `2.n.n`
-            let parts: Vec<&str> = v.split('.').collect();
-            parts[0] == "2"
-                && (2..=3).contains(&parts.len())
-                && parts[1..]
-                    .iter()
-                    .all(|p| (1..=2).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .unwrap_or("2.4")
+        .filter(|v| is_v2_version_id(v))
+        .unwrap_or(FALLBACK_VERSION)
         .to_owned();
+    let processing_id = match field(11) {
+        p if p.trim().is_empty() => FALLBACK_PROCESSING_ID.to_owned(),
+        p => p,
+    };
     let echoed = msh
         .as_ref()
         .and_then(|m| m.fields.get(9))
@@ -321,7 +363,7 @@ pub fn ack_unparseable(
         .unwrap_or_default()
         .to_owned();
     format!(
-        "MSH|^~\\&|{recv_app}|{recv_fac}|{send_app}|{send_fac}|{now}||ACK^^ACK|{id}|P|{version}\rMSA|{code}|{echoed}|{text}\r{err}\r",
+        "MSH|^~\\&|{recv_app}|{recv_fac}|{send_app}|{send_fac}|{now}||ACK^^ACK|{id}|{processing_id}|{version}\rMSA|{code}|{echoed}|{text}\r{err}\r",
         recv_app = field(5),
         recv_fac = field(6),
         send_app = field(3),
@@ -330,8 +372,8 @@ pub fn ack_unparseable(
         id = escape(control_id, &seps),
         code = code.as_str(),
         echoed = escape(&echoed, &seps),
-        text = escape(text, &seps),
-        err = err_segment(&error, &seps, true),
+        text = escape(&error.message, &seps),
+        err = err_segment(error, &seps, true),
     )
 }
 
@@ -412,7 +454,12 @@ mod tests {
                 .map_or("", |field| field.raw())
         };
         let trigger = escape(original.trigger_event().unwrap_or(""), seps);
-        let legacy = is_legacy_version(original.version().unwrap_or(""));
+        let pid = if raw(11).is_empty() { "P" } else { raw(11) };
+        let ver = match original.version() {
+            Some(v) if is_v2_version_id(v) => raw(12),
+            _ => "2.4",
+        };
+        let legacy = is_legacy_version(ver);
         let mut out = format!(
             "MSH{f}{enc}{f}{app}{f}{fac}{f}{rapp}{f}{rfac}{f}{now}{f}{f}ACK{c}{trigger}{c}ACK{f}{id}{f}{pid}{f}{ver}\r",
             enc = seps.encoding_characters(),
@@ -422,8 +469,6 @@ mod tests {
             rfac = raw(4),
             now = escape(now, seps),
             id = escape(control_id, seps),
-            pid = raw(11),
-            ver = raw(12),
         );
         out.push_str(&format!("MSA{f}{}{f}{}", code.as_str(), raw(10)));
         if let (true, Some(e)) = (legacy, error) {
@@ -446,6 +491,9 @@ mod tests {
             "MSH*:#!@%*APP*FAC*R*RF*2026**ADT:A08*C3*T*2.3\r",
             "MSH|^~\\&|||||||ADT\r",
             "MSH|^~\\&|A|B|C|D|2026||ADT^A^B|ID|P|2.6|||||GBR|UNICODE UTF-8\r",
+            "MSH|^~\\&|A|B|C|D|2026||ADT^A01|ID||2.4^GBR^2.4\r",
+            "MSH|^~\\&|A|B|C|D|2026||ADT^A01|ID|T|3.0\r",
+            "MSH|^~\\&|A|B|C|D|2026||ADT^A01|ID|D|\r",
         ];
         let error = AckError {
             code: ErrorCode::RequiredFieldMissing,
@@ -465,6 +513,31 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_ack_carries_a_processing_id_and_a_version() {
+        for (text, msh_11_12) in [
+            ("MSH|^~\\&|PAS|RX1\r", "P|2.4"),
+            ("MSH|^~\\&|PAS|RX1|||2026||ADT^A01|C1||2.5.1\r", "P|2.5.1"),
+            ("MSH|^~\\&|PAS|RX1|||2026||ADT^A01|C1|T|\r", "T|2.4"),
+            (
+                "MSH|^~\\&|PAS|RX1|||2026||ADT^A01|C1|P|2.4^GBR^2.4\r",
+                "P|2.4^GBR^2.4",
+            ),
+            ("MSH|^~\\&|PAS|RX1|||2026||ADT^A01|C1|P|3.0\r", "P|2.4"),
+            ("MSH|^~\\&|PAS|RX1|||2026||ADT^A01|C1|P|2\r", "P|2.4"),
+        ] {
+            let msg = Message::parse_str(text).unwrap();
+            let out = ack(&msg, AckCode::Aa, None, "2026", "A1");
+            let msh = out.split('\r').next().unwrap();
+            assert!(msh.ends_with(&format!("|A1|{msh_11_12}")), "{text}: {msh}");
+            // Salvaged from a message that does not parse: MSH-12's first component only.
+            let out = ack_unparseable(AckCode::Ar, "bad", "2026", "A1", text.as_bytes());
+            let msh = out.split('\r').next().unwrap();
+            let first = msh_11_12.split('^').next().unwrap();
+            assert!(msh.ends_with(&format!("|A1|{first}")), "{text}: {msh}");
         }
     }
 

@@ -1,4 +1,12 @@
 //! HL7 v2 delimiters (MSH-1/MSH-2) and escape-sequence encoding/decoding.
+//!
+//! HL7 v2 text carries no C0 control characters but the segment terminator: the MLLP
+//! block bytes `0x0B` and `0x1C` among them would break the framing of whatever the text
+//! is sent in. So [`escape`] never writes one (a tab is written as `\X09\`, a line feed
+//! as `\.br\`, a carriage return as `\X0D\`, any other is left out), and [`unescape`]
+//! never yields one but a tab, a line feed or a carriage return (a `\Xhh\` of another
+//! is left out), which is also what the parser does with raw ones (see
+//! [`Message::parse`](crate::Message::parse)).
 
 use std::borrow::Cow;
 
@@ -66,7 +74,10 @@ impl Separators {
 /// Delimiters become `\F\`, `\S\`, `\R\`, `\T\`, `\E\` (and `\P\` for the
 /// truncation character), using the message's own escape character; a line
 /// feed becomes `\.br\`; a carriage return becomes `\X0D\` (a raw `\r` would
-/// end the segment). [`unescape`] reverses this exactly.
+/// end the segment) and a tab `\X09\`. Other C0 control characters are left
+/// out: they cannot be carried in HL7 text (see the [module docs](self)). So
+/// the result holds no C0 control character at all, and [`unescape`] reverses
+/// this exactly for any text without those other controls.
 pub fn escape(text: &str, seps: &Separators) -> String {
     let mut out = String::with_capacity(text.len());
     escape_into(&mut out, text, seps);
@@ -75,7 +86,7 @@ pub fn escape(text: &str, seps: &Separators) -> String {
 
 /// [`escape`], appended to `out` (no allocation of its own).
 pub fn escape_into(out: &mut String, text: &str, seps: &Separators) {
-    if !text.contains(|c| seps.is_special(c) || c == '\n' || c == '\r') {
+    if !text.contains(|c: char| seps.is_special(c) || c.is_ascii_control()) {
         out.push_str(text);
         return;
     }
@@ -97,6 +108,10 @@ pub fn escape_into(out: &mut String, text: &str, seps: &Separators) {
             ".br"
         } else if c == '\r' {
             "X0D"
+        } else if c == '\t' {
+            "X09"
+        } else if is_stray_control(c) {
+            continue;
         } else {
             out.push(c);
             continue;
@@ -107,11 +122,18 @@ pub fn escape_into(out: &mut String, text: &str, seps: &Separators) {
     }
 }
 
+/// Whether `c` is a C0 control character HL7 text cannot carry: any but tab, line feed
+/// and carriage return (DEL, 0x7F, is not a C0 control and is kept).
+pub(crate) fn is_stray_control(c: char) -> bool {
+    c < ' ' && !matches!(c, '\t' | '\n' | '\r')
+}
+
 /// Decodes the escape sequences in one HL7 value written with `seps`.
 ///
 /// Recognised: `\F\ \S\ \T\ \R\ \E\` (and `\P\` when the message declares a
 /// truncation character), `\Xhh..\` (hex bytes, read as UTF-8 when valid,
-/// otherwise as ISO-8859-1), and `\.br\` (line break, decoded as `\n`).
+/// otherwise as ISO-8859-1; C0 control characters but tab, line feed and carriage
+/// return left out), and `\.br\` (line break, decoded as `\n`).
 /// Anything else, including highlighting (`\H\`, `\N\`), other formatting
 /// commands, character-set switches and an escape character without a
 /// closing one, is kept literally.
@@ -159,6 +181,10 @@ fn decode_sequence(seq: &str, seps: &Separators, out: &mut String) -> bool {
         _ => {
             return match seq.strip_prefix('X').and_then(decode_hex) {
                 Some(bytes) => {
+                    let bytes: Vec<u8> = bytes
+                        .into_iter()
+                        .filter(|&b| !is_stray_control(char::from(b)))
+                        .collect();
                     match String::from_utf8(bytes) {
                         Ok(s) => out.push_str(&s),
                         Err(err) => out.extend(err.as_bytes().iter().map(|&b| char::from(b))),
@@ -231,6 +257,18 @@ mod tests {
             escape("O'Neil & Sons | ^~\\\r\n", &seps),
             r"O'Neil \T\ Sons \F\ \S\\R\\E\\X0D\\.br\"
         );
+    }
+
+    #[test]
+    fn control_characters_are_never_written_nor_decoded() {
+        let seps = Separators::default();
+        // MLLP's block bytes and other C0 controls are left out; a tab is escaped.
+        assert_eq!(
+            escape("A\u{0B}B\u{1C}C\u{0}D\tE\u{7F}", &seps),
+            "ABCD\\X09\\E\u{7F}"
+        );
+        assert_eq!(un(r"A\X0B\B\X001C\C\X09\D\X0D0A\"), "ABC\tD\r\n");
+        assert_eq!(un(r"\X00\"), "");
     }
 
     #[test]

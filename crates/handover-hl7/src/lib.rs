@@ -7,7 +7,8 @@
 //!   accessors such as `msg.get("PID-3[2].4")`.
 //! * [`mod@escape`]: [`Separators`], [`escape()`] and [`unescape`].
 //! * [`timestamp`]: HL7 DTM/TS parsing into a plain [`Timestamp`] struct.
-//! * [`mod@ack`]: building `ACK` replies ([`ack()`], [`ack_unparseable`]).
+//! * [`mod@ack`]: building `ACK` replies ([`ack()`], [`ack_unparseable`],
+//!   [`ack_salvaged`]).
 //!
 //! ```
 //! use handover_hl7::Message;
@@ -43,7 +44,8 @@ pub mod mllp;
 pub mod timestamp;
 
 pub use ack::{
-    ack, ack_unparseable, salvage_control_id, AckCode, AckError, ErrorCode, ErrorLocation,
+    ack, ack_salvaged, ack_unparseable, salvage_control_id, AckCode, AckError, ErrorCode,
+    ErrorLocation,
 };
 pub use escape::{escape, escape_into, unescape, Separators};
 pub use message::{

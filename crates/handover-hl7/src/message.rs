@@ -16,9 +16,21 @@
 //! whitespace and stray MLLP block characters are ignored; segments may be
 //! terminated by `\r`, `\n` or `\r\n` in any mix; blank lines are skipped,
 //! as is whitespace at the start of a segment; a line after a bare `\n` that does not
-//! start like a segment (three letters or digits, then the field separator) is a line
-//! break inside the previous segment's last field, and kept there;
+//! start like a segment (three letters or digits, then the field separator, or an empty
+//! segment's name alone: three upper-case letters or digits) is a line break inside the
+//! previous segment's last field, and kept there;
 //! bytes that are not valid UTF-8 are decoded as ISO-8859-1.
+//!
+//! C0 control characters other than tab, `\r` and `\n` (NUL, the MLLP block bytes
+//! `0x0B` and `0x1C`, ...) are dropped wherever they occur, and a `\Xhh\` escape of one
+//! decodes to nothing (see [`unescape`]): HL7 v2 text cannot carry them, they come from
+//! broken senders or bridges, and kept they would end up in stored names and, echoed,
+//! inside the MLLP frame of an ACK. Dropping them is the liberal choice: a name with a NUL
+//! in it is still the name, and refusing the message would lose the admission it reports.
+//! So no value read from a [`Message`] holds one.
+//!
+//! An input that starts with a batch header (`FHS` or `BHS`) is not one message:
+//! [`ParseError::Batch`].
 //!
 //! The HL7 "explicit null" value `""` is not interpreted: it reads back as the
 //! two-character string `""`.
@@ -29,7 +41,7 @@ use std::ops::Deref;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use crate::escape::{unescape, Separators};
+use crate::escape::{is_stray_control, unescape, Separators};
 
 /// A piece of a message's text: a range of the message's one copy of its text
 /// or, for a value whose escape sequences were decoded, a string of its own.
@@ -132,6 +144,13 @@ pub enum ParseError {
     /// The first segment is not `MSH`.
     #[error("message does not start with an MSH segment")]
     MissingMsh,
+    /// The input is an HL7 batch (a file `FHS` or batch `BHS` header, the messages, then
+    /// `BTS`/`FTS` trailers), not a single message.
+    #[error("input is an HL7 batch (it starts with {header}), not a single message")]
+    Batch {
+        /// The header segment found first: `FHS` or `BHS`.
+        header: &'static str,
+    },
     /// MSH-1 is missing or not usable as a field separator.
     #[error(
         "invalid field separator in MSH-1: found {}",
@@ -402,11 +421,22 @@ fn is_padding(c: char) -> bool {
     c.is_whitespace() || c == '\u{0B}' || c == '\u{1C}' || c == '\u{FEFF}'
 }
 
-/// Whether `line` starts like a segment: three letters or digits, then the field separator.
+/// Whether `line` starts like a segment: three letters or digits, then the field separator;
+/// or is an empty segment's name alone, three upper-case letters or digits (`PD1`: trailing
+/// delimiters may be left out, so a segment with no fields is its name). Lower case is not
+/// enough for the name alone: `Dog` on a line of its own is more likely a note's last word.
 fn starts_segment(line: &str, field: char) -> bool {
-    let mut chars = line.trim().chars();
-    (0..3).all(|_| chars.next().is_some_and(|c| c.is_ascii_alphanumeric()))
-        && chars.next() == Some(field)
+    let line = line.trim();
+    let mut chars = line.chars();
+    if !(0..3).all(|_| chars.next().is_some_and(|c| c.is_ascii_alphanumeric())) {
+        return false;
+    }
+    match chars.next() {
+        Some(c) => c == field,
+        None => line
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()),
+    }
 }
 
 /// The segments of a message's text, each a slice of it. Segments end at `\r` (the
@@ -449,7 +479,8 @@ impl Message {
     /// (ISO-8859-1, as MSH-18 `8859/1` says, or Windows' superset of it with
     /// curly quotes in 0x80–0x9F, as in `O’BRIEN`; see
     /// [`Message::text_encoding`]). MSH-18 is not consulted. A UTF-8 BOM is
-    /// ignored.
+    /// ignored. C0 control characters other than tab, `\r` and `\n` are dropped (see the
+    /// [module docs](self)).
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         match std::str::from_utf8(bytes) {
@@ -467,12 +498,25 @@ impl Message {
     }
 
     fn parse_text(text: &str, encoding: TextEncoding) -> Result<Self, ParseError> {
+        let cleaned;
+        // A byte below 0x20 is an ASCII character in UTF-8: a byte scan finds them all.
+        let text = if text.bytes().any(|b| is_stray_control(char::from(b))) {
+            cleaned = text.replace(is_stray_control, "");
+            cleaned.as_str()
+        } else {
+            text
+        };
         let text = Text::whole(&Arc::from(text.trim_matches(is_padding)));
         if text.is_empty() {
             return Err(ParseError::Empty);
         }
         let Some(after_msh) = text.strip_prefix("MSH") else {
-            return Err(ParseError::MissingMsh);
+            return Err(
+                match ["FHS", "BHS"].into_iter().find(|h| text.starts_with(h)) {
+                    Some(header) => ParseError::Batch { header },
+                    None => ParseError::MissingMsh,
+                },
+            );
         };
         let separators = Self::read_separators(after_msh)?;
         let segments = segment_lines(&text, separators.field)
@@ -873,6 +917,57 @@ mod tests {
             Message::parse(b"MSH|^~\\&|\rPID|1\rnot a segment"),
             Err(ParseError::InvalidSegmentName { segment: 3, .. })
         ));
+    }
+
+    #[test]
+    fn an_empty_segment_after_a_bare_line_feed_is_a_segment() {
+        let m = Message::parse(
+            b"MSH|^~\\&|PAS|RX1|||20261120||ADT^A01|1|P|2.4\nPID|1||X|||||||||||||||||||||||||||||01\nPD1\nZU1|\nPV1|1|I\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = m.all_segments().iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["MSH", "PID", "PD1", "ZU1", "PV1"]);
+        assert_eq!(m.get("PID-32"), Some("01"));
+        assert!(m.segment("PD1").unwrap().fields().is_empty());
+        // A note's last word on a line of its own is still the note's.
+        let m = Message::parse(b"MSH|^~\\&|A\nNTE|1||Walks with a\nDog\nPV1|1|I").unwrap();
+        assert_eq!(m.get("NTE-3"), Some("Walks with a\nDog"));
+    }
+
+    #[test]
+    fn control_characters_are_dropped() {
+        let m = Message::parse(
+            b"\x0BMSH|^~\\&|PAS\x0B|RX1\x00|||20261120||ADT^A01|C\x1C1|P|2.4\rPID|1||X||SMI\x0BTH\x00^JO\x01HN\tX||\\X00\\19\\X1B\\40\x1C\r",
+        )
+        .unwrap();
+        assert_eq!(m.get("MSH-3"), Some("PAS"));
+        assert_eq!(m.get("MSH-4"), Some("RX1"));
+        assert_eq!(m.control_id(), Some("C1"));
+        assert_eq!(m.get("PID-5.1"), Some("SMITH"));
+        // A tab is text.
+        assert_eq!(m.get("PID-5.2"), Some("JOHN\tX"));
+        assert_eq!(m.get("PID-7"), Some("1940"));
+        assert!(m
+            .all_segments()
+            .iter()
+            .all(|s| !s.raw().contains(|c: char| c < ' ' && c != '\t')));
+    }
+
+    #[test]
+    fn batches_are_not_messages() {
+        for (text, header) in [
+            (
+                &b"FHS|^~\\&|PAS\rBHS|^~\\&|PAS\rMSH|^~\\&|A\rBTS|1\rFTS|1"[..],
+                "FHS",
+            ),
+            (b"\x0B BHS|^~\\&|PAS\rMSH|^~\\&|A\rBTS|1", "BHS"),
+        ] {
+            assert_eq!(Message::parse(text), Err(ParseError::Batch { header }));
+        }
+        assert_eq!(
+            ParseError::Batch { header: "FHS" }.to_string(),
+            "input is an HL7 batch (it starts with FHS), not a single message"
+        );
     }
 
     #[test]

@@ -16,7 +16,15 @@
 //!   character, and no UTF-8 or ISO-8859-1 multi-byte sequence contains it),
 //!   so `0x1C` alone unambiguously ends the frame; it also avoids a dead-lock
 //!   with a sender that omits `0x0D` and then waits for its ACK.
-//! * A `0x0B` inside a frame is payload data (only `0x1C` ends a frame).
+//! * A `0x0B` inside a frame restarts the frame: the sender gave up on what it
+//!   was sending (a timeout, a reconnect inside an interface engine) and began
+//!   again, so the partial bytes before it are discarded (counted in
+//!   [`MllpDecoder::discarded_bytes`], and the restart in
+//!   [`MllpDecoder::restarted_frames`], for the caller to log) and framing
+//!   continues from the new `0x0B`. This is what MLLP receivers usually do; the
+//!   alternative, keeping it as data, glued the abandoned start onto the next
+//!   message and lost that message. `0x0B` is a control character that HL7 v2
+//!   text never carries unescaped, so it cannot be meant as data.
 //! * A frame whose payload grows beyond `max_frame_len` yields
 //!   [`FrameError::TooLarge`] once; the rest of that frame is discarded and the
 //!   decoder resynchronises at the next `0x0B`. Memory use is bounded by
@@ -79,6 +87,7 @@ pub struct MllpDecoder {
     current: Vec<u8>,
     ready: VecDeque<Result<Vec<u8>, FrameError>>,
     discarded: u64,
+    restarted: u64,
 }
 
 impl Default for MllpDecoder {
@@ -96,6 +105,7 @@ impl MllpDecoder {
             current: Vec::new(),
             ready: VecDeque::new(),
             discarded: 0,
+            restarted: 0,
         }
     }
 
@@ -122,10 +132,22 @@ impl MllpDecoder {
                     }
                 },
                 State::InFrame => {
-                    let (chunk, end) = match bytes.iter().position(|&b| b == END_BLOCK) {
+                    let (chunk, end) = match bytes
+                        .iter()
+                        .position(|&b| b == END_BLOCK || b == START_BLOCK)
+                    {
                         Some(pos) => (&bytes[..pos], Some(pos)),
                         None => (bytes, None),
                     };
+                    if let Some(pos) = end.filter(|&pos| bytes[pos] == START_BLOCK) {
+                        // The sender started the frame again: drop what it had sent of it.
+                        let partial = std::mem::take(&mut self.current);
+                        self.discard(&partial);
+                        self.discard(chunk);
+                        self.restarted = self.restarted.saturating_add(1);
+                        bytes = &bytes[pos + 1..];
+                        continue;
+                    }
                     if self.current.len() + chunk.len() > self.max_frame_len {
                         // Too large: report once, drop what we have and skip
                         // everything up to the next start byte.
@@ -171,10 +193,17 @@ impl MllpDecoder {
     }
 
     /// Total number of non-whitespace bytes skipped outside frames so far
-    /// (including the remainder of oversized frames). Whitespace between
-    /// frames is not counted.
+    /// (including the remainder of oversized frames and the partial frames
+    /// given up by a restart). Whitespace between frames is not counted.
     pub fn discarded_bytes(&self) -> u64 {
         self.discarded
+    }
+
+    /// How many frames were restarted so far: a `0x0B` arrived inside a frame, and the
+    /// bytes of the frame before it were discarded (and counted in
+    /// [`MllpDecoder::discarded_bytes`]).
+    pub fn restarted_frames(&self) -> u64 {
+        self.restarted
     }
 
     /// Signals the end of the stream. Returns [`FrameError::Truncated`] if a
@@ -322,6 +351,33 @@ mod tests {
         let mut d = MllpDecoder::default();
         d.push(&encode(b""));
         assert_eq!(drain(&mut d), vec![Ok(Vec::new())]);
+    }
+
+    #[test]
+    fn a_start_byte_inside_a_frame_restarts_it() {
+        let mut d = MllpDecoder::default();
+        // The sender gives up after a few bytes and sends the whole message again.
+        d.push(b"\x0BMSH|^~\\&|PAS|RX1|HAND\x0BMSH|^~\\&|PAS|RX1|HANDOVER\r\x1C\r");
+        assert_eq!(
+            drain(&mut d),
+            vec![Ok(b"MSH|^~\\&|PAS|RX1|HANDOVER\r".to_vec())]
+        );
+        assert_eq!(d.restarted_frames(), 1);
+        assert_eq!(d.discarded_bytes(), 21);
+        assert!(!d.has_partial_frame());
+        // Split across reads, and twice in a row: the last start byte wins.
+        d.push(b"\x0Bab");
+        d.push(b"c\x0B");
+        d.push(b"\x0Bxyz\x1C");
+        assert_eq!(drain(&mut d), vec![Ok(b"xyz".to_vec())]);
+        assert_eq!(d.restarted_frames(), 3);
+        assert_eq!(d.discarded_bytes(), 24);
+        // A frame that would have been too large restarts as well, without an error.
+        let mut d = MllpDecoder::new(4);
+        d.push(b"\x0B123\x0B4567");
+        d.push(b"\x0Bok\x1C\r");
+        assert_eq!(drain(&mut d), vec![Ok(b"ok".to_vec())]);
+        assert_eq!(d.restarted_frames(), 2);
     }
 
     #[test]

@@ -285,3 +285,163 @@ async fn many_concurrent_connections_and_metrics() {
     assert!(text.contains("handover_hl7_connections_open 1\n"), "{text}");
     r.shutdown().await;
 }
+
+/// Whether an ACK frame holds a C0 control character other than the `\r` segment terminator
+/// (an MLLP reader resyncing on `0x0B` would cut it there).
+fn has_raw_controls(frame: &[u8]) -> bool {
+    frame.iter().any(|&b| b < 0x20 && b != b'\r')
+}
+
+#[tokio::test]
+async fn a_start_byte_inside_a_frame_restarts_it_and_the_message_after_it_is_stored() {
+    let r = start(Hl7Config::default(), MemorySink::default()).await;
+    let mut c = Client::connect(r.addr).await;
+    // The sender gives up on a frame after a few bytes, then sends the message whole.
+    let mut wire = b"\x0BMSH|^~\\&|PAS|RX1|HAND".to_vec();
+    wire.extend(encode(join(&a01("K03")).as_bytes()));
+    c.write_raw(&wire).await;
+    let frame = c.ack_bytes().await.unwrap();
+    assert!(frame.starts_with(b"MSH|"), "{frame:?}");
+    assert!(!has_raw_controls(&frame), "{frame:?}");
+    let ack = handover_hl7::Message::parse(&frame).unwrap();
+    assert_eq!(summary(&ack), "AA K03");
+    assert_eq!(ack.get("MSH-3"), Some("HANDOVER"));
+    let types: Vec<String> = r
+        .sink
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.event_type().as_str().to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "handover.person.identified.v1",
+            "handover.discharge.admitted.v1"
+        ]
+    );
+    assert_eq!(r.metrics.snapshot().messages_received, 1);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_characters_are_neither_stored_nor_echoed_in_the_ack() {
+    let r = start(Hl7Config::default(), MemorySink::default()).await;
+    let mut c = Client::connect(r.addr).await;
+    let mut m = a01("G17");
+    m[0] = m[0].replace("|PAS|RX1|", "|PAS\x01|RX1\x07|");
+    m[2] = m[2].replace("SMITH^JANE", "SMI\x00TH^JA\x1BNE");
+    c.send(&join(&m)).await;
+    let frame = c.ack_bytes().await.unwrap();
+    assert!(!has_raw_controls(&frame), "{frame:?}");
+    let ack = handover_hl7::Message::parse(&frame).unwrap();
+    assert_eq!(summary(&ack), "AA G17");
+    assert_eq!(
+        (ack.get("MSH-5"), ack.get("MSH-6")),
+        (Some("PAS"), Some("RX1"))
+    );
+    let events = r.sink.events.lock().unwrap().clone();
+    let person = events[0].data.to_json();
+    assert_eq!(person["family_name"], "SMITH");
+    assert_eq!(person["given_name"], "JANE");
+    assert!(events.iter().all(|e| e.source == "urn:ods:RX1:pas"));
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_messages_in_one_frame_are_refused_and_nothing_is_stored() {
+    let r = start(Hl7Config::default(), MemorySink::default()).await;
+    let mut c = Client::connect(r.addr).await;
+    let mut second = a01("B06");
+    second[2] = second[2].replace("9434765919", "9434765870");
+    let frame = join(&a01("B05")) + &join(&second);
+    let ack = c.call(&frame).await;
+    assert_eq!(
+        summary(&ack),
+        "AR B05 100 MSH^2 this frame holds more than one message (a second MSH segment): an MLLP frame holds one message, so nothing in it was stored; send each message in a frame of its own"
+    );
+    assert_eq!(ack.get("MSA-3"), ack.get("ERR-8"));
+    assert!(r.sink.events.lock().unwrap().is_empty());
+    // Each message in a frame of its own is stored.
+    assert_eq!(summary(&c.call(&join(&a01("B05"))).await), "AA B05");
+    assert_eq!(summary(&c.call(&join(&second)).await), "AA B06");
+    assert_eq!(r.sink.events.lock().unwrap().len(), 4);
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_gets_ar_saying_batches_are_not_supported_for_its_first_message() {
+    let r = start(Hl7Config::default(), MemorySink::default()).await;
+    let mut c = Client::connect(r.addr).await;
+    let fhs = "FHS|^~\\&|PAS|RX1|HANDOVER|HANDOVER|20240301101500||||FILE1";
+    let bhs = "BHS|^~\\&|PAS|RX1|HANDOVER|HANDOVER|20240301101500||||BATCH1";
+    let mut batch = vec![fhs.to_owned(), bhs.to_owned()];
+    batch.extend(a01("B01"));
+    batch.extend(a01("B02"));
+    batch.extend(["BTS|2".to_owned(), "FTS|1".to_owned()]);
+    let ack = c.call(&join(&batch)).await;
+    assert_eq!(
+        summary(&ack),
+        "AR B01 100 FHS^1 batches (FHS … BTS/FTS) are not supported over MLLP: nothing in this frame was stored; send one message per frame"
+    );
+    // Addressed back to the sender, as any ACK.
+    assert_eq!(
+        (ack.get("MSH-5"), ack.get("MSH-6"), ack.get("MSH-12")),
+        (Some("PAS"), Some("RX1"), Some("2.4"))
+    );
+    // A batch without a file header, and one holding no message.
+    let ack = c.call(&join(&batch[1..])).await;
+    assert!(
+        summary(&ack).starts_with("AR B01 100 BHS^1 batches (BHS"),
+        "{}",
+        summary(&ack)
+    );
+    let ack = c.call(&join(&[bhs.to_owned(), "BTS|0".to_owned()])).await;
+    assert!(
+        summary(&ack).starts_with("AR - 100 BHS^1 "),
+        "{}",
+        summary(&ack)
+    );
+    assert!(r.sink.events.lock().unwrap().is_empty());
+    let m = r.metrics.snapshot();
+    assert_eq!((m.acks_ar, m.unparseable), (3, 3));
+    r.shutdown().await;
+}
+
+#[tokio::test]
+async fn acks_always_carry_a_processing_id_and_a_version() {
+    let r = start(Hl7Config::default(), MemorySink::default()).await;
+    let mut c = Client::connect(r.addr).await;
+    let mut no_version = a01("V1");
+    no_version[0] = no_version[0].replace("|P|2.4", "|P|");
+    let ack = c.call(&join(&no_version)).await;
+    assert_eq!(
+        summary(&ack),
+        "AR V1 101 MSH^1^12 MSH-12 version id is required"
+    );
+    assert_eq!(
+        (ack.get("MSH-11"), ack.get("MSH-12")),
+        (Some("P"), Some("2.4"))
+    );
+    // Without processing ids configured, a message without one is taken; its ACK says P.
+    let mut no_processing_id = a01("V3");
+    no_processing_id[0] = no_processing_id[0].replace("|P|2.4", "||2.4");
+    let ack = c.call(&join(&no_processing_id)).await;
+    assert_eq!(summary(&ack), "AA V3");
+    assert_eq!(
+        (ack.get("MSH-11"), ack.get("MSH-12")),
+        (Some("P"), Some("2.4"))
+    );
+    // An MSH cut short after MSH-4.
+    let ack = c.call("MSH|^~\\&|PAS|RX1\r").await;
+    assert_eq!(
+        summary(&ack),
+        "AR - 101 MSH^1^9 MSH-9 message type is required"
+    );
+    assert_eq!(
+        (ack.get("MSH-11"), ack.get("MSH-12")),
+        (Some("P"), Some("2.4"))
+    );
+    r.shutdown().await;
+}

@@ -592,3 +592,187 @@ fn visits_that_are_not_stays_are_ignored() {
         );
     }
 }
+
+#[test]
+fn a_second_msh_refuses_the_frame_whatever_the_trigger() {
+    let mut two = a01("B05");
+    two.extend(a01("B06"));
+    check_msg(&two, expect!["AR 100 MSH[2]: this frame holds more than one message (a second MSH segment): an MLLP frame holds one message, so nothing in it was stored; send each message in a frame of its own"]);
+    // An A40's second message would otherwise read as another PID/MRG pair of the merge.
+    let a40 = |id: &str| {
+        vec![
+            msh("A40", id),
+            seg("EVN", &[(2, "20240306090000")]),
+            seg("PID", &[(3, "9434765919^^^NHS^NH")]),
+            seg("MRG", &[(1, "9434765870^^^NHS^NH")]),
+        ]
+    };
+    let mut two = a40("M40");
+    two.extend(a40("M41"));
+    check_msg(&two, expect!["AR 100 MSH[2]: this frame holds more than one message (a second MSH segment): an MLLP frame holds one message, so nothing in it was stored; send each message in a frame of its own"]);
+}
+
+#[test]
+fn a_missing_msh_9_11_or_12_is_ar_101() {
+    let mut m = a01("V2");
+    m[0] = m[0].replace("|ADT^A01^ADT_A01|", "||");
+    check_msg(
+        &m,
+        expect!["AR 101 MSH[1]-9: MSH-9 message type is required"],
+    );
+    let mut m = a01("V1");
+    m[0] = m[0].replace("|P|2.4", "|P|");
+    check_msg(
+        &m,
+        expect!["AR 101 MSH[1]-12: MSH-12 version id is required"],
+    );
+    // A missing processing id is refused where processing ids are checked, taken otherwise.
+    let mut m = a01("V3");
+    m[0] = m[0].replace("|P|2.4", "||2.4");
+    let cfg = Hl7Config {
+        processing_ids: vec!["P".into()],
+        ..Hl7Config::default()
+    };
+    check_cfg(
+        &m,
+        &cfg,
+        expect![
+            "AR 101 MSH[1]-11: MSH-11 processing id is required by this receiver (accepted: P)"
+        ],
+    );
+    assert!(render(join(&m).as_bytes(), &Hl7Config::default()).contains("admitted"));
+}
+
+#[test]
+fn expected_discharge_dates_of_visits_that_are_not_stays_are_not_set() {
+    for class in ["P", "O", "R"] {
+        let mut m = a01("PA1");
+        m[0] = msh("A08", "PA1");
+        m[2] = seg("PID", &[(3, "9434765919^^^NHS")]);
+        m[3] = m[3].replacen("PV1|1|I|", &format!("PV1|1|{class}|"), 1);
+        m.push(seg("PV2", &[(8, "20240310"), (9, "20240315")]));
+        check_msg(&m, expect!["ignored A08"]);
+    }
+    // With demographics, the A08 still updates the person.
+    let mut m = a01("PA2");
+    m[0] = msh("A08", "PA2");
+    m[3] = m[3].replacen("PV1|1|I|", "PV1|1|P|", 1);
+    m.push(seg("PV2", &[(9, "20240315")]));
+    check_msg(
+        &m,
+        expect![[
+            r#"{"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"02","postcode":"LS1 1AA"},"id":"PA2.81dd8c00ffc4:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}"#
+        ]],
+    );
+}
+
+#[test]
+fn expected_discharge_date_on_admission_and_transfer() {
+    let mut m = a01("E1");
+    m.push(seg("PV2", &[(9, "20240310")]));
+    check_msg(
+        &m,
+        expect![[r#"
+        {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"02","postcode":"LS1 1AA"},"id":"E1.eed9882a4b2b:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"E1.eed9882a4b2b","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}
+        {"data":{"encounter_id":"RX1-ENC-0042","expected_discharge_date":"2024-03-10"},"id":"E1.eed9882a4b2b:expected-date","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.expected-date-set.v1"}"#]],
+    );
+    let mut a02 = m.clone();
+    a02[0] = msh("A02^ADT_A02", "E2");
+    a02[2] = seg("PID", &[(3, "9434765919^^^NHS")]);
+    check_msg(
+        &a02,
+        expect![[r#"
+        {"data":{"at":"2024-03-01T10:15:00Z","encounter_id":"RX1-ENC-0042","ward":"WARD7"},"id":"E2.17d7c97568d6","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.transferred.v1"}
+        {"data":{"encounter_id":"RX1-ENC-0042","expected_discharge_date":"2024-03-10"},"id":"E2.17d7c97568d6:expected-date","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.expected-date-set.v1"}"#]],
+    );
+    // Not on a discharge (the date is past), and a date that is not one leaves the
+    // admission standing without it.
+    let mut a03 = a02.clone();
+    a03[0] = msh("A03^ADT_A03", "E3");
+    let rendered = render(join(&a03).as_bytes(), &Hl7Config::default());
+    assert!(!rendered.contains("expected"), "{rendered}");
+    let mut partial = a02.clone();
+    partial[0] = msh("A01^ADT_A01", "E4");
+    *partial.last_mut().unwrap() = seg("PV2", &[(9, "202403")]);
+    check_msg(
+        &partial,
+        expect![[
+            r#"{"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"E4.dec6f85ac658","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#
+        ]],
+    );
+}
+
+#[test]
+fn nhs_numbers_under_uk_pas_identifier_spellings() {
+    for pid3 in [
+        "RX1-402^^^RX1^MR~9434765919^^^^NHSNMBR",
+        "RX1-401^^^RX1^MRN~9434765919^^^NHSNBR^NHSNMBR",
+        "9434765919^^^NHSNBR",
+        "RX1-400^^^RX1^MR~9434765919^^^^NNGBR",
+    ] {
+        let m = with(a01("M1"), "PID", Some(seg("PID", &[(3, pid3)])));
+        let msg = Message::parse(join(&m).as_bytes()).unwrap();
+        let Translation::Events(events) = translate(&msg, &Hl7Config::default()).unwrap() else {
+            panic!("{pid3}: ignored");
+        };
+        assert!(
+            events
+                .iter()
+                .all(|e| e.subject.map(|n| n.as_string()).as_deref() == Some("9434765919")),
+            "{pid3}"
+        );
+    }
+    // Under these spellings a value that is not an NHS number is a local id, as before.
+    let m = with(
+        a01("M1"),
+        "PID",
+        Some(seg("PID", &[(3, "9434765918^^^^NHSNMBR~12345^^^NHSNBR")])),
+    );
+    check_msg(
+        &m,
+        expect![[r#"
+        {"data":{"local_ids":[{"system":"urn:ods:RX1:nhsnmbr","value":"9434765918"},{"system":"urn:ods:RX1:NHSNBR","value":"12345"}],"nhs_number_status":"03"},"id":"M1.6cc8830e7760:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","local_id":{"system":"urn:ods:RX1:nhsnmbr","value":"9434765918"},"site":"RX1CC","ward":"WARD7"},"id":"M1.6cc8830e7760","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+}
+
+#[test]
+fn trailing_empty_fields_and_components_do_not_change_the_ids() {
+    let first = ids(&a01("DUP1"));
+    let mut resent = a01("DUP1");
+    resent[0].push_str("|||");
+    resent[2].push_str("|||");
+    resent[2] = resent[2].replace("SMITH^JANE", "SMITH^JANE^^&~");
+    resent[3] = resent[3].replace("WARD7^^^RX1CC", "WARD7^^^RX1CC^^");
+    assert_eq!(ids(&resent), first);
+    // Empty parts in the middle are content: that is another message.
+    let mut other = a01("DUP1");
+    other[2] = other[2].replace("SMITH^JANE", "SMITH^^JANE");
+    assert_ne!(ids(&other), first);
+    // A message without trailing delimiters hashes as it did before they were left out:
+    // these ids were stored by earlier versions (and the fixture snapshots above pin more).
+    expect!["DUP1.539f656574ef:person DUP1.539f656574ef"].assert_eq(&first.join(" "));
+}
+
+#[test]
+fn control_characters_and_empty_segments_after_line_feeds() {
+    let mut m = a01("G17");
+    m[2] = m[2].replace("SMITH^JANE", "SMI\u{0}TH^JA\u{b}NE");
+    check_msg(
+        &m,
+        expect![[r#"
+        {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"02","postcode":"LS1 1AA"},"id":"G17.51bdffdd4a03:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"G17.51bdffdd4a03","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+    );
+    let mut m = a01("H16");
+    m[2] = seg(
+        "PID",
+        &[(3, "9434765919^^^NHS^NH"), (5, "SMITH^JANE"), (32, "01")],
+    );
+    m.insert(3, "PD1".to_owned());
+    let lf = m.join("\n") + "\n";
+    expect![[r#"
+        {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[],"nhs_number_status":"01"},"id":"H16.8ced4155e288:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"H16.8ced4155e288","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]].assert_eq(&render(lf.as_bytes(), &Hl7Config::default()));
+}

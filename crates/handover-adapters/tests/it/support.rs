@@ -141,10 +141,16 @@ impl Client {
 
     /// The next ACK, or `None` when the server closed the connection.
     pub async fn ack(&mut self) -> Option<Message> {
+        let frame = self.ack_bytes().await?;
+        Some(Message::parse(&frame).unwrap())
+    }
+
+    /// The next ACK's frame payload as sent, or `None` when the server closed the connection.
+    pub async fn ack_bytes(&mut self) -> Option<Vec<u8>> {
         let mut buf = [0u8; 8192];
         loop {
             if let Some(frame) = self.decoder.next_frame() {
-                return Some(Message::parse(&frame.unwrap()).unwrap());
+                return Some(frame.unwrap());
             }
             let n = tokio::time::timeout(Duration::from_secs(20), self.stream.read(&mut buf))
                 .await

@@ -25,10 +25,14 @@ fn decode_in_pieces(
     out
 }
 
-/// Any byte except the MLLP end-block byte 0x1C (mapped rather than
+/// Any byte except the MLLP block bytes 0x0B and 0x1C (mapped rather than
 /// filtered, so long runs don't hit proptest's rejection limit).
-fn no_end_block() -> impl Strategy<Value = u8> {
-    any::<u8>().prop_map(|b| if b == 0x1C { 0x1D } else { b })
+fn no_block_bytes() -> impl Strategy<Value = u8> {
+    any::<u8>().prop_map(|b| match b {
+        0x0B => 0x0C,
+        0x1C => 0x1D,
+        b => b,
+    })
 }
 
 /// Five distinct delimiter characters (plus an optional truncation char).
@@ -42,6 +46,14 @@ fn separators() -> impl Strategy<Value = Separators> {
         subcomponent: chars[4],
         truncation: trunc.then_some(chars[5]),
     })
+}
+
+/// `text` without the C0 control characters HL7 text cannot carry (all but tab, line feed
+/// and carriage return).
+fn without_stray_controls(text: &str) -> String {
+    text.chars()
+        .filter(|&c| c >= ' ' || matches!(c, '\t' | '\n' | '\r'))
+        .collect()
 }
 
 /// Text that looks a lot like HL7, to reach deeper parser paths than random
@@ -62,13 +74,14 @@ proptest! {
         for f in decode_in_pieces(&mut d, &stream, &cuts).into_iter().flatten() {
             prop_assert!(f.len() <= max);
             prop_assert!(!f.contains(&0x1C));
+            prop_assert!(!f.contains(&0x0B));
         }
         let _ = d.finish();
     }
 
     #[test]
     fn payload_without_end_block_round_trips(
-        payload in proptest::collection::vec(no_end_block(), 0..2048),
+        payload in proptest::collection::vec(no_block_bytes(), 0..2048),
     ) {
         let mut d = MllpDecoder::new(payload.len());
         d.push(&encode(&payload));
@@ -81,7 +94,7 @@ proptest! {
     #[test]
     fn split_stream_yields_same_frames(
         payloads in proptest::collection::vec(
-            proptest::collection::vec(no_end_block(), 0..200), 1..6),
+            proptest::collection::vec(no_block_bytes(), 0..200), 1..6),
         separators in proptest::collection::vec(prop_oneof![Just(&b""[..]), Just(&b"\r\n"[..]), Just(&b"\n"[..])], 6),
         drop_trailer in proptest::collection::vec(any::<bool>(), 6),
         cuts in proptest::collection::vec(any::<usize>(), 0..12),
@@ -125,11 +138,12 @@ proptest! {
     #[test]
     fn unescape_inverts_escape(text in any::<String>(), seps in separators()) {
         let escaped = escape(&text, &seps);
-        prop_assert!(!escaped.contains(['\r', '\n']));
+        // No C0 control character at all: not the segment terminator, not MLLP's block bytes.
+        prop_assert!(!escaped.contains(|c: char| c < ' '));
         for c in [seps.field, seps.component, seps.repetition, seps.subcomponent] {
             prop_assert!(!escaped.contains(c));
         }
-        prop_assert_eq!(unescape(&escaped, &seps), text.as_str());
+        prop_assert_eq!(unescape(&escaped, &seps), without_stray_controls(&text));
     }
 
     #[test]
@@ -139,9 +153,32 @@ proptest! {
         let wire = format!("MSH{f}{enc}{f}PAS{f}RX1\rZU1{f}{}{f}END\r", escape(&text, &seps));
         let msg = Message::parse(wire.as_bytes()).unwrap();
         prop_assert_eq!(msg.separators(), &seps);
+        let text = without_stray_controls(&text);
         let expected = (!text.is_empty()).then_some(text.as_str());
         prop_assert_eq!(msg.get("ZU1-1"), expected);
         prop_assert_eq!(msg.get("ZU1-2"), Some("END"));
+    }
+
+    #[test]
+    fn decoded_values_hold_no_stray_control_characters(
+        body in proptest::collection::vec(
+            prop_oneof![(0u8..0x20).prop_map(char::from), Just('|'), Just('^'), Just('\\'), Just('X'), Just('0'), Just('B'), any::<char>()],
+            0..80),
+    ) {
+        let body: String = body.into_iter().collect();
+        if let Ok(msg) = Message::parse(format!("MSH|^~\\&|A\rZU1|{body}").as_bytes()) {
+            for seg in msg.all_segments() {
+                for field in seg.fields() {
+                    for rep in field.repetitions() {
+                        for comp in rep.components() {
+                            for sub in comp.subcomponents() {
+                                prop_assert!(without_stray_controls(sub) == sub.as_str(), "{sub:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

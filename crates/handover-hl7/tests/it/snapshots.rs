@@ -3,8 +3,8 @@
 
 use expect_test::{expect, Expect};
 use handover_hl7::{
-    ack, ack_unparseable, salvage_control_id, AckCode, AckError, ErrorCode, ErrorLocation, Message,
-    Timestamp,
+    ack, ack_salvaged, ack_unparseable, salvage_control_id, AckCode, AckError, ErrorCode,
+    ErrorLocation, Message, Timestamp,
 };
 
 use crate::{dump, fixture};
@@ -636,4 +636,51 @@ fn fixture_crlf_escapes_dump() {
           ZU1-4 = "RX1\\ICT"
     "#]]
     .assert_eq(&dump(&msg));
+}
+
+#[test]
+fn ack_without_processing_id_and_version_in_the_original() {
+    let error = AckError {
+        code: ErrorCode::RequiredFieldMissing,
+        location: Some(ErrorLocation::field("MSH", 12)),
+        message: "MSH-12 version id is required".into(),
+    };
+    check_ack(
+        b"MSH|^~\\&|PAS|RX1|HANDOVER|RX1|20261120091500||ADT^A01|V1||\rPID|1\r",
+        AckCode::Ar,
+        Some(&error),
+        expect![[r#"
+            MSH|^~\&|HANDOVER|RX1|PAS|RX1|20240301101503||ACK^A01^ACK|ACK-0001|P|2.4
+            MSA|AR|V1|MSH-12 version id is required
+            ERR|MSH^1^12^101&Required field missing&HL70357|MSH^1^12|101^Required field missing^HL70357|E||||MSH-12 version id is required
+        "#]],
+    );
+}
+
+#[test]
+fn ack_salvaged_from_the_first_message_of_a_batch() {
+    let error = AckError {
+        code: ErrorCode::SegmentSequenceError,
+        location: Some(ErrorLocation {
+            segment: "FHS".into(),
+            sequence: 1,
+            field: None,
+            repetition: None,
+            component: None,
+        }),
+        message: "batches are not supported\x0B over MLLP".into(),
+    };
+    let out = ack_salvaged(
+        AckCode::Ar,
+        &error,
+        "20240301101503",
+        "ACK-0006",
+        b"MSH|^~\\&|PAS|RX1\x0B|HO|LA|20261120||ADT^A01|B01|T|2.5\rEVN|A01\r",
+    );
+    assert!(!out.contains(|c: char| c < ' ' && c != '\r'), "{out:?}");
+    expect![[r#"
+        MSH|^~\&|HO|LA|PAS|RX1|20240301101503||ACK^^ACK|ACK-0006|T|2.5
+        MSA|AR|B01|batches are not supported over MLLP
+        ERR|FHS^1^^100&Segment sequence error&HL70357|FHS^1|100^Segment sequence error^HL70357|E||||batches are not supported over MLLP
+    "#]].assert_eq(&out.replace('\r', "\n"));
 }
