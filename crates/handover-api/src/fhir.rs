@@ -150,17 +150,7 @@ fn prelude(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(FhirContext, Value), FhirError> {
-    if let Some(encoding) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|e| !e.eq_ignore_ascii_case("identity"))
-    {
-        // As `/v1/events`: say so, rather than "the body is not valid JSON" (gzip), or
-        // reading a body the sender believes compressed as it is (br of plain JSON).
-        let shown: String = encoding.chars().take(32).collect();
-        return Err(ApiError::UnsupportedEncoding(shown).into());
-    }
+    crate::refuse_content_encoding(headers)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -214,6 +214,23 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// A compressed body (`Content-Encoding` other than `identity`) is refused by name, rather
+/// than answered "the body is not valid JSON" (gzip) or read as if plain when the sender
+/// believes it compressed.
+pub(crate) fn refuse_content_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|e| !e.eq_ignore_ascii_case("identity"))
+    {
+        Some(encoding) => Err(ApiError::UnsupportedEncoding(
+            encoding.chars().take(32).collect(),
+        )),
+        None => Ok(()),
+    }
+}
+
 async fn post_events(
     State(st): State<AppState>,
     policy::Publisher(caller, _): policy::Publisher<ApiError>,
@@ -229,16 +246,7 @@ async fn post_events(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if let Some(encoding) = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|e| !e.eq_ignore_ascii_case("identity"))
-    {
-        // Say so, rather than "the body is not valid JSON".
-        let shown: String = encoding.chars().take(32).collect();
-        return Err(ApiError::UnsupportedEncoding(shown));
-    }
+    refuse_content_encoding(&headers)?;
     let (value, batch_expected) =
         if headers.contains_key("ce-specversion") && !ct.starts_with("application/cloudevents") {
             (binary_mode_event(&headers, &ct, &body)?, Some(false))
