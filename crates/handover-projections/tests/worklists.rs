@@ -703,3 +703,23 @@ fn a_person_known_only_by_a_local_id_is_named_by_it_on_a_worklist_row() {
     .unwrap();
     assert!(row.person.nhs_number.is_some() && row.person.local_id.is_none());
 }
+
+#[test]
+fn a_verified_nhs_number_stays_verified_when_a_later_message_says_nothing_of_it() {
+    let identified = |n: usize, status: &str| {
+        ev(
+            n,
+            "person.identified",
+            &format!("2026-11-2{n}T09:00:00Z"),
+            json!({"nhs_number_status": status, "local_ids": [], "family_name": "Example"}),
+        )
+    };
+    // Verified, then an update that did not carry the status (the adapters' "02").
+    let j = journey(&[identified(1, "01"), identified(2, "02")]);
+    assert_eq!(j.identity.nhs_number_status.as_deref(), Some("01"));
+    // Any other change is taken, and "02" stands where nothing was verified.
+    let j = journey(&[identified(1, "01"), identified(2, "03")]);
+    assert_eq!(j.identity.nhs_number_status.as_deref(), Some("03"));
+    let j = journey(&[identified(1, "03"), identified(2, "02")]);
+    assert_eq!(j.identity.nhs_number_status.as_deref(), Some("02"));
+}
