@@ -166,7 +166,7 @@ async fn a_full_discharge_journey_round_trips_with_every_field() {
         j["care_packages"],
         json!([{"package_id":"PKG-1","status":"started","service_type":"reablement","referral_id":"REF-1","hours_per_week":10.5,
                 "calls_per_day":3,"carers_per_call":1,"required_start":"2026-11-08","provider":"1-101234567","agreed_start":"2026-11-10",
-                "started_on":"2026-11-10","requested_at":"2026-11-06T13:00:00Z"}])
+                "started_on":"2026-11-10","requested_at":"2026-11-06T13:00:00Z","requested_by":"E08000035"}])
     );
     let timeline = j["timeline"].as_array().unwrap();
     let ids: Vec<&str> = timeline.iter().map(|e| e["id"].as_str().unwrap()).collect();

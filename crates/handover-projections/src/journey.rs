@@ -749,7 +749,14 @@ impl Journey {
                 r.closed_reason = Some(d.reason.clone());
             }
             D::AssessmentCompleted(d) => {
-                self.referral(&d.referral_id).assessments.push(Assessment {
+                let r = self.referral(&d.referral_id);
+                // A council that assessed under a referral has taken it, whether or not
+                // its system sent the acceptance (or Handover saw the referral sent).
+                if r.status == ReferralStatus::Sent {
+                    r.status = ReferralStatus::Accepted;
+                    r.responded_at.get_or_insert(*time);
+                }
+                r.assessments.push(Assessment {
                     assessment_type: d.assessment_type,
                     outcome: d.outcome,
                     completed_at: *time,

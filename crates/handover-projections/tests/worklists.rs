@@ -723,3 +723,34 @@ fn a_verified_nhs_number_stays_verified_when_a_later_message_says_nothing_of_it(
     let j = journey(&[identified(1, "03"), identified(2, "02")]);
     assert_eq!(j.identity.nhs_number_status.as_deref(), Some("02"));
 }
+
+#[test]
+fn an_assessment_under_a_referral_no_acceptance_was_seen_for_means_it_was_taken() {
+    let assessed = ev(
+        2,
+        "referral.assessment-completed",
+        "2026-11-21T09:00:00Z",
+        json!({"referral_id": "R1", "assessment_type": "needs", "outcome": "eligible"}),
+    );
+    // Known only from the council's assessment: not "sent", waiting for an answer.
+    let j = journey(std::slice::from_ref(&assessed));
+    assert_eq!(j.referrals[0].status, ReferralStatus::Accepted);
+    // Sent, then assessed without an acceptance on record: taken.
+    let sent = ev(
+        1,
+        "referral.sent",
+        "2026-11-20T09:00:00Z",
+        json!({"referral_id": "R1", "to_council": "E08000035", "from_org": "RX1"}),
+    );
+    let j = journey(&[sent.clone(), assessed.clone()]);
+    assert_eq!(j.referrals[0].status, ReferralStatus::Accepted);
+    // A declined or withdrawn referral stays so.
+    let declined = ev(
+        3,
+        "referral.declined",
+        "2026-11-20T12:00:00Z",
+        json!({"referral_id": "R1", "reason": "not eligible"}),
+    );
+    let j = journey(&[sent, declined, assessed]);
+    assert_eq!(j.referrals[0].status, ReferralStatus::Declined);
+}
