@@ -589,8 +589,8 @@ impl Journey {
                 // "02" (present, not traced) is what adapters say when the message said
                 // nothing (an A08 without PID-32): it does not undo a verification ("01"),
                 // which no trace takes back.
-                let unverifies = d.nhs_number_status == "02"
-                    && id.nhs_number_status.as_deref() == Some("01");
+                let unverifies =
+                    d.nhs_number_status == "02" && id.nhs_number_status.as_deref() == Some("01");
                 if !unverifies {
                     id.nhs_number_status = Some(d.nhs_number_status.clone());
                 }
