@@ -393,6 +393,18 @@ pub fn translate_bundle(bundle: &Value, ctx: &FhirContext) -> Result<Vec<EntryEv
             ));
             continue;
         }
+        if !RESOURCE_TYPES.contains(&rtype) && is_resource_type_name(rtype) {
+            // A discharge Bundle from an EPR carries Conditions, Observations, medication
+            // and more beside the stay: none is Handover's to record, and refusing the
+            // whole transaction for them would lose the stay. Each is answered as
+            // recording nothing, saying so.
+            out.push(EntryEvents {
+                index: i,
+                resource_type: rtype.to_owned(),
+                events: Vec::new(),
+            });
+            continue;
+        }
         let mut cx = Cx::new(ctx, Some(&index), root);
         let events = cx.resource(resource);
         match cx.finish(events) {
@@ -746,6 +758,13 @@ fn attendance_class(r: &Value) -> Option<&str> {
     })
 }
 
+/// Whether `t` is shaped like a FHIR resource type name (`Condition`, `AllergyIntolerance`).
+fn is_resource_type_name(t: &str) -> bool {
+    t.len() <= 64
+        && t.starts_with(|c: char| c.is_ascii_uppercase())
+        && t.chars().all(|c| c.is_ascii_alphabetic())
+}
+
 /// Why a resource that maps to no events records nothing, for the `information` issue
 /// that answers it: an entry read only for references, an Encounter whose class is an
 /// attendance, or a status Handover records nothing for.
@@ -757,6 +776,11 @@ pub fn nothing_recorded(resource: &Value) -> String {
     if REFERENCED_ONLY.contains(&t) {
         return format!(
             "accepted: nothing to record (a {t} is read only for what other entries refer to)"
+        );
+    }
+    if !RESOURCE_TYPES.contains(&t) && t != "Bundle" {
+        return format!(
+            "accepted: nothing to record (Handover records no event from a {t}: only Encounter, ServiceRequest, EpisodeOfCare and Patient are mapped)"
         );
     }
     if t == "Encounter" {
@@ -2723,6 +2747,45 @@ mod tests {
                   data={"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
             "#]],
         );
+    }
+
+    #[test]
+    fn clinical_entries_beside_the_stay_record_nothing_and_lose_nothing() {
+        let plain = fixture("bundle_transaction.json");
+        let mut with_clinical = plain.clone();
+        let entries = with_clinical["entry"].as_array_mut().unwrap();
+        for r in [
+            json!({"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/x"}}),
+            json!({"resourceType": "Observation", "id": "o1", "status": "final"}),
+        ] {
+            entries.push(
+                json!({"fullUrl": format!("urn:uuid:{}", r["id"].as_str().unwrap()),
+                                "resource": r, "request": {"method": "POST", "url": "x"}}),
+            );
+        }
+        let events = |b: &Value| -> Vec<String> {
+            translate_bundle(b, &ctx())
+                .unwrap()
+                .into_iter()
+                .flat_map(|e| e.events)
+                .map(|e| e.id)
+                .collect()
+        };
+        assert_eq!(events(&with_clinical), events(&plain));
+        let out = translate_bundle(&with_clinical, &ctx()).unwrap();
+        let last = out.last().unwrap();
+        assert_eq!(
+            (last.resource_type.as_str(), last.events.len()),
+            ("Observation", 0)
+        );
+        assert_eq!(
+            nothing_recorded(&json!({"resourceType": "Condition"})),
+            "accepted: nothing to record (Handover records no event from a Condition: only Encounter, ServiceRequest, EpisodeOfCare and Patient are mapped)"
+        );
+        // Not a resource type at all: still refused.
+        let mut odd = plain.clone();
+        odd["entry"][0]["resource"]["resourceType"] = json!("not a type");
+        assert!(translate_bundle(&odd, &ctx()).is_err());
     }
 
     #[test]
