@@ -34,25 +34,36 @@ pub fn auditor_may_see(
     caller: &Caller,
     records: Vec<AuditRecord>,
 ) -> Result<Vec<AuditRecord>, ApiError> {
-    let mut known: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut known: std::collections::HashMap<handover_events::PersonRef, bool> =
+        std::collections::HashMap::new();
     let mut out = Vec::with_capacity(records.len());
     for r in records {
+        let person = match (
+            handover_events::NhsNumber::parse(&r.nhs_number),
+            &r.local_id,
+        ) {
+            (Ok(n), _) => Some(handover_events::PersonRef::Nhs(n)),
+            (Err(_), Some(l)) => Some(handover_events::PersonRef::Local(l.clone())),
+            (Err(_), None) => None,
+        };
         let visible = if r.organisation == caller.organisation {
             true
-        } else if let Some(v) = known.get(&r.nhs_number) {
-            *v
+        } else if let Some(p) = person {
+            match known.get(&p) {
+                Some(v) => *v,
+                None => {
+                    let v = st
+                        .journeys
+                        .get_ref(&st.journey_tree, &p)
+                        .map_err(|e| ApiError::Internal(e.to_string()))?
+                        .is_some_and(|j| may_see_journey(caller, &j));
+                    known.insert(p, v);
+                    v
+                }
+            }
         } else {
-            let v = match handover_events::NhsNumber::parse(&r.nhs_number) {
-                Ok(n) => st
-                    .journeys
-                    .get(&st.journey_tree, &n)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?
-                    .is_some_and(|j| may_see_journey(caller, &j)),
-                // A person known by a local id only: their organisation's own records.
-                Err(_) => false,
-            };
-            known.insert(r.nhs_number.clone(), v);
-            v
+            // Not identifiable: only the organisation's own users' records.
+            false
         };
         if visible {
             out.push(r);

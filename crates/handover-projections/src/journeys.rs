@@ -1212,7 +1212,13 @@ impl Journeys {
 
     /// Reads a person's journey (with its timeline) by NHS number.
     pub fn get(&self, tree: &Tree, nhs: &NhsNumber) -> Result<Option<Journey>, StoreError> {
-        let mut key = self.key.person_key(&PersonRef::Nhs(*nhs));
+        self.get_ref(tree, &PersonRef::Nhs(*nhs))
+    }
+
+    /// Reads a person's journey by NHS number or local id (a local id linked to an NHS
+    /// number leads to that number's journey).
+    pub fn get_ref(&self, tree: &Tree, person: &PersonRef) -> Result<Option<Journey>, StoreError> {
+        let mut key = self.key.person_key(person);
         for _ in 0..MAX_ALIAS_DEPTH {
             match tree.get(&person_slot(&key))? {
                 None => return Ok(None),
