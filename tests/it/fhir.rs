@@ -716,3 +716,71 @@ async fn fhir_clients_get_a_capability_statement_and_clear_refusals() {
         "nothing stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_bundle_stores_its_good_entries_and_answers_each_bad_one() {
+    let b = Backbone::start().await;
+    let good = fixture("encounter_in_progress.json");
+    let mut bad = good.clone();
+    bad["id"] = json!("enc-bad");
+    bad["subject"]["identifier"]["value"] = json!("9434765918");
+    let entry = |r: &Value| json!({"resource": r, "request": {"method": "PUT", "url": format!("Encounter/{}", r["id"].as_str().unwrap())}});
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        entry(&good),
+        entry(&bad),
+        {"resource": {"resourceType": "Condition", "id": "c1"}, "request": {"method": "POST", "url": "Condition"}},
+        {"request": {"method": "DELETE", "url": "Encounter/enc-old"}},
+    ]});
+    let (status, ct, out) = post(&b, "/fhir/r4", Role::Admin, &batch).await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (200, "application/fhir+json"),
+        "{out:#}"
+    );
+    assert_eq!(out["type"], "batch-response");
+    let statuses: Vec<&str> = out["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "201 Created",
+            "400 Bad Request",
+            "200 OK",
+            "400 Bad Request"
+        ]
+    );
+    let issue = &out["entry"][1]["response"]["outcome"]["issue"][0];
+    assert!(
+        issue["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("check digit"),
+        "{issue}"
+    );
+    assert!(
+        out["entry"][3]["response"]["outcome"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("DELETE"),
+        "{out:#}"
+    );
+    // The good entry is durable and on the journey; the bad one stored nothing.
+    let j = journey(&b).await;
+    assert_eq!(j["stays"][0]["encounter_id"], "RR8-SP-2026-118834", "{j:#}");
+    let stored = b.rt().log.last_sequence().await.unwrap();
+    // The same batch again: the good entry is already stored.
+    let (status, _, out) = post(&b, "/fhir/r4", Role::Admin, &batch).await;
+    assert_eq!(status, 200);
+    assert_eq!(out["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), stored);
+    // A batch whose every entry fails is still answered entry by entry, storing nothing.
+    let all_bad = json!({"resourceType": "Bundle", "type": "batch", "entry": [entry(&bad)]});
+    let (status, _, out) = post(&b, "/fhir/r4", Role::Admin, &all_bad).await;
+    assert_eq!(status, 200);
+    assert_eq!(out["entry"][0]["response"]["status"], "400 Bad Request");
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), stored);
+}

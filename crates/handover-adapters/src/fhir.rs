@@ -284,6 +284,41 @@ pub fn translate(resource: &Value, ctx: &FhirContext) -> Result<Vec<Event>, Vec<
 /// Maps a `transaction` or `message` Bundle entry by entry; all or nothing: any issue in any
 /// entry fails the whole Bundle.
 pub fn translate_bundle(bundle: &Value, ctx: &FhirContext) -> Result<Vec<EntryEvents>, Vec<Issue>> {
+    let entries = bundle_entries(bundle, &["transaction", "message"])?;
+    let index = BundleIndex::new(entries);
+    let mut issues = Vec::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        match translate_entry(i, entry, &index, ctx) {
+            Ok(e) => out.push(e),
+            Err(mut e) => issues.append(&mut e),
+        }
+    }
+    if issues.is_empty() {
+        Ok(out)
+    } else {
+        Err(issues)
+    }
+}
+
+/// Maps a `batch` Bundle: each entry on its own (FHIR R4 http.html#transaction: a batch's
+/// entries succeed or fail independently), so one bad entry does not cost the others. Only
+/// a problem with the Bundle itself fails it whole.
+pub fn translate_batch(
+    bundle: &Value,
+    ctx: &FhirContext,
+) -> Result<Vec<Result<EntryEvents, Vec<Issue>>>, Vec<Issue>> {
+    let entries = bundle_entries(bundle, &["batch"])?;
+    let index = BundleIndex::new(entries);
+    Ok(entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| translate_entry(i, entry, &index, ctx))
+        .collect())
+}
+
+/// A Bundle's entries, once it is a Bundle of one of `types` with at least one entry.
+fn bundle_entries<'b>(bundle: &'b Value, types: &[&str]) -> Result<&'b [Value], Vec<Issue>> {
     let mut issues = Vec::new();
     let Some(obj) = bundle.as_object() else {
         return Err(vec![Issue::error(
@@ -312,16 +347,18 @@ pub fn translate_bundle(bundle: &Value, ctx: &FhirContext) -> Result<Vec<EntryEv
         }
     }
     match obj.get("type").and_then(Value::as_str) {
-        Some("transaction" | "message") => {}
+        Some(t) if types.contains(&t) => {}
         Some(t) => issues.push(Issue::error(
             IssueCode::NotSupported,
             Some("Bundle.type".into()),
-            format!("Bundle type {t:?} is not supported: send a transaction or message Bundle"),
+            format!(
+                "Bundle type {t:?} is not supported: send a transaction, batch or message Bundle"
+            ),
         )),
         None => issues.push(Issue::error(
             IssueCode::Required,
             Some("Bundle.type".into()),
-            "Bundle.type is required (transaction or message)",
+            "Bundle.type is required (transaction, batch or message)",
         )),
     }
     let entries: &[Value] = match obj.get("entry") {
@@ -343,84 +380,79 @@ pub fn translate_bundle(bundle: &Value, ctx: &FhirContext) -> Result<Vec<EntryEv
             &[]
         }
     };
-    let index = BundleIndex::new(entries);
-    let mut out = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.iter().enumerate() {
-        let root = format!("Bundle.entry[{i}].resource");
-        let Some(resource) = entry.get("resource").filter(|r| r.is_object()) else {
-            // A transaction may also delete or read (FHIR R4 bundle.html); Handover only
-            // takes resources to map, and says so rather than "needs a resource".
-            let method = entry.get("request").and_then(|q| str_at(q, "method"));
-            match method {
-                Some(m) if !m.eq_ignore_ascii_case("POST") && !m.eq_ignore_ascii_case("PUT") => {
-                    let m = m.to_ascii_uppercase();
-                    let hint = if m == "DELETE" {
-                        "Handover records events, not resources: to undo what a resource recorded, send it with status entered-in-error (or cancelled)"
-                    } else {
-                        "send each resource with request.method POST or PUT"
-                    };
-                    issues.push(Issue::error(
-                        IssueCode::NotSupported,
-                        Some(format!("Bundle.entry[{i}].request.method")),
-                        format!("{m} entries are not supported: {hint}"),
-                    ));
-                }
-                _ => issues.push(Issue::error(
-                    IssueCode::Required,
-                    Some(root),
-                    "every entry needs a resource",
-                )),
-            }
-            continue;
-        };
-        let rtype = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if REFERENCED_ONLY.contains(&rtype) {
-            out.push(EntryEvents {
-                index: i,
-                resource_type: rtype.to_owned(),
-                events: Vec::new(),
-            });
-            continue;
-        }
-        if rtype == "Bundle" {
-            issues.push(Issue::error(
-                IssueCode::NotSupported,
-                Some(root),
-                "nested Bundles are not supported",
-            ));
-            continue;
-        }
-        if !RESOURCE_TYPES.contains(&rtype) && is_resource_type_name(rtype) {
-            // A discharge Bundle from an EPR carries Conditions, Observations, medication
-            // and more beside the stay: none is Handover's to record, and refusing the
-            // whole transaction for them would lose the stay. Each is answered as
-            // recording nothing, saying so.
-            out.push(EntryEvents {
-                index: i,
-                resource_type: rtype.to_owned(),
-                events: Vec::new(),
-            });
-            continue;
-        }
-        let mut cx = Cx::new(ctx, Some(&index), root);
-        let events = cx.resource(resource);
-        match cx.finish(events) {
-            Ok(events) => out.push(EntryEvents {
-                index: i,
-                resource_type: rtype.to_owned(),
-                events,
-            }),
-            Err(mut e) => issues.append(&mut e),
-        }
-    }
     if issues.is_empty() {
-        Ok(out)
+        Ok(entries)
     } else {
         Err(issues)
     }
+}
+
+/// Maps entry `i` of a Bundle (references resolved through `index`).
+fn translate_entry(
+    i: usize,
+    entry: &Value,
+    index: &BundleIndex<'_>,
+    ctx: &FhirContext,
+) -> Result<EntryEvents, Vec<Issue>> {
+    let root = format!("Bundle.entry[{i}].resource");
+    let Some(resource) = entry.get("resource").filter(|r| r.is_object()) else {
+        // A transaction may also delete or read (FHIR R4 bundle.html); Handover only
+        // takes resources to map, and says so rather than "needs a resource".
+        let method = entry.get("request").and_then(|q| str_at(q, "method"));
+        return Err(vec![match method {
+            Some(m) if !m.eq_ignore_ascii_case("POST") && !m.eq_ignore_ascii_case("PUT") => {
+                let m = m.to_ascii_uppercase();
+                let hint = if m == "DELETE" {
+                    "Handover records events, not resources: to undo what a resource recorded, send it with status entered-in-error (or cancelled)"
+                } else {
+                    "send each resource with request.method POST or PUT"
+                };
+                Issue::error(
+                    IssueCode::NotSupported,
+                    Some(format!("Bundle.entry[{i}].request.method")),
+                    format!("{m} entries are not supported: {hint}"),
+                )
+            }
+            _ => Issue::error(
+                IssueCode::Required,
+                Some(root),
+                "every entry needs a resource",
+            ),
+        }]);
+    };
+    let rtype = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let nothing = || EntryEvents {
+        index: i,
+        resource_type: rtype.to_owned(),
+        events: Vec::new(),
+    };
+    if REFERENCED_ONLY.contains(&rtype) {
+        return Ok(nothing());
+    }
+    if rtype == "Bundle" {
+        return Err(vec![Issue::error(
+            IssueCode::NotSupported,
+            Some(root),
+            "nested Bundles are not supported",
+        )]);
+    }
+    if !RESOURCE_TYPES.contains(&rtype) && is_resource_type_name(rtype) {
+        // A discharge Bundle from an EPR carries Conditions, Observations, medication
+        // and more beside the stay: none is Handover's to record, and refusing the
+        // whole transaction for them would lose the stay. Each is answered as
+        // recording nothing, saying so.
+        return Ok(nothing());
+    }
+    let mut cx = Cx::new(ctx, Some(index), root);
+    let events = cx.resource(resource);
+    cx.finish(events).map(|events| EntryEvents {
+        index: i,
+        resource_type: rtype.to_owned(),
+        events,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3073,7 +3105,7 @@ mod tests {
                 json!("collection"),
             ),
             expect![[r#"
-                error not-supported @ Bundle.type: Bundle type "collection" is not supported: send a transaction or message Bundle
+                error not-supported @ Bundle.type: Bundle type "collection" is not supported: send a transaction, batch or message Bundle
             "#]],
         );
     }

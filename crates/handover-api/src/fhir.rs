@@ -1,6 +1,6 @@
 //! FHIR R4 (UK Core) intake over HTTP: `POST /fhir/r4/{Encounter,ServiceRequest,EpisodeOfCare,
 //! Patient}` (and `PUT /fhir/r4/{type}/{id}`, the update interaction EPRs use for state
-//! transfer, taken as the same), `POST /fhir/r4` (a `transaction` or `message` Bundle; also
+//! transfer, taken as the same), `POST /fhir/r4` (a `transaction`, `batch` or `message` Bundle; also
 //! at `/fhir/r4/`), and `GET /fhir/r4/metadata` (the CapabilityStatement, for any valid token).
 //!
 //! The mapping is [`handover_adapters::fhir`]; this module authenticates (as `/v1/events`:
@@ -27,8 +27,8 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use handover_adapters::fhir::{
-    nothing_recorded, operation_outcome, translate, translate_bundle, FhirContext, Issue,
-    IssueCode, Severity, RESOURCE_TYPES,
+    nothing_recorded, operation_outcome, translate, translate_batch, translate_bundle, FhirContext,
+    Issue, IssueCode, Severity, RESOURCE_TYPES,
 };
 use handover_events::{Event, SinkError, Stored, Timestamp};
 use serde_json::{json, Value};
@@ -370,7 +370,8 @@ async fn accept_resource(
     ))
 }
 
-/// `POST /fhir/r4`: a `transaction` or `message` Bundle, all or nothing.
+/// `POST /fhir/r4`: a `transaction` or `message` Bundle, all or nothing; or a `batch`, entry
+/// by entry ([`post_batch`]).
 pub async fn post_bundle(
     State(st): State<AppState>,
     Publisher(caller, _): Publisher<FhirError>,
@@ -378,6 +379,9 @@ pub async fn post_bundle(
     body: Bytes,
 ) -> Result<Response, FhirError> {
     let (ctx, value) = prelude(&caller, &headers, &body)?;
+    if value.get("type").and_then(Value::as_str) == Some("batch") {
+        return post_batch(&st, &caller, &ctx, &value).await;
+    }
     let entries = translate_bundle(&value, &ctx).map_err(|issues| {
         let n = value
             .get("entry")
@@ -425,6 +429,84 @@ pub async fn post_bundle(
         "entry": response_entries,
     });
     Ok(fhir_response(status, &body))
+}
+
+/// One `batch` entry's fate: its index and the range of its events among those stored, or
+/// the status and issues it is refused with.
+type BatchAnswer = Result<(usize, std::ops::Range<usize>), (&'static str, Vec<Issue>)>;
+
+/// A `batch` Bundle: each entry stands alone (FHIR R4 http.html#transaction), so the entries
+/// that map and may be published are stored together, in one call (durable before the
+/// answer), and each of the others is answered with its own `400` or `403` and
+/// OperationOutcome in the `batch-response`. The answer is `200 OK` unless the Bundle
+/// itself is wrong (`400`) or the event log is unavailable (`503`: nothing stored).
+async fn post_batch(
+    st: &AppState,
+    caller: &crate::Caller,
+    ctx: &FhirContext,
+    value: &Value,
+) -> Result<Response, FhirError> {
+    let results = translate_batch(value, ctx).map_err(|issues| rejected(st, issues, 1))?;
+    let mut events: Vec<Event> = Vec::new();
+    let mut answers: Vec<BatchAnswer> = Vec::with_capacity(results.len());
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
+            Err(issues) => answers.push(Err(("400 Bad Request", issues))),
+            Ok(entry) => {
+                let refused: Vec<Issue> = entry
+                    .events
+                    .iter()
+                    .filter_map(|e| crate::policy::may_publish(caller, e).err())
+                    .map(|f| Issue {
+                        severity: Severity::Error,
+                        code: IssueCode::Forbidden,
+                        diagnostics: f.message,
+                        expression: None,
+                    })
+                    .collect();
+                if refused.is_empty() {
+                    let start = events.len();
+                    events.extend(entry.events);
+                    answers.push(Ok((i, start..events.len())));
+                } else {
+                    answers.push(Err(("403 Forbidden", refused)));
+                }
+            }
+        }
+    }
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+    if failed > 0 {
+        st.metrics
+            .events_rejected
+            .fetch_add(failed as u64, Ordering::Relaxed);
+    }
+    let stored = publish(st, caller, &events).await?;
+    let entries: Vec<Value> = answers
+        .into_iter()
+        .map(|a| match a {
+            Ok((i, range)) => {
+                let mine = &stored[range.clone()];
+                let status = if created(mine) {
+                    "201 Created"
+                } else {
+                    "200 OK"
+                };
+                let resource = &value["entry"][i]["resource"];
+                json!({"response": {
+                    "status": status,
+                    "outcome": operation_outcome(&outcome_issues(resource, &events[range], mine)),
+                }})
+            }
+            Err((status, issues)) => json!({"response": {
+                "status": status,
+                "outcome": operation_outcome(&issues),
+            }}),
+        })
+        .collect();
+    Ok(fhir_response(
+        StatusCode::OK,
+        &json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
+    ))
 }
 
 /// The answer to a processed `message` Bundle (FHIR R4 messaging.html, synchronous): a
@@ -531,7 +613,10 @@ pub fn capability_statement() -> Value {
                 "description": "Bearer tokens: Handover tokens, or JWTs from an organisation's configured OpenID Connect identity provider"
             },
             "resource": resources,
-            "interaction": [{"code": "transaction", "documentation": "POST /fhir/r4: a transaction Bundle, answered with a transaction-response Bundle"}],
+            "interaction": [
+                {"code": "transaction", "documentation": "POST /fhir/r4: a transaction Bundle, all or nothing, answered with a transaction-response Bundle"},
+                {"code": "batch", "documentation": "POST /fhir/r4: a batch Bundle, each entry on its own, answered with a batch-response Bundle"}
+            ],
         }],
         "messaging": [{
             "documentation": "POST /fhir/r4: a message Bundle of the same resources, processed synchronously and answered with a response message Bundle (MessageHeader.response.code ok)"

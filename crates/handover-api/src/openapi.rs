@@ -173,7 +173,7 @@ pub fn document() -> Value {
                         "parameters": [{"name": "projection", "in": "path", "required": true, "schema": {"type": "string", "enum": ["journey"]}}],
                         "responses": {"200": {"description": "position, target and state", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": problem(), "403": problem()}}},
             "/fhir/r4": {"post": {
-                "operationId": "postFhirBundle", "summary": "FHIR R4 transaction or message Bundle, all or nothing",
+                "operationId": "postFhirBundle", "summary": "FHIR R4 transaction or message Bundle (all or nothing), or batch Bundle (entry by entry)",
                 "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
             "/fhir/r4/": {"post": {
                 "operationId": "postFhirBundleAtBase", "summary": "The same as POST /fhir/r4 (for clients whose base URL ends in /)",
