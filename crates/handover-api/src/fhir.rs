@@ -371,7 +371,7 @@ async fn accept_resource(
 }
 
 /// `POST /fhir/r4`: a `transaction` or `message` Bundle, all or nothing; or a `batch`, entry
-/// by entry ([`post_batch`]).
+/// by entry (`post_batch`).
 pub async fn post_bundle(
     State(st): State<AppState>,
     Publisher(caller, _): Publisher<FhirError>,
