@@ -143,6 +143,34 @@ async fn filedrop_csv_exports_become_journeys_and_a_redrop_is_stored_once() {
     );
     let j = journey(&b, "9434765919").await;
     assert_eq!(j["timeline"].as_array().unwrap().len(), 6);
+    assert_eq!(
+        j["identity"]["local_ids"],
+        serde_json::json!([{"system": "urn:gss:E08000035:mosaic", "value": "M-118203"}])
+    );
+
+    // The next day's export names M-120977, known so far only by the council's id, with
+    // an NHS number too: the package requested and the referral withdrawn under the
+    // council's id join that journey.
+    let dir = drop.join("brokerage");
+    let next = "Package ID,Status,Status Date,NHS Number,Person ID,Service Type,Hours Per Week,\
+                Calls Per Day,Carers Per Call,Required Start,Provider,Agreed Start,Start Date,\
+                Referral ID,Reason\n\
+                LCC-PKG-5523,SOURCED,25/11/2026,9434765935,M-120977,HC,,,,,Aire Care Ltd,\
+                02/12/2026,,,\n";
+    std::fs::write(dir.join("next.tmp"), next).unwrap();
+    std::fs::rename(dir.join("next.tmp"), dir.join("brokerage_2026-11-25.csv")).unwrap();
+    let done = drop.join("brokerage/done/brokerage_2026-11-25.csv");
+    wait_for("the next day's file in done/", || done.exists()).await;
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 12);
+    let j = journey(&b, "9434765935").await;
+    let pkg = &j["care_packages"][0];
+    assert_eq!(pkg["package_id"], "LCC-PKG-5523", "{j:#}");
+    assert_eq!(pkg["status"], "sourced");
+    assert_eq!(pkg["hours_per_week"], 7.0);
+    assert_eq!(pkg["provider"], "Aire Care Ltd");
+    assert_eq!(j["referrals"][0]["referral_id"], "RR8-REF-77141");
+    assert_eq!(j["referrals"][0]["status"], "withdrawn");
+    assert_eq!(j["timeline"].as_array().unwrap().len(), 3, "{j:#}");
     task.abort();
 }
 

@@ -374,6 +374,62 @@ async fn linked_local_ids_and_merged_nhs_numbers_join_the_journey() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_naming_both_the_nhs_number_and_a_local_id_links_them() {
+    // A council export's row that carries the NHS number and the council's person id: the
+    // council's earlier events, known only by its id, join the NHS number's journey, and
+    // its later local-only events follow them there.
+    let b = Backbone::start().await;
+    let council_person = json!({"system": "urn:gss:E08000035:mosaic:person", "value": "MOS-77"});
+    let local_only = |id: &str, ty: &str, time: &str, data: Value| {
+        let mut e = ev(id, LEEDS, ty, NHS, time, data);
+        e.as_object_mut().unwrap().remove("subject");
+        e
+    };
+    let events = vec![
+        local_only(
+            "c1",
+            "referral.accepted",
+            "2026-11-05T14:00:00Z",
+            json!({"referral_id": "REF-7", "local_id": council_person}),
+        ),
+        ev(
+            "a1",
+            PAS,
+            "discharge.admitted",
+            NHS,
+            "2026-11-02T09:14:00Z",
+            json!({"encounter_id": "E7", "site": "RX1CC", "admitted_at": "2026-11-02T09:14:00Z"}),
+        ),
+        // both ways
+        ev(
+            "c2",
+            LEEDS,
+            "care-package.requested",
+            NHS,
+            "2026-11-06T09:00:00Z",
+            json!({"package_id": "PKG-7", "service_type": "home-care", "referral_id": "REF-7",
+                   "local_id": council_person}),
+        ),
+        local_only(
+            "c3",
+            "care-package.sourced",
+            "2026-11-07T09:00:00Z",
+            json!({"package_id": "PKG-7", "provider": "1-000000001", "local_id": council_person}),
+        ),
+    ];
+    for e in &events {
+        assert_eq!(b.post_events(e).await.status(), 202);
+    }
+    b.caught_up().await;
+    let j: Value = b.journey(NHS).await.json().await.unwrap();
+    assert_eq!(j["referrals"][0]["referral_id"], "REF-7");
+    assert_eq!(j["referrals"][0]["status"], "accepted");
+    assert_eq!(j["care_packages"][0]["status"], "sourced");
+    assert_eq!(j["identity"]["local_ids"], json!([council_person]));
+    assert_eq!(j["timeline"].as_array().unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_id_asserted_for_two_nhs_numbers_never_merges_their_journeys() {
     let b = Backbone::start().await;
     let other = "9434765870";

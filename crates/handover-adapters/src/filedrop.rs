@@ -755,10 +755,20 @@ pub fn translate_row(
         .as_deref()
         .and_then(|c| row.get(c));
     match (nhs_cell, &mapping.person.nhs_number) {
-        (Some(cell), Some(col)) => match NhsNumber::parse(&clean_nhs_cell(cell)) {
-            Ok(n) => subject = Some(n),
-            Err(e) => errors.push(row_err(col, format!("not a valid NHS number: {e}"))),
-        },
+        (Some(cell), Some(col)) => {
+            match NhsNumber::parse(&clean_nhs_cell(cell)) {
+                Ok(n) => subject = Some(n),
+                Err(e) => errors.push(row_err(col, format!("not a valid NHS number: {e}"))),
+            }
+            // Both: the row links the council's id to the NHS number (the projection takes
+            // an event naming the person both ways as a person.linked), so the council's
+            // events known only by its id join the NHS number's journey.
+            if let Some(l) = &mapping.person.local_id {
+                if let Some(v) = row.get(&l.column) {
+                    local_id = Some(json!({ "system": l.system, "value": v }));
+                }
+            }
+        }
         _ => match &mapping.person.local_id {
             Some(l) => match row.get(&l.column) {
                 Some(v) => local_id = Some(json!({ "system": l.system, "value": v })),
@@ -1795,23 +1805,23 @@ mod tests {
             expect![[r#"
                 row 2: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|REQUESTED|24/11/2026#ed062629cd8c/care-package.requested
                   subject=9434765919 time=2026-11-24T00:00:00Z
-                  data={"calls_per_day":3,"carers_per_call":1,"hours_per_week":10.5,"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
+                  data={"calls_per_day":3,"carers_per_call":1,"hours_per_week":10.5,"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-118203"},"package_id":"LCC-PKG-5521","referral_id":"RR8-REF-77120","required_start":"2026-11-27","service_type":"reablement"}
                 row 3: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|SOURCED|25/11/2026#58f09d454444/care-package.sourced
                   subject=9434765919 time=2026-11-25T00:00:00Z
-                  data={"agreed_start":"2026-11-27","package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
+                  data={"agreed_start":"2026-11-27","local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-118203"},"package_id":"LCC-PKG-5521","provider":"Leeds Reablement Service (South)"}
                 row 4: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|REQUESTED|24/11/2026#a656da71ca9a/care-package.requested
                   subject=9434765927 time=2026-11-24T00:00:00Z
-                  data={"calls_per_day":4,"carers_per_call":2,"hours_per_week":14.0,"package_id":"LCC-PKG-5522","required_start":"2026-11-26","service_type":"home-care"}
+                  data={"calls_per_day":4,"carers_per_call":2,"hours_per_week":14.0,"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120044"},"package_id":"LCC-PKG-5522","required_start":"2026-11-26","service_type":"home-care"}
                 row 5: skipped
                 row 6: handover.care-package.requested.v1 brokerage_2026-11-24.csv/LCC-PKG-5523|REQUESTED|24/11/2026#86425e9a5cf3/care-package.requested
                   subject=- time=2026-11-24T00:00:00Z
                   data={"calls_per_day":2,"carers_per_call":1,"hours_per_week":7.0,"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120977"},"package_id":"LCC-PKG-5523","required_start":"2026-12-01","service_type":"home-care"}
                 row 7: handover.care-package.sourced.v1 brokerage_2026-11-24.csv/LCC-PKG-5522|SOURCED|25/11/2026#4ab8190034b4/care-package.sourced
                   subject=9434765927 time=2026-11-25T00:00:00Z
-                  data={"agreed_start":"2026-11-28","package_id":"LCC-PKG-5522","provider":"Bramley Home Care Ltd, Leeds"}
+                  data={"agreed_start":"2026-11-28","local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120044"},"package_id":"LCC-PKG-5522","provider":"Bramley Home Care Ltd, Leeds"}
                 row 8: handover.care-package.started.v1 brokerage_2026-11-24.csv/LCC-PKG-5521|STARTED|27/11/2026#1bac99d64d4f/care-package.started
                   subject=9434765919 time=2026-11-27T00:00:00Z
-                  data={"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
+                  data={"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-118203"},"package_id":"LCC-PKG-5521","started_on":"2026-11-27"}
             "#]],
         );
     }
@@ -1825,16 +1835,16 @@ mod tests {
             expect![[r#"
                 row 2: handover.referral.accepted.v1 referrals_2026-11-24.csv/RR8-REF-77120|ACCEPTED|#09b94e83aa2b/referral.accepted
                   subject=9434765919 time=2026-11-22T10:05:00Z
-                  data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team (LGI)"}
+                  data={"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-118203"},"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team (LGI)"}
                 row 3: handover.referral.declined.v1 referrals_2026-11-24.csv/RR8-REF-77133|DECLINED|#9e7ff741d171/referral.declined
                   subject=9434765927 time=2026-11-22T11:40:00Z
-                  data={"reason":"Needs met by existing package","referral_id":"RR8-REF-77133"}
+                  data={"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-120044"},"reason":"Needs met by existing package","referral_id":"RR8-REF-77133"}
                 row 4: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|S9#a69ae7a94e83/referral.assessment-completed
                   subject=9434765919 time=2026-11-23T16:20:00Z
-                  data={"assessment_type":"needs","outcome":"eligible","referral_id":"RR8-REF-77120"}
+                  data={"assessment_type":"needs","local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-118203"},"outcome":"eligible","referral_id":"RR8-REF-77120"}
                 row 5: handover.referral.assessment-completed.v1 referrals_2026-11-24.csv/RR8-REF-77120|ASSESSED|CARER#7d434c407a0c/referral.assessment-completed
                   subject=9434765919 time=2026-11-23T00:00:00Z
-                  data={"assessment_type":"carer","outcome":"no-assessment-needed","referral_id":"RR8-REF-77120"}
+                  data={"assessment_type":"carer","local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-118203"},"outcome":"no-assessment-needed","referral_id":"RR8-REF-77120"}
                 row 6: skipped
                 row 7: handover.referral.withdrawn.v1 referrals_2026-11-24.csv/RR8-REF-77141|WITHDRAWN|#ef601059d6e8/referral.withdrawn
                   subject=- time=2026-11-24T08:30:00Z
@@ -1873,7 +1883,7 @@ mod tests {
                 row 7: rejected [Provider] "provider" is a required property
                 row 8: handover.care-package.requested.v1 brokerage_bad_rows.csv/LCC-PKG-6007|REQUESTED|24/11/2026#99cb842cd33c/care-package.requested
                   subject=9434765978 time=2026-11-24T00:00:00Z
-                  data={"package_id":"LCC-PKG-6007","required_start":"2026-12-03","service_type":"equipment"}
+                  data={"local_id":{"system":"urn:gss:E08000035:mosaic","value":"M-130005"},"package_id":"LCC-PKG-6007","required_start":"2026-12-03","service_type":"equipment"}
                 row 9: unreadable: has 3 fields, the header has 15
             "#]],
         );

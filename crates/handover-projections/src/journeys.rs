@@ -1179,7 +1179,15 @@ impl Journeys {
                     }
                     EventData::PersonLinked(d) => vec![PersonRef::Local(d.local_id.clone())],
                     EventData::NhsNumberChanged(d) => vec![PersonRef::Nhs(d.previous_nhs_number)],
-                    _ => Vec::new(),
+                    // Any other event that names the person both ways (a council export's
+                    // row with the NHS number and the council's person id, a producer that
+                    // knows both) asserts the link as a person.linked event would.
+                    other => other
+                        .local_id()
+                        .cloned()
+                        .map(PersonRef::Local)
+                        .into_iter()
+                        .collect(),
                 };
                 for l in links {
                     let local = matches!(l, PersonRef::Local(_));
