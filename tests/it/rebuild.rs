@@ -196,7 +196,14 @@ async fn reads_keep_answering_during_a_rebuild_and_the_swapped_tree_equals_a_fre
                     .send()
                     .await
                     .unwrap();
-                if r.status() == 200 { &ok } else { &bad }.fetch_add(1, Ordering::Relaxed);
+                if r.status() == 200 {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    eprintln!("a read during the rebuild answered {status}: {body}");
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
             }
         })
     };

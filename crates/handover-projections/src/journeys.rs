@@ -1226,6 +1226,9 @@ impl Journeys {
     /// Reads a person's journey by NHS number or local id (a local id linked to an NHS
     /// number leads to that number's journey).
     pub fn get_ref(&self, tree: &Tree, person: &PersonRef) -> Result<Option<Journey>, StoreError> {
+        // The record, its redirects and its timeline chunks from one tree, should a
+        // rebuild swap it meanwhile.
+        let tree = &tree.pinned();
         let mut key = self.key.person_key(person);
         for _ in 0..MAX_ALIAS_DEPTH {
             match tree.get(&person_slot(&key))? {
@@ -1266,6 +1269,7 @@ impl Journeys {
         filter: Option<&dyn Fn(&crate::rows::DelayRowKey<'_>) -> bool>,
         (offset, limit): (usize, usize),
     ) -> Result<DelayPage, StoreError> {
+        let tree = &tree.pinned();
         let start = format!("w/{org}/").into_bytes();
         let end = format!("w/{org}/{}", handover_events::Date(today)).into_bytes();
         let mut page = DelayPage::default();
@@ -1344,6 +1348,7 @@ impl Journeys {
         filter: Option<&dyn Fn(&BrokerageRowKey<'_>) -> bool>,
         (offset, limit): (usize, usize),
     ) -> Result<BrokeragePage, StoreError> {
+        let tree = &tree.pinned();
         if tree.scan_prefix(b"q/").next().is_none() {
             // No index: empty, or a tree of an earlier layout still serving while its
             // rebuild runs.

@@ -69,11 +69,19 @@ pub enum StoreError {
     Swapped(String),
 }
 
+#[derive(Clone)]
 struct Physical {
     name: String,
     tree: sled::Tree,
     generation: u64,
+    /// Held by every [`Tree::pinned`] handle on this physical tree: a promote drops the
+    /// tree it replaces only once no read holds it.
+    readers: Arc<()>,
 }
+
+/// The longest a promote waits for reads pinned on the tree it replaces before dropping it
+/// anyway (a read takes milliseconds; one still holding the old tree after this fails).
+const PINNED_READ_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 type Slot = Arc<RwLock<Physical>>;
 
@@ -178,6 +186,7 @@ impl Store {
             tree: self.db.open_tree(&physical)?,
             name: physical,
             generation: 0,
+            readers: Arc::default(),
         }));
         let writer = Writer::default();
         slots.insert(name.to_string(), (slot.clone(), writer.clone()));
@@ -214,14 +223,16 @@ impl Store {
                 name: physical,
                 tree,
                 generation: 0,
+                readers: Arc::default(),
             })),
             writer: Writer::default(),
         })
     }
 
     /// Makes `shadow` (from [`Store::shadow`]) the current tree of projection `name`, durably,
-    /// and drops the tree it replaces. Handles of `name` read the new tree from now on; a
-    /// transaction begun on the old tree fails to commit with [`StoreError::Swapped`].
+    /// and drops the tree it replaces once no [`Tree::pinned`] read holds it. Handles of
+    /// `name` read the new tree from now on; a transaction begun on the old tree fails to
+    /// commit with [`StoreError::Swapped`].
     pub async fn promote(&self, name: &str, shadow: &Tree) -> Result<(), StoreError> {
         let (new_name, new_tree) = {
             let p = read(&shadow.slot);
@@ -233,12 +244,24 @@ impl Store {
         let slot = self.tree(name)?.slot;
         let old = {
             let mut p = slot.write().unwrap_or_else(|e| e.into_inner());
-            let old = std::mem::replace(&mut p.name, new_name);
-            p.tree = new_tree;
-            p.generation += 1;
-            old
+            let generation = p.generation + 1;
+            std::mem::replace(
+                &mut *p,
+                Physical {
+                    name: new_name,
+                    tree: new_tree,
+                    generation,
+                    readers: Arc::default(),
+                },
+            )
         };
-        self.db.drop_tree(old.as_bytes())?;
+        // A read pinned on the old tree (a journey's record, then its timeline chunks) must
+        // not see it emptied under it.
+        let waited = std::time::Instant::now();
+        while Arc::strong_count(&old.readers) > 1 && waited.elapsed() < PINNED_READ_GRACE {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        self.db.drop_tree(old.name.as_bytes())?;
         Ok(())
     }
 
@@ -331,6 +354,18 @@ impl Tree {
     /// The projection's name (a shadow's is its physical name, `<name>@<n>`).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A handle on the physical tree current now that does not follow a later
+    /// [`Store::promote`], for a read made of several lookups (a journey's record, then its
+    /// timeline chunks; a worklist's index, then its rows): all of them see one tree, and a
+    /// promote keeps the tree it replaces until such handles are dropped. Only for reads.
+    pub fn pinned(&self) -> Tree {
+        Tree {
+            name: self.name.clone(),
+            slot: Arc::new(RwLock::new(read(&self.slot).clone())),
+            writer: Writer::default(),
+        }
     }
 
     /// The physical sled tree currently behind this handle.
@@ -948,5 +983,43 @@ mod tests {
         assert_eq!(tree.physical_name(), "journey@1");
         assert_eq!(tree.get(b"p/a").unwrap(), Some(b"new".to_vec()));
         assert_eq!(tree.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_read_keeps_the_tree_it_began_on_until_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let live = store.tree("journey").unwrap();
+        let mut tx = live.begin();
+        tx.put(b"p/a".to_vec(), b"old".to_vec());
+        tx.put(b"t/a".to_vec(), b"old chunk".to_vec());
+        live.commit(tx, 5).await.unwrap();
+        let shadow = store.shadow("journey").unwrap();
+        let mut tx = shadow.begin();
+        tx.put(b"p/a".to_vec(), b"new".to_vec());
+        tx.put(b"t/a".to_vec(), b"new chunk".to_vec());
+        shadow.commit(tx, 7).await.unwrap();
+
+        // a read has looked up the record on the old tree when the rebuild swaps it
+        let pinned = live.pinned();
+        assert_eq!(pinned.get(b"p/a").unwrap(), Some(b"old".to_vec()));
+        let promote = tokio::spawn({
+            let store = store.clone();
+            async move { store.promote("journey", &shadow).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // new reads see the new tree; the pinned one still reads the old tree, whole
+        assert_eq!(live.get(b"p/a").unwrap(), Some(b"new".to_vec()));
+        assert_eq!(pinned.get(b"t/a").unwrap(), Some(b"old chunk".to_vec()));
+        assert_eq!(pinned.position().unwrap(), 5);
+        assert!(!promote.is_finished(), "the old tree is kept while read");
+        drop(pinned);
+        tokio::time::timeout(std::time::Duration::from_secs(5), promote)
+            .await
+            .expect("the promote finishes once the read is done")
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.tree_names(), vec!["journey@1".to_string()]);
+        assert_eq!(live.pinned().get(b"t/a").unwrap(), Some(b"new chunk".to_vec()));
     }
 }
