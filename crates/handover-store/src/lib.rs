@@ -1020,6 +1020,9 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(store.tree_names(), vec!["journey@1".to_string()]);
-        assert_eq!(live.pinned().get(b"t/a").unwrap(), Some(b"new chunk".to_vec()));
+        assert_eq!(
+            live.pinned().get(b"t/a").unwrap(),
+            Some(b"new chunk".to_vec())
+        );
     }
 }
