@@ -210,7 +210,7 @@ fn publish_files_are_validated_in_full_with_lines_named() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_mode_cloudevents_and_a_byte_order_mark_are_accepted() {
+async fn binary_mode_cloudevents_base64_data_and_a_byte_order_mark_are_accepted() {
     let b = Backbone::start().await;
     let url = format!("{}/v1/events", b.base);
     // The HTTP binding's binary content mode: attributes in ce-* headers (percent-encoded
@@ -268,6 +268,37 @@ async fn binary_mode_cloudevents_and_a_byte_order_mark_are_accepted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // Structured mode with the JSON data base64-encoded in data_base64, as some SDKs send
+    // every payload: {"encounter_id":"E1","site":"RX1CC","ward":"Ward 9","admitted_at":"2026-11-20T09:14:00Z"}
+    let mut event = admitted("b64-1");
+    let event_obj = event.as_object_mut().unwrap();
+    event_obj.remove("data");
+    event_obj.insert("data_base64".into(), json!("eyJlbmNvdW50ZXJfaWQiOiJFMSIsInNpdGUiOiJSWDFDQyIsIndhcmQiOiJXYXJkIDkiLCJhZG1pdHRlZF9hdCI6IjIwMjYtMTEtMjBUMDk6MTQ6MDBaIn0="));
+    let r = b
+        .http
+        .post(&url)
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    // ...and base64 that is not JSON data is named
+    event["data_base64"] = json!("JVBERi0xLjc=");
+    event["id"] = json!("b64-2");
+    let r = b
+        .http
+        .post(&url)
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["errors"][0]["pointer"], "/data_base64", "{p}");
     b.caught_up().await;
     let j: Value = b.journey(NHS).await.json().await.unwrap();
     let ids: Vec<&str> = j["timeline"]
@@ -276,8 +307,9 @@ async fn binary_mode_cloudevents_and_a_byte_order_mark_are_accepted() {
         .iter()
         .map(|e| e["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["bin-1", "bom-1"]);
+    assert_eq!(ids, ["bin-1", "bom-1", "b64-1"]);
     assert_eq!(j["timeline"][0]["data"]["ward"], "Ward%207 stays as sent");
+    assert_eq!(j["timeline"][2]["data"]["ward"], "Ward 9");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

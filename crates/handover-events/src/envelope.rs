@@ -74,6 +74,7 @@ const ATTRIBUTES: &[&str] = &[
     "traceparent",
     "tracestate",
     "data",
+    "data_base64",
 ];
 
 /// Longest accepted `id`, `source` or `sequence`, in bytes.
@@ -272,12 +273,7 @@ impl Event {
             _ => None,
         };
         for key in obj.keys() {
-            if key == "data_base64" {
-                errors.push(FieldError::new(
-                    "/data_base64",
-                    "binary data is not accepted: send JSON in data",
-                ));
-            } else if !ATTRIBUTES.contains(&key.as_str())
+            if !ATTRIBUTES.contains(&key.as_str())
                 && !key
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
@@ -289,11 +285,13 @@ impl Event {
             }
         }
 
-        let data = match (obj.remove("data"), event_type) {
-            (None | Some(Value::Null), _) => {
-                errors.push(FieldError::new("/data", "is required"));
-                None
-            }
+        let (data, from_base64) = match data_member(&mut obj, &mut errors) {
+            Some((d, from_base64)) => (Some(d), from_base64),
+            None => (None, false),
+        };
+        let data_errors_from = errors.len();
+        let data = match (data, event_type) {
+            (None, _) => None,
             (Some(d @ Value::Object(_)), Some(t)) => decode_data(t, d, with_schema, &mut errors),
             (Some(_), Some(_)) => {
                 errors.push(FieldError::new("/data", "must be a JSON object"));
@@ -307,6 +305,18 @@ impl Event {
         let subject_refused = errors.iter().any(|e| e.pointer == "/subject");
         if let Some(d) = data.as_ref().filter(|_| !subject_refused) {
             check_names_person(subject.as_ref(), d, &mut errors);
+        }
+        if from_base64 {
+            // `/data/…` is not in the request: the data was sent encoded, as data_base64.
+            for e in &mut errors[data_errors_from..] {
+                if let Some(rest) = e.pointer.strip_prefix("/data") {
+                    if rest.is_empty() || rest.starts_with('/') {
+                        let at = if rest.is_empty() { "" } else { rest };
+                        e.message = format!("decoded data{at}: {}", e.message);
+                        e.pointer = "/data_base64".into();
+                    }
+                }
+            }
         }
 
         match (id, source, time, data) {
@@ -486,6 +496,71 @@ fn fast_stored(bytes: &[u8]) -> Option<Event> {
     })
 }
 
+/// The event's data, taken out of `obj`: the `data` member, or the JSON object that a
+/// `data_base64` member decodes to, with `true` (CloudEvents JSON format 3.1.1: data sent as
+/// base64, as some SDKs do for every payload, is the same data). A `null` member is unset
+/// (JSON format 3.1). `None`, with its error pushed, when there is none, when both are
+/// given, or when `data_base64` is not base64 of a JSON object.
+fn data_member(
+    obj: &mut Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<(Value, bool)> {
+    let data = obj.remove("data").filter(|v| !v.is_null());
+    let encoded = obj.remove("data_base64").filter(|v| !v.is_null());
+    let refuse = |errors: &mut Vec<FieldError>, message: String| {
+        errors.push(FieldError::new("/data_base64", message));
+        None
+    };
+    match (data, encoded) {
+        (Some(d), None) => Some((d, false)),
+        (None, None) => {
+            errors.push(FieldError::new("/data", "is required"));
+            None
+        }
+        (Some(_), Some(_)) => refuse(
+            errors,
+            "must not be given with data: send the data once, as data (JSON) or data_base64".into(),
+        ),
+        (None, Some(Value::String(s))) => {
+            let Some(bytes) = base64_decode(&s) else {
+                return refuse(
+                    errors,
+                    "is not valid base64 (RFC 4648 standard alphabet, padding optional)".into(),
+                );
+            };
+            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+            match serde_json::from_slice::<Value>(bytes) {
+                Ok(d @ Value::Object(_)) => Some((d, true)),
+                Ok(_) => refuse(
+                    errors,
+                    "must decode to a JSON object (the event's data), not another JSON value"
+                        .into(),
+                ),
+                Err(e) => refuse(
+                    errors,
+                    format!("must decode to a JSON object (the event's data): {e}"),
+                ),
+            }
+        }
+        (None, Some(_)) => refuse(errors, "must be a string (base64)".into()),
+    }
+}
+
+/// `s` decoded as base64 (RFC 4648 section 4, the standard alphabet), padding optional and
+/// ASCII whitespace (line breaks of MIME encoders) ignored; `None` when it is not base64.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::{
+        general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig,
+    };
+    use base64::Engine as _;
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let symbols: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    LENIENT.decode(symbols).ok()
+}
+
 /// Who an event must name: an NHS number or a local id, and an NHS number for the types
 /// that are about one.
 fn check_names_person(subject: Option<&NhsNumber>, data: &EventData, errors: &mut Vec<FieldError>) {
@@ -573,7 +648,8 @@ fn optional_string(
     }
 }
 
-/// Whether a `datacontenttype` says JSON (`application/json` or any `+json` type).
+/// Whether a `datacontenttype` says JSON (`application/json`, the older `text/json`, or any
+/// `+json` type), parameters such as `charset` aside.
 fn is_json_content_type(ct: &str) -> bool {
     let base = ct
         .split(';')
@@ -581,7 +657,7 @@ fn is_json_content_type(ct: &str) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    base == "application/json" || base.ends_with("+json")
+    base == "application/json" || base == "text/json" || base.ends_with("+json")
 }
 
 /// Whether `s` is a W3C `traceparent` (version 00 layout).

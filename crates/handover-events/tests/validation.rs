@@ -184,3 +184,86 @@ fn an_nhs_number_cannot_replace_itself() {
         "#]],
     );
 }
+
+#[test]
+fn data_sent_as_base64_json_is_the_same_data_and_anything_else_is_named() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let with = |data_base64: serde_json::Value| {
+        let mut e = base(
+            "handover.discharge.admitted.v1",
+            json!({"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}),
+        );
+        let obj = e.as_object_mut().unwrap();
+        obj.remove("data");
+        obj.insert("data_base64".into(), data_base64);
+        e
+    };
+    // JSON format 3.1.1: the same event as with data, stored with data
+    let plain = Event::from_json(base(
+        "handover.discharge.admitted.v1",
+        json!({"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}),
+    ))
+    .unwrap();
+    let encoded = json!(b64(
+        r#"{"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}"#
+    ));
+    assert_eq!(Event::from_json(with(encoded.clone())).unwrap(), plain);
+    // unpadded, or broken over lines by a MIME encoder, it is still base64
+    let unpadded = encoded.as_str().unwrap().trim_end_matches('=').to_string();
+    assert_eq!(Event::from_json(with(json!(unpadded))).unwrap(), plain);
+    let wrapped: String = encoded
+        .as_str()
+        .unwrap()
+        .as_bytes()
+        .chunks(20)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    assert_eq!(Event::from_json(with(json!(wrapped))).unwrap(), plain);
+    // a stored event read back is the same either way
+    let stored = serde_json::to_vec(&with(encoded.clone())).unwrap();
+    assert_eq!(Event::from_stored(&stored).unwrap(), plain);
+
+    check(
+        with(json!("not base64!")),
+        expect![[r#"
+            /data_base64: is not valid base64 (RFC 4648 standard alphabet, padding optional)
+        "#]],
+    );
+    check(
+        with(json!(b64("[1,2]"))),
+        expect![[r#"
+            /data_base64: must decode to a JSON object (the event's data), not another JSON value
+        "#]],
+    );
+    check(
+        with(json!(b64("%PDF-1.7"))),
+        expect![[r#"
+            /data_base64: must decode to a JSON object (the event's data): expected value at line 1 column 1
+        "#]],
+    );
+    check(
+        with(json!(42)),
+        expect![[r#"
+            /data_base64: must be a string (base64)
+        "#]],
+    );
+    // what is wrong inside the decoded data is named under data_base64, which was sent
+    check(
+        with(json!(b64(
+            r#"{"site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}"#
+        ))),
+        expect![[r#"
+            /data_base64: decoded data: "encounter_id" is a required property
+        "#]],
+    );
+    let mut both = with(encoded);
+    both["data"] = json!({"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"});
+    check(
+        both,
+        expect![[r#"
+            /data_base64: must not be given with data: send the data once, as data (JSON) or data_base64
+        "#]],
+    );
+}
