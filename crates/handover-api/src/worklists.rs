@@ -96,15 +96,35 @@ pub(crate) async fn require_people_reader(
 fn param_date(q: &HashMap<String, String>, name: &str) -> Result<Option<NaiveDate>, ApiError> {
     match q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty()) {
         None => Ok(None),
-        Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .map(Some)
-            .map_err(|_| {
+        Some(s) => {
+            let bad = || {
                 ApiError::BadRequest(format!(
-                    "query parameter {name} must be a date YYYY-MM-DD, not {s:?}"
+                    "query parameter {name} must be a date YYYY-MM-DD between {} and {}, not {s:?}",
+                    FIRST_DATE, LAST_DATE
                 ))
-            }),
+            };
+            // Exactly YYYY-MM-DD: chrono alone would also take `+2026-11-01` or `2026-11-1`.
+            let shaped = s.len() == 10
+                && s.bytes().enumerate().all(|(i, b)| {
+                    if i == 4 || i == 7 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                });
+            let date = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .filter(|d| shaped && (FIRST_DATE..=LAST_DATE).contains(d))
+                .ok_or_else(bad)?;
+            Ok(Some(date))
+        }
     }
 }
+
+/// The earliest date a query parameter may give (the measures' period is counted day by day).
+const FIRST_DATE: NaiveDate = NaiveDate::from_ymd_opt(1900, 1, 1).expect("a date");
+/// The latest date a query parameter may give.
+const LAST_DATE: NaiveDate = NaiveDate::from_ymd_opt(2199, 12, 31).expect("a date");
 
 fn param<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     q.get(name).map(|s| s.trim()).filter(|s| !s.is_empty())
@@ -173,7 +193,7 @@ pub fn delay_worklist(
         .filter(|r| crate::policy::may_see_delay_row(caller, r))
         .map(|mut row| {
             let audit_local_id = row.person.local_id.clone();
-            crate::policy::minimise_delay_row(caller.role, &mut row);
+            crate::policy::minimise_delay_row(caller, &mut row);
             DelayItem {
                 audit_local_id,
                 days_delayed: handover_events::time::days_delayed(
@@ -236,7 +256,7 @@ pub fn brokerage_queue(
         .filter(|r| crate::policy::may_see_brokerage_row(caller, r))
         .map(|mut row| {
             let audit_local_id = row.person.local_id.clone();
-            crate::policy::minimise_brokerage_row(caller.role, &mut row);
+            crate::policy::minimise_brokerage_row(caller, &mut row);
             let drd = row.hospital.as_ref().and_then(|h| h.discharge_ready_date);
             let days_delayed = drd.map(|d| handover_events::time::days_delayed(d.0, None, today));
             BrokerageItem {
@@ -271,15 +291,20 @@ pub fn flow_measures(
         site: param(q, "site").map(Into::into),
         council: param(q, "council").map(Into::into),
     };
-    if let (Some(f), Some(t)) = (filter.from, filter.to) {
-        if f > t {
-            return Err(ApiError::BadRequest("from must not be after to".into()));
-        }
-        if (t - f).num_days() > 3660 {
-            return Err(ApiError::BadRequest(
-                "the period may be at most ten years".into(),
-            ));
-        }
+    // Checked as the measures will take them: without `to`, today; without `from`, the 28
+    // days up to `to`.
+    let t = filter.to.unwrap_or(today);
+    let f = filter.from.unwrap_or(t - chrono::Duration::days(27));
+    if f > t {
+        return Err(ApiError::BadRequest(match (filter.from, filter.to) {
+            (Some(_), Some(_)) => "from must not be after to".into(),
+            _ => format!("from must not be after to (to is {t} when not given)"),
+        }));
+    }
+    if (t - f).num_days() > 3660 {
+        return Err(ApiError::BadRequest(
+            "the period may be at most ten years".into(),
+        ));
     }
     let facts = Journeys::facts(&st.journey_tree).map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(flow(facts, &filter, today))
