@@ -363,6 +363,7 @@ async fn a_person_known_only_locally_is_named_and_audited_and_a_councils_own_req
                "time": time, "data": data})
     };
     // And a package the council's own system asked for: no referral, no hospital stay.
+    let mosaic = json!({"system": "urn:gss:E08000035:mosaic", "value": "M-4471"});
     let nhs = nhs_numbers(943_700_000, 1).remove(0);
     let events = json!([
         local(
@@ -385,6 +386,11 @@ async fn a_person_known_only_locally_is_named_and_audited_and_a_councils_own_req
             &at(-1),
             json!({"package_id": "PKG-SELF", "service_type": "home-care", "required_start": day(2)})
         ),
+        // ...and one for someone the council knows only by its own case number.
+        json!({"specversion": "1.0", "id": "c2", "source": BROKERAGE,
+               "type": "handover.care-package.requested.v1", "time": at(-1),
+               "data": {"package_id": "PKG-LOCAL", "service_type": "home-care", "required_start": day(3),
+                        "local_id": mosaic}}),
     ]);
     assert_eq!(b.post_events(&events).await.status(), 202);
     b.caught_up().await;
@@ -423,6 +429,152 @@ async fn a_person_known_only_locally_is_named_and_audited_and_a_councils_own_req
         .iter()
         .map(|r| r["package_id"].as_str().unwrap())
         .collect();
-    assert_eq!(packages, ["PKG-SELF"]);
+    assert_eq!(packages, ["PKG-SELF", "PKG-LOCAL"]);
     assert_eq!(q["rows"][0]["council"], "E08000035");
+    // A broker sees their own council's case number (not a hospital's record number):
+    // without it the row would name no one.
+    assert_eq!(q["rows"][1]["person"]["local_id"], mosaic);
+    let other = get(
+        &b,
+        "/v1/worklists/brokerage",
+        &token_for(Role::SocialWorker, "E08000035"),
+    )
+    .await;
+    assert_eq!(other["rows"][1]["person"]["local_id"], mosaic);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_measures_answer_for_their_period_and_refuse_a_period_they_cannot_count() {
+    let b = Backbone::start().await;
+    let today = handover_events::time::london_today();
+    let day = |offset: i64| (today + Days::days(offset)).format("%Y-%m-%d").to_string();
+    let at = |offset: i64| format!("{}T09:00:00Z", day(offset));
+    let nhs = nhs_numbers(943_200_000, 2);
+    let mut events = Vec::new();
+    // Person 0 is in hospital 6 days past their DRD; person 1 had no responsible council
+    // named: Bradford declined the referral and Leeds took the next, 4 days past the DRD.
+    for (i, council) in [(0, Some("E08000035")), (1, None)] {
+        let mut admitted = json!({"encounter_id": format!("ENC-{i}"), "site": "RX1CC",
+                                  "admitted_at": at(-20)});
+        if let Some(c) = council {
+            admitted["responsible_council"] = json!(c);
+        }
+        events.push(ev(
+            &format!("{i}-a"),
+            PAS,
+            "discharge.admitted",
+            &nhs[i],
+            &at(-20),
+            admitted,
+        ));
+        events.push(ev(
+            &format!("{i}-r"),
+            PAS,
+            "discharge.ready-date-recorded",
+            &nhs[i],
+            &at(-19),
+            json!({"encounter_id": format!("ENC-{i}"), "discharge_ready_date": day(if i == 0 { -6 } else { -4 })}),
+        ));
+    }
+    for (id, council, offset) in [("R1", "E08000032", -5), ("R2", "E08000035", -3)] {
+        events.push(ev(
+            &format!("{id}-s"),
+            PAS,
+            "referral.sent",
+            &nhs[1],
+            &at(offset),
+            json!({"referral_id": id, "from_org": "RX1", "to_council": council, "encounter_id": "ENC-1"}),
+        ));
+    }
+    events.push(ev(
+        "R1-d",
+        "urn:gss:E08000032:case",
+        "referral.declined",
+        &nhs[1],
+        &at(-4),
+        json!({"referral_id": "R1", "reason": "not ordinarily resident"}),
+    ));
+    let r = b.post_events(&Value::Array(events)).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    b.caught_up().await;
+
+    let manager = token_for(Role::Admin, "RX1");
+    let flow = |q: &str| format!("/v1/measures/flow{q}");
+    let all = get(&b, &flow(""), &manager).await;
+    assert_eq!(
+        (&all["delayed_now"], &all["delayed_bed_days"]),
+        (&json!(2), &json!(10))
+    );
+    assert_eq!(all["to"], json!(day(0)));
+    assert_eq!(all["from"], json!(day(-27)), "the 28 days up to today");
+    // the worklist and the measures charge person 1's delay to Leeds, not Bradford
+    let leeds = get(&b, &flow("?council=E08000035"), &manager).await;
+    assert_eq!(leeds["delayed_bed_days"], 10);
+    let bradford = get(&b, &flow("?council=E08000032"), &manager).await;
+    assert_eq!(bradford["delayed_bed_days"], 0);
+    let rows = get(
+        &b,
+        "/v1/worklists/discharge-delays",
+        &token_for(Role::SocialWorker, "E08000035"),
+    )
+    .await;
+    let councils: Vec<&Value> = rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["council"])
+        .collect();
+    assert_eq!(councils, [&json!("E08000035"), &json!("E08000035")]);
+    let week = get(
+        &b,
+        &flow(&format!("?from={}&to={}", day(-5), day(-1))),
+        &manager,
+    )
+    .await;
+    assert_eq!(
+        week["delayed_bed_days"],
+        5 + 4,
+        "days -5..-1 for person 0, -4..-1 for person 1"
+    );
+
+    for (q, says) in [
+        (
+            "?to=-262143-01-05",
+            "query parameter to must be a date YYYY-MM-DD",
+        ),
+        (
+            "?from=%2B2026-11-01",
+            "query parameter from must be a date YYYY-MM-DD",
+        ),
+        (
+            "?from=2026-11-1",
+            "query parameter from must be a date YYYY-MM-DD",
+        ),
+        (
+            "?from=1800-01-01&to=1800-02-01",
+            "between 1900-01-01 and 2199-12-31",
+        ),
+        ("?from=1900-01-01", "the period may be at most ten years"),
+        ("?from=2199-01-01", "from must not be after to (to is"),
+        (
+            "?from=2026-02-01&to=2026-01-01",
+            "from must not be after to",
+        ),
+    ] {
+        let r = b
+            .http
+            .get(format!("{}{}", b.base, flow(q)))
+            .bearer_auth(&manager)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{q}"
+        );
+        let p: Value = r.json().await.unwrap();
+        assert!(p["detail"].as_str().unwrap().contains(says), "{q}: {p}");
+    }
 }

@@ -696,7 +696,7 @@ pub(crate) async fn person(
         [nhs.as_string().as_str()],
     )
     .await?;
-    crate::policy::minimise_journey(c.role, &mut journey);
+    crate::policy::minimise_journey(c.role, &c.organisation, &mut journey);
     let today = handover_events::time::london_today();
     Ok(page(
         "Journey",
@@ -881,6 +881,8 @@ pub(crate) async fn measures(
                 div class="card" { span class="figure" { (pct(m.readmitted_within_30_days.share)) } "readmitted within 30 days" }
                 div class="card" { span class="figure" { (pct(m.at_home_91_days_after_reablement.at_home.share)) }
                     "at home 91 days after reablement (" (m.at_home_91_days_after_reablement.at_home.numerator) " of " (m.at_home_91_days_after_reablement.at_home.denominator) ", " (m.at_home_91_days_after_reablement.pending) " pending)" }
+                div class="card" { span class="figure" { (pct(m.at_home_91_days_after_reablement.aged_65_and_over.share)) }
+                    "of those aged 65 or over, ASCOF 2B(1) (" (m.at_home_91_days_after_reablement.aged_65_and_over.numerator) " of " (m.at_home_91_days_after_reablement.aged_65_and_over.denominator) "; age not known: " (m.at_home_91_days_after_reablement.age_unknown) ")" }
             }
             (bar_chart("Days from discharge ready date to discharge", &hist, " stays"))
             (bar_chart("Delayed bed-days by day (last 14 days of the period)", &by_day, ""))

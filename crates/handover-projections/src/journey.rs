@@ -68,6 +68,10 @@ pub struct StayMarks {
     /// move the patient back to the admission ward).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     transferred: bool,
+    /// The pathway last assigned by `pathway-assigned`, which a discharge naming another
+    /// pathway overrides and its cancellation puts back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    assigned_pathway: Option<u8>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -654,7 +658,11 @@ impl Journey {
                 self.stay(&d.encounter_id, source).discharge_ready_date =
                     Some(d.discharge_ready_date)
             }
-            D::PathwayAssigned(d) => self.stay(&d.encounter_id, source).pathway = Some(d.pathway),
+            D::PathwayAssigned(d) => {
+                let (s, m) = self.stay_marked(&d.encounter_id, source);
+                s.pathway = Some(d.pathway);
+                m.assigned_pathway = Some(d.pathway);
+            }
             D::ExpectedDateSet(d) => {
                 self.stay(&d.encounter_id, source).expected_discharge_date =
                     Some(d.expected_discharge_date)
@@ -705,6 +713,8 @@ impl Journey {
                 s.discharged_at = None;
                 s.discharge_method = None;
                 s.destination = None;
+                // The pathway the cancelled discharge named goes with it.
+                s.pathway = m.assigned_pathway;
             }
             D::ReferralSent(d) => {
                 let r = self.referral(&d.referral_id);

@@ -1,7 +1,7 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree (layout version 9):
+//! Keys in the `journey` tree (layout version 11; the keys are as in 9):
 //! - `p/<person-key>`: the person's `Record`: a version byte (4), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
@@ -105,7 +105,10 @@ pub const NAME: &str = "journey";
 ///   stay prefers one still in hospital; a discharge fills in the admission it did not
 ///   follow; re-sent referrals and re-requested packages reopen. The record's delay part
 ///   holds a JSON array of rows, one per stay in hospital with a DRD (one row before).
-pub const JOURNEY_VERSION: u32 = 10;
+/// - 11: an event naming both an NHS number and a local id links them; a cancelled
+///   discharge takes the pathway it named with it; a stay's delay counts in the measures
+///   against the council of its latest referral, as on the worklist (the first before).
+pub const JOURNEY_VERSION: u32 = 11;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]

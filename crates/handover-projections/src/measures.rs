@@ -18,10 +18,13 @@
 //! - **91-day outcome after reablement** (ASCOF 2B style), reported in the period in which
 //!   it becomes known: people discharged on pathway 1 with a reablement package that started
 //!   between the day before and 14 days after discharge, whose 91st day after discharge
-//!   falls in the period and is no later than today; the share still at home on day 91: no
-//!   readmission and no care-home placement (a residential or nursing package started)
-//!   within the 91 days. Such discharges in the period whose 91st day is still to come are
-//!   counted as `pending`.
+//!   falls in the period and is no later than today; the share at home on day 91: not in
+//!   hospital on day 91, not placed in a care home (a residential or nursing package
+//!   started) and not died (a later stay's discharge destination) within the 91 days. A
+//!   readmission ended by day 91 leaves the person at home. Given at any age and, as
+//!   ASCOF 2B(1) counts it, for people aged 65 or over on the day of discharge (people
+//!   without a known birth date are counted in `age_unknown`, not in that share). Such
+//!   discharges in the period whose 91st day is still to come are counted as `pending`.
 
 use std::collections::BTreeMap;
 
@@ -73,9 +76,15 @@ pub struct Share {
 /// The 91-day outcome.
 #[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Outcome91 {
-    /// Still at home on day 91, of those whose day 91 has passed.
+    /// At home on day 91 (not in hospital or a care home then, not died since), of those
+    /// whose day 91 has passed, at any age.
     #[serde(flatten)]
     pub at_home: Share,
+    /// The same for people aged 65 or over on the day of discharge: ASCOF 2B(1) (SALT
+    /// STS004). People whose birth date is not known are left out of it.
+    pub aged_65_and_over: Share,
+    /// Of the denominator of `at_home`, how many have no known birth date.
+    pub age_unknown: usize,
     /// Discharged into reablement whose day 91 has not come yet.
     pub pending: usize,
 }
@@ -156,6 +165,13 @@ fn pathway_name(p: Option<u8>) -> String {
     p.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into())
 }
 
+/// Age in whole years on `day` of someone born on `born`.
+fn age_on(born: NaiveDate, day: NaiveDate) -> i32 {
+    use chrono::Datelike;
+    let had_birthday = (day.month(), day.day()) >= (born.month(), born.day());
+    day.year() - born.year() - i32::from(!had_birthday)
+}
+
 /// Computes the measures over `people` for `filter`, as of `today`. Without `from`/`to`
 /// the period is the 28 days up to today.
 pub fn flow(
@@ -183,6 +199,8 @@ pub fn flow(
         readmitted_within_30_days: share(0, 0),
         at_home_91_days_after_reablement: Outcome91 {
             at_home: share(0, 0),
+            aged_65_and_over: share(0, 0),
+            age_unknown: 0,
             pending: 0,
         },
     };
@@ -196,6 +214,7 @@ pub fn flow(
     let mut by_attr: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     let (mut usual, mut readmit_num, mut readmit_den) = (0, 0, 0);
     let (mut home91, mut den91, mut pending91) = (0, 0, 0);
+    let (mut home91_older, mut den91_older, mut age_unknown) = (0, 0, 0);
     let horizon = to.min(today);
 
     for person in people {
@@ -244,10 +263,17 @@ pub fn flow(
                             pending91 += 1;
                         }
                     } else if in_period(Some(day91)) {
-                        den91 += 1;
-                        let readmitted = person.stays[i + 1..].iter().any(|n| {
-                            n.admitted
-                                .is_some_and(|a| a > discharged - Duration::days(1) && a <= day91)
+                        // ASCOF 2B: not at home are those in hospital or a care home on
+                        // day 91 and those who died within the three months; someone
+                        // readmitted and home again by then is at home.
+                        let later = &person.stays[i + 1..];
+                        let in_hospital = later.iter().any(|n| {
+                            n.admitted.is_some_and(|a| a >= discharged && a <= day91)
+                                && n.discharged.is_none_or(|x| x > day91)
+                        });
+                        let died = later.iter().any(|n| {
+                            n.destination == Some(Destination::Died)
+                                && n.discharged.is_some_and(|x| x <= day91)
                         });
                         let care_home = person.packages.iter().any(|p| {
                             matches!(
@@ -255,8 +281,16 @@ pub fn flow(
                                 Some(ServiceType::Residential | ServiceType::Nursing)
                             ) && p.started_on.is_some_and(|d| d > discharged && d <= day91)
                         });
-                        if !readmitted && !care_home {
-                            home91 += 1;
+                        let at_home = !in_hospital && !died && !care_home;
+                        den91 += 1;
+                        home91 += usize::from(at_home);
+                        match person.birth_date.map(|b| age_on(b, discharged)) {
+                            None => age_unknown += 1,
+                            Some(age) if age >= 65 => {
+                                den91_older += 1;
+                                home91_older += usize::from(at_home);
+                            }
+                            Some(_) => {}
                         }
                     }
                 }
@@ -312,6 +346,8 @@ pub fn flow(
     m.readmitted_within_30_days = share(readmit_num, readmit_den);
     m.at_home_91_days_after_reablement = Outcome91 {
         at_home: share(home91, den91),
+        aged_65_and_over: share(home91_older, den91_older),
+        age_unknown,
         pending: pending91,
     };
     m

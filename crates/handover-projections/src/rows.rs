@@ -240,6 +240,9 @@ pub struct PackageFact {
 /// One person's facts for the measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct PersonFacts {
+    /// Birth date, when known (the 91-day outcome's age bands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub birth_date: Option<NaiveDate>,
     /// Stays (not cancelled), in admission order.
     pub stays: Vec<StayFact>,
     /// Care packages that started.
@@ -412,6 +415,16 @@ pub fn parse_delay_rows<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::
     }
 }
 
+/// The council a stay's delay is shown to and counted against: the one the trust named as
+/// responsible, else the one its latest referral went to (after a decline and a referral
+/// elsewhere, the second council), the same on the worklist and in the measures.
+fn council_of(j: &Journey, stay: &Stay) -> Option<String> {
+    stay.responsible_council.clone().or_else(|| {
+        latest(&referrals_for(j, stay), |r| r.sent_at.or(r.responded_at))
+            .and_then(|r| r.to_council.clone())
+    })
+}
+
 /// The delay row for `stay`, when in hospital with a DRD.
 fn delay_row_for(j: &Journey, stay: &Stay) -> Option<DelayRow> {
     if stay.status != StayStatus::InHospital {
@@ -431,10 +444,7 @@ fn delay_row_for(j: &Journey, stay: &Stay) -> Option<DelayRow> {
         trust: trust_of(stay),
         site: stay.site.clone(),
         ward: stay.ward.clone(),
-        council: stay
-            .responsible_council
-            .clone()
-            .or_else(|| referral.and_then(|r| r.to_council.clone())),
+        council: council_of(j, stay),
         admitted_at: stay.admitted_at,
         discharge_ready_date: drd,
         pathway: stay.pathway,
@@ -509,11 +519,7 @@ pub fn person_facts(j: &Journey) -> PersonFacts {
         .filter(|s| s.status != StayStatus::Cancelled && j.counts(s))
         .map(|s| StayFact {
             site: s.site.clone(),
-            council: s.responsible_council.clone().or_else(|| {
-                referrals_for(j, s)
-                    .first()
-                    .and_then(|r| r.to_council.clone())
-            }),
+            council: council_of(j, s),
             admitted: s.admitted_at.map(|t| t.london_date()),
             ready: s.discharge_ready_date.map(|d| d.0),
             discharged: s.discharged_at.map(|t| t.london_date()),
@@ -524,6 +530,7 @@ pub fn person_facts(j: &Journey) -> PersonFacts {
         .collect();
     stays.sort_by_key(|s| s.admitted);
     PersonFacts {
+        birth_date: j.identity.birth_date.map(|d| d.0),
         stays,
         packages: j
             .care_packages

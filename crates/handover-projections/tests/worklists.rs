@@ -303,8 +303,16 @@ fn two_stays_readmission_and_a_package_suspended_during_it() {
 }
 
 #[test]
-fn the_91_day_outcome_counts_people_still_at_home() {
-    let person = |readmit: bool, care_home: bool| {
+fn the_91_day_outcome_counts_people_at_home_on_day_91_and_those_aged_65_and_over_apart() {
+    #[derive(Clone, Copy)]
+    enum After {
+        Home,
+        InHospitalOnDay91,
+        ReadmittedAndHomeAgain,
+        CareHome,
+        Died,
+    }
+    let person = |after: After, born: Option<&str>| {
         let mut events = vec![
             admitted(1, "E1", "2026-06-01T09:00:00Z"),
             drd(2, "E1", "2026-06-02"),
@@ -322,30 +330,58 @@ fn the_91_day_outcome_counts_people_still_at_home() {
             ),
             discharged(5, "E1", "2026-06-04T11:00:00Z", "usual-residence", 1),
         ];
-        if readmit {
-            events.push(admitted(6, "E2", "2026-07-20T09:00:00Z"));
+        if let Some(born) = born {
+            events.push(ev(
+                9,
+                "person.identified",
+                "2026-06-01T09:00:00Z",
+                json!({"birth_date": born, "nhs_number_status": "01", "local_ids": []}),
+            ));
         }
-        if care_home {
-            events.push(ev(
-                7,
-                "care-package.requested",
-                "2026-08-01T09:00:00Z",
-                json!({"package_id":"P2","service_type":"residential"}),
-            ));
-            events.push(ev(
-                8,
-                "care-package.started",
-                "2026-08-02T09:00:00Z",
-                json!({"package_id":"P2","started_on":"2026-08-02"}),
-            ));
+        match after {
+            After::Home => {}
+            After::InHospitalOnDay91 => events.push(admitted(6, "E2", "2026-07-20T09:00:00Z")),
+            After::ReadmittedAndHomeAgain => {
+                events.push(admitted(6, "E2", "2026-07-20T09:00:00Z"));
+                events.push(discharged(
+                    7,
+                    "E2",
+                    "2026-07-24T11:00:00Z",
+                    "usual-residence",
+                    0,
+                ));
+            }
+            After::Died => {
+                events.push(admitted(6, "E2", "2026-07-20T09:00:00Z"));
+                events.push(discharged(7, "E2", "2026-07-24T11:00:00Z", "died", 0));
+            }
+            After::CareHome => {
+                events.push(ev(
+                    7,
+                    "care-package.requested",
+                    "2026-08-01T09:00:00Z",
+                    json!({"package_id":"P2","service_type":"residential"}),
+                ));
+                events.push(ev(
+                    8,
+                    "care-package.started",
+                    "2026-08-02T09:00:00Z",
+                    json!({"package_id":"P2","started_on":"2026-08-02"}),
+                ));
+            }
         }
         person_facts(&journey(&events))
     };
+    // 65 on the day of discharge (4 June 2026), 64 then, and not known.
+    let (older, turned_65, younger) = (Some("1940-03-01"), Some("1961-06-04"), Some("1961-06-05"));
     let people = vec![
-        person(false, false),
-        person(false, false),
-        person(true, false),
-        person(false, true),
+        person(After::Home, older),
+        person(After::ReadmittedAndHomeAgain, turned_65),
+        person(After::InHospitalOnDay91, older),
+        person(After::CareHome, older),
+        person(After::Died, older),
+        person(After::Home, younger),
+        person(After::Home, None),
     ];
     let m = flow(
         people.clone(),
@@ -356,14 +392,22 @@ fn the_91_day_outcome_counts_people_still_at_home() {
     // discharged 4 June: day 91 is 3 September, so the outcome is reported for September
     let known = flow(people, &period("2026-09-01", "2026-09-30"), d("2026-11-01"));
     let o = &known.at_home_91_days_after_reablement;
+    // at home: the two at home, the one home again after a readmission, the younger and the
+    // unknown; not: in hospital on day 91, in a care home, died
     assert_eq!(
         (o.at_home.numerator, o.at_home.denominator, o.pending),
-        (2, 4, 0)
+        (4, 7, 0)
     );
-    assert_eq!(o.at_home.share, Some(0.5));
-    assert_eq!(m.ready_to_discharge.count, 4);
+    // ASCOF 2B(1): the five aged 65 or over, of whom two are at home
+    assert_eq!(
+        (o.aged_65_and_over.numerator, o.aged_65_and_over.denominator),
+        (2, 5)
+    );
+    assert_eq!(o.aged_65_and_over.share, Some(0.4));
+    assert_eq!(o.age_unknown, 1);
+    assert_eq!(m.ready_to_discharge.count, 7);
     assert_eq!(m.ready_to_discharge.median, Some(2));
-    assert_eq!(m.ready_to_discharge_by_attribution["none"].count, 4);
+    assert_eq!(m.ready_to_discharge_by_attribution["none"].count, 7);
 }
 
 #[test]
@@ -753,4 +797,79 @@ fn an_assessment_under_a_referral_no_acceptance_was_seen_for_means_it_was_taken(
     );
     let j = journey(&[sent, declined, assessed]);
     assert_eq!(j.referrals[0].status, ReferralStatus::Declined);
+}
+
+#[test]
+fn a_cancelled_discharge_takes_its_pathway_with_it() {
+    let events = vec![
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        drd(2, "E1", "2026-11-03"),
+        pathway(3, "E1", 1, "2026-11-03T11:00:00Z"),
+        discharged(4, "E1", "2026-11-05T12:00:00Z", "usual-residence", 0),
+        ev(
+            5,
+            "discharge.discharge-cancelled",
+            "2026-11-05T13:00:00Z",
+            json!({"encounter_id":"E1"}),
+        ),
+    ];
+    let j = journey(&events);
+    assert_eq!(j.stays[0].pathway, Some(1), "the assigned pathway stands");
+    let row = delay_row(&j).expect("back in hospital");
+    assert_eq!(row.pathway, Some(1));
+    assert_eq!(row.waiting_for, "referral not yet sent");
+    // without a pathway assigned before, the cancelled discharge's goes and none is left
+    let mut without = events.clone();
+    without.remove(2);
+    assert_eq!(journey(&without).stays[0].pathway, None);
+    // a pathway assigned after the discharge is the one kept
+    let mut later = events.clone();
+    later.insert(4, pathway(6, "E1", 2, "2026-11-05T12:30:00Z"));
+    assert_eq!(journey(&later).stays[0].pathway, Some(2));
+}
+
+#[test]
+fn a_delay_counts_against_the_council_of_the_latest_referral_in_measures_as_on_the_worklist() {
+    // No responsible council on the stay: Bradford declined, then Leeds was referred to.
+    let stay = ev(
+        1,
+        "discharge.admitted",
+        "2026-11-01T09:00:00Z",
+        json!({"encounter_id": "E1", "site": "RX1CC", "admitted_at": "2026-11-01T09:00:00Z"}),
+    );
+    let referral = |n: usize, id: &str, council: &str, at: &str| {
+        ev(
+            n,
+            "referral.sent",
+            at,
+            json!({"referral_id": id, "from_org": "RX1", "to_council": council, "encounter_id": "E1"}),
+        )
+    };
+    let events = vec![
+        stay,
+        drd(2, "E1", "2026-11-03"),
+        referral(3, "R1", "E08000032", "2026-11-03T12:00:00Z"),
+        ev(
+            4,
+            "referral.declined",
+            "2026-11-04T09:00:00Z",
+            json!({"referral_id": "R1", "reason": "not ordinarily resident"}),
+        ),
+        referral(5, "R2", "E08000035", "2026-11-04T10:00:00Z"),
+    ];
+    let j = journey(&events);
+    assert_eq!(delay_row(&j).unwrap().council.as_deref(), Some("E08000035"));
+    let by = |council: &str| {
+        flow(
+            [person_facts(&j)],
+            &MeasureFilter {
+                council: Some(council.into()),
+                ..period("2026-11-01", "2026-11-10")
+            },
+            d("2026-11-10"),
+        )
+        .delayed_bed_days
+    };
+    assert_eq!(by("E08000035"), 7);
+    assert_eq!(by("E08000032"), 0);
 }
