@@ -381,7 +381,7 @@ async fn get_journey(
     let nhs =
         NhsNumber::parse(&nhs_number).map_err(|e| ApiError::InvalidNhsNumber(e.to_string()))?;
     let mut journey = read_journey(&st, &caller, &nhs)?;
-    let role = caller.role;
+    let (role, organisation) = (caller.role, caller.organisation.clone());
     let answer = policy::audited(
         &st,
         &caller,
@@ -390,7 +390,7 @@ async fn get_journey(
         from,
         [nhs.as_string().as_str()],
         move || {
-            policy::minimise_journey(role, &mut journey);
+            policy::minimise_journey(role, &organisation, &mut journey);
             no_store_json(&journey.view(handover_events::time::london_today()), 4096)
         },
     )

@@ -88,14 +88,26 @@ pub fn may_see_brokerage_row(caller: &Caller, r: &BrokerageRow) -> bool {
 const CLINICAL_DATA_FIELDS: &[&str] =
     &["note", "reason", "safeguarding_concern", "route_of_access"];
 
-/// Removes what `role` does not need from a journey (see docs/governance.md).
-pub fn minimise_journey(role: Role, j: &mut Journey) {
+/// Whether `id` was issued by `organisation`'s own systems (`urn:gss:<org>:…` or
+/// `urn:ods:<org>:…`): a broker's council's own case number, say.
+fn issued_by(id: &handover_events::LocalId, organisation: &str) -> bool {
+    let mut parts = id.system.splitn(4, ':');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some("urn"), Some("gss" | "ods"), Some(org), Some(_)) if org.eq_ignore_ascii_case(organisation)
+    )
+}
+
+/// Removes what a caller with `role` in `organisation` does not need from a journey (see
+/// docs/governance.md).
+pub fn minimise_journey(role: Role, organisation: &str, j: &mut Journey) {
     if role != Role::Broker {
         return;
     }
     // Brokers arrange care: they see who, where they live, care needs, dates and discharge
-    // status; not local record numbers, GP, wards, clinical reasons or free-text notes.
-    j.identity.local_ids.clear();
+    // status; not other organisations' record numbers, GP, wards, clinical reasons or
+    // free-text notes. Their own council's case number is theirs to see.
+    j.identity.local_ids.retain(|l| issued_by(l, organisation));
     j.identity.gp_practice = None;
     for s in &mut j.stays {
         s.ward = None;
@@ -128,18 +140,27 @@ pub fn minimise_journey(role: Role, j: &mut Journey) {
     }
 }
 
-/// Removes what `role` does not need from a delay-worklist row.
-pub fn minimise_delay_row(role: Role, r: &mut DelayRow) {
-    if role == Role::Broker {
+/// Removes what `caller` does not need from a delay-worklist row: for a broker, the ward
+/// and a local id their own council did not issue.
+pub fn minimise_delay_row(caller: &Caller, r: &mut DelayRow) {
+    if caller.role == Role::Broker {
         r.ward = None;
-        r.person.local_id = None;
+        r.person.local_id = r
+            .person
+            .local_id
+            .take()
+            .filter(|l| issued_by(l, &caller.organisation));
     }
 }
 
-/// Removes what `role` does not need from a brokerage row.
-pub fn minimise_brokerage_row(role: Role, r: &mut BrokerageRow) {
-    if role == Role::Broker {
-        r.person.local_id = None;
+/// Removes what `caller` does not need from a brokerage row (as [`minimise_delay_row`]).
+pub fn minimise_brokerage_row(caller: &Caller, r: &mut BrokerageRow) {
+    if caller.role == Role::Broker {
+        r.person.local_id = r
+            .person
+            .local_id
+            .take()
+            .filter(|l| issued_by(l, &caller.organisation));
         if let Some(h) = &mut r.hospital {
             h.ward = None;
         }
