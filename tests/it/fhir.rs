@@ -784,3 +784,34 @@ async fn a_batch_bundle_stores_its_good_entries_and_answers_each_bad_one() {
     assert_eq!(out["entry"][0]["response"]["status"], "400 Bad Request");
     assert_eq!(b.rt().log.last_sequence().await.unwrap(), stored);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_transaction_or_batch_is_answered_and_an_empty_message_is_refused() {
+    let b = Backbone::start().await;
+    let before = b.rt().log.last_sequence().await.unwrap();
+    for (kind, answer) in [
+        ("transaction", "transaction-response"),
+        ("batch", "batch-response"),
+    ] {
+        for body in [
+            json!({"resourceType": "Bundle", "type": kind, "entry": []}),
+            json!({"resourceType": "Bundle", "type": kind}),
+        ] {
+            let (status, _, v) = post(&b, "/fhir/r4", Role::Integration, &body).await;
+            assert_eq!(status, 200, "{kind}: {v}");
+            assert_eq!(v["resourceType"], "Bundle", "{kind}: {v}");
+            assert_eq!(v["type"], answer, "{kind}: {v}");
+            assert_eq!(v["entry"], json!([]), "{kind}: {v}");
+        }
+    }
+    let (status, _, v) = post(
+        &b,
+        "/fhir/r4",
+        Role::Integration,
+        &json!({"resourceType": "Bundle", "type": "message", "entry": []}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["resourceType"], "OperationOutcome");
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), before);
+}

@@ -123,6 +123,20 @@ async fn every_route_needs_a_token_and_the_right_role() {
             "{path}"
         );
     }
+    // The scheme is case-insensitive (RFC 9110 section 11.1); another scheme is no token.
+    for (scheme, status) in [("BEARER", 200), ("bearer", 200), ("Basic", 401)] {
+        let r = b
+            .http
+            .get(format!("{}/v1/worklists/discharge-delays", b.base))
+            .header(
+                "authorization",
+                format!("{scheme} {}", token_for(Role::DischargeTeam, "RX1")),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{scheme}");
+    }
     for (path, method) in [
         ("/v1/events", "POST"),
         ("/fhir/r4/Patient", "POST"),

@@ -255,6 +255,32 @@ async fn binary_mode_cloudevents_base64_data_and_a_byte_order_mark_are_accepted(
         pointers.contains(&"/id") && pointers.contains(&"/source"),
         "{p}"
     );
+    // An attribute sent twice could name either of two people: refused.
+    let r = b
+        .http
+        .post(&url)
+        .bearer_auth(token(Role::Admin))
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "bin-2")
+        .header("ce-source", "urn:ods:RX1:pas")
+        .header("ce-type", "handover.discharge.admitted.v1")
+        .header("ce-subject", NHS)
+        .header("ce-subject", "9434765870")
+        .header("ce-time", "2026-11-20T09:14:00Z")
+        .header("content-type", "application/json")
+        .body(r#"{"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ce-subject header is given more than once"),
+        "{p}"
+    );
     // Structured mode with a UTF-8 byte order mark before the JSON.
     let mut body = b"\xEF\xBB\xBF".to_vec();
     body.extend(admitted("bom-1").to_string().into_bytes());
@@ -450,4 +476,37 @@ async fn a_publish_without_a_valid_token_or_role_is_refused_before_its_body_is_r
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_the_log_is_refused_for_good_and_nothing_of_its_batch_is_stored() {
+    let b = Backbone::start().await;
+    let before = b.rt().log.last_sequence().await.unwrap();
+    let mut huge = admitted("big-1");
+    huge["data"]["ward"] = json!("W".repeat(1_100_000));
+    let batch = json!([
+        admitted("small-1"),
+        admitted("small-2"),
+        huge,
+        admitted("small-3")
+    ]);
+    let r = b.post_events(&batch).await;
+    // Not 503: resending cannot help, so the answer must not invite it.
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("retry-after").is_none());
+    let p: Value = r.json().await.unwrap();
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("event 3 of 4") && detail.contains("none of them was stored"),
+        "{detail}"
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), before);
+    // The same batch without it is stored whole.
+    let batch = json!([
+        admitted("small-1"),
+        admitted("small-2"),
+        admitted("small-3")
+    ]);
+    assert_eq!(b.post_events(&batch).await.status(), 202);
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), before + 3);
 }

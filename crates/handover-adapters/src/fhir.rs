@@ -361,8 +361,12 @@ fn bundle_entries<'b>(bundle: &'b Value, types: &[&str]) -> Result<&'b [Value], 
             "Bundle.type is required (transaction, batch or message)",
         )),
     }
+    // A transaction or batch of no entries is valid and does nothing (FHIR R4
+    // http.html#transaction); a message needs its MessageHeader.
+    let is_message = obj.get("type").and_then(Value::as_str) == Some("message");
     let entries: &[Value] = match obj.get("entry") {
-        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(a)) if !a.is_empty() || !is_message => a,
+        None if !is_message => &[],
         Some(Value::Array(_)) | None => {
             issues.push(Issue::error(
                 IssueCode::Required,

@@ -177,7 +177,13 @@ fn binary_mode_event(
         let value = percent_decode(value).ok_or_else(|| {
             ApiError::BadRequest(format!("the {name} header is not percent-encoded UTF-8"))
         })?;
-        event.insert(attribute.to_owned(), value.into());
+        if event.insert(attribute.to_owned(), value.into()).is_some() {
+            // Two field lines of one attribute: which one the sender meant is unknowable,
+            // and taking either could put the event on the wrong person.
+            return Err(ApiError::BadRequest(format!(
+                "the {name} header is given more than once: send each CloudEvents attribute once"
+            )));
+        }
     }
     let json = content_type == "application/json"
         || content_type == "text/json"

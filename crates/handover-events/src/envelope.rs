@@ -124,8 +124,12 @@ impl Event {
         data: Value,
     ) -> Result<Event, ValidationErrors> {
         let mut errors = Vec::new();
-        check_attribute("id", &id, &mut errors);
-        check_attribute("source", &source, &mut errors);
+        if check_attribute("id", &id, &mut errors) {
+            check_characters("id", &id, &mut errors);
+        }
+        if check_attribute("source", &source, &mut errors) {
+            check_characters("source", &source, &mut errors);
+        }
         let data = match data {
             Value::Null => {
                 errors.push(FieldError::new("/data", "is required"));
@@ -198,6 +202,14 @@ impl Event {
         }
         let id = required_string(&obj, "id", &mut errors);
         let source = required_string(&obj, "source", &mut errors);
+        if with_schema {
+            // At intake only: an event stored before this check is still read back.
+            for (key, value) in [("id", &id), ("source", &source)] {
+                if let Some(v) = value {
+                    check_characters(key, v, &mut errors);
+                }
+            }
+        }
         let event_type = match obj.get("type") {
             Some(Value::String(t)) => match EventType::parse(t) {
                 Some(t) => Some(t),
@@ -604,6 +616,28 @@ fn check_attribute(key: &str, s: &str, errors: &mut Vec<FieldError>) -> bool {
     } else {
         true
     }
+}
+
+/// Refuses an attribute holding a character the CloudEvents `String` type disallows
+/// (checked on intake; see [`is_disallowed_char`]).
+fn check_characters(key: &str, s: &str, errors: &mut Vec<FieldError>) {
+    if let Some(c) = s.chars().find(|c| is_disallowed_char(*c)) {
+        errors.push(FieldError::new(
+            format!("/{key}"),
+            format!(
+                "must not contain the character U+{:04X} (CloudEvents 1.0 String: no control characters or noncharacters)",
+                c as u32
+            ),
+        ));
+    }
+}
+
+/// A character the CloudEvents 1.0 `String` type disallows: the control characters
+/// U+0000–U+001F and U+007F–U+009F, and the noncharacters (surrogates cannot occur in a
+/// Rust string). It also keeps `source` and `id` apart in the de-duplication key.
+fn is_disallowed_char(c: char) -> bool {
+    let n = c as u32;
+    c.is_control() || (0xFDD0..=0xFDEF).contains(&n) || n & 0xFFFE == 0xFFFE
 }
 
 fn required_string(

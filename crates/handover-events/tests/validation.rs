@@ -267,3 +267,23 @@ fn data_sent_as_base64_json_is_the_same_data_and_anything_else_is_named() {
         "#]],
     );
 }
+
+#[test]
+fn control_characters_in_source_or_id_are_refused_at_intake_but_read_back_when_stored() {
+    let mut e = base(
+        "handover.discharge.admitted.v1",
+        json!({"encounter_id":"E1","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}),
+    );
+    e["source"] = json!("urn:ods:RX1:pas\u{1f}x");
+    e["id"] = json!("e1\u{85}");
+    check(
+        e.clone(),
+        expect![[r#"
+            /id: must not contain the character U+0085 (CloudEvents 1.0 String: no control characters or noncharacters)
+            /source: must not contain the character U+001F (CloudEvents 1.0 String: no control characters or noncharacters)
+        "#]],
+    );
+    // An event stored before the check is still read back.
+    let stored = serde_json::to_vec(&e).unwrap();
+    assert!(Event::from_stored(&stored).is_ok());
+}

@@ -109,6 +109,10 @@ impl Default for LogConfig {
 /// from 1 ms; its own default cap is 4 s, too long for publishes waiting a few seconds).
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
+/// Room kept in a message for its headers (`Nats-Msg-Id`, `Content-Type`, `traceparent`)
+/// under the server's `max_payload`, which counts headers and payload together.
+const HEADER_ALLOWANCE: usize = 512;
+
 /// How often a waiting publish looks at the connection state again, in case it missed the
 /// wake-up of a reconnection.
 const RECHECK: Duration = Duration::from_millis(100);
@@ -429,8 +433,17 @@ impl EventLog {
     }
 
     async fn publish_traced(&self, events: &[Event]) -> Result<Vec<Stored>, SinkError> {
-        let mut pending = Vec::with_capacity(events.len());
-        for event in events {
+        // Every message is built, and its size checked, before any is sent: an event the
+        // server cannot take must not leave the others of its batch stored under an error
+        // the sender would retry for ever.
+        let limit = self
+            .js
+            .client()
+            .server_info()
+            .max_payload
+            .saturating_sub(HEADER_ALLOWANCE);
+        let mut messages = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
             let subject = self
                 .subject(event)
                 .ok_or_else(|| SinkError::Refused("event names no person".into()))?;
@@ -450,6 +463,19 @@ impl EventLog {
             if let Some(tp) = traced.as_ref().or(event.traceparent.as_ref()) {
                 headers.insert("traceparent", tp.as_str());
             }
+            if limit > 0 && payload.len() > limit {
+                return Err(SinkError::Refused(format!(
+                    "event {} of {} (id {:?}) is {} bytes as stored, over the event log's limit of {limit} bytes per event; none of them was stored",
+                    i + 1,
+                    events.len(),
+                    event.id,
+                    payload.len(),
+                )));
+            }
+            messages.push((event, subject, headers, payload, span));
+        }
+        let mut pending = Vec::with_capacity(messages.len());
+        for (event, subject, headers, payload, span) in messages {
             let sent = Instant::now();
             let ack = self
                 .js
