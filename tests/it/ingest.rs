@@ -510,3 +510,21 @@ async fn an_event_too_large_for_the_log_is_refused_for_good_and_nothing_of_its_b
     assert_eq!(b.post_events(&batch).await.status(), 202);
     assert_eq!(b.rt().log.last_sequence().await.unwrap(), before + 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_sent_and_not_kept_is_named_in_the_answer() {
+    let b = Backbone::start().await;
+    let mut sent = admitted("noted-1");
+    sent["partitionkey"] = json!("ward-7");
+    sent["data"]["admision_method"] = json!("emergency");
+    let batch = json!([admitted("plain-1"), sent]);
+    let r = b.post_events(&batch).await;
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["events"][0].get("ignored").is_none(), "{v}");
+    assert_eq!(
+        v["events"][1]["ignored"],
+        json!(["/partitionkey", "/data/admision_method"]),
+        "{v}"
+    );
+}

@@ -147,6 +147,11 @@ struct AcceptedEvent {
     source: String,
     sequence: u64,
     duplicate: bool,
+    /// JSON Pointers (into this event as sent) of what was sent and is not kept: extension
+    /// attributes, `tracestate`, a malformed `traceparent`, `data` members the type does
+    /// not define (a misspelt field, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ignored: Vec<String>,
 }
 
 /// A request body as JSON (a UTF-8 byte order mark, which some Windows tools write, is
@@ -296,11 +301,15 @@ async fn post_events(
     }
     let total = items.len();
     let mut events = Vec::with_capacity(total);
+    let mut ignored = Vec::with_capacity(total);
     let mut errors = Vec::new();
     let mut invalid = 0;
     for (i, item) in items.into_iter().enumerate() {
-        match Event::from_json(item) {
-            Ok(e) => events.push(e),
+        match Event::from_json_noting(item) {
+            Ok((e, not_kept)) => {
+                events.push(e);
+                ignored.push(not_kept);
+            }
             Err(errs) => {
                 invalid += 1;
                 errors.extend(errs.0.into_iter().map(|e| FieldError {
@@ -365,11 +374,13 @@ async fn post_events(
         events: events
             .iter()
             .zip(&stored)
-            .map(|(e, s)| AcceptedEvent {
+            .zip(ignored)
+            .map(|((e, s), ignored)| AcceptedEvent {
                 id: e.id.clone(),
                 source: e.source.clone(),
                 sequence: s.sequence,
                 duplicate: s.duplicate,
+                ignored,
             })
             .collect(),
     };

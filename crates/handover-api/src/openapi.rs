@@ -83,7 +83,9 @@ pub fn document() -> Value {
                "properties": {"accepted": {"type": "integer"}, "duplicates": {"type": "integer"},
                               "events": {"type": "array", "items": {"type": "object", "properties": {
                                   "id": {"type": "string"}, "source": {"type": "string"},
-                                  "sequence": {"type": "integer"}, "duplicate": {"type": "boolean"}}}}}}),
+                                  "sequence": {"type": "integer"}, "duplicate": {"type": "boolean"},
+                                  "ignored": {"type": "array", "items": {"type": "string"},
+                                              "description": "JSON Pointers into the event as sent of what is not kept: extension attributes, tracestate, a malformed traceparent, data members its type does not define"}}}}}}),
     );
     components.insert(
         "OperationOutcome".into(),

@@ -108,7 +108,16 @@ impl Event {
 
     /// Decodes and validates a CloudEvent, collecting every problem rather than the first.
     pub fn from_json(value: Value) -> Result<Event, ValidationErrors> {
-        Event::decode(value, true)
+        Event::decode(value, true, None)
+    }
+
+    /// [`Event::from_json`], also giving the JSON Pointers of what was sent and is not
+    /// kept: extension attributes other than `sequence` and `traceparent`, `tracestate`, a
+    /// `traceparent` that is not one, and `data` members the event type does not define
+    /// (a misspelt field, say). The intake tells the sender, so nothing is dropped unseen.
+    pub fn from_json_noting(value: Value) -> Result<(Event, Vec<String>), ValidationErrors> {
+        let mut ignored = Vec::new();
+        Event::decode(value, true, Some(&mut ignored)).map(|e| (e, ignored))
     }
 
     /// Builds and validates an event from typed attributes and JSON `data`, for an adapter
@@ -171,7 +180,7 @@ impl Event {
     #[doc(hidden)]
     pub fn from_stored_general(bytes: &[u8]) -> Result<Event, ValidationErrors> {
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(v) => Event::decode(v, false),
+            Ok(v) => Event::decode(v, false, None),
             Err(e) => Err(ValidationErrors(vec![FieldError::new(
                 "",
                 format!("not valid JSON: {e}"),
@@ -179,7 +188,11 @@ impl Event {
         }
     }
 
-    fn decode(value: Value, with_schema: bool) -> Result<Event, ValidationErrors> {
+    fn decode(
+        value: Value,
+        with_schema: bool,
+        mut ignored: Option<&mut Vec<String>>,
+    ) -> Result<Event, ValidationErrors> {
         let Value::Object(mut obj) = value else {
             return Err(ValidationErrors(vec![FieldError::new(
                 "",
@@ -285,15 +298,27 @@ impl Event {
             _ => None,
         };
         for key in obj.keys() {
-            if !ATTRIBUTES.contains(&key.as_str())
-                && !key
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            if ATTRIBUTES.contains(&key.as_str()) {
+                continue;
+            }
+            if !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             {
                 errors.push(FieldError::new(
-                    format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+                    format!("/{}", pointer_token(key)),
                     "is not a valid CloudEvents attribute name (lower-case letters and digits)",
                 ));
+            } else if let Some(ignored) = ignored.as_deref_mut() {
+                ignored.push(format!("/{key}"));
+            }
+        }
+        if let Some(ignored) = ignored.as_deref_mut() {
+            if obj.get("tracestate").is_some_and(|v| !v.is_null()) {
+                ignored.push("/tracestate".into());
+            }
+            if obj.get("traceparent").is_some_and(|v| !v.is_null()) && traceparent.is_none() {
+                ignored.push("/traceparent".into());
             }
         }
 
@@ -304,7 +329,21 @@ impl Event {
         let data_errors_from = errors.len();
         let data = match (data, event_type) {
             (None, _) => None,
-            (Some(d @ Value::Object(_)), Some(t)) => decode_data(t, d, with_schema, &mut errors),
+            (Some(d @ Value::Object(_)), Some(t)) => {
+                if let (Some(ignored), Value::Object(members)) = (ignored.as_deref_mut(), &d) {
+                    let known = data_members(t);
+                    for key in members.keys() {
+                        if known.binary_search(key).is_err() {
+                            ignored.push(if from_base64 {
+                                format!("/data_base64 (decoded: /{})", pointer_token(key))
+                            } else {
+                                format!("/data/{}", pointer_token(key))
+                            });
+                        }
+                    }
+                }
+                decode_data(t, d, with_schema, &mut errors)
+            }
             (Some(_), Some(_)) => {
                 errors.push(FieldError::new("/data", "must be a JSON object"));
                 None
@@ -712,6 +751,34 @@ pub fn is_traceparent(s: &str) -> bool {
     ids_nonzero
 }
 
+/// `s` as one JSON Pointer reference token (RFC 6901: `~` as `~0`, `/` as `~1`).
+fn pointer_token(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// The `data` members event type `t` defines (its schema's properties), sorted.
+fn data_members(t: EventType) -> &'static [String] {
+    static M: OnceLock<HashMap<EventType, Vec<String>>> = OnceLock::new();
+    M.get_or_init(|| {
+        EventType::ALL
+            .iter()
+            .map(|t| {
+                let schema = serde_json::to_value(t.data_schema()).unwrap_or_default();
+                let mut names: Vec<String> = schema
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default();
+                names.sort();
+                (*t, names)
+            })
+            .collect()
+    })
+    .get(&t)
+    .map(Vec::as_slice)
+    .unwrap_or_default()
+}
+
 fn validators() -> &'static HashMap<EventType, jsonschema::Validator> {
     static V: OnceLock<HashMap<EventType, jsonschema::Validator>> = OnceLock::new();
     V.get_or_init(|| {
@@ -800,6 +867,42 @@ mod tests {
             decoded.len()
         );
         decoded
+    }
+
+    /// Every catalogue event as stored (all of its data members set where the example
+    /// sets them) has nothing noted as ignored; what a sender adds is noted.
+    #[test]
+    fn what_is_not_kept_is_noted_and_nothing_else() {
+        for t in EventType::ALL {
+            assert!(!data_members(*t).is_empty(), "{}", t.as_str());
+        }
+        for (path, event) in examples() {
+            for sent in [
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap(),
+                event.to_json(),
+            ] {
+                let (_, ignored) = Event::from_json_noting(sent).unwrap();
+                assert!(ignored.is_empty(), "{}: {ignored:?}", path.display());
+            }
+        }
+        let mut sent = examples()[0].1.to_json();
+        sent["comexampleextension"] = "x".into();
+        sent["tracestate"] = "congo=t61rcWkgMzE".into();
+        sent["traceparent"] = "not one".into();
+        sent["data"]["responsible_councl"] = "E08000035".into();
+        sent["data"]["a/b"] = 1.into();
+        let (_, mut ignored) = Event::from_json_noting(sent).unwrap();
+        ignored.sort();
+        assert_eq!(
+            ignored,
+            [
+                "/comexampleextension",
+                "/data/a~1b",
+                "/data/responsible_councl",
+                "/traceparent",
+                "/tracestate"
+            ]
+        );
     }
 
     /// `from_parts` is `from_json` on the same CloudEvent: the same event, or the same errors.
