@@ -330,7 +330,7 @@ impl Event {
         let data = match (data, event_type) {
             (None, _) => None,
             (Some(d @ Value::Object(_)), Some(t)) => {
-                if let (Some(ignored), Value::Object(members)) = (ignored.as_deref_mut(), &d) {
+                if let (Some(ignored), Value::Object(members)) = (ignored, &d) {
                     let known = data_members(t);
                     for key in members.keys() {
                         if known.binary_search(key).is_err() {
