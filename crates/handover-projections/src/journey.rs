@@ -887,8 +887,12 @@ impl Journey {
             || self.stay_marks.get(i).is_some_and(|m| m.transferred)
     }
 
-    /// Days delayed for a stay (None without a DRD), as of `today`.
+    /// Days delayed for a stay as of `today`: None without a DRD, and for a cancelled
+    /// admission (entered in error: no bed was occupied, as the measures count it).
     pub fn days_delayed(stay: &Stay, today: NaiveDate) -> Option<i64> {
+        if stay.status == StayStatus::Cancelled {
+            return None;
+        }
         stay.discharge_ready_date
             .map(|drd| days_delayed(drd.0, stay.discharged_at.as_ref(), today))
     }

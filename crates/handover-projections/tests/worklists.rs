@@ -873,3 +873,24 @@ fn a_delay_counts_against_the_council_of_the_latest_referral_in_measures_as_on_t
     assert_eq!(by("E08000035"), 7);
     assert_eq!(by("E08000032"), 0);
 }
+
+#[test]
+fn a_cancelled_admission_shows_no_days_delayed() {
+    let events = vec![
+        admitted(1, "E1", "2026-11-01T09:00:00Z"),
+        drd(2, "E1", "2026-11-03"),
+        ev(
+            3,
+            "discharge.admission-cancelled",
+            "2026-11-04T09:00:00Z",
+            json!({"encounter_id":"E1"}),
+        ),
+    ];
+    let j = journey(&events);
+    assert_eq!(Journey::days_delayed(&j.stays[0], d("2026-11-10")), None);
+    let live = journey(&events[..2]);
+    assert_eq!(
+        Journey::days_delayed(&live.stays[0], d("2026-11-10")),
+        Some(7)
+    );
+}
