@@ -300,28 +300,12 @@ async fn binary_mode_cloudevents_base64_data_and_a_byte_order_mark_are_accepted(
     let event_obj = event.as_object_mut().unwrap();
     event_obj.remove("data");
     event_obj.insert("data_base64".into(), json!("eyJlbmNvdW50ZXJfaWQiOiJFMSIsInNpdGUiOiJSWDFDQyIsIndhcmQiOiJXYXJkIDkiLCJhZG1pdHRlZF9hdCI6IjIwMjYtMTEtMjBUMDk6MTQ6MDBaIn0="));
-    let r = b
-        .http
-        .post(&url)
-        .bearer_auth(token(Role::Admin))
-        .header("content-type", "application/cloudevents+json")
-        .body(event.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = b.post_events(&event).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     // ...and base64 that is not JSON data is named
     event["data_base64"] = json!("JVBERi0xLjc=");
     event["id"] = json!("b64-2");
-    let r = b
-        .http
-        .post(&url)
-        .bearer_auth(token(Role::Admin))
-        .header("content-type", "application/cloudevents+json")
-        .body(event.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = b.post_events(&event).await;
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["errors"][0]["pointer"], "/data_base64", "{p}");
