@@ -228,6 +228,9 @@ pub struct EventLog {
     key: PseudonymKey,
     metrics: Arc<PublishMetrics>,
     gate: Arc<PublishGate>,
+    /// The largest stored event the server takes: its `max_payload` when connecting, less
+    /// [`HEADER_ALLOWANCE`] (0: not known, not checked).
+    max_event_bytes: usize,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -296,6 +299,10 @@ impl EventLog {
         let mut js = jetstream::new(client.clone());
         js.set_timeout(config.ack_timeout);
         let gate = Arc::new(PublishGate::new(config.max_pending, reconnected));
+        let max_event_bytes = client
+            .server_info()
+            .max_payload
+            .saturating_sub(HEADER_ALLOWANCE);
         let log = EventLog {
             client,
             js,
@@ -303,6 +310,7 @@ impl EventLog {
             key,
             metrics: Arc::default(),
             gate,
+            max_event_bytes,
         };
         log.ensure_stream().await?;
         Ok(log)
@@ -436,12 +444,7 @@ impl EventLog {
         // Every message is built, and its size checked, before any is sent: an event the
         // server cannot take must not leave the others of its batch stored under an error
         // the sender would retry for ever.
-        let limit = self
-            .js
-            .client()
-            .server_info()
-            .max_payload
-            .saturating_sub(HEADER_ALLOWANCE);
+        let limit = self.max_event_bytes;
         let mut messages = Vec::with_capacity(events.len());
         for (i, event) in events.iter().enumerate() {
             let subject = self
