@@ -103,7 +103,11 @@ pub fn document() -> Value {
         "schema": {"type": "string", "enum": crate::auth::ACCESS_REASONS}});
     let nhs = json!({"name": "nhs_number", "in": "path", "required": true,
         "schema": {"type": "string", "pattern": "^[0-9]{10}$"}, "description": "10-digit NHS number (Modulus 11)"});
-    let date = json!({"type": "string", "format": "date"});
+    let date = json!({"type": "string", "format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                      "description": "1900-01-01 to 2199-12-31"});
+    // Worklist reads are for direct care unless another lawful reason is stated.
+    let worklist_reason = json!({"name": "Handover-Access-Reason", "in": "header", "required": false,
+        "schema": {"type": "string", "enum": crate::auth::ACCESS_REASONS, "default": "direct-care"}});
     let text = json!({"type": "string"});
     let fhir_body = json!({"required": true, "content": {"application/fhir+json": {"schema": {"type": "object"}},
                                                           "application/json": {"schema": {"type": "object"}}}});
@@ -131,7 +135,7 @@ pub fn document() -> Value {
                     "application/cloudevents-batch+json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/CloudEvent"}}},
                     "application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/CloudEvent"}, {"type": "array", "items": {"$ref": "#/components/schemas/CloudEvent"}}]}}}},
                 "responses": {"202": ok(json!({"$ref": "#/components/schemas/Accepted"}), "stored durably"),
-                              "400": problem(), "401": problem(), "403": problem(), "415": problem(), "503": problem()}}},
+                              "400": problem(), "401": problem(), "403": problem(), "413": problem(), "415": problem(), "503": problem()}}},
             "/v1/persons/{nhs_number}/journey": {"get": {
                 "operationId": "getJourney", "summary": "One person's shared picture (audited)",
                 "parameters": [nhs, reason],
@@ -141,16 +145,19 @@ pub fn document() -> Value {
                 "parameters": [query("site", "ODS site code", text.clone()), query("council", "GSS code", text.clone()),
                                query("pathway", "0-3", json!({"type": "integer", "minimum": 0, "maximum": 3})),
                                query("limit", "page size, 1-5000 (default 100)", json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 100})),
-                               query("offset", "rows to skip (default 0)", json!({"type": "integer", "minimum": 0, "default": 0}))],
+                               query("offset", "rows to skip (default 0)", json!({"type": "integer", "minimum": 0, "default": 0})),
+                               worklist_reason.clone()],
                 "responses": {"200": ok(delays, "the worklist"), "400": problem(), "401": problem(), "403": problem(), "503": problem()}}},
             "/v1/worklists/brokerage": {"get": {
                 "operationId": "getBrokerageQueue", "summary": "Care packages not yet started (rows audited)",
                 "parameters": [query("council", "GSS code", text.clone()), query("service_type", "service type code", text.clone()),
                                query("limit", "page size, 1-5000 (default 100)", json!({"type": "integer", "minimum": 1, "maximum": 5000, "default": 100})),
-                               query("offset", "rows to skip (default 0)", json!({"type": "integer", "minimum": 0, "default": 0}))],
+                               query("offset", "rows to skip (default 0)", json!({"type": "integer", "minimum": 0, "default": 0})),
+                               worklist_reason],
                 "responses": {"200": ok(brokerage, "the queue"), "400": problem(), "401": problem(), "403": problem(), "503": problem()}}},
             "/v1/measures/flow": {"get": {
                 "operationId": "getFlowMeasures", "summary": "Flow and outcome measures (docs/measures.md)",
+                "description": "The period is from..=to, at most ten years; without to, today; without from, the 28 days up to to.",
                 "parameters": [query("from", "first day", date.clone()), query("to", "last day", date.clone()),
                                query("site", "ODS site code", text.clone()), query("council", "GSS code", text.clone())],
                 "responses": {"200": ok(flow, "the measures"), "400": problem(), "401": problem(), "403": problem()}}},
@@ -173,13 +180,13 @@ pub fn document() -> Value {
                          "responses": {"202": {"description": "started"}, "401": problem(), "403": problem(), "404": problem(), "409": problem()}},
                 "get": {"operationId": "rebuildStatus", "summary": "Progress of a rebuild (admin role)",
                         "parameters": [{"name": "projection", "in": "path", "required": true, "schema": {"type": "string", "enum": ["journey"]}}],
-                        "responses": {"200": {"description": "position, target and state", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": problem(), "403": problem()}}},
+                        "responses": {"200": {"description": "position, target and state", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": problem(), "403": problem(), "404": problem()}}},
             "/fhir/r4": {"post": {
                 "operationId": "postFhirBundle", "summary": "FHIR R4 transaction or message Bundle (all or nothing), or batch Bundle (entry by entry)",
-                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
+                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
             "/fhir/r4/": {"post": {
                 "operationId": "postFhirBundleAtBase", "summary": "The same as POST /fhir/r4 (for clients whose base URL ends in /)",
-                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
+                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
             "/fhir/r4/metadata": {"get": {
                 "operationId": "getFhirCapabilityStatement", "summary": "The FHIR CapabilityStatement (a token of any role)",
                 "responses": {"200": {"description": "a CapabilityStatement", "content": {"application/fhir+json": {"schema": {"type": "object"}}}}, "401": fhir_err.clone()}}},
@@ -188,12 +195,12 @@ pub fn document() -> Value {
                 "parameters": [{"name": "resource_type", "in": "path", "required": true,
                                 "schema": {"type": "string", "enum": ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]}},
                                {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
+                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
             "/fhir/r4/{resource_type}": {"post": {
                 "operationId": "postFhirResource", "summary": "One FHIR R4 UK Core resource",
                 "parameters": [{"name": "resource_type", "in": "path", "required": true,
                                 "schema": {"type": "string", "enum": ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]}}],
-                "requestBody": fhir_body, "responses": {"200": fhir_ok.clone(), "201": fhir_ok, "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err}}},
+                "requestBody": fhir_body, "responses": {"200": fhir_ok.clone(), "201": fhir_ok, "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err}}},
             "/healthz": {"get": {"operationId": "healthz", "security": [], "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"operationId": "readyz", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready, with the reason"}}}},
             "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
