@@ -576,7 +576,7 @@ fn data_member(
             let Some(bytes) = base64_decode(&s) else {
                 return refuse(
                     errors,
-                    "is not valid base64 (RFC 4648 standard alphabet, padding optional)".into(),
+                    "is not valid base64 (RFC 4648, standard or URL-safe alphabet, padding optional)".into(),
                 );
             };
             let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
@@ -597,19 +597,23 @@ fn data_member(
     }
 }
 
-/// `s` decoded as base64 (RFC 4648 section 4, the standard alphabet), padding optional and
-/// ASCII whitespace (line breaks of MIME encoders) ignored; `None` when it is not base64.
+/// `s` decoded as base64 (RFC 4648 section 4, the standard alphabet, or section 5, the
+/// URL-safe one, which some encoders use), padding optional and ASCII whitespace (line
+/// breaks of MIME encoders) ignored; `None` when it is not base64.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
     use base64::engine::{
         general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig,
     };
     use base64::Engine as _;
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-    );
+    const LENIENT: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    const STANDARD: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+    const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
     let symbols: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    LENIENT.decode(symbols).ok()
+    STANDARD
+        .decode(&symbols)
+        .or_else(|_| URL_SAFE.decode(&symbols))
+        .ok()
 }
 
 /// Who an event must name: an NHS number or a local id, and an NHS number for the types

@@ -221,6 +221,18 @@ fn data_sent_as_base64_json_is_the_same_data_and_anything_else_is_named() {
         .collect::<Vec<_>>()
         .join("\r\n");
     assert_eq!(Event::from_json(with(json!(wrapped))).unwrap(), plain);
+    // the URL-safe alphabet (RFC 4648 section 5), which some encoders use
+    let data = r#"{"encounter_id":"E1>>?","site":"RX1CC","admitted_at":"2026-11-20T09:14:00Z"}"#;
+    let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data);
+    assert!(
+        url_safe.contains('-') || url_safe.contains('_'),
+        "{url_safe}"
+    );
+    let e = Event::from_json(with(json!(url_safe))).unwrap();
+    assert!(e
+        .to_json()
+        .to_string()
+        .contains(r#""encounter_id":"E1>>?""#));
     // a stored event read back is the same either way
     let stored = serde_json::to_vec(&with(encoded.clone())).unwrap();
     assert_eq!(Event::from_stored(&stored).unwrap(), plain);
@@ -228,7 +240,7 @@ fn data_sent_as_base64_json_is_the_same_data_and_anything_else_is_named() {
     check(
         with(json!("not base64!")),
         expect![[r#"
-            /data_base64: is not valid base64 (RFC 4648 standard alphabet, padding optional)
+            /data_base64: is not valid base64 (RFC 4648, standard or URL-safe alphabet, padding optional)
         "#]],
     );
     check(
