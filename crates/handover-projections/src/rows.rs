@@ -484,10 +484,12 @@ pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
                 package_id: p.package_id.clone(),
                 status: p.status,
                 service_type: p.service_type,
+                // The council the referral went to; else the council whose own system
+                // asked for the package (it is brokering it); else the stay's council.
                 council: referral
                     .and_then(|r| r.to_council.clone())
-                    .or_else(|| j.current_stay().and_then(|s| s.responsible_council.clone()))
-                    .or_else(|| p.requested_by.clone()),
+                    .or_else(|| p.requested_by.clone())
+                    .or_else(|| j.current_stay().and_then(|s| s.responsible_council.clone())),
                 required_start: p.required_start,
                 agreed_start: p.agreed_start,
                 provider: p.provider.clone(),

@@ -705,6 +705,22 @@ fn a_package_a_council_requested_without_a_referral_or_stay_is_on_its_brokerage_
         ),
     ]);
     assert_eq!(brokerage_rows(&j)[0].council.as_deref(), Some("E08000032"));
+    // Leeds' own system asks for care, without a referral, for someone whose stay names
+    // Bradford: Leeds is brokering it.
+    let mut stay = admitted(1, "E1", "2026-11-18T09:00:00Z");
+    if let handover_events::EventData::Admitted(a) = &mut stay.data {
+        a.responsible_council = Some("E08000032".into());
+    }
+    let j = journey(&[
+        stay,
+        ev(
+            2,
+            "care-package.requested",
+            "2026-11-20T09:00:00Z",
+            json!({"package_id": "PKG-C3", "service_type": "home-care"}),
+        ),
+    ]);
+    assert_eq!(brokerage_rows(&j)[0].council.as_deref(), Some("E08000035"));
 }
 
 #[test]
