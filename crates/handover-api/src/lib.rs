@@ -149,7 +149,8 @@ struct AcceptedEvent {
     duplicate: bool,
     /// JSON Pointers (into this event as sent) of what was sent and is not kept: extension
     /// attributes, `tracestate`, a malformed `traceparent`, `data` members the type does
-    /// not define (a misspelt field, say).
+    /// not define (a misspelt field, say). For data sent as `data_base64`, the pointer into
+    /// the decoded data follows in parentheses: `/data_base64 (decoded: /field)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ignored: Vec<String>,
 }
@@ -190,9 +191,7 @@ fn binary_mode_event(
             )));
         }
     }
-    let json = content_type == "application/json"
-        || content_type == "text/json"
-        || content_type.ends_with("+json");
+    let json = handover_events::envelope::is_json_content_type(content_type);
     if !body.is_empty() {
         if !json {
             return Err(ApiError::BadRequest(format!(

@@ -85,7 +85,7 @@ pub fn document() -> Value {
                                   "id": {"type": "string"}, "source": {"type": "string"},
                                   "sequence": {"type": "integer"}, "duplicate": {"type": "boolean"},
                                   "ignored": {"type": "array", "items": {"type": "string"},
-                                              "description": "JSON Pointers into the event as sent of what is not kept: extension attributes, tracestate, a malformed traceparent, data members its type does not define"}}}}}}),
+                                              "description": "JSON Pointers into the event as sent of what is not kept: extension attributes, tracestate, a malformed traceparent, data members its type does not define (for data sent as data_base64: /data_base64 (decoded: /field))"}}}}}}),
     );
     components.insert(
         "OperationOutcome".into(),

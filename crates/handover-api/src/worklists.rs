@@ -291,10 +291,8 @@ pub fn flow_measures(
         site: param(q, "site").map(Into::into),
         council: param(q, "council").map(Into::into),
     };
-    // Checked as the measures will take them: without `to`, today; without `from`, the 28
-    // days up to `to`.
-    let t = filter.to.unwrap_or(today);
-    let f = filter.from.unwrap_or(t - chrono::Duration::days(27));
+    // Checked as the measures will take the period.
+    let (f, t) = filter.period(today);
     if f > t {
         return Err(ApiError::BadRequest(match (filter.from, filter.to) {
             (Some(_), Some(_)) => "from must not be after to".into(),

@@ -727,7 +727,7 @@ fn optional_string(
 
 /// Whether a `datacontenttype` says JSON (`application/json`, the older `text/json`, or any
 /// `+json` type), parameters such as `charset` aside.
-fn is_json_content_type(ct: &str) -> bool {
+pub fn is_json_content_type(ct: &str) -> bool {
     let base = ct
         .split(';')
         .next()

@@ -47,6 +47,15 @@ pub struct MeasureFilter {
     pub council: Option<String>,
 }
 
+impl MeasureFilter {
+    /// The period as the measures take it, `(from, to)`: without `to`, `today`; without
+    /// `from`, the 28 days up to `to`.
+    pub fn period(&self, today: NaiveDate) -> (NaiveDate, NaiveDate) {
+        let to = self.to.unwrap_or(today);
+        (self.from.unwrap_or(to - Duration::days(27)), to)
+    }
+}
+
 /// A distribution of whole days.
 #[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Distribution {
@@ -179,8 +188,7 @@ pub fn flow(
     filter: &MeasureFilter,
     today: NaiveDate,
 ) -> FlowMeasures {
-    let to = filter.to.unwrap_or(today);
-    let from = filter.from.unwrap_or(to - Duration::days(27));
+    let (from, to) = filter.period(today);
     let in_period = |d: Option<NaiveDate>| d.map(|d| d >= from && d <= to).unwrap_or(false);
     let mut m = FlowMeasures {
         from,

@@ -418,11 +418,15 @@ pub fn parse_delay_rows<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::
 /// The council a stay's delay is shown to and counted against: the one the trust named as
 /// responsible, else the one its latest referral went to (after a decline and a referral
 /// elsewhere, the second council), the same on the worklist and in the measures.
-fn council_of(j: &Journey, stay: &Stay) -> Option<String> {
-    stay.responsible_council.clone().or_else(|| {
-        latest(&referrals_for(j, stay), |r| r.sent_at.or(r.responded_at))
-            .and_then(|r| r.to_council.clone())
-    })
+fn council_of(stay: &Stay, latest_referral: Option<&Referral>) -> Option<String> {
+    stay.responsible_council
+        .clone()
+        .or_else(|| latest_referral.and_then(|r| r.to_council.clone()))
+}
+
+/// The referral made last from `stay` (by when it was sent, else answered).
+fn latest_referral<'a>(j: &'a Journey, stay: &Stay) -> Option<&'a Referral> {
+    latest(&referrals_for(j, stay), |r| r.sent_at.or(r.responded_at))
 }
 
 /// The delay row for `stay`, when in hospital with a DRD.
@@ -431,8 +435,7 @@ fn delay_row_for(j: &Journey, stay: &Stay) -> Option<DelayRow> {
         return None;
     }
     let drd = stay.discharge_ready_date?;
-    let refs = referrals_for(j, stay);
-    let referral = latest(&refs, |r| r.sent_at.or(r.responded_at));
+    let referral = latest_referral(j, stay);
     let packages = match referral {
         Some(r) => packages_for(j, &[r]),
         None => j.care_packages.iter().collect(),
@@ -444,7 +447,7 @@ fn delay_row_for(j: &Journey, stay: &Stay) -> Option<DelayRow> {
         trust: trust_of(stay),
         site: stay.site.clone(),
         ward: stay.ward.clone(),
-        council: council_of(j, stay),
+        council: council_of(stay, referral),
         admitted_at: stay.admitted_at,
         discharge_ready_date: drd,
         pathway: stay.pathway,
@@ -521,7 +524,7 @@ pub fn person_facts(j: &Journey) -> PersonFacts {
         .filter(|s| s.status != StayStatus::Cancelled && j.counts(s))
         .map(|s| StayFact {
             site: s.site.clone(),
-            council: council_of(j, s),
+            council: council_of(s, latest_referral(j, s)),
             admitted: s.admitted_at.map(|t| t.london_date()),
             ready: s.discharge_ready_date.map(|d| d.0),
             discharged: s.discharged_at.map(|t| t.london_date()),
