@@ -869,15 +869,14 @@ impl Journey {
             .map(|(_, s)| s)
     }
 
-    /// Whether an admission, transfer or discharge made `stay` (one of this journey's)
-    /// known, or it is the current stay: the stays the worklist and the measures count.
-    pub fn counts(&self, stay: &Stay) -> bool {
-        self.current_stay().is_some_and(|c| std::ptr::eq(c, stay))
-            || self
-                .stays
-                .iter()
-                .position(|s| std::ptr::eq(s, stay))
-                .is_some_and(|i| self.known(i, stay))
+    /// The stays the worklist and the measures count, in stay order: those an admission,
+    /// transfer or discharge made known, and the current stay. The current stay is found
+    /// once, so this is linear in the number of stays.
+    pub fn counted_stays(&self) -> impl Iterator<Item = &Stay> {
+        let current = self.current_stay();
+        self.stays.iter().enumerate().filter_map(move |(i, s)| {
+            (current.is_some_and(|c| std::ptr::eq(c, s)) || self.known(i, s)).then_some(s)
+        })
     }
 
     /// Whether an admission, transfer or discharge made the stay at `i` known.

@@ -281,6 +281,16 @@ pub fn trust_of(stay: &Stay) -> Option<String> {
 /// When a visit number was used again, a referral belongs to the episode admitted last
 /// before it was sent.
 fn referrals_for<'a>(j: &'a Journey, stay: &Stay) -> Vec<&'a Referral> {
+    let names_stay = |r: &Referral| r.encounter_id.as_deref() == Some(stay.encounter_id.as_str());
+    if !j.referrals.iter().any(names_stay) {
+        // The common case, and the only cheap one for a person with thousands of stays:
+        // no referral names this encounter, so there are no episodes to tell apart.
+        return j
+            .referrals
+            .iter()
+            .filter(|r| r.encounter_id.is_none())
+            .collect();
+    }
     let episodes: Vec<&Stay> = j
         .stays
         .iter()
@@ -297,7 +307,7 @@ fn referrals_for<'a>(j: &'a Journey, stay: &Stay) -> Vec<&'a Referral> {
     let own: Vec<&Referral> = j
         .referrals
         .iter()
-        .filter(|r| r.encounter_id.as_deref() == Some(stay.encounter_id.as_str()))
+        .filter(|r| names_stay(r))
         .filter(|r| episodes.len() < 2 || episode_of(r).is_none_or(|e| std::ptr::eq(e, stay)))
         .collect();
     if !own.is_empty() {
@@ -461,9 +471,8 @@ fn delay_row_for(j: &Journey, stay: &Stay) -> Option<DelayRow> {
 
 /// The brokerage rows: packages requested or sourced, not yet started.
 pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
-    let in_hospital = j
-        .current_stay()
-        .filter(|s| s.status == StayStatus::InHospital);
+    let current = j.current_stay();
+    let in_hospital = current.filter(|s| s.status == StayStatus::InHospital);
     j.care_packages
         .iter()
         .filter(|p| matches!(p.status, PackageStatus::Requested | PackageStatus::Sourced))
@@ -492,7 +501,7 @@ pub fn brokerage_rows(j: &Journey) -> Vec<BrokerageRow> {
                 council: referral
                     .and_then(|r| r.to_council.clone())
                     .or_else(|| p.requested_by.clone())
-                    .or_else(|| j.current_stay().and_then(|s| s.responsible_council.clone())),
+                    .or_else(|| current.and_then(|s| s.responsible_council.clone())),
                 required_start: p.required_start,
                 agreed_start: p.agreed_start,
                 provider: p.provider.clone(),
@@ -519,9 +528,8 @@ pub fn person_facts(j: &Journey) -> PersonFacts {
     // as on the worklist: an encounter id the trust's own events never used would
     // otherwise add delayed bed-days for no one's bed.
     let mut stays: Vec<StayFact> = j
-        .stays
-        .iter()
-        .filter(|s| s.status != StayStatus::Cancelled && j.counts(s))
+        .counted_stays()
+        .filter(|s| s.status != StayStatus::Cancelled)
         .map(|s| StayFact {
             site: s.site.clone(),
             council: council_of(s, latest_referral(j, s)),

@@ -910,3 +910,67 @@ fn a_cancelled_admission_shows_no_days_delayed() {
         Some(7)
     );
 }
+
+#[test]
+fn a_person_with_thousands_of_stays_has_each_known_stay_counted_once() {
+    // Counting a stay used to look for the current stay once per stay, and finding a
+    // stay's referrals looked at every stay: quadratic, 0.45 s of projection per event for
+    // a person with 5,000 stays. The counts must be the same as ever.
+    let n = 3_000;
+    let mut events = Vec::new();
+    let day = |i: usize| {
+        chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap() + chrono::Days::new(i as u64 * 2)
+    };
+    for i in 0..n {
+        let enc = format!("E{i}");
+        let on = day(i);
+        events.push(admitted(events.len(), &enc, &format!("{on}T09:00:00Z")));
+        events.push(discharged(
+            events.len(),
+            &enc,
+            &format!("{on}T15:00:00Z"),
+            "usual-residence",
+            0,
+        ));
+    }
+    // A ready date naming an encounter no admission made known: not a stay anyone counts
+    // while another is current.
+    events.push(drd(events.len(), "PHANTOM", "2020-01-01"));
+    // A referral for one old stay, found among thousands.
+    events.push(ev(
+        events.len(),
+        "referral.sent",
+        "2000-01-11T12:00:00Z",
+        json!({"referral_id": "R1", "to_council": "E08000032", "from_org": "RX1", "encounter_id": "E5"}),
+    ));
+    let j = journey(&events);
+    assert_eq!(j.stays.len(), n + 1);
+    let facts = person_facts(&j);
+    assert_eq!(
+        facts.stays.len(),
+        n,
+        "every admitted stay, not the phantom one"
+    );
+    let councils: Vec<_> = facts
+        .stays
+        .iter()
+        .filter_map(|s| s.council.as_deref())
+        .collect();
+    assert_eq!(
+        councils.len(),
+        n,
+        "each stay names the trust's responsible council"
+    );
+    assert!(delay_row(&j).is_none(), "nobody is in hospital");
+
+    // Admitted again and past the ready date: the new stay is current and on the worklist.
+    let mut more = events.clone();
+    more.push(admitted(more.len(), "NOW", "2026-11-01T09:00:00Z"));
+    more.push(drd(more.len(), "NOW", "2026-11-05"));
+    let j = journey(&more);
+    let facts = person_facts(&j);
+    assert_eq!(facts.stays.len(), n + 1);
+    let row = delay_row(&j).unwrap();
+    assert_eq!(row.encounter_id, "NOW");
+    assert_eq!(row.waiting_for, "nothing recorded");
+}
