@@ -138,14 +138,23 @@ async fn fhir_bundle_becomes_a_journey_and_a_resend_is_stored_once() {
     let j = journey(&b).await;
     assert_eq!(j["timeline"].as_array().unwrap().len(), 5);
 
-    // A later version of the Encounter, posted on its own, discharges the stay.
-    let (status, _, body) = post(
-        &b,
-        "/fhir/r4/Encounter",
-        Role::Admin,
-        &fixture("encounter_finished.json"),
-    )
-    .await;
+    // A later version of the Encounter, posted on its own, discharges the stay; the 201
+    // names the version created (FHIR R4 http.html#create).
+    let r = b
+        .http
+        .post(format!("{}/fhir/r4/Encounter", b.base))
+        .bearer_auth(token(Role::Admin))
+        .header("content-type", "application/fhir+json")
+        .body(fixture("encounter_finished.json").to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(
+        r.headers().get("location").map(|v| v.to_str().unwrap()),
+        Some("/fhir/r4/Encounter/enc-4471/_history/4")
+    );
+    let body: Value = r.json().await.unwrap();
     assert_eq!(status, 201, "{body:#}");
     assert_eq!(body["resourceType"], "OperationOutcome");
     assert_eq!(body["issue"][0]["severity"], "information");

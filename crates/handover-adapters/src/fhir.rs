@@ -288,8 +288,9 @@ pub fn translate_bundle(bundle: &Value, ctx: &FhirContext) -> Result<Vec<EntryEv
     let index = BundleIndex::new(entries);
     let mut issues = Vec::new();
     let mut out = Vec::with_capacity(entries.len());
+    let with_request = bundle.get("type").and_then(Value::as_str) == Some("transaction");
     for (i, entry) in entries.iter().enumerate() {
-        match translate_entry(i, entry, &index, ctx) {
+        match translate_entry(i, entry, &index, ctx, with_request) {
             Ok(e) => out.push(e),
             Err(mut e) => issues.append(&mut e),
         }
@@ -313,7 +314,7 @@ pub fn translate_batch(
     Ok(entries
         .iter()
         .enumerate()
-        .map(|(i, entry)| translate_entry(i, entry, &index, ctx))
+        .map(|(i, entry)| translate_entry(i, entry, &index, ctx, true))
         .collect())
 }
 
@@ -384,6 +385,21 @@ fn bundle_entries<'b>(bundle: &'b Value, types: &[&str]) -> Result<&'b [Value], 
             &[]
         }
     };
+    if is_message
+        && !entries.is_empty()
+        && entries[0]
+            .get("resource")
+            .and_then(|r| str_at(r, "resourceType"))
+            != Some("MessageHeader")
+    {
+        // FHIR R4 bdl-12: a message's first resource is its MessageHeader, which says what
+        // the message is and whom the answer goes to.
+        issues.push(Issue::error(
+            IssueCode::Structure,
+            Some("Bundle.entry[0].resource".into()),
+            "a message Bundle starts with its MessageHeader (FHIR R4 invariant bdl-12)",
+        ));
+    }
     if issues.is_empty() {
         Ok(entries)
     } else {
@@ -391,12 +407,87 @@ fn bundle_entries<'b>(bundle: &'b Value, types: &[&str]) -> Result<&'b [Value], 
     }
 }
 
-/// Maps entry `i` of a Bundle (references resolved through `index`).
+/// The problem with a transaction or batch entry's `request` for `resource` (FHIR R4
+/// bdl-3: every such entry has one), if any: it must be a POST or PUT of the resource's own
+/// type, and a PUT of `Type/id` must name the resource's id.
+fn request_issue(i: usize, entry: &Value, resource: &Value) -> Option<Issue> {
+    let at = |rel: &str| Some(format!("Bundle.entry[{i}].request{rel}"));
+    let Some(request) = entry.get("request").filter(|q| q.is_object()) else {
+        return Some(Issue::error(
+            IssueCode::Required,
+            at(""),
+            "every entry of a transaction or batch needs a request (method and url; FHIR R4 invariant bdl-3)",
+        ));
+    };
+    let method = str_at(request, "method").unwrap_or("");
+    if !method.eq_ignore_ascii_case("POST") && !method.eq_ignore_ascii_case("PUT") {
+        return Some(if method.is_empty() {
+            Issue::error(
+                IssueCode::Required,
+                at(".method"),
+                "request.method is required (POST or PUT)",
+            )
+        } else {
+            Issue::error(
+                IssueCode::NotSupported,
+                at(".method"),
+                format!("{} entries with a resource are not supported: send the resource with request.method POST or PUT", method.to_ascii_uppercase()),
+            )
+        });
+    }
+    let Some(url) = str_at(request, "url") else {
+        return Some(Issue::error(
+            IssueCode::Required,
+            at(".url"),
+            "request.url is required (e.g. Encounter, or Encounter/<id> for a PUT)",
+        ));
+    };
+    let rtype = str_at(resource, "resourceType").unwrap_or("");
+    let path = url.split('?').next().unwrap_or("");
+    // The url is relative to the server's base; an absolute one ends in the same parts.
+    let tail = if path.contains("://") {
+        let tail = type_and_id(path).unwrap_or_default();
+        if !tail.starts_with(rtype) || tail.len() == rtype.len() {
+            // `https://…/fhir/Encounter`: its last part is the type.
+            path.rsplit('/').next().unwrap_or("").to_owned()
+        } else {
+            tail
+        }
+    } else {
+        path.trim_start_matches('/').to_owned()
+    };
+    let mut parts = tail.split('/');
+    let named = parts.next().unwrap_or("");
+    if named != rtype {
+        return Some(Issue::error(
+            IssueCode::Invalid,
+            at(".url"),
+            format!("request.url {url:?} does not name the entry's resource type {rtype}"),
+        ));
+    }
+    if let (Some(id), Some(own)) = (
+        parts.next().filter(|s| !s.is_empty()),
+        str_at(resource, "id"),
+    ) {
+        if id != own {
+            return Some(Issue::error(
+                IssueCode::Invalid,
+                at(".url"),
+                format!("request.url names {rtype}/{id}, but the resource's id is {own:?}"),
+            ));
+        }
+    }
+    None
+}
+
+/// Maps entry `i` of a Bundle (references resolved through `index`). `with_request`: the
+/// Bundle is a transaction or batch, whose entries say what to do with their resource.
 fn translate_entry(
     i: usize,
     entry: &Value,
     index: &BundleIndex<'_>,
     ctx: &FhirContext,
+    with_request: bool,
 ) -> Result<EntryEvents, Vec<Issue>> {
     let root = format!("Bundle.entry[{i}].resource");
     let Some(resource) = entry.get("resource").filter(|r| r.is_object()) else {
@@ -433,6 +524,11 @@ fn translate_entry(
         resource_type: rtype.to_owned(),
         events: Vec::new(),
     };
+    if with_request {
+        if let Some(issue) = request_issue(i, entry, resource) {
+            return Err(vec![issue]);
+        }
+    }
     if REFERENCED_ONLY.contains(&rtype) {
         return Ok(nothing());
     }
@@ -695,21 +791,45 @@ pub fn is_gss_system(system: &str) -> bool {
         .is_some_and(|s| s.starts_with(rest))
 }
 
-/// Whether `system` names NHS numbers: [`NHS_NUMBER_SYSTEM`], or the legacy DSTU2 system or
-/// the OID some senders still give.
+/// Whether `system` is the web identifier system `canonical`, written either way senders
+/// write it: over `http` or `https`, with or without a trailing `/`, the host in any case.
+fn is_system(system: &str, canonical: &str) -> bool {
+    fn parts(s: &str) -> Option<(&str, &str)> {
+        let s = s.trim();
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"))?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        Some(rest.split_once('/').unwrap_or((rest, "")))
+    }
+    match (parts(system), parts(canonical)) {
+        (Some((host, path)), Some((want_host, want_path))) => {
+            host.eq_ignore_ascii_case(want_host) && path == want_path
+        }
+        _ => false,
+    }
+}
+
+/// Whether `system` names NHS numbers: [`NHS_NUMBER_SYSTEM`] (over `http` too, or with a
+/// trailing `/`), the legacy DSTU2 system, or the OID some senders still give. A valid NHS
+/// number under a near miss of the system must not become a local id, which no one could
+/// open the person's record by.
 pub fn is_nhs_number_system(system: &str) -> bool {
-    [
-        NHS_NUMBER_SYSTEM,
-        LEGACY_NHS_NUMBER_SYSTEM,
-        NHS_NUMBER_OID_SYSTEM,
-    ]
-    .contains(&system)
+    is_system(system, NHS_NUMBER_SYSTEM)
+        || is_system(system, LEGACY_NHS_NUMBER_SYSTEM)
+        || system.trim() == NHS_NUMBER_OID_SYSTEM
+}
+
+/// Whether `system` is the ODS organisation or site code system (either scheme, with or
+/// without a trailing `/`).
+fn is_ods_system(system: &str) -> bool {
+    is_system(system, ODS_ORGANISATION_SYSTEM) || is_system(system, ODS_SITE_SYSTEM)
 }
 
 fn org_from_identifier(id: &Value) -> Option<Org> {
     let value = str_at(id, "value")?;
     Some(match str_at(id, "system") {
-        Some(ODS_ORGANISATION_SYSTEM | ODS_SITE_SYSTEM) => Org::Ods(value.to_ascii_uppercase()),
+        Some(s) if is_ods_system(s) => Org::Ods(value.to_ascii_uppercase()),
         Some(s) if is_gss_system(s) => Org::Gss(value.to_ascii_uppercase()),
         Some(_) => Org::Other(value.to_owned()),
         None => Org::from_code(value),
@@ -953,6 +1073,9 @@ impl<'a> Cx<'a> {
             return Vec::new();
         };
         self.rtype = t.to_owned();
+        if RESOURCE_TYPES.contains(&t) && self.modifier_extensions(r, "") {
+            return Vec::new();
+        }
         match t {
             "Encounter" => self.encounter(r),
             "ServiceRequest" => self.service_request(r),
@@ -967,6 +1090,53 @@ impl<'a> Cx<'a> {
                 Vec::new()
             }
         }
+    }
+
+    /// Refuses every `modifierExtension` in `v` (at `rel`), contained resources included:
+    /// Handover understands none, and FHIR R4 (extensibility.html#modifierExtension) says a
+    /// modifier extension changes the meaning of what holds it, so an application that does
+    /// not know one must not process that element as if it were absent. Whether any was found.
+    fn modifier_extensions(&mut self, v: &Value, rel: &str) -> bool {
+        let join = |k: &str| {
+            if rel.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{rel}.{k}")
+            }
+        };
+        let mut found = false;
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    if k == "modifierExtension" {
+                        for (i, x) in child
+                            .as_array()
+                            .map(Vec::as_slice)
+                            .unwrap_or_default()
+                            .iter()
+                            .enumerate()
+                        {
+                            let url = str_at(x, "url").unwrap_or("(no url)");
+                            self.issue(
+                                IssueCode::NotSupported,
+                                &format!("{}[{i}]", join(k)),
+                                format!("the modifier extension {url} is not understood: a modifier extension changes the meaning of the element holding it, so Handover refuses it rather than record the element as if it were absent (FHIR R4 extensibility.html#modifierExtension)"),
+                            );
+                            found = true;
+                        }
+                    } else {
+                        found |= self.modifier_extensions(child, &join(k));
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    found |= self.modifier_extensions(child, &format!("{rel}[{i}]"));
+                }
+            }
+            _ => {}
+        }
+        found
     }
 
     // --- values ---------------------------------------------------------------------------
@@ -1159,6 +1329,27 @@ impl<'a> Cx<'a> {
             },
         }
         let rf = str_at(reference, "reference");
+        // A conditional reference (FHIR R4 http.html#trules), as integration engines write
+        // it when they hold no logical id: `Patient?identifier=<system>|<value>` names the
+        // person as `identifier` does, whether or not the Patient is in the Bundle.
+        if local.is_none() {
+            if let Some((system, value)) = rf.and_then(conditional_identifier) {
+                if is_nhs_number_system(&system) {
+                    return match NhsNumber::parse(&value) {
+                        Ok(n) => Some(Who::Nhs(n)),
+                        Err(e) => {
+                            self.issue(
+                                IssueCode::Value,
+                                &format!("{field}.reference"),
+                                format!("the conditional reference's identifier is not a valid NHS number: {e}"),
+                            );
+                            None
+                        }
+                    };
+                }
+                local = Some(Who::Local { system, value });
+            }
+        }
         // A Patient contained in the resource (`"reference": "#p1"`).
         let contained = rf.and_then(|rf| rf.strip_prefix('#')).and_then(|id| {
             arr(r, "contained").iter().enumerate().find(|(_, c)| {
@@ -1324,8 +1515,11 @@ impl<'a> Cx<'a> {
             }
             None => "none",
         };
+        // The site is an ODS code: a provider named only by display text (or by a code of
+        // another system) is the caller's organisation, as it is for the event source.
         let site = provider
             .as_ref()
+            .filter(|o| !matches!(o, Org::Other(_)))
             .map(|o| o.code().to_owned())
             .unwrap_or_else(|| self.ctx.organisation.trim().to_ascii_uppercase());
         if kind != "none" {
@@ -1631,7 +1825,8 @@ impl<'a> Cx<'a> {
                     .map(|o| o.code().to_owned())
                     .unwrap_or_else(|| self.ctx.organisation.trim().to_ascii_uppercase());
                 let urgency = match str_at(r, "priority") {
-                    None => None,
+                    // ServiceRequest.priority's meaning if missing: normal priority.
+                    None => Some("routine"),
                     Some("routine") => Some("routine"),
                     Some("urgent" | "asap" | "stat") => Some("urgent"),
                     Some(other) => {
@@ -1678,6 +1873,15 @@ impl<'a> Cx<'a> {
                     out.extend(self.event(&base, "referral.sent", time, &source, who, d));
                 }
             }
+            // The referring trust's own copy of its request, marked done: acceptance is the
+            // council's to record, so nothing is (rather than refusing the trust its own
+            // resource as if it spoke for the council).
+            Some("completed")
+                if council.is_some_and(|(_, c)| {
+                    !c.code().eq_ignore_ascii_case(self.ctx.organisation.trim())
+                }) && requester.as_ref().is_none_or(|q| {
+                    q.code().eq_ignore_ascii_case(self.ctx.organisation.trim())
+                }) => {}
             Some("completed") => {
                 let team = r.get("performerType").and_then(concept_text);
                 let source = self.source_of(council.map(|(_, o)| o).or(requester.as_ref()));
@@ -2063,7 +2267,9 @@ impl<'a> Cx<'a> {
         // (PDS returns the history: a maiden name, a previous address).
         let today = self.ctx.received_at.london_date();
         let current = |v: &&Value| {
-            str_at(v, "use") != Some("old")
+            // `maiden` is a name used before marriage and `anonymous` not the person's: no
+            // more their current name than an `old` one.
+            !matches!(str_at(v, "use"), Some("old" | "maiden" | "anonymous"))
                 && v.get("period")
                     .and_then(|p| str_at(p, "end"))
                     .and_then(|e| Date::parse(e).ok())
@@ -2074,12 +2280,16 @@ impl<'a> Cx<'a> {
             .iter()
             .find(|n| str_at(n, "use") == Some("official"))
             .or_else(|| names.iter().find(|n| str_at(n, "use") == Some("usual")))
+            .or_else(|| names.iter().find(|n| str_at(n, "use") != Some("nickname")))
             .or_else(|| names.first())
         {
-            if let Some(g) = arr(n, "given").iter().find_map(|g| g.as_str()) {
+            fn text(v: &Value) -> Option<&str> {
+                v.as_str().map(str::trim).filter(|t| !t.is_empty())
+            }
+            if let Some(g) = arr(n, "given").iter().find_map(text) {
                 d["given_name"] = g.into();
             }
-            if let Some(f) = str_at(n, "family") {
+            if let Some(f) = n.get("family").and_then(text) {
                 d["family_name"] = f.into();
             }
         }
@@ -2111,7 +2321,7 @@ impl<'a> Cx<'a> {
             .or_else(|| addresses.first())
             .and_then(|a| str_at(a, "postalCode"))
         {
-            d["postcode"] = pc.to_ascii_uppercase().into();
+            d["postcode"] = handover_events::normalise_postcode(pc).into();
         }
         if let Some(gp) =
             arr(r, "generalPractitioner")
@@ -2169,6 +2379,23 @@ impl<'a> Cx<'a> {
 }
 
 /// Whether an Identifier is an NHS number (by its system).
+/// The identifier a conditional reference to a Patient searches by:
+/// `[base/]Patient?identifier=<system>|<value>` (form-encoded; other search parameters may
+/// follow). `None` for any other reference, or one whose token has no system or value.
+fn conditional_identifier(reference: &str) -> Option<(String, String)> {
+    let (path, query) = reference.split_once('?')?;
+    if path.rsplit('/').next() != Some("Patient") {
+        return None;
+    }
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "identifier")
+        .and_then(|(_, token)| {
+            let (system, value) = token.split_once('|')?;
+            let (system, value) = (system.trim(), value.trim());
+            (!system.is_empty() && !value.is_empty()).then(|| (system.to_owned(), value.to_owned()))
+        })
+}
+
 fn is_nhs_number_identifier(id: &Value) -> bool {
     str_at(id, "system").is_some_and(is_nhs_number_system)
 }
@@ -2490,7 +2717,7 @@ mod tests {
         let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"fullUrl": "urn:uuid:0b6c", "resource": {"resourceType": "Location", "id": "ward-l27", "name": "Ward L27 (Elderly Care)"},
              "request": {"method": "PUT", "url": "Location/ward-l27"}},
-            {"fullUrl": "urn:uuid:1c7d", "resource": e, "request": {"method": "PUT", "url": "Encounter/x"}}
+            {"fullUrl": "urn:uuid:1c7d", "resource": e, "request": {"method": "PUT", "url": "Encounter/enc-4471"}}
         ]});
         let entries = translate_bundle(&bundle, &ctx()).unwrap();
         let transferred = entries
@@ -2796,7 +3023,7 @@ mod tests {
         ] {
             entries.push(
                 json!({"fullUrl": format!("urn:uuid:{}", r["id"].as_str().unwrap()),
-                                "resource": r, "request": {"method": "POST", "url": "x"}}),
+                                "resource": r, "request": {"method": "POST", "url": r["resourceType"].clone()}}),
             );
         }
         let events = |b: &Value| -> Vec<String> {
@@ -2852,18 +3079,22 @@ mod tests {
                   data={"reason":"Patient went home with family support","referral_id":"RR8-REF-77120"}
             "#]],
         );
-        check(
-            &with(
-                with(sr, "status", json!("completed")),
-                "performerType",
-                json!({"text": "Hospital Social Work Team"}),
-            ),
-            expect![[r#"
-                handover.referral.accepted.v1 ServiceRequest/sr-20261121-0007/_history/1#accepted.51b3e2c7f0c4
-                  source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-21T15:10:00Z
-                  data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team"}
-            "#]],
+        let completed = with(
+            with(sr, "status", json!("completed")),
+            "performerType",
+            json!({"text": "Hospital Social Work Team"}),
         );
+        // Sent by the council: it accepted the referral.
+        let council = FhirContext::new("E08000035", ctx().received_at);
+        expect![[r#"
+            handover.referral.accepted.v1 ServiceRequest/sr-20261121-0007/_history/1#accepted.51b3e2c7f0c4
+              source=urn:gss:E08000035:fhir subject=9434765919 time=2026-11-21T15:10:00Z
+              data={"referral_id":"RR8-REF-77120","team":"Hospital Social Work Team"}
+        "#]]
+        .assert_eq(&render(&translate(&completed, &council).unwrap()));
+        // Sent by the referring trust, its own request marked done: nothing to record, and
+        // no claim to speak for the council.
+        assert_eq!(translate(&completed, &ctx()).unwrap(), Vec::new());
         let eoc = fixture("episode_of_care.json");
         let active = with(
             with(eoc.clone(), "status", json!("active")),
@@ -3410,6 +3641,189 @@ mod tests {
         let events = translate(&only_old, &ctx()).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].subject, None);
+    }
+
+    #[test]
+    fn near_misses_of_the_nhs_number_system_are_read_as_the_nhs_number() {
+        for system in [
+            "http://fhir.nhs.uk/Id/nhs-number",
+            "https://fhir.nhs.uk/Id/nhs-number/",
+            "https://FHIR.NHS.UK/Id/nhs-number",
+        ] {
+            let e = with(
+                fixture("encounter_in_progress.json"),
+                "subject.identifier.system",
+                json!(system),
+            );
+            assert!(subjects(&e).iter().all(|s| s == "9434765919"), "{system}");
+            let p = with(
+                fixture("patient.json"),
+                "identifier.0.system",
+                json!(system),
+            );
+            assert_eq!(subjects(&p), vec!["9434765919".to_owned()], "{system}");
+        }
+        // Not the NHS number system: a local id, as before.
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "subject.identifier.system",
+            json!("https://fhir.nhs.uk/Id/nhs-number-old"),
+        );
+        assert!(subjects(&e).iter().all(|s| s.starts_with("local ")));
+    }
+
+    #[test]
+    fn a_conditional_reference_by_nhs_number_names_the_person() {
+        let e = fixture("encounter_in_progress.json");
+        for reference in [
+            "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9434765919",
+            "Patient?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9434765919&active=true",
+        ] {
+            let c = with(e.clone(), "subject", json!({"reference": reference}));
+            assert!(subjects(&c).iter().all(|s| s == "9434765919"), "{reference}");
+            // In a transaction, whether or not the Patient is one of its entries.
+            let b = bundle_of(
+                fixture("patient.json"),
+                "urn:uuid:0b7f6a52-5a0e-4e43-9d0e-6f1b2c3d4e01",
+                c,
+            );
+            assert!(subjects(&b).iter().all(|s| s == "9434765919"), "{reference}");
+        }
+        let bad = with(
+            e,
+            "subject",
+            json!({"reference": "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9434765918"}),
+        );
+        check_err(
+            &bad,
+            expect![[r#"
+                error value @ Encounter.subject.reference: the conditional reference's identifier is not a valid NHS number: the NHS number's check digit is wrong (Modulus 11)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_modifier_extension_is_refused_wherever_it_is() {
+        let ext = json!([{"url": "https://example.org/fhir/do-not-act", "valueBoolean": true}]);
+        check_err(
+            &with(
+                fixture("encounter_in_progress.json"),
+                "modifierExtension",
+                ext.clone(),
+            ),
+            expect![[r#"
+                error not-supported @ Encounter.modifierExtension[0]: the modifier extension https://example.org/fhir/do-not-act is not understood: a modifier extension changes the meaning of the element holding it, so Handover refuses it rather than record the element as if it were absent (FHIR R4 extensibility.html#modifierExtension)
+            "#]],
+        );
+        let mut p = fixture("patient.json");
+        p["name"][0]["modifierExtension"] = ext;
+        let issues = translate(&p, &ctx()).unwrap_err();
+        assert_eq!(
+            issues[0].expression.as_deref(),
+            Some("Patient.name[0].modifierExtension[0]")
+        );
+        // An ordinary extension is fine.
+        let plain = with(
+            fixture("encounter_in_progress.json"),
+            "extension",
+            json!([{"url": "https://example.org/fhir/note", "valueString": "x"}]),
+        );
+        assert!(!data(&plain).is_empty());
+    }
+
+    #[test]
+    fn maiden_names_are_passed_over_and_names_and_postcodes_tidied() {
+        let p = with(
+            with(
+                fixture("patient.json"),
+                "name",
+                json!([
+                    {"use": "maiden", "family": "Maid", "given": ["Ann"]},
+                    {"use": "nickname", "given": ["Annie"]},
+                    {"family": "  Whitfield ", "given": ["  ", " Ann "]}
+                ]),
+            ),
+            "address",
+            json!([{"use": "home", "postalCode": "  ls1  4ap "}]),
+        );
+        let d = &data(&p)[0];
+        assert_eq!(d["family_name"], "Whitfield");
+        assert_eq!(d["given_name"], "Ann");
+        assert_eq!(d["postcode"], "LS1 4AP");
+    }
+
+    #[test]
+    fn a_service_provider_named_only_by_display_leaves_the_site_the_caller_s() {
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "serviceProvider",
+            json!({"display": "RR8 Hospitals"}),
+        );
+        assert_eq!(data(&e)[0]["site"], "RR8");
+    }
+
+    #[test]
+    fn a_referral_without_a_priority_is_routine() {
+        let sr = fixture("service_request.json");
+        let mut no_priority = sr.clone();
+        no_priority.as_object_mut().unwrap().remove("priority");
+        assert_eq!(data(&no_priority)[0]["urgency"], "routine");
+        assert_eq!(data(&sr)[0]["urgency"], "urgent");
+    }
+
+    #[test]
+    fn transaction_entries_need_a_request_for_their_own_resource() {
+        let b = fixture("bundle_transaction.json");
+        let issues = |f: &dyn Fn(&mut Value)| {
+            let mut b = b.clone();
+            f(&mut b["entry"][1]);
+            render_issues(&translate(&b, &ctx()).unwrap_err())
+        };
+        expect![[r#"
+            error required @ Bundle.entry[1].request: every entry of a transaction or batch needs a request (method and url; FHIR R4 invariant bdl-3)
+        "#]]
+        .assert_eq(&issues(&|e| {
+            e.as_object_mut().unwrap().remove("request");
+        }));
+        expect![[r#"
+            error invalid @ Bundle.entry[1].request.url: request.url "Patient" does not name the entry's resource type Encounter
+        "#]]
+        .assert_eq(&issues(&|e| e["request"] = json!({"method": "POST", "url": "Patient"})));
+        expect![[r#"
+            error invalid @ Bundle.entry[1].request.url: request.url names Encounter/other-id, but the resource's id is "enc-4471"
+        "#]]
+        .assert_eq(&issues(&|e| {
+            e["request"] = json!({"method": "PUT", "url": "Encounter/other-id"})
+        }));
+        expect![[r#"
+            error not-supported @ Bundle.entry[1].request.method: PATCH entries with a resource are not supported: send the resource with request.method POST or PUT
+        "#]]
+        .assert_eq(&issues(&|e| {
+            e["request"] = json!({"method": "PATCH", "url": "Encounter/enc-4471"})
+        }));
+        // Conditional and absolute urls name the type too.
+        for url in [
+            "Encounter?identifier=https://rr8.example/spell|RR8-SP-2026-118834",
+            "https://ehr.example.nhs.uk/fhir/Encounter/enc-4471",
+            "https://ehr.example.nhs.uk/fhir/Encounter",
+        ] {
+            let mut ok = b.clone();
+            ok["entry"][1]["request"] = json!({"method": "PUT", "url": url});
+            assert!(translate(&ok, &ctx()).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_message_bundle_starts_with_its_message_header() {
+        let b = json!({"resourceType": "Bundle", "type": "message", "entry": [
+            {"fullUrl": "urn:uuid:0b7f6a52-5a0e-4e43-9d0e-6f1b2c3d4e02",
+             "resource": fixture("encounter_in_progress.json")}]});
+        check_err(
+            &b,
+            expect![[r#"
+                error structure @ Bundle.entry[0].resource: a message Bundle starts with its MessageHeader (FHIR R4 invariant bdl-12)
+            "#]],
+        );
     }
 
     #[test]

@@ -299,6 +299,8 @@ pub const ADMISSION_METHODS: &[(&str, &str)] = &[
 pub const DISCHARGE_DESTINATIONS: &[(&str, &str)] = &[
     ("19", "usual-residence"),
     ("29", "usual-residence"),
+    ("55", "care-home"),
+    ("56", "care-home"),
     ("54", "care-home"),
     ("65", "care-home"),
     ("85", "care-home"),
@@ -307,6 +309,8 @@ pub const DISCHARGE_DESTINATIONS: &[(&str, &str)] = &[
     ("30", "other"),
     ("37", "other"),
     ("38", "other"),
+    ("40", "other"),
+    ("42", "other"),
     ("48", "other"),
     ("49", "other"),
     ("50", "other"),
@@ -316,7 +320,7 @@ pub const DISCHARGE_DESTINATIONS: &[(&str, &str)] = &[
     ("66", "other"),
     ("84", "other"),
     ("87", "other"),
-    ("98", "other"),
+    ("89", "other"),
 ];
 
 /// NHS number status indicator codes (UK Core) accepted from PID-32.
@@ -333,10 +337,11 @@ pub fn admission_method(pv1_4: &str) -> &'static str {
     table(ADMISSION_METHODS, pv1_4).unwrap_or("other")
 }
 
-/// The discharge destination for a PV1-37 value (`None` for `99`, not known).
+/// The discharge destination for a PV1-37 value (`None` for `98`, not applicable, and `99`,
+/// not known: the NHS Data Dictionary's default codes say there is none to record).
 pub fn discharge_destination(pv1_37: &str) -> Option<&'static str> {
     match pv1_37.trim() {
-        "99" | "" => None,
+        "98" | "99" | "" => None,
         code => Some(table(DISCHARGE_DESTINATIONS, code).unwrap_or("other")),
     }
 }
@@ -995,7 +1000,10 @@ fn identified_data(
         .find(|a| rep_val(a, 7, 1).is_some_and(|t| t.eq_ignore_ascii_case("H")))
         .or_else(|| addresses.first());
     if let Some(pc) = home.and_then(|a| rep_val(a, 5, 1)) {
-        data.insert("postcode".into(), pc.to_ascii_uppercase().into());
+        data.insert(
+            "postcode".into(),
+            handover_events::normalise_postcode(pc).into(),
+        );
     }
     if let Some(gp) = msg.segment("PD1").and_then(gp_practice) {
         data.insert("gp_practice".into(), gp.into());
@@ -1961,9 +1969,13 @@ mod tests {
         assert_eq!(admission_method("ZZ"), "other");
         assert_eq!(discharge_destination("19"), Some("usual-residence"));
         assert_eq!(discharge_destination("85"), Some("care-home"));
+        assert_eq!(discharge_destination("55"), Some("care-home"));
+        assert_eq!(discharge_destination("56"), Some("care-home"));
+        assert_eq!(discharge_destination("42"), Some("other"));
         assert_eq!(discharge_destination("51"), Some("other"));
         assert_eq!(discharge_destination("LOCAL"), Some("other"));
         assert_eq!(discharge_destination("99"), None);
+        assert_eq!(discharge_destination("98"), None);
     }
 
     /// The `| `code` | value |` rows of the `docs/adapters.md` section under `heading`.

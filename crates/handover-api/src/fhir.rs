@@ -364,10 +364,38 @@ async fn accept_resource(
     } else {
         StatusCode::OK
     };
-    Ok(fhir_response(
+    let mut response = fhir_response(
         status,
         &operation_outcome(&outcome_issues(&value, &events, &stored)),
-    ))
+    );
+    // FHIR R4 http.html#create: a 201 names what was created. Handover keeps events, not
+    // resources, so this is the sender's own id (and version) for it, as an update's is.
+    if status == StatusCode::CREATED {
+        if let Some(location) = location(resource_type, &value) {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+    }
+    Ok(response)
+}
+
+/// `Location` of a created resource: `/fhir/r4/<type>/<id>[/_history/<version>]`, when it
+/// has an id that is a FHIR id.
+fn location(resource_type: &str, resource: &Value) -> Option<HeaderValue> {
+    let fhir_id = |s: &&str| {
+        (1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    let id = resource.get("id").and_then(Value::as_str).filter(fhir_id)?;
+    let mut at = format!("/fhir/r4/{resource_type}/{id}");
+    if let Some(v) = resource
+        .pointer("/meta/versionId")
+        .and_then(Value::as_str)
+        .filter(fhir_id)
+    {
+        at.push_str(&format!("/_history/{v}"));
+    }
+    HeaderValue::from_str(&at).ok()
 }
 
 /// `POST /fhir/r4`: a `transaction` or `message` Bundle, all or nothing; or a `batch`, entry
