@@ -1427,6 +1427,27 @@ fn looks_finished(format: FileFormat, bytes: &[u8]) -> bool {
     }
 }
 
+/// Whether the file holds anything past a header: a CSV line after the first non-blank
+/// one, or a JSON value other than an empty array. Whitespace and a byte order mark are
+/// nothing.
+fn has_data_rows(format: FileFormat, bytes: &[u8]) -> bool {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut lines = bytes
+        .split(|b| *b == b'\n' || *b == b'\r')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+    match format {
+        FileFormat::Csv => lines.nth(1).is_some(),
+        FileFormat::Json => {
+            let text: Vec<u8> = bytes
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            !text.is_empty() && text != b"[]"
+        }
+    }
+}
+
 /// The columns the mapping must find in a CSV header (the NHS number or local id, the
 /// time, the event type and the row key) that the header lacks, each named once.
 fn missing_columns(mapping: &Mapping, header: &[String]) -> Vec<String> {
@@ -1505,6 +1526,12 @@ pub async fn process_file(
         .unwrap_or_default();
     if age < UNFINISHED_GRACE && !looks_finished(src.format, &bytes) {
         return Err(FileError::Unsettled("it stops in the middle of a row"));
+    }
+    // A writer that creates its file, then runs its query (sqlcmd -o, SSIS), leaves it
+    // empty, or with only its header, for as long as the query takes: such a file is
+    // waited for as an unfinished one is, not read as an export of nothing.
+    if age < UNFINISHED_GRACE && !has_data_rows(src.format, &bytes) {
+        return Err(FileError::Unsettled("it has no rows yet"));
     }
     // Each errors file has a name of its own: an export that reuses one file name every
     // day keeps each day's errors.
@@ -1585,6 +1612,15 @@ pub async fn process_file(
                 return Err(e.into());
             }
         }
+    }
+    // A writer that paused longer than settle_ms between rows may have written more while
+    // this was read and published: the file is read again later (what was published is
+    // recognised as duplicates by its event ids), never moved with rows unread.
+    let now = tokio::fs::metadata(path).await?;
+    if now.len() != after.len() || now.modified().ok() != after.modified().ok() {
+        return Err(FileError::Unsettled(
+            "it changed while its rows were published",
+        ));
     }
     if !rejects.is_empty() {
         write_atomic(&errors_path, &errors_csv(&rejects)).await?;
@@ -2223,6 +2259,95 @@ mod tests {
         let named = |c: &str| errors.matches(&format!("\"\"{c}\"\"")).count();
         assert!(m.key_columns().iter().all(|c| named(c) == 1), "{errors}");
         assert_eq!(sink.events().len(), 0);
+    }
+
+    /// Publishes to a [`RecordingSink`]; on its first call, appends `more` to `path`, as a
+    /// writer that paused past `settle_ms` between rows does.
+    struct WriterResumes {
+        inner: RecordingSink,
+        path: PathBuf,
+        more: Vec<u8>,
+        done: std::sync::atomic::AtomicBool,
+    }
+
+    impl EventSink for WriterResumes {
+        fn publish<'a>(
+            &'a self,
+            events: &'a [Event],
+        ) -> handover_events::sink::BoxFuture<'a, Result<Vec<handover_events::Stored>, SinkError>>
+        {
+            if !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                use std::io::Write;
+                let mut f = std::fs::File::options()
+                    .append(true)
+                    .open(&self.path)
+                    .unwrap();
+                f.write_all(&self.more).unwrap();
+                // A modification time that differs whatever the file system's resolution.
+                f.set_modified(SystemTime::now() + Duration::from_secs(5))
+                    .unwrap();
+            }
+            self.inner.publish(events)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_still_being_written_is_not_moved_with_rows_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source_in(dir.path(), "brokerage-homecare.toml");
+        let m = mapping("brokerage-homecare.toml");
+        let metrics = FileDropMetrics::default();
+        let all = String::from_utf8(fixture("brokerage_2026-11-24.csv")).unwrap();
+        let lines: Vec<&str> = all.lines().collect();
+        let path = dir.path().join("slow.csv");
+        let old = SystemTime::now() - UNFINISHED_GRACE - Duration::from_secs(1);
+        let set_old = |p: &Path| {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap()
+        };
+
+        // Created, then the query runs: empty, or only the header, it is waited for.
+        for text in ["".to_owned(), format!("{}\r\n", lines[0])] {
+            std::fs::write(&path, &text).unwrap();
+            let sink = RecordingSink::new();
+            let r = process_file(&src, &m, &path, &sink, 10, &metrics).await;
+            assert!(matches!(r, Err(FileError::Unsettled(_))), "{text:?}: {r:?}");
+            assert!(path.exists());
+        }
+
+        // The writer pauses after two rows and resumes while they are being published: the
+        // file stays to be read again, and then every row is read.
+        std::fs::write(&path, format!("{}\n{}\n{}\n", lines[0], lines[1], lines[2])).unwrap();
+        set_old(&path);
+        let rest: String = lines[3..].iter().map(|l| format!("{l}\n")).collect();
+        let sink = WriterResumes {
+            inner: RecordingSink::new(),
+            path: path.clone(),
+            more: rest.into_bytes(),
+            done: false.into(),
+        };
+        let r = process_file(&src, &m, &path, &sink, 10, &metrics).await;
+        assert!(matches!(r, Err(FileError::Unsettled(_))), "{r:?}");
+        assert!(path.exists(), "not moved to done/ with rows unread");
+        set_old(&path);
+        let summary = process_file(&src, &m, &path, &sink, 10, &metrics)
+            .await
+            .unwrap();
+        assert_eq!(summary.rows as usize, lines.len() - 1);
+        assert!(dir.path().join("done/slow.csv").exists());
+        // An export of nothing, left alone past the grace period, is read as one.
+        let empty = dir.path().join("nothing.csv");
+        std::fs::write(&empty, format!("{}\n", lines[0])).unwrap();
+        set_old(&empty);
+        let summary = process_file(&src, &m, &empty, &RecordingSink::new(), 10, &metrics)
+            .await
+            .unwrap();
+        assert_eq!(summary.rows, 0);
+        assert!(dir.path().join("done/nothing.csv").exists());
     }
 
     #[tokio::test]
