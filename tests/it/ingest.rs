@@ -405,6 +405,13 @@ async fn errors_the_framework_answers_are_problem_details_too() {
         .send()
         .await
         .unwrap();
+    // RFC 9110 15.5.16: the 415 names the codings that would have been accepted.
+    assert_eq!(
+        r.headers()
+            .get("accept-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("identity")
+    );
     let (p, _) = check(r, 415, "application/problem+json").await;
     assert_eq!(
         p["type"],

@@ -1462,6 +1462,23 @@ fn missing_columns(mapping: &Mapping, header: &[String]) -> Vec<String> {
     missing
 }
 
+/// The columns the mapping reads that the header names more than once (case-insensitive),
+/// each named once: which of two cells is meant cannot be known.
+fn repeated_columns(mapping: &Mapping, header: &[String]) -> Vec<String> {
+    let mut repeated: Vec<String> = Vec::new();
+    for c in mapping.columns() {
+        let named = format!("{c:?}");
+        let times = header
+            .iter()
+            .filter(|h| h.eq_ignore_ascii_case(c.trim()))
+            .count();
+        if times > 1 && !repeated.contains(&named) {
+            repeated.push(named);
+        }
+    }
+    repeated
+}
+
 /// Why a header that lacks mapped columns may: the export used another delimiter.
 fn delimiter_hint(header: &[String]) -> &'static str {
     match header {
@@ -1556,13 +1573,21 @@ pub async fn process_file(
     if src.format == FileFormat::Csv {
         let header = csv_header(&bytes).unwrap_or_default();
         let missing = missing_columns(mapping, &header);
-        if !missing.is_empty() {
-            let e = format!(
-                "the header has no column {}: the mapping reads it (was the export changed?){}",
-                missing.join(", "),
-                delimiter_hint(&header)
-            );
-            warn!(source = %src.name, file = %file_name, "file rejected: mapped columns missing from the header");
+        let repeated = repeated_columns(mapping, &header);
+        if !missing.is_empty() || !repeated.is_empty() {
+            let e = if missing.is_empty() {
+                format!(
+                    "the header names column {} more than once: the mapping reads it, and which one is meant cannot be told (was the export changed?)",
+                    repeated.join(", ")
+                )
+            } else {
+                format!(
+                    "the header has no column {}: the mapping reads it (was the export changed?){}",
+                    missing.join(", "),
+                    delimiter_hint(&header)
+                )
+            };
+            warn!(source = %src.name, file = %file_name, "file rejected: mapped columns missing from the header, or named twice");
             write_atomic(
                 &errors_path,
                 &errors_csv(&[(1, String::new(), e, String::new())]),
@@ -2222,6 +2247,32 @@ mod tests {
             std::fs::read_to_string(dir.path().join("rejected/renamed.csv.errors.csv")).unwrap();
         // (CSV doubles the quotes around the column's name.)
         assert!(errors.contains("no column \"\"NHS Number\"\""), "{errors}");
+        assert_eq!(sink.events().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_naming_a_mapped_column_twice_is_rejected_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source_in(dir.path(), "brokerage-homecare.toml");
+        let m = mapping("brokerage-homecare.toml");
+        let path = dir.path().join("twice.csv");
+        std::fs::write(
+            &path,
+            format!("{HEADER},reason\nP1,CANCELLED,24/11/2026,9434765919,M-1,HC,,,,,,,,,Moved away,Died\n"),
+        )
+        .unwrap();
+        let sink = RecordingSink::new();
+        let metrics = FileDropMetrics::default();
+        process_file(&src, &m, &path, &sink, 10, &metrics)
+            .await
+            .unwrap();
+        assert!(dir.path().join("rejected/twice.csv").exists());
+        let errors =
+            std::fs::read_to_string(dir.path().join("rejected/twice.csv.errors.csv")).unwrap();
+        assert!(
+            errors.contains("names column \"\"Reason\"\" more than once"),
+            "{errors}"
+        );
         assert_eq!(sink.events().len(), 0);
     }
 

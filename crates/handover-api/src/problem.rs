@@ -213,6 +213,13 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if let ApiError::UnsupportedEncoding(_) = self {
+            // RFC 9110 15.5.16: a 415 for a content coding says which codings would do.
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         resp
     }
 }
