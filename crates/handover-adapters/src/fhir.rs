@@ -446,13 +446,10 @@ fn request_issue(i: usize, entry: &Value, resource: &Value) -> Option<Issue> {
     let path = url.split('?').next().unwrap_or("");
     // The url is relative to the server's base; an absolute one ends in the same parts.
     let tail = if path.contains("://") {
-        let tail = type_and_id(path).unwrap_or_default();
-        if !tail.starts_with(rtype) || tail.len() == rtype.len() {
-            // `https://…/fhir/Encounter`: its last part is the type.
-            path.rsplit('/').next().unwrap_or("").to_owned()
-        } else {
-            tail
-        }
+        // `…/fhir/Encounter/enc-1` ends in `Type/id`; `…/fhir/Encounter` in the type alone.
+        type_and_id(path)
+            .filter(|t| t.starts_with(&format!("{rtype}/")))
+            .unwrap_or_else(|| path.rsplit('/').next().unwrap_or("").to_owned())
     } else {
         path.trim_start_matches('/').to_owned()
     };
@@ -784,11 +781,7 @@ impl Org {
 /// Whether `system` names ONS GSS codes: [`GSS_SYSTEM`], also over `https` and with a
 /// trailing `/` (senders write it each way; the code's shape is checked by its use).
 pub fn is_gss_system(system: &str) -> bool {
-    let rest = GSS_SYSTEM.trim_start_matches("http://");
-    system
-        .strip_prefix("http://")
-        .or_else(|| system.strip_prefix("https://"))
-        .is_some_and(|s| s.starts_with(rest))
+    is_system(system, GSS_SYSTEM)
 }
 
 /// Whether `system` is the web identifier system `canonical`, written either way senders

@@ -1451,32 +1451,34 @@ fn has_data_rows(format: FileFormat, bytes: &[u8]) -> bool {
 /// The columns the mapping must find in a CSV header (the NHS number or local id, the
 /// time, the event type and the row key) that the header lacks, each named once.
 fn missing_columns(mapping: &Mapping, header: &[String]) -> Vec<String> {
-    let has = |c: &str| header.iter().any(|h| h.eq_ignore_ascii_case(c.trim()));
-    let mut missing: Vec<String> = Vec::new();
-    for c in mapping.key_columns() {
-        let named = format!("{c:?}");
-        if !has(c) && !missing.contains(&named) {
-            missing.push(named);
-        }
-    }
-    missing
+    columns_named(mapping.key_columns(), header, |times| times == 0)
 }
 
 /// The columns the mapping reads that the header names more than once (case-insensitive),
 /// each named once: which of two cells is meant cannot be known.
 fn repeated_columns(mapping: &Mapping, header: &[String]) -> Vec<String> {
-    let mut repeated: Vec<String> = Vec::new();
-    for c in mapping.columns() {
+    columns_named(mapping.columns(), header, |times| times > 1)
+}
+
+/// Of `columns`, those the header names a number of times `wrong` holds for (the header's
+/// names compared case-insensitively), each quoted once.
+fn columns_named(
+    columns: Vec<&str>,
+    header: &[String],
+    wrong: impl Fn(usize) -> bool,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in columns {
         let named = format!("{c:?}");
         let times = header
             .iter()
             .filter(|h| h.eq_ignore_ascii_case(c.trim()))
             .count();
-        if times > 1 && !repeated.contains(&named) {
-            repeated.push(named);
+        if wrong(times) && !out.contains(&named) {
+            out.push(named);
         }
     }
-    repeated
+    out
 }
 
 /// Why a header that lacks mapped columns may: the export used another delimiter.
@@ -2225,55 +2227,47 @@ mod tests {
         assert_eq!(time("2026-06-22T10:05:00.5Z"), "2026-06-22T10:05:00.500Z");
     }
 
-    #[tokio::test]
-    async fn a_file_without_a_mapped_column_is_rejected_whole() {
+    /// Drops `text` as `name` into a brokerage source, expects the whole file in
+    /// `rejected/` with nothing published, and returns its errors file.
+    async fn rejected_whole(name: &str, text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let src = source_in(dir.path(), "brokerage-homecare.toml");
         let m = mapping("brokerage-homecare.toml");
-        let path = dir.path().join("renamed.csv");
-        let header = HEADER.replace("NHS Number", "NHS No.");
-        std::fs::write(
-            &path,
-            format!("{header}\nP1,REQUESTED,24/11/2026,9434765919,M-1,HC,10,2,1,,,,,,\n"),
-        )
-        .unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
         let sink = RecordingSink::new();
         let metrics = FileDropMetrics::default();
         process_file(&src, &m, &path, &sink, 10, &metrics)
             .await
             .unwrap();
-        assert!(dir.path().join("rejected/renamed.csv").exists());
-        let errors =
-            std::fs::read_to_string(dir.path().join("rejected/renamed.csv.errors.csv")).unwrap();
+        assert!(dir.path().join("rejected").join(name).exists());
+        assert_eq!(sink.events().len(), 0);
+        std::fs::read_to_string(dir.path().join(format!("rejected/{name}.errors.csv"))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_file_without_a_mapped_column_is_rejected_whole() {
+        let header = HEADER.replace("NHS Number", "NHS No.");
+        let errors = rejected_whole(
+            "renamed.csv",
+            &format!("{header}\nP1,REQUESTED,24/11/2026,9434765919,M-1,HC,10,2,1,,,,,,\n"),
+        )
+        .await;
         // (CSV doubles the quotes around the column's name.)
         assert!(errors.contains("no column \"\"NHS Number\"\""), "{errors}");
-        assert_eq!(sink.events().len(), 0);
     }
 
     #[tokio::test]
     async fn a_file_naming_a_mapped_column_twice_is_rejected_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = source_in(dir.path(), "brokerage-homecare.toml");
-        let m = mapping("brokerage-homecare.toml");
-        let path = dir.path().join("twice.csv");
-        std::fs::write(
-            &path,
-            format!("{HEADER},reason\nP1,CANCELLED,24/11/2026,9434765919,M-1,HC,,,,,,,,,Moved away,Died\n"),
+        let errors = rejected_whole(
+            "twice.csv",
+            &format!("{HEADER},reason\nP1,CANCELLED,24/11/2026,9434765919,M-1,HC,,,,,,,,,Moved away,Died\n"),
         )
-        .unwrap();
-        let sink = RecordingSink::new();
-        let metrics = FileDropMetrics::default();
-        process_file(&src, &m, &path, &sink, 10, &metrics)
-            .await
-            .unwrap();
-        assert!(dir.path().join("rejected/twice.csv").exists());
-        let errors =
-            std::fs::read_to_string(dir.path().join("rejected/twice.csv.errors.csv")).unwrap();
+        .await;
         assert!(
             errors.contains("names column \"\"Reason\"\" more than once"),
             "{errors}"
         );
-        assert_eq!(sink.events().len(), 0);
     }
 
     #[tokio::test]
@@ -2281,26 +2275,14 @@ mod tests {
         // A European-locale "CSV": semicolons, and a decimal comma that splits one row into
         // two fields; no row has the header's one field, yet the header alone says what is
         // wrong (before, the file went to done/ with row errors only).
-        let dir = tempfile::tempdir().unwrap();
-        let src = source_in(dir.path(), "brokerage-homecare.toml");
-        let m = mapping("brokerage-homecare.toml");
-        let path = dir.path().join("semicolons.csv");
-        std::fs::write(
-            &path,
-            format!(
+        let errors = rejected_whole(
+            "semicolons.csv",
+            &format!(
                 "{}\nP1;REQUESTED;24/11/2026;9434765919;M-1;HC;10,5;2;1;;;;;;\n",
                 HEADER.replace(',', ";")
             ),
         )
-        .unwrap();
-        let sink = RecordingSink::new();
-        let metrics = FileDropMetrics::default();
-        process_file(&src, &m, &path, &sink, 10, &metrics)
-            .await
-            .unwrap();
-        assert!(dir.path().join("rejected/semicolons.csv").exists());
-        let errors =
-            std::fs::read_to_string(dir.path().join("rejected/semicolons.csv.errors.csv")).unwrap();
+        .await;
         assert!(errors.contains("no column \"\"NHS Number\"\""), "{errors}");
         assert!(
             errors.contains("export the file comma-separated"),
@@ -2308,8 +2290,8 @@ mod tests {
         );
         // Each missing column is named once, though the mapping reads some twice.
         let named = |c: &str| errors.matches(&format!("\"\"{c}\"\"")).count();
+        let m = mapping("brokerage-homecare.toml");
         assert!(m.key_columns().iter().all(|c| named(c) == 1), "{errors}");
-        assert_eq!(sink.events().len(), 0);
     }
 
     /// Publishes to a [`RecordingSink`]; on its first call, appends `more` to `path`, as a
