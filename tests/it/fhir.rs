@@ -724,6 +724,76 @@ async fn fhir_clients_get_a_capability_statement_and_clear_refusals() {
         0,
         "nothing stored"
     );
+    // An XML-only client is told, before anything is stored, that answers are JSON: 406.
+    let raw = |path: &str, headers: &[(&str, &str)]| {
+        let mut req = b
+            .http
+            .post(format!("{}{path}", b.base))
+            .bearer_auth(token(Role::Admin));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(encounter.clone())
+    };
+    for accept in [
+        "application/fhir+xml",
+        "application/xml, text/xml;q=0.9",
+        "application/fhir+json;q=0, application/fhir+xml",
+    ] {
+        let r = raw(
+            "/fhir/r4/Encounter",
+            &[
+                ("content-type", "application/fhir+json"),
+                ("accept", accept),
+            ],
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 406, "{accept}");
+        assert_eq!(r.headers()["content-type"], "application/fhir+json");
+        let oo: Value = r.json().await.unwrap();
+        assert_eq!(oo["issue"][0]["code"], "not-supported", "{oo:#}");
+    }
+    let r = b
+        .http
+        .get(&url)
+        .bearer_auth(token(Role::Auditor))
+        .header("accept", "application/fhir+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 0);
+    // A compressed body's 415 says which coding to use instead (RFC 9110 15.5.16).
+    let r = raw(
+        "/fhir/r4/Encounter",
+        &[
+            ("content-type", "application/fhir+json"),
+            ("content-encoding", "gzip"),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.headers()["accept-encoding"], "identity");
+    // The DSTU2/STU3 media type older clients send, with an Accept naming it among others.
+    let r = raw(
+        "/fhir/r4/Encounter",
+        &[
+            ("content-type", "application/json+fhir; charset=utf-8"),
+            (
+                "accept",
+                "application/xml+fhir;q=0.9, application/json+fhir",
+            ),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(b.rt().log.last_sequence().await.unwrap() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,23 @@ async fn a_resent_event_is_accepted_once_and_stored_once() {
     let first: Value = b.post_events(&admitted("e1")).await.json().await.unwrap();
     assert_eq!(first["accepted"], 1);
     assert_eq!(first["events"][0]["duplicate"], false);
+    // Resent by the trust's own integration token, its source spelt in another case
+    // (the URN scheme and namespace are case-insensitive, the ODS code upper case): the
+    // same event, not a 403 nor a second one.
+    let mut shouted = admitted("e1");
+    shouted["source"] = json!("URN:ODS:rx1:pas");
+    let r = b
+        .http
+        .post(format!("{}/v1/events", b.base))
+        .bearer_auth(crate::support::token_for(Role::Integration, "RX1"))
+        .header("content-type", "application/cloudevents+json")
+        .body(shouted.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let resent: Value = r.json().await.unwrap();
+    assert_eq!(resent["duplicates"], 1, "{resent:#}");
     let r = b.post_events(&admitted("e1")).await;
     assert_eq!(r.status(), 202);
     let second: Value = r.json().await.unwrap();
@@ -53,7 +70,7 @@ async fn a_resent_event_is_accepted_once_and_stored_once() {
         .await
         .unwrap();
     assert!(
-        m.contains("handover_events_ingested_total{result=\"duplicate\"} 1"),
+        m.contains("handover_events_ingested_total{result=\"duplicate\"} 2"),
         "{m}"
     );
     assert!(

@@ -907,6 +907,12 @@ fn attendance_class(r: &Value) -> Option<&str> {
     })
 }
 
+/// Whether an Encounter's `partOf` names a parent: a reference or an identifier.
+fn is_part_of(part_of: &Value) -> bool {
+    part_of.is_object()
+        && (str_at(part_of, "reference").is_some() || part_of.get("identifier").is_some())
+}
+
 /// Whether `t` is shaped like a FHIR resource type name (`Condition`, `AllergyIntolerance`).
 fn is_resource_type_name(t: &str) -> bool {
     t.len() <= 64
@@ -935,6 +941,9 @@ pub fn nothing_recorded(resource: &Value) -> String {
     if t == "Encounter" {
         if let Some(class) = attendance_class(resource) {
             return format!("accepted: nothing to record (the Encounter's class {class} is an attendance, not a hospital stay: Handover records stays only, whatever the status)");
+        }
+        if resource.get("partOf").is_some_and(is_part_of) {
+            return "accepted: nothing to record (the Encounter is part of another, its hospital stay (partOf): a ward stay or episode within a stay is not a stay of its own, and the stay's own Encounter records it)".to_owned();
         }
     }
     match str_at(resource, "status").filter(|s| id_token_ok(s)) {
@@ -1494,6 +1503,10 @@ impl<'a> Cx<'a> {
             // An attendance that is not a hospital stay (outpatient, emergency department,
             // virtual, home, field, observation): nothing for a discharge to follow.
             _ if attendance_class(r).is_some() => "none",
+            // A ward stay or consultant episode within a hospital stay (`partOf` the spell):
+            // the spell is the stay, and its own Encounter records it. Taken as one, the
+            // child would be a second, phantom stay that never ends when the spell does.
+            _ if self.within_a_stay(r) => "none",
             Some("in-progress" | "arrived") => "admitted",
             Some("finished") => "discharged",
             Some("cancelled" | "entered-in-error") => "cancelled",
@@ -1708,6 +1721,18 @@ impl<'a> Cx<'a> {
             _ => {}
         }
         out
+    }
+
+    /// Whether an Encounter is part of another (`partOf`) that is not known to be an
+    /// attendance: a ward stay or consultant episode of a hospital spell. An admission
+    /// modelled as part of its emergency department attendance (the parent, in the Bundle
+    /// or contained, has an attendance class) is a stay of its own.
+    fn within_a_stay(&self, r: &Value) -> bool {
+        let Some(part_of) = r.get("partOf").filter(|p| is_part_of(p)) else {
+            return false;
+        };
+        let parent = str_at(part_of, "reference").and_then(|re| self.target(r, re));
+        parent.is_none_or(|p| attendance_class(p).is_none())
     }
 
     fn discharge_destination(&mut self, r: &Value) -> Option<&'static str> {
@@ -2801,6 +2826,55 @@ mod tests {
             );
             assert!(!translate(&e, &ctx()).unwrap().is_empty(), "{class}");
         }
+    }
+
+    #[test]
+    fn a_ward_stay_within_a_spell_records_nothing_but_an_admission_from_ed_does() {
+        for fixture_name in ["encounter_in_progress.json", "encounter_finished.json"] {
+            for part_of in [
+                json!({"reference": "Encounter/spell-1"}),
+                json!({"identifier": {"system": "https://trust.example/spell", "value": "S1"}}),
+            ] {
+                let child = with(fixture(fixture_name), "partOf", part_of.clone());
+                assert_eq!(
+                    translate(&child, &ctx()).unwrap(),
+                    vec![],
+                    "{fixture_name} {part_of}"
+                );
+                assert!(nothing_recorded(&child).contains("partOf"));
+            }
+        }
+        // Part of its emergency department attendance, in the same Bundle: a stay.
+        let mut admission = with(
+            fixture("encounter_in_progress.json"),
+            "partOf",
+            json!({"reference": "urn:uuid:7c0a7b7e-2f1e-4c55-9b8e-0d9a1f3c2b11"}),
+        );
+        admission["subject"] = json!({"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}});
+        let ed = json!({
+            "resourceType": "Encounter", "id": "ed-1", "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "EMER"},
+            "subject": admission["subject"].clone(),
+            "period": {"start": "2024-03-01T08:00:00Z", "end": "2024-03-01T10:00:00Z"}
+        });
+        let bundle = json!({
+            "resourceType": "Bundle", "type": "transaction",
+            "entry": [
+                {"fullUrl": "urn:uuid:7c0a7b7e-2f1e-4c55-9b8e-0d9a1f3c2b11", "resource": ed,
+                 "request": {"method": "PUT", "url": "Encounter/ed-1"}},
+                {"fullUrl": "urn:uuid:0b6f3e2a-4d4b-4a7e-8f57-3f1b9c2d5e60", "resource": admission,
+                 "request": {"method": "POST", "url": "Encounter"}}
+            ]
+        });
+        let entries = translate_bundle(&bundle, &ctx()).unwrap();
+        let types: Vec<&str> = entries
+            .iter()
+            .flat_map(|e| e.events.iter().map(|e| e.event_type().as_str()))
+            .collect();
+        assert!(
+            types.contains(&"handover.discharge.admitted.v1"),
+            "{types:?}"
+        );
     }
 
     #[test]

@@ -1330,7 +1330,12 @@ fn merged(msg: &Message, ctx: &Ctx) -> Result<Vec<Event>, ContentError> {
                 "each PID of a merge needs its MRG segment",
             )
         })?;
-        let prior = identifiers(mrg, seq, 1, &ctx.h.ods)?;
+        let mut prior = identifiers(mrg, seq, 1, &ctx.h.ods)?;
+        if prior.nhs.is_none() {
+            // MRG-4, the prior (external) patient id: where v2.3 senders put the prior NHS
+            // number, as PID-2 holds the current one.
+            prior.nhs = identifiers(mrg, seq, 4, &ctx.h.ods)?.nhs;
+        }
         let (Some(new), Some(old)) = (person.nhs, prior.nhs) else {
             continue;
         };
@@ -1789,12 +1794,16 @@ async fn handle_frame_traced(frame: Result<Vec<u8>, FrameError>, shared: &Shared
         Err(e) => {
             Hl7Metrics::inc(&metrics.unparseable);
             metrics.acked(AckCode::Ar);
-            let text = match e {
-                FrameError::TooLarge { limit } => format!("message exceeds {limit} bytes"),
-                FrameError::Truncated { .. } => "message truncated".to_owned(),
+            let (text, head) = match e {
+                FrameError::TooLarge { limit, head } => {
+                    (format!("message exceeds {limit} bytes"), head)
+                }
+                FrameError::Truncated { .. } => ("message truncated".to_owned(), Vec::new()),
             };
             warn!(ack = "AR", error = %text, "hl7 frame rejected");
-            return ack_unparseable(AckCode::Ar, &text, &now, &ack_id, b"");
+            // Answered as the oversized message's own MSH (its control id in MSA-2), so the
+            // sender's engine can tell which message was refused.
+            return ack_unparseable(AckCode::Ar, &text, &now, &ack_id, &head);
         }
     };
     let msg = match Message::parse(&bytes) {

@@ -13,8 +13,9 @@
 //!   `transaction-response` Bundle, one entry per request entry, each with its own status;
 //! - `400` with an `OperationOutcome` listing every problem, each with a FHIRPath
 //!   `expression`; nothing from the request is stored (a Bundle is all or nothing);
-//! - `401`/`403`/`415` as an `OperationOutcome` too (`415` also for a compressed body:
-//!   `Content-Encoding` other than `identity`); `503` (`transient`) when the event log is
+//! - `401`/`403`/`406`/`415` as an `OperationOutcome` too (`406` when `Accept` names no JSON
+//!   type; `415` also for a compressed body: `Content-Encoding` other than `identity`, answered
+//!   with `Accept-Encoding: identity`); `503` (`transient`) when the event log is
 //!   unavailable: nothing may be assumed stored and a resend is safe (event ids are
 //!   deterministic).
 //!
@@ -48,6 +49,9 @@ pub struct FhirError {
     pub issues: Vec<Issue>,
     /// The `WWW-Authenticate` challenge of a `401`.
     pub challenge: Option<HeaderValue>,
+    /// A `415` for a content coding: answered with `Accept-Encoding: identity` (RFC 9110
+    /// 15.5.16), as `/v1` does.
+    pub identity_only: bool,
 }
 
 impl FhirError {
@@ -65,6 +69,7 @@ impl FhirError {
                 expression: None,
             }],
             challenge: None,
+            identity_only: false,
         }
     }
 
@@ -73,6 +78,7 @@ impl FhirError {
             status: StatusCode::BAD_REQUEST,
             issues,
             challenge: None,
+            identity_only: false,
         }
     }
 }
@@ -98,7 +104,13 @@ impl From<ApiError> for FhirError {
                 )
             }
             ApiError::UnsupportedEncoding(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, IssueCode::NotSupported)
+                let mut out = FhirError::one(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    IssueCode::NotSupported,
+                    text,
+                );
+                out.identity_only = true;
+                return out;
             }
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, IssueCode::Transient),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, IssueCode::Transient),
@@ -132,6 +144,12 @@ impl IntoResponse for FhirError {
             }
             _ => {}
         }
+        if self.identity_only {
+            h.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         resp
     }
 }
@@ -143,6 +161,41 @@ fn fhir_response(status: StatusCode, body: &Value) -> Response {
     resp
 }
 
+/// The media types of FHIR JSON: R4's, plain JSON, and `application/json+fhir`, which
+/// DSTU2 and STU3 named and older clients still send.
+const JSON_TYPES: [&str; 3] = [FHIR_JSON, "application/json", "application/json+fhir"];
+
+/// A `406` when the request's `Accept` names media types but none that is JSON (an XML-only
+/// client, say): every answer here is `application/fhir+json`. No `Accept`, a wildcard, or a
+/// header that does not parse is answered as usual.
+fn refuse_unacceptable(headers: &HeaderMap) -> Result<(), FhirError> {
+    let ranges: Vec<(String, bool)> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next()?.trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                let p = p.trim().to_ascii_lowercase();
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            (!media.is_empty()).then_some((media, !refused))
+        })
+        .collect();
+    let acceptable = |m: &str| m == "*/*" || m == "application/*" || JSON_TYPES.contains(&m);
+    if ranges.is_empty() || ranges.iter().any(|(m, ok)| *ok && acceptable(m)) {
+        return Ok(());
+    }
+    Err(FhirError::one(
+        StatusCode::NOT_ACCEPTABLE,
+        IssueCode::NotSupported,
+        "this server answers in application/fhir+json only: accept it (or application/json)",
+    ))
+}
+
 /// Checks the media type and encoding and parses the body (the caller was authenticated
 /// before the body was read, by [`Publisher`]); returns the mapping context.
 fn prelude(
@@ -150,17 +203,18 @@ fn prelude(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(FhirContext, Value), FhirError> {
+    refuse_unacceptable(headers)?;
     crate::refuse_content_encoding(headers)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/fhir+json")
+        .unwrap_or(FHIR_JSON)
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if ct != FHIR_JSON && ct != "application/json" {
+    if !JSON_TYPES.contains(&ct.as_str()) {
         return Err(ApiError::UnsupportedMediaType.into());
     }
     // A UTF-8 byte order mark, which .NET and Windows tools write, is allowed before the
@@ -205,6 +259,7 @@ async fn publish(
             status: StatusCode::FORBIDDEN,
             issues: refused,
             challenge: None,
+            identity_only: false,
         });
     }
     if events.len() > MAX_BATCH {
@@ -606,6 +661,7 @@ pub async fn metadata(
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     st.auth.authenticate(&headers).await?;
+    refuse_unacceptable(&headers)?;
     Ok(fhir_response(StatusCode::OK, &capability_statement()))
 }
 

@@ -214,8 +214,10 @@ impl Event {
             None => errors.push(FieldError::new("/specversion", "is required")),
         }
         let id = required_string(&obj, "id", &mut errors);
-        let source = required_string(&obj, "source", &mut errors);
+        let mut source = required_string(&obj, "source", &mut errors);
         if with_schema {
+            // At intake only, so that what is stored is already in this form.
+            source = source.map(canonical_source);
             // At intake only: an event stored before this check is still read back.
             for (key, value) in [("id", &id), ("source", &source)] {
                 if let Some(v) = value {
@@ -683,6 +685,27 @@ fn is_disallowed_char(c: char) -> bool {
     c.is_control() || (0xFDD0..=0xFDEF).contains(&n) || n & 0xFFFE == 0xFFFE
 }
 
+/// A source naming an NHS or council organisation in its canonical form: the URN scheme and
+/// namespace (`urn:ods:`, `urn:gss:`), which RFC 8141 makes case-insensitive, in lower case
+/// and the ODS or GSS code, upper case by definition, in upper case (`URN:ODS:rx1:pas` is
+/// `urn:ods:RX1:pas`); the system after them is kept as sent. Any other source is unchanged.
+pub fn canonical_source(source: String) -> String {
+    let mut parts = source.splitn(4, ':');
+    let (Some(scheme), Some(nid), Some(code)) = (parts.next(), parts.next(), parts.next()) else {
+        return source;
+    };
+    let nid = nid.to_ascii_lowercase();
+    if !scheme.eq_ignore_ascii_case("urn") || !matches!(nid.as_str(), "ods" | "gss") {
+        return source;
+    }
+    let mut out = format!("urn:{nid}:{}", code.to_ascii_uppercase());
+    if let Some(rest) = parts.next() {
+        out.push(':');
+        out.push_str(rest);
+    }
+    out
+}
+
 fn required_string(
     obj: &Map<String, Value>,
     key: &str,
@@ -853,6 +876,29 @@ fn decode_data(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn organisation_sources_are_read_in_their_canonical_form() {
+        for (sent, kept) in [
+            ("URN:ODS:rx1:pas", "urn:ods:RX1:pas"),
+            ("urn:Gss:e08000035:Mosaic", "urn:gss:E08000035:Mosaic"),
+            ("urn:ods:RX1:pas", "urn:ods:RX1:pas"),
+            ("urn:ods:rx1", "urn:ods:RX1"),
+            ("urn:uuid:7c0a7b7e", "urn:uuid:7c0a7b7e"),
+            ("https://pas.example/ADT", "https://pas.example/ADT"),
+            ("urn", "urn"),
+        ] {
+            assert_eq!(canonical_source(sent.to_owned()), kept);
+        }
+        let e = Event::from_json(serde_json::json!({
+            "specversion": "1.0", "id": "c1", "source": "URN:ODS:rx1:pas",
+            "type": "handover.discharge.admitted.v1", "subject": "9434765919",
+            "time": "2024-03-01T10:15:00Z",
+            "data": {"encounter_id": "E1", "site": "RX1", "admitted_at": "2024-03-01T10:15:00Z"}
+        }))
+        .unwrap();
+        assert_eq!(e.source, "urn:ods:RX1:pas");
+    }
 
     /// Every example under `schemas/examples` that decodes, with its path (at least 20).
     fn examples() -> Vec<(std::path::PathBuf, Event)> {

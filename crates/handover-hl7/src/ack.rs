@@ -211,7 +211,8 @@ fn err_segment(error: &AckError, seps: &Separators, legacy: bool) -> String {
 ///
 /// * MSH: sending and receiving application/facility swapped (ACK MSH-3/4 =
 ///   original MSH-5/6 and MSH-5/6 = original MSH-3/4), MSH-7 = `now` (an HL7
-///   DTM supplied by the caller), MSH-9 = `ACK^<trigger>^ACK`, MSH-10 =
+///   DTM supplied by the caller), MSH-9 = `ACK^<trigger>^ACK` (`ACK` when the
+///   original has no trigger event), MSH-10 =
 ///   `control_id`, MSH-11 echoed from the original (`P` when it has none) and
 ///   MSH-12 echoed when its first component is a 2.x version id (`2.4`
 ///   otherwise: missing, `2`, `3.0`, text).
@@ -265,10 +266,13 @@ pub fn ack(
     out.push(f);
     out.push(f);
     out.push_str("ACK");
-    out.push(c);
-    escape_into(&mut out, original.trigger_event().unwrap_or(""), seps);
-    out.push(c);
-    out.push_str("ACK");
+    // `ACK^A01^ACK`; plain `ACK` when the original named no trigger event.
+    if let Some(trigger) = original.trigger_event().filter(|t| !t.trim().is_empty()) {
+        out.push(c);
+        escape_into(&mut out, trigger, seps);
+        out.push(c);
+        out.push_str("ACK");
+    }
     out.push(f);
     escape_into(&mut out, control_id, seps);
     out.push(f);
@@ -315,7 +319,8 @@ pub fn ack_unparseable(
 /// `original`, when it is a readable `MSH` line ([`salvage_msh`]), is echoed as a normal
 /// ACK would: its receiving application and facility (MSH-5/6) become the ACK's sender
 /// (MSH-3/4), its sender (MSH-3/4) the ACK's receiver, its MSH-11 the processing id (else
-/// `P`), its MSH-12 the version when it is one (`2.x`), else `2.4` (old enough for every
+/// `P`), its trigger event (MSH-9.2) the ACK's (`ACK^A01^ACK`; plain `ACK` without one),
+/// its MSH-12 the version when it is one (`2.x`), else `2.4` (old enough for every
 /// receiver we talk to); MSA-2 is its MSH-10, so the sender's engine can match the reply
 /// to its message. Each is empty otherwise. MSA-3 and an `ERR` segment in both the
 /// v2.3/2.4 and v2.5 layouts carry the error.
@@ -362,8 +367,16 @@ pub fn ack_salvaged(
         .map(str::trim)
         .unwrap_or_default()
         .to_owned();
+    // MSH-9.2 of the original, when it has one and it reads as a trigger event code.
+    let trigger = msh
+        .as_ref()
+        .and_then(|m| m.fields.get(8))
+        .and_then(|t| t.split(msh.as_ref().map_or('^', |m| m.component)).nth(1))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 3 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map_or_else(|| "ACK".to_owned(), |t| format!("ACK^{t}^ACK"));
     format!(
-        "MSH|^~\\&|{recv_app}|{recv_fac}|{send_app}|{send_fac}|{now}||ACK^^ACK|{id}|{processing_id}|{version}\rMSA|{code}|{echoed}|{text}\r{err}\r",
+        "MSH|^~\\&|{recv_app}|{recv_fac}|{send_app}|{send_fac}|{now}||{trigger}|{id}|{processing_id}|{version}\rMSA|{code}|{echoed}|{text}\r{err}\r",
         recv_app = field(5),
         recv_fac = field(6),
         send_app = field(3),
@@ -453,7 +466,10 @@ mod tests {
                 .and_then(|msh| msh.field(n))
                 .map_or("", |field| field.raw())
         };
-        let trigger = escape(original.trigger_event().unwrap_or(""), seps);
+        let trigger = match original.trigger_event().unwrap_or("") {
+            "" => String::new(),
+            t => format!("{c}{}{c}ACK", escape(t, seps)),
+        };
         let pid = if raw(11).is_empty() { "P" } else { raw(11) };
         let ver = match original.version() {
             Some(v) if is_v2_version_id(v) => raw(12),
@@ -461,7 +477,7 @@ mod tests {
         };
         let legacy = is_legacy_version(ver);
         let mut out = format!(
-            "MSH{f}{enc}{f}{app}{f}{fac}{f}{rapp}{f}{rfac}{f}{now}{f}{f}ACK{c}{trigger}{c}ACK{f}{id}{f}{pid}{f}{ver}\r",
+            "MSH{f}{enc}{f}{app}{f}{fac}{f}{rapp}{f}{rfac}{f}{now}{f}{f}ACK{trigger}{f}{id}{f}{pid}{f}{ver}\r",
             enc = seps.encoding_characters(),
             app = raw(5),
             fac = raw(6),

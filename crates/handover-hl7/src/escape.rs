@@ -134,9 +134,15 @@ pub(crate) fn is_stray_control(c: char) -> bool {
 /// truncation character), `\Xhh..\` (hex bytes, read as UTF-8 when valid,
 /// otherwise as ISO-8859-1; C0 control characters but tab, line feed and carriage
 /// return left out), and `\.br\` (line break, decoded as `\n`).
-/// Anything else, including highlighting (`\H\`, `\N\`), other formatting
-/// commands, character-set switches and an escape character without a
-/// closing one, is kept literally.
+///
+/// Display-only sequences are dropped, their text kept: highlighting (`\H\` and `\N\`
+/// around the highlighted text), the formatted-text commands that only lay text out
+/// (`\.fi\`, `\.nf\`, `\.in±n\`, `\.ti±n\`), and character-set switches (`\Cxxyy\`,
+/// `\Mxxyyzz\`, whose text arrives already decoded as UTF-8 or ISO-8859-1). The commands that
+/// break lines (`\.sp\`, `\.sp n\`, `\.ce\`) become one line feed (`n` of them, at most 10,
+/// for `\.sp n\`), and `\.sk n\` becomes `n` spaces (at most 10).
+/// Anything else, including locally defined `\Z..\` sequences and an escape character
+/// without a closing one, is kept literally.
 pub fn unescape<'a>(text: &'a str, seps: &Separators) -> Cow<'a, str> {
     let e = seps.escape;
     if !text.contains(e) {
@@ -178,6 +184,14 @@ fn decode_sequence(seq: &str, seps: &Separators, out: &mut String) -> bool {
             None => return false,
         },
         ".br" => '\n',
+        "H" | "N" | ".fi" | ".nf" | ".ce" => {
+            if seq == ".ce" {
+                out.push('\n');
+            }
+            return true;
+        }
+        _ if is_charset_switch(seq) => return true,
+        _ if seq.starts_with('.') => return format_command(seq, out),
         _ => {
             return match seq.strip_prefix('X').and_then(decode_hex) {
                 Some(bytes) => {
@@ -197,6 +211,48 @@ fn decode_sequence(seq: &str, seps: &Separators, out: &mut String) -> bool {
     };
     out.push(c);
     true
+}
+
+/// `Cxxyy` (a single-byte character-set switch) or `Mxxyyzz` (a multi-byte one), `xx` to
+/// `zz` hex digits.
+fn is_charset_switch(seq: &str) -> bool {
+    let hex = match seq.as_bytes().first() {
+        Some(b'C') if seq.len() == 5 => &seq[1..],
+        Some(b'M') if seq.len() == 5 || seq.len() == 7 => &seq[1..],
+        _ => return false,
+    };
+    hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The formatted-text commands with an argument (HL7 v2 2.A.30 FT): `.sp n` (n line feeds),
+/// `.sk n` (n spaces), `.in ±n` and `.ti ±n` (indents, dropped). False when `seq` is none
+/// of them.
+fn format_command(seq: &str, out: &mut String) -> bool {
+    let Some((cmd, arg)) = seq.split_at_checked(3) else {
+        return false;
+    };
+    let arg = arg.trim();
+    let count = |signed: bool| -> Option<usize> {
+        let digits = if signed {
+            arg.strip_prefix(['+', '-']).unwrap_or(arg)
+        } else {
+            arg.strip_prefix('+').unwrap_or(arg)
+        };
+        if digits.is_empty() {
+            return Some(1);
+        }
+        digits
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| digits.parse::<usize>().unwrap_or(usize::MAX).min(10))
+    };
+    match cmd {
+        ".sp" => count(false).map(|n| out.extend(std::iter::repeat_n('\n', n))),
+        ".sk" => count(false).map(|n| out.extend(std::iter::repeat_n(' ', n))),
+        ".in" | ".ti" => count(true).map(|_| ()),
+        _ => None,
+    }
+    .is_some()
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -230,8 +286,23 @@ mod tests {
     }
 
     #[test]
+    fn display_only_sequences_keep_their_text() {
+        assert_eq!(un(r"\H\bold\N\ text"), "bold text");
+        assert_eq!(
+            un(r"one\.sp\two\.sp 2\three\.ce\four"),
+            "one\ntwo\n\nthree\nfour"
+        );
+        assert_eq!(un(r"\.in+4\\.ti-2\\.fi\\.nf\a\.sk 3\b"), "a   b");
+        assert_eq!(un(r"\C2842\Ren\C2D41\ée\M2442\"), "Renée");
+        assert_eq!(un(r"\.sp 99999999999999999999\"), "\n".repeat(10));
+    }
+
+    #[test]
     fn unknown_and_broken_sequences_are_literal() {
-        assert_eq!(un(r"\H\bold\N\"), r"\H\bold\N\");
+        assert_eq!(un(r"\Zlocal\"), r"\Zlocal\");
+        assert_eq!(un(r"C:\Cache\x"), r"C:\Cache\x");
+        assert_eq!(un(r"\.spx\"), r"\.spx\");
+        assert_eq!(un(r"\.xx\"), r"\.xx\");
         assert_eq!(un(r"C:\temp"), r"C:\temp");
         assert_eq!(un(r"\X4\"), r"\X4\");
         assert_eq!(un(r"\XZZ\"), r"\XZZ\");

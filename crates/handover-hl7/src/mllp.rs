@@ -38,6 +38,8 @@ pub const START_BLOCK: u8 = 0x0B;
 pub const END_BLOCK: u8 = 0x1C;
 /// Carriage return that follows [`END_BLOCK`] in a well-formed frame.
 pub const TRAILER: u8 = 0x0D;
+/// Most bytes of an oversized frame's first line kept in [`FrameError::TooLarge`].
+pub const HEAD_LEN: usize = 1024;
 /// Default maximum payload length accepted by [`MllpDecoder::default`]: 1 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 1024 * 1024;
 
@@ -49,6 +51,9 @@ pub enum FrameError {
     TooLarge {
         /// The configured maximum payload length in bytes.
         limit: usize,
+        /// The frame's first line (its MSH segment), at most [`HEAD_LEN`] bytes, so that
+        /// the refusal can still name the message it refuses.
+        head: Vec<u8>,
     },
     /// The stream ended in the middle of a frame (see [`MllpDecoder::finish`]).
     #[error("stream ended inside an mllp frame after {len} payload bytes")]
@@ -151,10 +156,23 @@ impl MllpDecoder {
                     if self.current.len() + chunk.len() > self.max_frame_len {
                         // Too large: report once, drop what we have and skip
                         // everything up to the next start byte.
+                        let mut head = std::mem::take(&mut self.current);
+                        if head.len() < HEAD_LEN {
+                            head.extend_from_slice(
+                                &chunk[..chunk.len().min(HEAD_LEN - head.len())],
+                            );
+                        }
+                        head.truncate(
+                            head.iter()
+                                .position(|&b| b == b'\r' || b == b'\n')
+                                .unwrap_or(head.len())
+                                .min(HEAD_LEN),
+                        );
+                        head.shrink_to_fit();
                         self.ready.push_back(Err(FrameError::TooLarge {
                             limit: self.max_frame_len,
+                            head,
                         }));
-                        self.current = Vec::new();
                         self.state = State::Idle;
                         // The remainder of this chunk is re-scanned in Idle
                         // (discarded up to the next 0x0B).
@@ -311,10 +329,36 @@ mod tests {
         d.push(&encode(b"1234"));
         assert_eq!(
             drain(&mut d),
-            vec![Err(FrameError::TooLarge { limit: 4 }), Ok(b"1234".to_vec())]
+            vec![
+                Err(FrameError::TooLarge {
+                    limit: 4,
+                    head: b"12345".to_vec()
+                }),
+                Ok(b"1234".to_vec())
+            ]
         );
         // "123456789" minus nothing kept, plus the 0x1C: all non-whitespace.
         assert_eq!(d.discarded_bytes(), 10);
+    }
+
+    #[test]
+    fn an_oversized_frame_keeps_its_first_line_for_the_refusal() {
+        let mut d = MllpDecoder::new(64);
+        d.push(b"\x0BMSH|^~\\&|PAS|RX1|HO|LA|20240301||ADT^A01|C1|P|2.4\rPID|||");
+        d.push(&[b'x'; 100]);
+        d.push(b"\x1C\r");
+        let Some(Err(FrameError::TooLarge { head, .. })) = d.next_frame() else {
+            panic!("no error");
+        };
+        assert_eq!(head, b"MSH|^~\\&|PAS|RX1|HO|LA|20240301||ADT^A01|C1|P|2.4");
+        // A first line longer than HEAD_LEN is cut there.
+        let mut d = MllpDecoder::new(4 * HEAD_LEN);
+        d.push(b"\x0B");
+        d.push(&vec![b'M'; 5 * HEAD_LEN]);
+        let Some(Err(FrameError::TooLarge { head, .. })) = d.next_frame() else {
+            panic!("no error");
+        };
+        assert_eq!(head.len(), HEAD_LEN);
     }
 
     #[test]
@@ -325,7 +369,13 @@ mod tests {
         d.push(&wire);
         assert_eq!(
             drain(&mut d),
-            vec![Err(FrameError::TooLarge { limit: 3 }), Ok(b"ok".to_vec())]
+            vec![
+                Err(FrameError::TooLarge {
+                    limit: 3,
+                    head: b"toolong".to_vec()
+                }),
+                Ok(b"ok".to_vec())
+            ]
         );
     }
 
@@ -383,7 +433,11 @@ mod tests {
     #[test]
     fn error_messages() {
         assert_eq!(
-            FrameError::TooLarge { limit: 10 }.to_string(),
+            FrameError::TooLarge {
+                limit: 10,
+                head: Vec::new()
+            }
+            .to_string(),
             "mllp frame exceeds the maximum length of 10 bytes"
         );
     }

@@ -126,8 +126,11 @@ async fn oversized_and_unparseable_frames_get_ar_and_the_connection_stays_usable
     let big = format!("{}ZZZ|{}\r", join(&a01("BIG")), "x".repeat(2000));
     c.send(&big).await;
     let ack = c.ack().await.unwrap();
-    assert_eq!(summary(&ack), "AR - 102  message exceeds 512 bytes");
+    // Refused as that message: its control id and trigger, its sender as the receiver.
+    assert_eq!(summary(&ack), "AR BIG 102  message exceeds 512 bytes");
     assert_eq!(ack.get("MSA-3"), Some("message exceeds 512 bytes"));
+    assert_eq!(ack.get("MSH-9.2"), Some("A01"));
+    assert_eq!(ack.get("MSH-5"), Some("PAS"));
     c.write_raw(b"some garbage between frames\r\n").await;
     c.send("hello, not HL7").await;
     assert_eq!(

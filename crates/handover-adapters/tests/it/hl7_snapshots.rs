@@ -554,6 +554,20 @@ fn a06_admits_a12_transfers_back_and_a34_a36_a47_change_the_nhs_number() {
             serde_json::json!({"previous_nhs_number": "9434765870"})
         );
     }
+    // A v2.3 merge naming the prior NHS number in MRG-4 (prior patient id), the prior MRN
+    // in MRG-1.
+    let m = vec![
+        msh("A40^ADT_A39", "M40"),
+        seg("EVN", &[(2, "20240301101500")]),
+        seg("PID", &[(2, "9434765919^^^NHS^NH"), (3, "A1^^^RX1^MR")]),
+        seg("MRG", &[(1, "A0^^^RX1^MR"), (4, "9434765870^^^NHS^NH")]),
+    ];
+    check_msg(
+        &m,
+        expect![[
+            r#"{"data":{"previous_nhs_number":"9434765870"},"id":"M40.fefea4537d40","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.nhs-number-changed.v1"}"#
+        ]],
+    );
 }
 
 #[test]

@@ -174,7 +174,7 @@ fn custom_escape_character_and_truncation() {
               ZU1-1 = "a|b$c%d!e&f#g"
               ZU1-2 = "A\nx"
               ZU1-3 = "back\\slash"
-              ZU1-4 = "!H!hi!N!"
+              ZU1-4 = "hi"
         "#]],
     );
 }
@@ -262,7 +262,7 @@ fn escapes() {
               PID-5[2].2 = "X"
               PID-11.1 = "FLAT 1\nHIGH ST"
               PID-11.3 = "A|B^C~D\\E"
-              PID-12 = "\\H\\BOLD\\N\\"
+              PID-12 = "BOLD"
               PID-13 = "C:\\temp\\x"
               PID-14 = "trailing\\"
         "#]],
@@ -522,7 +522,7 @@ fn ack_unparseable_message() {
     assert_eq!(parsed.get("MSA-1"), Some("AR"));
     assert_eq!(parsed.get("MSA-2"), None);
     expect![[r#"
-        MSH|^~\&|||||20240301101503||ACK^^ACK|ACK-0002|P|2.4
+        MSH|^~\&|||||20240301101503||ACK|ACK-0002|P|2.4
         MSA|AR||invalid encoding characters "\S\\R\" in MSH-2
         ERR|^^^102&Data type error&HL70357||102^Data type error^HL70357|E||||invalid encoding characters "\S\\R\" in MSH-2
     "#]].assert_eq(&out.replace('\r', "\n"));
@@ -545,13 +545,13 @@ fn ack_unparseable_echoes_a_readable_control_id() {
     // Other delimiters, a facility with components, v2.5.1: re-delimited and echoed.
     let original = b"MSH#$~\\&#PAS#RX1$1.2.3$ISO#HO#LA#20261120##ADT$A01#M-9#P#2.5.1\rPV1#|\r";
     let out = ack_unparseable(AckCode::Ar, "bad", "20240301101503", "ACK-0004", original);
-    expect![[r#"MSH|^~\&|HO|LA|PAS|RX1^1.2.3^ISO|20240301101503||ACK^^ACK|ACK-0004|P|2.5.1"#]]
+    expect![[r#"MSH|^~\&|HO|LA|PAS|RX1^1.2.3^ISO|20240301101503||ACK^A01^ACK|ACK-0004|P|2.5.1"#]]
         .assert_eq(out.split('\r').next().unwrap());
     // A version that is not one is not echoed.
     let original = b"MSH|^~\\&|PAS|RX1|HO|LA|20261120||ADT^A01|M-10|P|v2|\rbad\x00";
     let out = ack_unparseable(AckCode::Ar, "bad", "20240301101503", "ACK-0005", original);
     assert!(
-        out.starts_with("MSH|^~\\&|HO|LA|PAS|RX1|20240301101503||ACK^^ACK|ACK-0005|P|2.4\r"),
+        out.starts_with("MSH|^~\\&|HO|LA|PAS|RX1|20240301101503||ACK^A01^ACK|ACK-0005|P|2.4\r"),
         "{out}"
     );
     for unreadable in [
@@ -679,7 +679,7 @@ fn ack_salvaged_from_the_first_message_of_a_batch() {
     );
     assert!(!out.contains(|c: char| c < ' ' && c != '\r'), "{out:?}");
     expect![[r#"
-        MSH|^~\&|HO|LA|PAS|RX1|20240301101503||ACK^^ACK|ACK-0006|T|2.5
+        MSH|^~\&|HO|LA|PAS|RX1|20240301101503||ACK^A01^ACK|ACK-0006|T|2.5
         MSA|AR|B01|batches are not supported over MLLP
         ERR|FHS^1^^100&Segment sequence error&HL70357|FHS^1|100^Segment sequence error^HL70357|E||||batches are not supported over MLLP
     "#]].assert_eq(&out.replace('\r', "\n"));
