@@ -9,6 +9,10 @@
 //!   the projection reports the error and is not ready, and after the limit is lifted and
 //!   the process restarted the read model is byte for byte a clean rebuild.
 //!
+//! - `a_frozen_nats_server_*`: the nats-server is SIGSTOPped (connections open, nothing
+//!   answered); `/readyz` turns `503` once the log has been silent for `LOG_SILENT_AFTER`,
+//!   and `200` again when it is resumed.
+//!
 //! The load generator, the read-back of the stream and the journey check are shared with
 //! `cluster.rs`.
 
@@ -837,4 +841,74 @@ async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes
         );
         read_model_disk_fills_up(DiskLimit::FileSize(FILE_SIZE_LIMIT)).await;
     }
+}
+
+/// `/readyz`: its status and body (the request times out after 5 s).
+async fn readyz(b: &Backbone) -> (u16, String) {
+    let r = b
+        .http
+        .get(format!("{}/readyz", b.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+/// Polls `/readyz` every 250 ms until it answers `status`; how long that took.
+async fn until_readyz(b: &Backbone, status: u16, within: Duration) -> (Duration, String) {
+    let start = Instant::now();
+    loop {
+        let (got, body) = readyz(b).await;
+        if got == status {
+            return (start.elapsed(), body);
+        }
+        assert!(
+            start.elapsed() < within,
+            "/readyz still {got} ({body:?}) after {within:?}, waiting for {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A nats-server that hangs (SIGSTOP: its connections stay open, nothing is answered, as
+/// behind a half-open network path) leaves the client "connected" for minutes. `/readyz`
+/// must still say the instance is not ready once the log has been silent for
+/// `LOG_SILENT_AFTER`, so a load balancer sends events elsewhere; and ready again once
+/// the server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_nats_server_makes_the_instance_not_ready_until_it_answers_again() {
+    let mut b = Backbone::start().await;
+    until_readyz(&b, 200, Duration::from_secs(20)).await;
+    b.nats.freeze();
+    let silent_after = handover::runtime::LOG_SILENT_AFTER;
+    let (took, why) = until_readyz(&b, 503, silent_after + Duration::from_secs(10)).await;
+    assert!(
+        why.contains("event log (NATS JetStream) has not answered"),
+        "{why}"
+    );
+    // Not before the log had been silent that long (it last answered at most a status
+    // interval before the freeze).
+    assert!(
+        took + handover::runtime::STATUS_INTERVAL >= silent_after,
+        "not ready after {took:?}"
+    );
+    assert!(
+        b.rt().log.is_connected(),
+        "the connection itself looks fine"
+    );
+    b.nats.thaw();
+    until_readyz(&b, 200, Duration::from_secs(20)).await;
+    // And it takes events again.
+    let r = b
+        .post_events(&ev(
+            "after-thaw",
+            SOURCE,
+            "discharge.admitted",
+            "9434765919",
+            "2026-11-20T09:14:00Z",
+            json!({"encounter_id": "E1", "site": "RX1CC", "admitted_at": "2026-11-20T09:14:00Z"}),
+        ))
+        .await;
+    assert_eq!(r.status(), 202);
 }

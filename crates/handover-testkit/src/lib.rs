@@ -210,6 +210,18 @@ impl Proc {
         }
     }
 
+    /// Sends the process `SIG<name>` (by the shell's `kill`, so no libc binding is needed).
+    fn signal(&mut self, name: &str) {
+        let Some(c) = self.child.as_ref() else {
+            panic!("nats-server is not running");
+        };
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{name} {}", c.id())])
+            .status()
+            .unwrap_or_else(|e| panic!("could not run kill -{name}: {e}"));
+        assert!(status.success(), "kill -{name} {} failed", c.id());
+    }
+
     /// SIGKILLs the process (on Unix `Child::kill` is SIGKILL) and reaps it.
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -389,6 +401,17 @@ impl NatsServer {
     /// Kills the server with SIGKILL (no clean shutdown) and reaps it.
     pub fn kill(&mut self) {
         self.proc.kill();
+    }
+
+    /// Freezes the server with SIGSTOP: its connections stay open and nothing is answered,
+    /// as with a hung server or a half-open network path. [`NatsServer::thaw`] resumes it.
+    pub fn freeze(&mut self) {
+        self.proc.signal("STOP");
+    }
+
+    /// Resumes a server frozen by [`NatsServer::freeze`] (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.proc.signal("CONT");
     }
 
     /// Starts the server again on the same port with the same store and

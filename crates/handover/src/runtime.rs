@@ -41,8 +41,17 @@ pub struct Runtime {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How long the event log may go without answering the status sample (taken every
+/// [`STATUS_INTERVAL`]) before `/readyz` says it is not ready. A nats-server that is hung,
+/// frozen or unreachable behind a half-open connection keeps the client "connected" for
+/// minutes (until its pings go unanswered); its silence is what shows it, so that a load
+/// balancer stops sending events this instance can only answer with `503`.
+pub const LOG_SILENT_AFTER: Duration = Duration::from_secs(10);
+
 struct Ready {
     log: EventLog,
+    /// When the event log last answered the status sample.
+    answered: Arc<std::sync::Mutex<std::time::Instant>>,
     failing: Arc<std::sync::Mutex<Option<(String, u64)>>>,
     progress: watch::Receiver<Progress>,
     max_lag: u64,
@@ -53,6 +62,17 @@ impl Readiness for Ready {
     fn check(&self) -> Result<(), String> {
         if !self.log.is_connected() {
             return Err("not connected to NATS".into());
+        }
+        let silent = self
+            .answered
+            .lock()
+            .map(|at| at.elapsed())
+            .unwrap_or_default();
+        if silent > LOG_SILENT_AFTER {
+            return Err(format!(
+                "the event log (NATS JetStream) has not answered for {} s",
+                silent.as_secs()
+            ));
         }
         let p = *self.progress.borrow();
         if self.projections && !p.open {
@@ -126,6 +146,7 @@ impl Runtime {
         let mut tasks = Vec::new();
         // The projection's last error while it is failing; readiness reports it.
         let failing: Arc<std::sync::Mutex<Option<(String, u64)>>> = Arc::default();
+        let answered = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
 
         let rebuilds = Arc::new(handover_projections::Rebuilds::default());
         {
@@ -254,6 +275,7 @@ impl Runtime {
                 auth: auth.clone(),
                 readiness: Arc::new(Ready {
                     log: log.clone(),
+                    answered: answered.clone(),
                     failing: failing.clone(),
                     progress: progress_rx.clone(),
                     max_lag: cfg.projections.ready_max_lag,
@@ -293,6 +315,7 @@ impl Runtime {
             );
             let projections = cfg.projections.enabled;
             let mut stop = shutdown_rx.clone();
+            let answered = answered.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
                     let position = progress.borrow().position;
@@ -301,7 +324,13 @@ impl Runtime {
                     } else {
                         Vec::new()
                     };
-                    metrics.set_status(crate::status::sample(&inspector, &stream, &rows).await);
+                    let status = crate::status::sample(&inspector, &stream, &rows).await;
+                    if status.error.is_none() {
+                        if let Ok(mut at) = answered.lock() {
+                            *at = std::time::Instant::now();
+                        }
+                    }
+                    metrics.set_status(status);
                     tokio::select! {
                         _ = tokio::time::sleep(STATUS_INTERVAL) => {}
                         _ = stop.wait_for(|s| *s) => return,
