@@ -178,6 +178,36 @@ async fn invalid_events_are_rejected_with_every_field_named_and_nothing_stored()
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(b.rt().log.last_sequence().await.unwrap(), 0);
+
+    // Two events of one batch under one source and id: the same event twice is stored
+    // once; with other content the second is refused (the log would drop it as a resend),
+    // and nothing of the batch is stored.
+    let mut moved = admitted("e9");
+    moved["data"]["ward"] = json!("WARD9");
+    let r = b
+        .post_events(&json!([admitted("e9"), admitted("e8"), moved]))
+        .await;
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["errors"][0]["pointer"], "/2/id", "{p:#}");
+    assert!(
+        p["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("event /0 of this batch has the same source and id"),
+        "{p:#}"
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 0);
+    let r = b
+        .post_events(&json!([admitted("e9"), admitted("e9")]))
+        .await;
+    assert_eq!(r.status(), 202);
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(
+        (a["accepted"].as_u64(), a["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -322,6 +322,32 @@ async fn post_events(
             }
         }
     }
+    // Two events of one batch under the same source and id but with other content: the log
+    // would keep the first and take the second for a resend of it, losing it unseen.
+    if is_batch && invalid == 0 {
+        let mut first: std::collections::HashMap<(&str, &str), usize> =
+            std::collections::HashMap::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            match first.entry((e.source.as_str(), e.id.as_str())) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    let j = *o.get();
+                    if events[j].to_json_vec() != e.to_json_vec() {
+                        invalid += 1;
+                        errors.push(FieldError {
+                            pointer: format!("/{i}/id"),
+                            message: format!(
+                                "event /{j} of this batch has the same source and id with other \
+                                 content: an id names one event, so this one needs its own"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
     if invalid > 0 {
         st.metrics
             .events_rejected

@@ -322,6 +322,16 @@ impl Event {
             if obj.get("traceparent").is_some_and(|v| !v.is_null()) && traceparent.is_none() {
                 ignored.push("/traceparent".into());
             }
+            // The stored event names the catalogue's schema for its type, which is what the
+            // data was checked against; a sender's other schema is not kept.
+            if let Some(t) = event_type {
+                let ours = format!("schemas/{}.json", t.as_str());
+                match obj.get("dataschema") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(ds)) if ds.ends_with(&ours) => {}
+                    Some(_) => ignored.push("/dataschema".into()),
+                }
+            }
         }
 
         let (data, from_base64) = match data_member(&mut obj, &mut errors) {
@@ -941,14 +951,26 @@ mod tests {
         sent["traceparent"] = "not one".into();
         sent["data"]["responsible_councl"] = "E08000035".into();
         sent["data"]["a/b"] = 1.into();
-        let (_, mut ignored) = Event::from_json_noting(sent).unwrap();
+        sent["dataschema"] = "https://example.org/schemas/admission-v3.json".into();
+        let (_, mut ignored) = Event::from_json_noting(sent.clone()).unwrap();
         ignored.sort();
+        // The catalogue's schema, as a path or a URL ending in it, is what is kept.
+        let t = examples()[0].1.event_type().as_str();
+        for ours in [
+            format!("schemas/{t}.json"),
+            format!("https://handover.example/schemas/{t}.json"),
+        ] {
+            sent["dataschema"] = ours.into();
+            let (_, noted) = Event::from_json_noting(sent.clone()).unwrap();
+            assert!(!noted.contains(&"/dataschema".to_owned()), "{noted:?}");
+        }
         assert_eq!(
             ignored,
             [
                 "/comexampleextension",
                 "/data/a~1b",
                 "/data/responsible_councl",
+                "/dataschema",
                 "/traceparent",
                 "/tracestate"
             ]
