@@ -1105,10 +1105,17 @@ fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
     }
     let mut out = Vec::new();
     let mut lines = LineCounter::new(text);
+    // The last record: where it starts (byte, line) and whether a field of it spans lines.
+    let mut last: Option<(u64, u64, bool)> = None;
     for rec in rdr.records() {
         match rec {
             Ok(r) => {
                 let line = r.position().map_or(0, |p| lines.line_at(p.byte()));
+                last = Some((
+                    r.position().map_or(0, csv::Position::byte),
+                    line,
+                    r.iter().any(|f| f.contains('\n')),
+                ));
                 let mut fields: Vec<&str> = r.iter().collect();
                 // Excel's ghost rows (every cell empty, or only spaces): nothing to read.
                 if fields.iter().all(|f| f.trim().is_empty()) {
@@ -1147,6 +1154,7 @@ fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
             }
             Err(e) => {
                 let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
+                last = None;
                 out.push(Err(UnreadableRow {
                     number: line,
                     original: String::new(),
@@ -1155,7 +1163,52 @@ fn read_csv(text: &str) -> Result<Vec<RowResult>, FileFormatError> {
             }
         }
     }
+    // A quote opened and never closed reads every later line into one cell of that row:
+    // the rows after it would be lost without a word. Only the last record can hold it.
+    if let Some((byte, line, true)) = last {
+        let from = usize::try_from(byte).unwrap_or(usize::MAX);
+        if text.as_bytes().get(from..).is_some_and(ends_inside_quotes) {
+            return Err(FileFormatError(format!(
+                "a quoted field in the row on line {line} is never closed, so every line after \
+                 it would be read into that one cell: close the quote (a quote inside a quoted \
+                 field is written twice, \"\"), or export the file again"
+            )));
+        }
+    }
     Ok(out)
+}
+
+/// Whether CSV `text` (from the start of a record) ends inside a quoted field, read as the
+/// csv reader does: a quote opens a field only as its first character, and `""` inside
+/// one is a quote.
+fn ends_inside_quotes(b: &[u8]) -> bool {
+    let (mut i, mut quoted, mut field_start) = (0, false, true);
+    while i < b.len() {
+        let c = b[i];
+        if quoted {
+            if c == b'"' {
+                if b.get(i + 1) == Some(&b'"') {
+                    i += 2;
+                    continue;
+                }
+                quoted = false;
+            }
+            field_start = false;
+        } else {
+            match c {
+                b'"' if field_start => quoted = true,
+                b',' | b'\n' | b'\r' => {
+                    field_start = true;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            field_start = false;
+        }
+        i += 1;
+    }
+    quoted
 }
 
 /// A JSON row by its number: the value, or why it is not one and the line as written.
@@ -1418,7 +1471,11 @@ async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// array with `]`.
 fn looks_finished(format: FileFormat, bytes: &[u8]) -> bool {
     match format {
-        FileFormat::Csv => bytes.is_empty() || matches!(bytes.last(), Some(b'\n' | b'\r')),
+        // A line break inside a quoted field is not the end of a row.
+        FileFormat::Csv => {
+            bytes.is_empty()
+                || (matches!(bytes.last(), Some(b'\n' | b'\r')) && !ends_inside_quotes(bytes))
+        }
         FileFormat::Json => bytes
             .iter()
             .rev()
@@ -2227,7 +2284,8 @@ mod tests {
         assert_eq!(time("2026-06-22T10:05:00.5Z"), "2026-06-22T10:05:00.500Z");
     }
 
-    /// Drops `text` as `name` into a brokerage source, expects the whole file in
+    /// Drops `text` as `name` into a brokerage source (written long enough ago to be
+    /// finished), expects the whole file in
     /// `rejected/` with nothing published, and returns its errors file.
     async fn rejected_whole(name: &str, text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
@@ -2235,6 +2293,13 @@ mod tests {
         let m = mapping("brokerage-homecare.toml");
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
+        // Written before the grace period for unfinished files: a finished export.
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::now() - UNFINISHED_GRACE - Duration::from_secs(1))
+            .unwrap();
         let sink = RecordingSink::new();
         let metrics = FileDropMetrics::default();
         process_file(&src, &m, &path, &sink, 10, &metrics)
@@ -2255,6 +2320,34 @@ mod tests {
         .await;
         // (CSV doubles the quotes around the column's name.)
         assert!(errors.contains("no column \"\"NHS Number\"\""), "{errors}");
+    }
+
+    #[tokio::test]
+    async fn a_quote_never_closed_rejects_the_file_rather_than_swallow_its_rows() {
+        let errors = rejected_whole(
+            "unclosed.csv",
+            &format!(
+                "{HEADER}\nP1,REQUESTED,24/11/2026,9434765919,M-1,HC,10,2,1,,,,,,\n\
+                 P2,REQUESTED,24/11/2026,9434765919,\"M-2,HC,10,2,1,,,,,,\n\
+                 P3,REQUESTED,24/11/2026,9434765919,M-3,HC,10,2,1,,,,,,\n"
+            ),
+        )
+        .await;
+        assert!(
+            errors.contains("quoted field in the row on line 3 is never closed"),
+            "{errors}"
+        );
+        // Quoted fields that close, over several lines or with doubled quotes, and a quote
+        // inside an unquoted field, are ordinary.
+        for ok in [
+            "a,b\n1,\"two\nlines\"\n",
+            "a,b\n1,\"say \"\"hi\"\"\"\n",
+            "a,b\n1,5\" tall\n2,x\n",
+        ] {
+            assert!(!ends_inside_quotes(ok.as_bytes()), "{ok}");
+            assert!(read_rows(FileFormat::Csv, ok.as_bytes()).is_ok(), "{ok}");
+        }
+        assert!(ends_inside_quotes(b"1,\"open\n2,x\n"));
     }
 
     #[tokio::test]
@@ -2343,8 +2436,16 @@ mod tests {
                 .unwrap()
         };
 
-        // Created, then the query runs: empty, or only the header, it is waited for.
-        for text in ["".to_owned(), format!("{}\r\n", lines[0])] {
+        // Created, then the query runs: empty, or only the header, or stopped after a line
+        // break inside a quoted field, it is waited for.
+        for text in [
+            "".to_owned(),
+            format!("{}\r\n", lines[0]),
+            format!(
+                "{}\r\nP1,REQUESTED,24/11/2026,9434765919,\"Flat 2\n",
+                lines[0]
+            ),
+        ] {
             std::fs::write(&path, &text).unwrap();
             let sink = RecordingSink::new();
             let r = process_file(&src, &m, &path, &sink, 10, &metrics).await;
