@@ -2284,6 +2284,16 @@ mod tests {
         assert_eq!(time("2026-06-22T10:05:00.5Z"), "2026-06-22T10:05:00.500Z");
     }
 
+    /// Dates a file's modification past the grace period for unfinished files.
+    fn set_old(path: &Path) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - UNFINISHED_GRACE - Duration::from_secs(1))
+            .unwrap();
+    }
+
     /// Drops `text` as `name` into a brokerage source (written long enough ago to be
     /// finished), expects the whole file in
     /// `rejected/` with nothing published, and returns its errors file.
@@ -2294,12 +2304,7 @@ mod tests {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         // Written before the grace period for unfinished files: a finished export.
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_modified(SystemTime::now() - UNFINISHED_GRACE - Duration::from_secs(1))
-            .unwrap();
+        set_old(&path);
         let sink = RecordingSink::new();
         let metrics = FileDropMetrics::default();
         process_file(&src, &m, &path, &sink, 10, &metrics)
@@ -2426,15 +2431,6 @@ mod tests {
         let all = String::from_utf8(fixture("brokerage_2026-11-24.csv")).unwrap();
         let lines: Vec<&str> = all.lines().collect();
         let path = dir.path().join("slow.csv");
-        let old = SystemTime::now() - UNFINISHED_GRACE - Duration::from_secs(1);
-        let set_old = |p: &Path| {
-            std::fs::File::options()
-                .write(true)
-                .open(p)
-                .unwrap()
-                .set_modified(old)
-                .unwrap()
-        };
 
         // Created, then the query runs: empty, or only the header, or stopped after a line
         // break inside a quoted field, it is waited for.
