@@ -843,23 +843,11 @@ async fn a_full_read_model_disk_stops_the_projection_without_loss_and_it_resumes
     }
 }
 
-/// `/readyz`: its status and body (the request times out after 5 s).
-async fn readyz(b: &Backbone) -> (u16, String) {
-    let r = b
-        .http
-        .get(format!("{}/readyz", b.base))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
-}
-
 /// Polls `/readyz` every 250 ms until it answers `status`; how long that took.
 async fn until_readyz(b: &Backbone, status: u16, within: Duration) -> (Duration, String) {
     let start = Instant::now();
     loop {
-        let (got, body) = readyz(b).await;
+        let (got, body) = crate::support::readyz(&b.http, &b.base).await;
         if got == status {
             return (start.elapsed(), body);
         }

@@ -224,13 +224,7 @@ impl Handover {
 
     /// `/readyz`: its status and body.
     pub async fn readyz(&self, http: &reqwest::Client) -> (u16, String) {
-        let r = http
-            .get(format!("{}/readyz", self.base))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap_or_default())
+        crate::support::readyz(http, &self.base).await
     }
 
     /// Waits until `/metrics` shows the journey projection at `position` or beyond.

@@ -220,3 +220,14 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// `GET {base}/readyz`: its status and body (the request times out after 5 s).
+pub async fn readyz(http: &reqwest::Client, base: &str) -> (u16, String) {
+    let r = http
+        .get(format!("{base}/readyz"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}

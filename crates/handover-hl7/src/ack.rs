@@ -348,11 +348,9 @@ pub fn ack_salvaged(
             })
             .unwrap_or_default()
     };
-    let version = msh
-        .as_ref()
-        .and_then(|m| m.fields.get(11))
-        .and_then(|v| v.split(msh.as_ref().map_or('^', |m| m.component)).next())
-        .map(str::trim)
+    // Component `i` (1-based) of MSH-n, trimmed.
+    let component = |n: usize, i: usize| msh.as_ref().and_then(|m| m.component(n, i));
+    let version = component(12, 1)
         .filter(|v| is_v2_version_id(v))
         .unwrap_or(FALLBACK_VERSION)
         .to_owned();
@@ -360,19 +358,9 @@ pub fn ack_salvaged(
         p if p.trim().is_empty() => FALLBACK_PROCESSING_ID.to_owned(),
         p => p,
     };
-    let echoed = msh
-        .as_ref()
-        .and_then(|m| m.fields.get(9))
-        .and_then(|id| id.split(msh.as_ref().map_or('^', |m| m.component)).next())
-        .map(str::trim)
-        .unwrap_or_default()
-        .to_owned();
+    let echoed = component(10, 1).unwrap_or_default().to_owned();
     // MSH-9.2 of the original, when it has one and it reads as a trigger event code.
-    let trigger = msh
-        .as_ref()
-        .and_then(|m| m.fields.get(8))
-        .and_then(|t| t.split(msh.as_ref().map_or('^', |m| m.component)).nth(1))
-        .map(str::trim)
+    let trigger = component(9, 2)
         .filter(|t| !t.is_empty() && t.len() <= 3 && t.bytes().all(|b| b.is_ascii_alphanumeric()))
         .map_or_else(|| "ACK".to_owned(), |t| format!("ACK^{t}^ACK"));
     format!(
@@ -397,6 +385,18 @@ pub struct SalvagedMsh {
     pub fields: Vec<String>,
     /// Its component separator.
     pub component: char,
+}
+
+impl SalvagedMsh {
+    /// Component `i` (1-based) of MSH-`n`, trimmed; `None` when the field or component is
+    /// not there.
+    pub fn component(&self, n: usize, i: usize) -> Option<&str> {
+        let field = self.fields.get(n.checked_sub(1)?)?;
+        field
+            .split(self.component)
+            .nth(i.checked_sub(1)?)
+            .map(str::trim)
+    }
 }
 
 /// The first line of `original` read as an MSH segment with its own delimiters, when it
@@ -432,7 +432,7 @@ pub fn salvage_msh(original: &[u8]) -> Option<SalvagedMsh> {
 /// readable `MSH` line or no control id in it).
 pub fn salvage_control_id(original: &[u8]) -> Option<String> {
     let m = salvage_msh(original)?;
-    let id = m.fields.get(9)?.split(m.component).next()?.trim();
+    let id = m.component(10, 1)?;
     (!id.is_empty()).then(|| id.to_owned())
 }
 
