@@ -797,6 +797,197 @@ async fn fhir_clients_get_a_capability_statement_and_clear_refusals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_clients_choose_what_a_create_returns_and_in_which_format() {
+    let b = Backbone::start().await;
+    let ask = |path: &str, headers: &[(&str, &str)], body: &Value| {
+        let mut req = b
+            .http
+            .post(format!("{}{path}", b.base))
+            .bearer_auth(token(Role::Admin));
+        if !headers.iter().any(|(k, _)| *k == "content-type") {
+            req = req.header("content-type", "application/fhir+json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(body.to_string()).send()
+    };
+    let stored = || async { b.rt().log.last_sequence().await.unwrap() };
+
+    // Prefer: return=minimal (FHIR R4 http.html#ops): a 201 with its Location and no body.
+    let mut encounter = fixture("encounter_in_progress.json");
+    let r = ask(
+        "/fhir/r4/Encounter",
+        &[("prefer", "return=minimal")],
+        &encounter,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["preference-applied"], "return=minimal");
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/fhir/r4/Encounter/"), "{location}");
+    assert!(r.headers().get("content-type").is_none());
+    assert!(r.bytes().await.unwrap().is_empty());
+    let after_minimal = stored().await;
+    assert!(
+        after_minimal > 0,
+        "the minimal answer came once the events were stored"
+    );
+
+    // return=representation: the resource as received (Handover keeps events, not
+    // resources), among other preferences and quoted.
+    encounter["id"] = json!("enc-representation");
+    encounter["identifier"][0]["value"] = json!("RR8-V-2");
+    let r = ask(
+        "/fhir/r4/Encounter",
+        &[("prefer", "handling=lenient, return=\"representation\"")],
+        &encounter,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["preference-applied"], "return=representation");
+    assert_eq!(r.headers()["content-type"], "application/fhir+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body, encounter);
+    assert!(stored().await > after_minimal);
+
+    // return=OperationOutcome, and no preference at all: the outcome of each event.
+    for prefer in [Some("return=OperationOutcome"), None] {
+        let headers: Vec<(&str, &str)> = prefer.map(|p| ("prefer", p)).into_iter().collect();
+        let r = ask("/fhir/r4/Encounter", &headers, &encounter)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "a resend");
+        assert_eq!(
+            r.headers()
+                .get("preference-applied")
+                .map(|v| v.to_str().unwrap()),
+            prefer
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body:#}");
+    }
+
+    // In a transaction, each entry answers as asked: minimal is the status and location.
+    let mut bundle = fixture("bundle_transaction.json");
+    let r = ask("/fhir/r4", &[("prefer", "return=minimal")], &bundle)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["preference-applied"], "return=minimal");
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["type"], "transaction-response");
+    let entries = answer["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), bundle["entry"].as_array().unwrap().len());
+    for e in entries {
+        assert!(
+            e.get("resource").is_none() && e["response"].get("outcome").is_none(),
+            "{e:#}"
+        );
+        assert!(
+            e["response"]["status"].as_str().unwrap().starts_with("20"),
+            "{e:#}"
+        );
+    }
+    // Representation: each entry carries its resource; a resend is 200 OK throughout.
+    let r = ask("/fhir/r4", &[("prefer", "return=representation")], &bundle)
+        .await
+        .unwrap();
+    let answer: Value = r.json().await.unwrap();
+    for (i, e) in answer["entry"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(e["resource"], bundle["entry"][i]["resource"], "{e:#}");
+        assert_eq!(e["response"]["status"], "200 OK", "{e:#}");
+    }
+    // A batch too; a new entry's response names where it was created.
+    bundle["type"] = json!("batch");
+    bundle["entry"][1]["resource"]["id"] = json!("enc-batch");
+    bundle["entry"][1]["request"] = json!({"method": "PUT", "url": "Encounter/enc-batch"});
+    bundle["entry"][1]["resource"]["identifier"][0]["value"] = json!("RR8-V-3");
+    let r = ask("/fhir/r4", &[], &bundle).await.unwrap();
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["type"], "batch-response", "{answer:#}");
+    let created = &answer["entry"][1]["response"];
+    assert_eq!(created["status"], "201 Created", "{answer:#}");
+    assert!(
+        created["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("/fhir/r4/Encounter/enc-batch"),
+        "{created:#}"
+    );
+    assert_eq!(created["outcome"]["resourceType"], "OperationOutcome");
+
+    // _format overrides Accept (http.html#mime-type): json is served whatever Accept says,
+    // xml is a 406 before anything is stored; a version other than R4 is refused too.
+    let url = |q: &str| format!("{}/fhir/r4/metadata{q}", b.base);
+    let get = |u: String, accept: &'static str| {
+        b.http
+            .get(u)
+            .bearer_auth(token(Role::Auditor))
+            .header("accept", accept)
+            .send()
+    };
+    for (q, accept, status) in [
+        ("?_format=json", "application/fhir+xml", 200),
+        ("?_format=application/fhir%2Bjson", "*/*", 200),
+        ("?_format=xml", "application/fhir+json", 406),
+        ("?_format=application/fhir%2Bxml", "*/*", 406),
+        ("", "application/fhir+json; fhirVersion=3.0", 406),
+        ("", "application/fhir+json; fhirVersion=4.0", 200),
+        ("?_format=json&_pretty=true", "application/fhir+json", 200),
+    ] {
+        let r = get(url(q), accept).await.unwrap();
+        assert_eq!(r.status(), status, "{q} {accept}");
+        assert_eq!(r.headers()["content-type"], "application/fhir+json");
+        let body: Value = r.json().await.unwrap();
+        let expected = if status == 200 {
+            "CapabilityStatement"
+        } else {
+            "OperationOutcome"
+        };
+        assert_eq!(body["resourceType"], expected, "{q} {accept}");
+    }
+    let before = stored().await;
+    encounter["id"] = json!("enc-xml");
+    encounter["identifier"][0]["value"] = json!("RR8-V-4");
+    let r = ask("/fhir/r4/Encounter?_format=xml", &[], &encounter)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    let r = ask(
+        "/fhir/r4/Encounter",
+        &[("content-type", "application/fhir+json; fhirVersion=3.0")],
+        &encounter,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 415);
+    let oo: Value = r.json().await.unwrap();
+    assert!(
+        oo["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("fhirVersion=3.0"),
+        "{oo:#}"
+    );
+    assert_eq!(
+        stored().await,
+        before,
+        "nothing stored from a refused request"
+    );
+    let r = ask(
+        "/fhir/r4/Encounter?_format=json",
+        &[("content-type", "application/fhir+json; fhirVersion=4.0.1")],
+        &encounter,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_bundle_stores_its_good_entries_and_answers_each_bad_one() {
     let b = Backbone::start().await;
     let good = fixture("encounter_in_progress.json");

@@ -13,8 +13,12 @@
 //!   `transaction-response` Bundle, one entry per request entry, each with its own status;
 //! - `400` with an `OperationOutcome` listing every problem, each with a FHIRPath
 //!   `expression`; nothing from the request is stored (a Bundle is all or nothing);
-//! - `401`/`403`/`406`/`415` as an `OperationOutcome` too (`406` when `Accept` names no JSON
-//!   type; `415` also for a compressed body: `Content-Encoding` other than `identity`, answered
+//! - with `Prefer: return=minimal` no body, with `return=representation` the resource as
+//!   received (per entry of a Bundle: no `outcome`, or the `resource`), with
+//!   `Preference-Applied`;
+//! - `401`/`403`/`406`/`415` as an `OperationOutcome` too (`406` when `Accept`, or `_format`
+//!   which overrides it, names no JSON type of FHIR R4; `415` for another `fhirVersion` sent,
+//!   and for a compressed body: `Content-Encoding` other than `identity`, answered
 //!   with `Accept-Encoding: identity`); `503` (`transient`) when the event log is
 //!   unavailable: nothing may be assumed stored and a resend is safe (event ids are
 //!   deterministic).
@@ -24,7 +28,7 @@
 use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use handover_adapters::fhir::{
@@ -165,9 +169,124 @@ fn fhir_response(status: StatusCode, body: &Value) -> Response {
 /// DSTU2 and STU3 named and older clients still send.
 const JSON_TYPES: [&str; 3] = [FHIR_JSON, "application/json", "application/json+fhir"];
 
-/// A `406` when the request's `Accept` names media types but none that is JSON (an XML-only
-/// client, say): every answer here is `application/fhir+json`. No `Accept`, a wildcard, or a
-/// header that does not parse is answered as usual.
+/// The FHIR version this server speaks, as media types name it (`fhirVersion=4.0`; FHIR R4
+/// versioning.html: the major and minor version, a patch level allowed).
+fn is_r4(version: &str) -> bool {
+    let v = version.trim().trim_matches('"');
+    v == "4.0"
+        || v.strip_prefix("4.0.")
+            .is_some_and(|patch| !patch.is_empty())
+}
+
+/// The `fhirVersion` parameter of one media type (`application/fhir+json; fhirVersion=3.0`).
+fn fhir_version<'a>(params: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    params
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("fhirVersion"))
+        .map(|(_, v)| v)
+}
+
+/// What the client asked of a successful answer: FHIR R4 http.html#ops, `Prefer:
+/// return=minimal` (no body), `return=representation` (the resource) or
+/// `return=OperationOutcome` (the default here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Return {
+    Minimal,
+    Representation,
+    OperationOutcome,
+}
+
+impl Return {
+    /// The `return` preference of the request's `Prefer` headers (RFC 7240), if one is
+    /// understood; the first wins.
+    fn asked(headers: &HeaderMap) -> Option<Return> {
+        headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split([',', ';']))
+            .filter_map(|p| p.split_once('='))
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case("return"))
+            .find_map(|(_, v)| {
+                let v = v.trim().trim_matches('"');
+                if v.eq_ignore_ascii_case("minimal") {
+                    Some(Return::Minimal)
+                } else if v.eq_ignore_ascii_case("representation") {
+                    Some(Return::Representation)
+                } else if v.eq_ignore_ascii_case("OperationOutcome") {
+                    Some(Return::OperationOutcome)
+                } else {
+                    None
+                }
+            })
+    }
+
+    /// The `Preference-Applied` value (RFC 7240 section 3).
+    fn applied(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Return::Minimal => "return=minimal",
+            Return::Representation => "return=representation",
+            Return::OperationOutcome => "return=OperationOutcome",
+        })
+    }
+}
+
+/// How a request wants its answer: checked before anything is stored. `_format` (FHIR R4
+/// http.html#mime-type) overrides `Accept`; either naming no JSON type of FHIR R4 is a
+/// `406`. `asked` is the `Prefer: return=` preference, when the request states one.
+pub(crate) struct Negotiated {
+    asked: Option<Return>,
+}
+
+impl Negotiated {
+    /// What a successful create, update or Bundle entry answers with.
+    fn returns(&self) -> Return {
+        self.asked.unwrap_or(Return::OperationOutcome)
+    }
+
+    /// Adds `Preference-Applied` to a successful answer when the request stated a
+    /// preference.
+    fn mark(&self, response: &mut Response) {
+        if let Some(r) = self.asked {
+            response
+                .headers_mut()
+                .insert("preference-applied", r.applied());
+        }
+    }
+}
+
+/// The answer's format and the `Prefer` header, from the request's headers and query.
+fn negotiate(headers: &HeaderMap, query: &[(String, String)]) -> Result<Negotiated, FhirError> {
+    let asked = Return::asked(headers);
+    let formats: Vec<&str> = query
+        .iter()
+        .filter(|(k, _)| k == "_format")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if formats.is_empty() {
+        refuse_unacceptable(headers)?;
+    } else if !formats.iter().any(|f| {
+        let mut parts = f.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        (media == "json" || JSON_TYPES.contains(&media.as_str()))
+            && fhir_version(parts).is_none_or(is_r4)
+    }) {
+        return Err(FhirError::one(
+            StatusCode::NOT_ACCEPTABLE,
+            IssueCode::NotSupported,
+            format!(
+                "_format={}: this server answers in FHIR R4 JSON only (_format=json)",
+                formats.join(",")
+            ),
+        ));
+    }
+    Ok(Negotiated { asked })
+}
+
+/// A `406` when the request's `Accept` names media types but none that is JSON of FHIR R4
+/// (an XML-only client, or one asking for `fhirVersion=3.0`, say): every answer here is
+/// `application/fhir+json` of R4. No `Accept`, a wildcard, or a header that does not parse is
+/// answered as usual.
 fn refuse_unacceptable(headers: &HeaderMap) -> Result<(), FhirError> {
     let ranges: Vec<(String, bool)> = headers
         .get_all(header::ACCEPT)
@@ -177,11 +296,12 @@ fn refuse_unacceptable(headers: &HeaderMap) -> Result<(), FhirError> {
         .filter_map(|range| {
             let mut parts = range.split(';');
             let media = parts.next()?.trim().to_ascii_lowercase();
-            let refused = parts.any(|p| {
+            let params: Vec<&str> = parts.collect();
+            let refused = params.iter().any(|p| {
                 let p = p.trim().to_ascii_lowercase();
                 p.strip_prefix("q=")
                     .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
-            });
+            }) || fhir_version(params.iter().copied()).is_some_and(|v| !is_r4(v));
             (!media.is_empty()).then_some((media, !refused))
         })
         .collect();
@@ -192,7 +312,7 @@ fn refuse_unacceptable(headers: &HeaderMap) -> Result<(), FhirError> {
     Err(FhirError::one(
         StatusCode::NOT_ACCEPTABLE,
         IssueCode::NotSupported,
-        "this server answers in application/fhir+json only: accept it (or application/json)",
+        "this server answers in FHIR R4 (fhirVersion=4.0) application/fhir+json only: accept it (or application/json)",
     ))
 }
 
@@ -201,21 +321,29 @@ fn refuse_unacceptable(headers: &HeaderMap) -> Result<(), FhirError> {
 fn prelude(
     caller: &crate::Caller,
     headers: &HeaderMap,
+    query: &[(String, String)],
     body: &Bytes,
-) -> Result<(FhirContext, Value), FhirError> {
-    refuse_unacceptable(headers)?;
+) -> Result<(FhirContext, Value, Negotiated), FhirError> {
+    let negotiated = negotiate(headers, query)?;
     crate::refuse_content_encoding(headers)?;
-    let ct = headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(FHIR_JSON)
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+        .unwrap_or(FHIR_JSON);
+    let mut parts = content_type.split(';');
+    let ct = parts.next().unwrap_or("").trim().to_ascii_lowercase();
     if !JSON_TYPES.contains(&ct.as_str()) {
         return Err(ApiError::UnsupportedMediaType.into());
+    }
+    if let Some(v) = fhir_version(parts).filter(|v| !is_r4(v)) {
+        return Err(FhirError::one(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueCode::NotSupported,
+            format!(
+                "fhirVersion={}: this server takes FHIR R4 (4.0) resources only",
+                v.trim().trim_matches('"')
+            ),
+        ));
     }
     // A UTF-8 byte order mark, which .NET and Windows tools write, is allowed before the
     // JSON (RFC 8259 lets a parser ignore it).
@@ -228,7 +356,11 @@ fn prelude(
         )
     })?;
     let now = Timestamp(chrono::Utc::now().fixed_offset());
-    Ok((FhirContext::new(caller.organisation.clone(), now), value))
+    Ok((
+        FhirContext::new(caller.organisation.clone(), now),
+        value,
+        negotiated,
+    ))
 }
 
 /// Publishes `events` (all of them, one call) and waits for durability, after checking the
@@ -328,10 +460,23 @@ pub async fn post_resource(
     State(st): State<AppState>,
     Path(resource_type): Path<String>,
     Publisher(caller, _): Publisher<FhirError>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    accept_resource(&st, &caller, &resource_type, None, &headers, &body).await
+    let request = Request {
+        headers: &headers,
+        query: &query,
+        body: &body,
+    };
+    accept_resource(&st, &caller, &resource_type, None, request).await
+}
+
+/// What a FHIR intake handler was sent.
+struct Request<'a> {
+    headers: &'a HeaderMap,
+    query: &'a [(String, String)],
+    body: &'a Bytes,
 }
 
 /// `PUT /fhir/r4/{type}/{id}`: the FHIR update interaction, which EPRs use to send each
@@ -341,10 +486,16 @@ pub async fn put_resource(
     State(st): State<AppState>,
     Path((resource_type, id)): Path<(String, String)>,
     Publisher(caller, _): Publisher<FhirError>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    accept_resource(&st, &caller, &resource_type, Some(&id), &headers, &body).await
+    let request = Request {
+        headers: &headers,
+        query: &query,
+        body: &body,
+    };
+    accept_resource(&st, &caller, &resource_type, Some(&id), request).await
 }
 
 /// Maps and publishes one resource posted (or, with `url_id`, put) to
@@ -354,10 +505,9 @@ async fn accept_resource(
     caller: &crate::Caller,
     resource_type: &str,
     url_id: Option<&str>,
-    headers: &HeaderMap,
-    body: &Bytes,
+    request: Request<'_>,
 ) -> Result<Response, FhirError> {
-    let (ctx, value) = prelude(caller, headers, body)?;
+    let (ctx, value, negotiated) = prelude(caller, request.headers, request.query, request.body)?;
     if !RESOURCE_TYPES.contains(&resource_type) {
         return Err(FhirError::one(
             StatusCode::NOT_FOUND,
@@ -419,14 +569,23 @@ async fn accept_resource(
     } else {
         StatusCode::OK
     };
-    let mut response = fhir_response(
-        status,
-        &operation_outcome(&outcome_issues(&value, &events, &stored)),
-    );
+    let mut response = match negotiated.returns() {
+        Return::OperationOutcome => fhir_response(
+            status,
+            &operation_outcome(&outcome_issues(&value, &events, &stored)),
+        ),
+        // Handover keeps events, not resources: the representation is the resource as
+        // received, every event it maps to being durable.
+        Return::Representation => fhir_response(status, &value),
+        Return::Minimal => status.into_response(),
+    };
+    negotiated.mark(&mut response);
     // FHIR R4 http.html#create: a 201 names what was created. Handover keeps events, not
     // resources, so this is the sender's own id (and version) for it, as an update's is.
     if status == StatusCode::CREATED {
-        if let Some(location) = location(resource_type, &value) {
+        if let Some(location) =
+            location(resource_type, &value).and_then(|l| HeaderValue::from_str(&l).ok())
+        {
             response.headers_mut().insert(header::LOCATION, location);
         }
     }
@@ -435,7 +594,7 @@ async fn accept_resource(
 
 /// `Location` of a created resource: `/fhir/r4/<type>/<id>[/_history/<version>]`, when it
 /// has an id that is a FHIR id.
-fn location(resource_type: &str, resource: &Value) -> Option<HeaderValue> {
+fn location(resource_type: &str, resource: &Value) -> Option<String> {
     let fhir_id = |s: &&str| {
         (1..=64).contains(&s.len())
             && s.bytes()
@@ -450,7 +609,37 @@ fn location(resource_type: &str, resource: &Value) -> Option<HeaderValue> {
     {
         at.push_str(&format!("/_history/{v}"));
     }
-    HeaderValue::from_str(&at).ok()
+    Some(at)
+}
+
+/// The entry of a `transaction-response` or `batch-response` for a request entry whose
+/// `resource` was stored (`stored`, its events' fates): its status, its `location` when it
+/// created something, and the OperationOutcome, the resource or neither as `Prefer` asks.
+fn stored_entry(
+    negotiated: &Negotiated,
+    resource: &Value,
+    events: &[Event],
+    stored: &[Stored],
+) -> Value {
+    let created = created(stored);
+    let mut response = json!({ "status": if created { "201 Created" } else { "200 OK" } });
+    if created {
+        if let Some(at) = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .and_then(|t| location(t, resource))
+        {
+            response["location"] = at.into();
+        }
+    }
+    match negotiated.returns() {
+        Return::OperationOutcome => {
+            response["outcome"] = operation_outcome(&outcome_issues(resource, events, stored));
+            json!({ "response": response })
+        }
+        Return::Representation => json!({ "resource": resource, "response": response }),
+        Return::Minimal => json!({ "response": response }),
+    }
 }
 
 /// `POST /fhir/r4`: a `transaction` or `message` Bundle, all or nothing; or a `batch`, entry
@@ -458,12 +647,13 @@ fn location(resource_type: &str, resource: &Value) -> Option<HeaderValue> {
 pub async fn post_bundle(
     State(st): State<AppState>,
     Publisher(caller, _): Publisher<FhirError>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let (ctx, value) = prelude(&caller, &headers, &body)?;
+    let (ctx, value, negotiated) = prelude(&caller, &headers, &query, &body)?;
     if value.get("type").and_then(Value::as_str) == Some("batch") {
-        return post_batch(&st, &caller, &ctx, &value).await;
+        return post_batch(&st, &caller, &ctx, &value, &negotiated).await;
     }
     let entries = translate_bundle(&value, &ctx).map_err(|issues| {
         let n = value
@@ -482,18 +672,8 @@ pub async fn post_bundle(
     for entry in &entries {
         let n = entry.events.len();
         let mine = &stored[offset.min(stored.len())..(offset + n).min(stored.len())];
-        let status = if created(mine) {
-            "201 Created"
-        } else {
-            "200 OK"
-        };
         let resource = &value["entry"][entry.index]["resource"];
-        response_entries.push(json!({
-            "response": {
-                "status": status,
-                "outcome": operation_outcome(&outcome_issues(resource, &entry.events, mine)),
-            }
-        }));
+        response_entries.push(stored_entry(&negotiated, resource, &entry.events, mine));
         offset += n;
     }
     if value.get("type").and_then(Value::as_str) == Some("message") {
@@ -511,7 +691,9 @@ pub async fn post_bundle(
         "type": "transaction-response",
         "entry": response_entries,
     });
-    Ok(fhir_response(status, &body))
+    let mut response = fhir_response(status, &body);
+    negotiated.mark(&mut response);
+    Ok(response)
 }
 
 /// One `batch` entry's fate: its index and the range of its events among those stored, or
@@ -528,6 +710,7 @@ async fn post_batch(
     caller: &crate::Caller,
     ctx: &FhirContext,
     value: &Value,
+    negotiated: &Negotiated,
 ) -> Result<Response, FhirError> {
     let results = translate_batch(value, ctx).map_err(|issues| rejected(st, issues, 1))?;
     let mut events: Vec<Event> = Vec::new();
@@ -567,29 +750,24 @@ async fn post_batch(
     let entries: Vec<Value> = answers
         .into_iter()
         .map(|a| match a {
-            Ok((i, range)) => {
-                let mine = &stored[range.clone()];
-                let status = if created(mine) {
-                    "201 Created"
-                } else {
-                    "200 OK"
-                };
-                let resource = &value["entry"][i]["resource"];
-                json!({"response": {
-                    "status": status,
-                    "outcome": operation_outcome(&outcome_issues(resource, &events[range], mine)),
-                }})
-            }
+            Ok((i, range)) => stored_entry(
+                negotiated,
+                &value["entry"][i]["resource"],
+                &events[range.clone()],
+                &stored[range],
+            ),
             Err((status, issues)) => json!({"response": {
                 "status": status,
                 "outcome": operation_outcome(&issues),
             }}),
         })
         .collect();
-    Ok(fhir_response(
+    let mut response = fhir_response(
         StatusCode::OK,
         &json!({"resourceType": "Bundle", "type": "batch-response", "entry": entries}),
-    ))
+    );
+    negotiated.mark(&mut response);
+    Ok(response)
 }
 
 /// The answer to a processed `message` Bundle (FHIR R4 messaging.html, synchronous): a
@@ -658,10 +836,11 @@ fn message_response(request: &Value, outcome: Value) -> Value {
 /// token of any role will do (a `401` OperationOutcome otherwise).
 pub async fn metadata(
     State(st): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> Result<Response, FhirError> {
     st.auth.authenticate(&headers).await?;
-    refuse_unacceptable(&headers)?;
+    negotiate(&headers, &query)?;
     Ok(fhir_response(StatusCode::OK, &capability_statement()))
 }
 

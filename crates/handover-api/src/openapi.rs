@@ -115,6 +115,11 @@ pub fn document() -> Value {
                          "content": {"application/fhir+json": {"schema": {"type": "object"}}}});
     let fhir_err = json!({"description": "errors as an OperationOutcome",
                           "content": {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}});
+    // FHIR R4 http.html: `_format` overrides `Accept`; `Prefer: return=` chooses the body.
+    let fhir_format = json!({"name": "_format", "in": "query", "required": false,
+        "schema": {"type": "string"}, "description": "json, or a FHIR JSON media type (anything else: 406)"});
+    let fhir_prefer = json!({"name": "Prefer", "in": "header", "required": false,
+        "schema": {"type": "string", "enum": ["return=minimal", "return=representation", "return=OperationOutcome"]}});
     let secured = json!([{"bearer": []}]);
     let doc = json!({
         "openapi": "3.1.0",
@@ -183,24 +188,29 @@ pub fn document() -> Value {
                         "responses": {"200": {"description": "position, target and state", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": problem(), "403": problem(), "404": problem()}}},
             "/fhir/r4": {"post": {
                 "operationId": "postFhirBundle", "summary": "FHIR R4 transaction or message Bundle (all or nothing), or batch Bundle (entry by entry)",
-                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
+                "parameters": [fhir_format.clone(), fhir_prefer.clone()],
+                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "406": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
             "/fhir/r4/": {"post": {
                 "operationId": "postFhirBundleAtBase", "summary": "The same as POST /fhir/r4 (for clients whose base URL ends in /)",
-                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
+                "parameters": [fhir_format.clone(), fhir_prefer.clone()],
+                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "406": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
             "/fhir/r4/metadata": {"get": {
                 "operationId": "getFhirCapabilityStatement", "summary": "The FHIR CapabilityStatement (a token of any role)",
-                "responses": {"200": {"description": "a CapabilityStatement", "content": {"application/fhir+json": {"schema": {"type": "object"}}}}, "401": fhir_err.clone()}}},
+                "parameters": [fhir_format.clone()],
+                "responses": {"200": {"description": "a CapabilityStatement", "content": {"application/fhir+json": {"schema": {"type": "object"}}}}, "401": fhir_err.clone(), "406": fhir_err.clone()}}},
             "/fhir/r4/{resource_type}/{id}": {"put": {
                 "operationId": "putFhirResource", "summary": "The FHIR update interaction, taken as POST /fhir/r4/{resource_type}: the body's id must be the URL's",
                 "parameters": [{"name": "resource_type", "in": "path", "required": true,
                                 "schema": {"type": "string", "enum": ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]}},
-                               {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
-                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
+                               {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
+                               fhir_format.clone(), fhir_prefer.clone()],
+                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "406": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}}},
             "/fhir/r4/{resource_type}": {"post": {
                 "operationId": "postFhirResource", "summary": "One FHIR R4 UK Core resource",
                 "parameters": [{"name": "resource_type", "in": "path", "required": true,
-                                "schema": {"type": "string", "enum": ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]}}],
-                "requestBody": fhir_body, "responses": {"200": fhir_ok.clone(), "201": fhir_ok, "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err}}},
+                                "schema": {"type": "string", "enum": ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]}},
+                               fhir_format, fhir_prefer],
+                "requestBody": fhir_body, "responses": {"200": fhir_ok.clone(), "201": fhir_ok, "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "406": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err}}},
             "/healthz": {"get": {"operationId": "healthz", "security": [], "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"operationId": "readyz", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready, with the reason"}}}},
             "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
