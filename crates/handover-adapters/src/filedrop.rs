@@ -1016,8 +1016,8 @@ pub fn csv_header(bytes: &[u8]) -> Option<Vec<String>> {
     Some(headers.iter().map(|h| h.trim().to_owned()).collect())
 }
 
-/// A file's text: UTF-8 (a byte order mark dropped), else Windows-1252; UTF-16 and binary
-/// files are refused.
+/// A file's text: UTF-8 (a byte order mark dropped), each byte that is not UTF-8 read as
+/// Windows-1252; UTF-16 and binary files are refused.
 fn decode_text(bytes: &[u8]) -> Result<String, FileFormatError> {
     if bytes.starts_with(b"\xFF\xFE") || bytes.starts_with(b"\xFE\xFF") {
         return Err(FileFormatError(
@@ -1030,16 +1030,9 @@ fn decode_text(bytes: &[u8]) -> Result<String, FileFormatError> {
         ));
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let text: String = match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        // Windows-1252 exports (Excel's "CSV" on Windows): read as such rather than refuse
-        // the file.
-        Err(_) => bytes
-            .iter()
-            .map(|&b| handover_hl7::windows_1252(b))
-            .collect(),
-    };
-    Ok(text)
+    // Windows-1252 exports (Excel's "CSV" on Windows) are read as such rather than refused;
+    // a stray Windows-1252 byte in a UTF-8 file leaves the rest of it UTF-8.
+    Ok(handover_hl7::utf8_or_windows_1252(bytes).into_owned())
 }
 
 fn csv_line(fields: &[&str]) -> String {
@@ -2122,6 +2115,26 @@ mod tests {
                 "row 6: 2026-11-24T00:00:00Z {\"package_id\":\"P3\",\"reason\":\"O’Neill–moved\"}",
             ]
         "#]].assert_debug_eq(&rows_of(&bytes));
+    }
+
+    #[test]
+    fn a_stray_windows_1252_byte_leaves_the_rest_of_a_utf_8_file_as_written() {
+        // UTF-8 throughout (Zoë's ë, an en dash) but for one curly apostrophe pasted in as
+        // Windows-1252 (0x92): before, the whole file was read as Windows-1252.
+        let mut bytes = [
+            HEADER,
+            "P4,ENDED,24/11/2026,9434765919,,,,,,,,,,,Zoë – moved to O~Neill Court",
+        ]
+        .join("\n")
+        .into_bytes();
+        let at = bytes.iter().position(|&b| b == b'~').unwrap();
+        bytes[at] = 0x92;
+        expect![[r#"
+            [
+                "row 2: 2026-11-24T00:00:00Z {\"package_id\":\"P4\",\"reason\":\"Zoë – moved to O’Neill Court\"}",
+            ]
+        "#]]
+        .assert_debug_eq(&rows_of(&bytes));
     }
 
     #[test]

@@ -49,8 +49,8 @@ pub use ack::{
 };
 pub use escape::{escape, escape_into, unescape, Separators};
 pub use message::{
-    windows_1252, Component, Field, Message, ParseError, Path, PathError, Repetition, Segment,
-    Text, TextEncoding,
+    utf8_or_windows_1252, windows_1252, Component, Field, Message, ParseError, Path, PathError,
+    Repetition, Segment, Text, TextEncoding,
 };
 pub use mllp::{FrameError, MllpDecoder};
 pub use timestamp::{Precision, Timestamp, TimestampError};

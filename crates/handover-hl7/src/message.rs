@@ -183,9 +183,29 @@ pub enum ParseError {
 pub enum TextEncoding {
     /// The input was valid UTF-8 (this includes plain ASCII).
     Utf8,
-    /// The input was not valid UTF-8 and was decoded as Windows-1252 (ISO-8859-1
-    /// but for 0x80–0x9F).
+    /// The input was not valid UTF-8: each byte that is not part of a valid UTF-8 sequence
+    /// was decoded as Windows-1252 (ISO-8859-1 but for 0x80–0x9F), see
+    /// [`utf8_or_windows_1252`].
     Windows1252,
+}
+
+/// Bytes as text: as UTF-8 where they are valid UTF-8, and each byte that is not as its
+/// [Windows-1252](windows_1252) character; borrowed when all of it is UTF-8.
+///
+/// One byte of Windows-1252 (an `O’BRIEN` pasted from Word into a UTF-8 export, or two
+/// sources' lines put together) does not make every UTF-8 character of the rest
+/// mojibake (`Zoë` as `ZoÃ«`); and text that is all Windows-1252 reads as before, since
+/// its bytes above 0x7F are almost never valid UTF-8 sequences (a letter after `Ã`).
+pub fn utf8_or_windows_1252(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut text = String::with_capacity(bytes.len() + bytes.len() / 8);
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        text.extend(chunk.invalid().iter().map(|&b| windows_1252(b)));
+    }
+    std::borrow::Cow::Owned(text)
 }
 
 /// A Windows-1252 byte as its character: ISO-8859-1 except 0x80–0x9F, where Windows-1252
@@ -485,10 +505,7 @@ impl Message {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         match std::str::from_utf8(bytes) {
             Ok(text) => Self::parse_text(text, TextEncoding::Utf8),
-            Err(_) => {
-                let text: String = bytes.iter().map(|&b| windows_1252(b)).collect();
-                Self::parse_text(&text, TextEncoding::Windows1252)
-            }
+            Err(_) => Self::parse_text(&utf8_or_windows_1252(bytes), TextEncoding::Windows1252),
         }
     }
 
@@ -981,6 +998,11 @@ mod tests {
         assert_eq!(m.get("PID-5"), Some("MÜLLER"));
         // Windows' curly apostrophe (0x92), not the C1 control U+0092 Latin-1 would give.
         let m = Message::parse(b"MSH|^~\\&|A\rPID|1||||O\x92BRIEN^ZO\xCB").unwrap();
+        assert_eq!(m.get("PID-5.1"), Some("O\u{2019}BRIEN"));
+        assert_eq!(m.get("PID-5.2"), Some("ZO\u{CB}"));
+        // One Windows-1252 byte among UTF-8 text: the UTF-8 stays as it was.
+        let m = Message::parse(b"MSH|^~\\&|A\rPID|1||||O\x92BRIEN^ZO\xC3\x8B").unwrap();
+        assert_eq!(m.text_encoding(), TextEncoding::Windows1252);
         assert_eq!(m.get("PID-5.1"), Some("O\u{2019}BRIEN"));
         assert_eq!(m.get("PID-5.2"), Some("ZO\u{CB}"));
     }
