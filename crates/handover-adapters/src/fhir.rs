@@ -1507,10 +1507,12 @@ impl<'a> Cx<'a> {
             // the spell is the stay, and its own Encounter records it. Taken as one, the
             // child would be a second, phantom stay that never ends when the spell does.
             _ if self.within_a_stay(r) => "none",
-            Some("in-progress" | "arrived") => "admitted",
+            // On leave (a night at home before discharge, say) the patient still holds the
+            // bed: the stay is as in progress, and one first seen on leave is recorded.
+            Some("in-progress" | "arrived" | "onleave") => "admitted",
             Some("finished") => "discharged",
             Some("cancelled" | "entered-in-error") => "cancelled",
-            Some("planned" | "triaged" | "onleave" | "unknown") => "none",
+            Some("planned" | "triaged" | "unknown") => "none",
             Some(other) => {
                 self.issue(
                     IssueCode::CodeInvalid,
@@ -3201,8 +3203,28 @@ mod tests {
         );
         // planned encounters and draft requests record nothing
         assert_eq!(
-            translate(&with(enc, "status", json!("planned")), &ctx()),
+            translate(&with(enc.clone(), "status", json!("planned")), &ctx()),
             Ok(vec![])
+        );
+        // A patient on leave holds the bed: the stay, as when in progress.
+        let in_progress =
+            translate(&with(enc.clone(), "status", json!("in-progress")), &ctx()).unwrap();
+        let on_leave = translate(&with(enc, "status", json!("onleave")), &ctx()).unwrap();
+        assert!(
+            on_leave
+                .iter()
+                .any(|e| e.event_type() == handover_events::EventType::Admitted),
+            "{on_leave:?}"
+        );
+        assert_eq!(
+            on_leave
+                .iter()
+                .map(|e| (&e.id, &e.data))
+                .collect::<Vec<_>>(),
+            in_progress
+                .iter()
+                .map(|e| (&e.id, &e.data))
+                .collect::<Vec<_>>()
         );
     }
 
