@@ -872,7 +872,8 @@ const RECORD_ID_TYPES: &[&str] = &["MR", "MRT", "PI", "PT", "PN", "LR"];
 
 /// The local id `system` of a CX repetition that is not an NHS number, or `None` when it
 /// identifies an account or a visit rather than the person: `urn:ods:<ODS>:<authority>`, the
-/// authority (CX.4.1) left out when it is the sender's own ODS code, `mrn` when there is none,
+/// authority (CX.4.1, in lower case) left out when it is the sender's own ODS code, `mrn` when
+/// there is none,
 /// and a typed identifier's type (CX.5) added so that, say, a passport number and an MRN with
 /// the same digits stay two identifiers.
 fn local_system(rep: &Repetition, ods: &str) -> Option<String> {
@@ -883,8 +884,10 @@ fn local_system(rep: &Repetition, ods: &str) -> Option<String> {
     {
         return None;
     }
+    // Lower case, as the type: `PAS` and `pas` from two interfaces of one PAS are one
+    // authority, so the same MRN is one local id.
     let authority = rep_val(rep, 4, 1)
-        .map(urn_token)
+        .map(|a| urn_token(a).to_ascii_lowercase())
         .filter(|a| !a.is_empty() && !a.eq_ignore_ascii_case(ods));
     let typed = !id_type.is_empty()
         && !RECORD_ID_TYPES

@@ -253,7 +253,7 @@ fn no_nhs_number_uses_the_local_id() {
     check_msg(
         &with(a01("M1"), "PID", Some(pid)),
         expect![[r#"
-            {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},{"system":"urn:ods:RX1:OLDPAS","value":"77"}],"nhs_number_status":"03"},"id":"M1.343829d3041c:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+            {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},{"system":"urn:ods:RX1:oldpas","value":"77"}],"nhs_number_status":"03"},"id":"M1.343829d3041c:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
             {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","local_id":{"system":"urn:ods:RX1:mrn","value":"RX1-100001"},"site":"RX1CC","ward":"WARD7"},"id":"M1.343829d3041c","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
 }
@@ -746,8 +746,8 @@ fn nhs_numbers_under_uk_pas_identifier_spellings() {
     check_msg(
         &m,
         expect![[r#"
-        {"data":{"local_ids":[{"system":"urn:ods:RX1:nhsnmbr","value":"9434765918"},{"system":"urn:ods:RX1:NHSNBR","value":"12345"}],"nhs_number_status":"03"},"id":"M1.6cc8830e7760:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
-        {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","local_id":{"system":"urn:ods:RX1:nhsnmbr","value":"9434765918"},"site":"RX1CC","ward":"WARD7"},"id":"M1.6cc8830e7760","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"local_ids":[{"system":"urn:ods:RX1:nhsnmbr","value":"9434765918"},{"system":"urn:ods:RX1:nhsnbr","value":"12345"}],"nhs_number_status":"03"},"id":"M1.6cc8830e7760:person","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","local_id":{"system":"urn:ods:RX1:nhsnmbr","value":"9434765918"},"site":"RX1CC","ward":"WARD7"},"id":"M1.6cc8830e7760","source":"urn:ods:RX1:pas","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
 }
 
