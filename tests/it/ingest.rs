@@ -412,6 +412,31 @@ async fn errors_the_framework_answers_are_problem_details_too() {
         "https://handover.example.org/problems/method-not-allowed"
     );
     assert_eq!(allow.as_deref(), Some("POST"));
+    // OPTIONS names the methods a resource takes (RFC 9110 9.3.7); an unknown path is 404.
+    for (path, methods) in [
+        ("/v1/events", "POST"),
+        ("/v1/persons/9434765919/journey", "GET,HEAD"),
+        ("/fhir/r4/Encounter/enc-1", "PUT"),
+    ] {
+        let r = b
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", b.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{path}");
+        assert_eq!(r.headers()["allow"], methods, "{path}");
+    }
+    let r = b
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/nothing-here", b.base),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     let (p, _) = check(
         b.http
             .post(format!("{}/v1/events", b.base))

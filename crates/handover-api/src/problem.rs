@@ -236,8 +236,15 @@ pub async fn framework_errors(
     let path = req.uri().path();
     let fhir = path.starts_with("/fhir");
     let ui = path == "/ui" || path.starts_with("/ui/");
+    let options = req.method() == axum::http::Method::OPTIONS;
     let resp = next.run(req).await;
     let status = resp.status();
+    if options && status == StatusCode::METHOD_NOT_ALLOWED {
+        // RFC 9110 9.3.7: OPTIONS asks which methods a resource takes. The router adds them
+        // (`Allow`) to this answer after the layers, as it does to a 405; they say nothing
+        // about anyone, so the answer needs no token.
+        return StatusCode::NO_CONTENT.into_response();
+    }
     if ui || !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
