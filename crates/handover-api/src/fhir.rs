@@ -1,6 +1,7 @@
 //! FHIR R4 (UK Core) intake over HTTP: `POST /fhir/r4/{Encounter,ServiceRequest,EpisodeOfCare,
 //! Patient}` (and `PUT /fhir/r4/{type}/{id}`, the update interaction EPRs use for state
-//! transfer, taken as the same), `POST /fhir/r4` (a `transaction`, `batch` or `message` Bundle; also
+//! transfer, and `PUT /fhir/r4/{type}?identifier=…`, the conditional update, both taken as
+//! the same), `POST /fhir/r4` (a `transaction`, `batch` or `message` Bundle; also
 //! at `/fhir/r4/`), and `GET /fhir/r4/metadata` (the CapabilityStatement, for any valid token).
 //!
 //! The mapping is [`handover_adapters::fhir`]; this module authenticates (as `/v1/events`:
@@ -498,6 +499,37 @@ pub async fn put_resource(
     accept_resource(&st, &caller, &resource_type, Some(&id), request).await
 }
 
+/// `PUT /fhir/r4/{type}?<search>`: the FHIR conditional update (http.html#cond-update),
+/// which integration engines send when they know a resource by its identifier
+/// (`?identifier=<system>|<value>`) rather than by the server's id. Handover keeps events,
+/// not resources, so there is nothing to search: it is taken as a create of the resource,
+/// as a `PUT` to its id is. A `PUT` naming neither an id nor a search is a `400`.
+pub async fn put_conditional(
+    State(st): State<AppState>,
+    Path(resource_type): Path<String>,
+    Publisher(caller, _): Publisher<FhirError>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, FhirError> {
+    let searched = query
+        .iter()
+        .any(|(k, _)| !k.is_empty() && k != "_format" && k != "_pretty");
+    if !searched {
+        return Err(FhirError::one(
+            StatusCode::BAD_REQUEST,
+            IssueCode::Invalid,
+            format!("a PUT names the {resource_type} it updates: PUT /fhir/r4/{resource_type}/<id>, or a conditional update with search parameters (?identifier=<system>|<value>)"),
+        ));
+    }
+    let request = Request {
+        headers: &headers,
+        query: &query,
+        body: &body,
+    };
+    accept_resource(&st, &caller, &resource_type, None, request).await
+}
+
 /// Maps and publishes one resource posted (or, with `url_id`, put) to
 /// `/fhir/r4/{resource_type}`.
 async fn accept_resource(
@@ -853,8 +885,9 @@ pub fn capability_statement() -> Value {
                 "type": t,
                 "interaction": [
                     {"code": "create", "documentation": format!("POST /fhir/r4/{t}: mapped to catalogue events; 201 with an OperationOutcome when stored, 200 when already stored or nothing to record")},
-                    {"code": "update", "documentation": format!("PUT /fhir/r4/{t}/[id]: taken as create; the body's id must be the URL's")},
+                    {"code": "update", "documentation": format!("PUT /fhir/r4/{t}/[id]: taken as create; the body's id must be the URL's. PUT /fhir/r4/{t}?identifier=… (conditional update): taken as create")},
                 ],
+                "conditionalUpdate": true,
             })
         })
         .collect();

@@ -81,7 +81,10 @@ pub fn app(state: AppState) -> Router {
         // FHIR clients configured with the base URL `…/fhir/r4/` post their Bundles here.
         .route("/fhir/r4/", post(fhir::post_bundle))
         .route("/fhir/r4/metadata", get(fhir::metadata))
-        .route("/fhir/r4/{resource_type}", post(fhir::post_resource))
+        .route(
+            "/fhir/r4/{resource_type}",
+            post(fhir::post_resource).put(fhir::put_conditional),
+        )
         .route("/fhir/r4/{resource_type}/{id}", put(fhir::put_resource))
         .route("/v1/persons/{nhs_number}/journey", get(get_journey))
         .route("/v1/worklists/discharge-delays", get(worklists::get_delays))

@@ -209,6 +209,13 @@ pub fn document() -> Value {
                 "operationId": "postFhirResource", "summary": "One FHIR R4 UK Core resource",
                 "parameters": [{"name": "resource_type", "in": "path", "required": true,
                                 "schema": {"type": "string", "enum": ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]}},
+                               fhir_format.clone(), fhir_prefer.clone()],
+                "requestBody": fhir_body.clone(), "responses": {"200": fhir_ok.clone(), "201": fhir_ok.clone(), "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "406": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err.clone()}},
+              "put": {
+                "operationId": "putFhirResourceConditional", "summary": "The FHIR conditional update (?identifier=<system>|<value>), taken as POST /fhir/r4/{resource_type}; without search parameters a 400",
+                "parameters": [{"name": "resource_type", "in": "path", "required": true,
+                                "schema": {"type": "string", "enum": ["Encounter", "ServiceRequest", "EpisodeOfCare", "Patient"]}},
+                               {"name": "identifier", "in": "query", "required": true, "schema": {"type": "string"}},
                                fhir_format, fhir_prefer],
                 "requestBody": fhir_body, "responses": {"200": fhir_ok.clone(), "201": fhir_ok, "400": fhir_err.clone(), "401": fhir_err.clone(), "403": fhir_err.clone(), "404": fhir_err.clone(), "406": fhir_err.clone(), "413": fhir_err.clone(), "415": fhir_err.clone(), "503": fhir_err}}},
             "/healthz": {"get": {"operationId": "healthz", "security": [], "responses": {"200": {"description": "alive"}}}},
