@@ -932,6 +932,7 @@ async fn fhir_clients_choose_what_a_create_returns_and_in_which_format() {
     for (q, accept, status) in [
         ("?_format=json", "application/fhir+xml", 200),
         ("?_format=application/fhir%2Bjson", "*/*", 200),
+        ("?_format=application/fhir+json", "application/xml", 200),
         ("?_format=xml", "application/fhir+json", 406),
         ("?_format=application/fhir%2Bxml", "*/*", 406),
         ("", "application/fhir+json; fhirVersion=3.0", 406),

@@ -191,7 +191,7 @@ fn fhir_version<'a>(params: impl Iterator<Item = &'a str>) -> Option<&'a str> {
 /// return=minimal` (no body), `return=representation` (the resource) or
 /// `return=OperationOutcome` (the default here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Return {
+enum Return {
     Minimal,
     Representation,
     OperationOutcome,
@@ -235,7 +235,7 @@ impl Return {
 /// How a request wants its answer: checked before anything is stored. `_format` (FHIR R4
 /// http.html#mime-type) overrides `Accept`; either naming no JSON type of FHIR R4 is a
 /// `406`. `asked` is the `Prefer: return=` preference, when the request states one.
-pub(crate) struct Negotiated {
+struct Negotiated {
     asked: Option<Return>,
 }
 
@@ -268,7 +268,13 @@ fn negotiate(headers: &HeaderMap, query: &[(String, String)]) -> Result<Negotiat
         refuse_unacceptable(headers)?;
     } else if !formats.iter().any(|f| {
         let mut parts = f.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        // `application/fhir+json` unencoded in a URL arrives with a space for its `+`.
+        let media = parts
+            .next()
+            .unwrap_or("")
+            .trim()
+            .replace(' ', "+")
+            .to_ascii_lowercase();
         (media == "json" || JSON_TYPES.contains(&media.as_str()))
             && fhir_version(parts).is_none_or(is_r4)
     }) {
@@ -465,19 +471,7 @@ pub async fn post_resource(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let request = Request {
-        headers: &headers,
-        query: &query,
-        body: &body,
-    };
-    accept_resource(&st, &caller, &resource_type, None, request).await
-}
-
-/// What a FHIR intake handler was sent.
-struct Request<'a> {
-    headers: &'a HeaderMap,
-    query: &'a [(String, String)],
-    body: &'a Bytes,
+    accept_resource(&st, &caller, &resource_type, None, &headers, &query, &body).await
 }
 
 /// `PUT /fhir/r4/{type}/{id}`: the FHIR update interaction, which EPRs use to send each
@@ -491,12 +485,16 @@ pub async fn put_resource(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, FhirError> {
-    let request = Request {
-        headers: &headers,
-        query: &query,
-        body: &body,
-    };
-    accept_resource(&st, &caller, &resource_type, Some(&id), request).await
+    accept_resource(
+        &st,
+        &caller,
+        &resource_type,
+        Some(&id),
+        &headers,
+        &query,
+        &body,
+    )
+    .await
 }
 
 /// `PUT /fhir/r4/{type}?<search>`: the FHIR conditional update (http.html#cond-update),
@@ -522,12 +520,7 @@ pub async fn put_conditional(
             format!("a PUT names the {resource_type} it updates: PUT /fhir/r4/{resource_type}/<id>, or a conditional update with search parameters (?identifier=<system>|<value>)"),
         ));
     }
-    let request = Request {
-        headers: &headers,
-        query: &query,
-        body: &body,
-    };
-    accept_resource(&st, &caller, &resource_type, None, request).await
+    accept_resource(&st, &caller, &resource_type, None, &headers, &query, &body).await
 }
 
 /// Maps and publishes one resource posted (or, with `url_id`, put) to
@@ -537,9 +530,11 @@ async fn accept_resource(
     caller: &crate::Caller,
     resource_type: &str,
     url_id: Option<&str>,
-    request: Request<'_>,
+    headers: &HeaderMap,
+    query: &[(String, String)],
+    body: &Bytes,
 ) -> Result<Response, FhirError> {
-    let (ctx, value, negotiated) = prelude(caller, request.headers, request.query, request.body)?;
+    let (ctx, value, negotiated) = prelude(caller, headers, query, body)?;
     if !RESOURCE_TYPES.contains(&resource_type) {
         return Err(FhirError::one(
             StatusCode::NOT_FOUND,
