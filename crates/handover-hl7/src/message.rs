@@ -503,9 +503,9 @@ impl Message {
     /// [module docs](self)).
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        match std::str::from_utf8(bytes) {
-            Ok(text) => Self::parse_text(text, TextEncoding::Utf8),
-            Err(_) => Self::parse_text(&utf8_or_windows_1252(bytes), TextEncoding::Windows1252),
+        match utf8_or_windows_1252(bytes) {
+            std::borrow::Cow::Borrowed(text) => Self::parse_text(text, TextEncoding::Utf8),
+            std::borrow::Cow::Owned(text) => Self::parse_text(&text, TextEncoding::Windows1252),
         }
     }
 
