@@ -642,11 +642,216 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// The JSON kind a value of `shape` takes, for a message.
+fn kind_wanted(shape: &Shape) -> &'static str {
+    if shape.parts.is_some() {
+        "a JSON object"
+    } else {
+        "a JSON string"
+    }
+}
+
+/// What kind of JSON value `v` is, with a short primitive shown (`a number (5)`).
+fn json_kind_of(v: &Value) -> String {
+    match v {
+        Value::Number(_) | Value::Bool(_) => format!("{} ({v})", json_kind(v)),
+        Value::String(s) if s.len() <= 40 => format!("{} ({v})", json_kind(v)),
+        _ => json_kind(v).to_owned(),
+    }
+}
+
+/// A repeating element's values. A lone value where FHIR JSON wants an array of one
+/// (`"identifier": {…}`, a common slip) is read as that one: [`Shape`] checks that the
+/// elements Handover reads are of the right kind before anything is mapped.
 fn arr<'v>(v: &'v Value, key: &str) -> &'v [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    match v.get(key) {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => &[],
+        Some(one) => std::slice::from_ref(one),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes: the JSON kinds of the elements Handover reads
+// ---------------------------------------------------------------------------------------------
+
+/// One element Handover reads, with its FHIR R4 type and cardinality. An element of the
+/// wrong JSON kind (`"hospitalization": []`, `"period": "2026-11-20"`, a number where a
+/// string belongs) is refused with a `structure` issue naming it, rather than read as
+/// absent: reading it as absent would record a discharge without its destination, or an
+/// encounter under a different id, without a word to the sender. Elements Handover does not
+/// read are not looked at.
+struct Shape {
+    name: &'static str,
+    /// `0..*` in FHIR R4: a JSON array (a lone value is accepted as one, see [`arr`]).
+    many: bool,
+    /// The FHIR type, for the message.
+    fhir_type: &'static str,
+    /// A complex type's elements that Handover reads; `None` for a primitive (a JSON
+    /// string: every primitive Handover reads is a string in FHIR JSON).
+    parts: Option<&'static [Shape]>,
+}
+
+impl Shape {
+    const fn text(name: &'static str, fhir_type: &'static str) -> Self {
+        Shape {
+            name,
+            many: false,
+            fhir_type,
+            parts: None,
+        }
+    }
+    const fn texts(name: &'static str, fhir_type: &'static str) -> Self {
+        Shape {
+            name,
+            many: true,
+            fhir_type,
+            parts: None,
+        }
+    }
+    const fn one(name: &'static str, fhir_type: &'static str, parts: &'static [Shape]) -> Self {
+        Shape {
+            name,
+            many: false,
+            fhir_type,
+            parts: Some(parts),
+        }
+    }
+    const fn many(name: &'static str, fhir_type: &'static str, parts: &'static [Shape]) -> Self {
+        Shape {
+            name,
+            many: true,
+            fhir_type,
+            parts: Some(parts),
+        }
+    }
+}
+
+const PERIOD: &[Shape] = &[
+    Shape::text("start", "dateTime"),
+    Shape::text("end", "dateTime"),
+];
+const CODING: &[Shape] = &[
+    Shape::text("system", "uri"),
+    Shape::text("code", "code"),
+    Shape::text("display", "string"),
+];
+const CODEABLE_CONCEPT: &[Shape] = &[
+    Shape::many("coding", "Coding", CODING),
+    Shape::text("text", "string"),
+];
+const IDENTIFIER: &[Shape] = &[
+    Shape::text("use", "code"),
+    Shape::text("system", "uri"),
+    Shape::text("value", "string"),
+    Shape::one("period", "Period", PERIOD),
+];
+const REFERENCE: &[Shape] = &[
+    Shape::text("reference", "string"),
+    Shape::one("identifier", "Identifier", IDENTIFIER),
+    Shape::text("display", "string"),
+];
+const EXTENSION: &[Shape] = &[
+    Shape::text("url", "uri"),
+    Shape::one("valueCodeableConcept", "CodeableConcept", CODEABLE_CONCEPT),
+];
+const STATUS_HISTORY: &[Shape] = &[
+    Shape::text("status", "code"),
+    Shape::one("period", "Period", PERIOD),
+];
+/// What every resource Handover maps has and Handover reads (`subject`, `patient` and
+/// `status` are checked where they are read, with messages of their own).
+const RESOURCE: &[Shape] = &[
+    Shape::text("id", "id"),
+    Shape::one(
+        "meta",
+        "Meta",
+        &[
+            Shape::text("versionId", "id"),
+            Shape::text("lastUpdated", "instant"),
+        ],
+    ),
+    Shape::many("extension", "Extension", EXTENSION),
+    Shape::many("identifier", "Identifier", IDENTIFIER),
+];
+const ENCOUNTER: &[Shape] = &[
+    Shape::many("statusHistory", "StatusHistory", STATUS_HISTORY),
+    Shape::one("period", "Period", PERIOD),
+    Shape::many(
+        "location",
+        "BackboneElement",
+        &[
+            Shape::one("location", "Reference", REFERENCE),
+            Shape::text("status", "code"),
+            Shape::one("physicalType", "CodeableConcept", CODEABLE_CONCEPT),
+            Shape::one("period", "Period", PERIOD),
+        ],
+    ),
+    Shape::one(
+        "hospitalization",
+        "BackboneElement",
+        &[
+            Shape::one("dischargeDisposition", "CodeableConcept", CODEABLE_CONCEPT),
+            Shape::one("destination", "Reference", REFERENCE),
+        ],
+    ),
+    Shape::one("serviceProvider", "Reference", REFERENCE),
+    Shape::one("partOf", "Reference", REFERENCE),
+];
+const SERVICE_REQUEST: &[Shape] = &[
+    Shape::text("intent", "code"),
+    Shape::text("priority", "code"),
+    Shape::one("encounter", "Reference", REFERENCE),
+    Shape::one("requester", "Reference", REFERENCE),
+    Shape::many("performer", "Reference", REFERENCE),
+    Shape::one("performerType", "CodeableConcept", CODEABLE_CONCEPT),
+    Shape::many("reasonCode", "CodeableConcept", CODEABLE_CONCEPT),
+    Shape::many("note", "Annotation", &[Shape::text("text", "markdown")]),
+    Shape::one("occurrencePeriod", "Period", PERIOD),
+    Shape::text("occurrenceDateTime", "dateTime"),
+    Shape::text("authoredOn", "dateTime"),
+];
+const EPISODE_OF_CARE: &[Shape] = &[
+    Shape::many("statusHistory", "StatusHistory", STATUS_HISTORY),
+    Shape::many("type", "CodeableConcept", CODEABLE_CONCEPT),
+    Shape::one("managingOrganization", "Reference", REFERENCE),
+    Shape::one("period", "Period", PERIOD),
+    Shape::many("referralRequest", "Reference", REFERENCE),
+];
+const PATIENT: &[Shape] = &[
+    Shape::many(
+        "name",
+        "HumanName",
+        &[
+            Shape::text("use", "code"),
+            Shape::text("family", "string"),
+            Shape::texts("given", "string"),
+            Shape::one("period", "Period", PERIOD),
+        ],
+    ),
+    Shape::text("birthDate", "date"),
+    Shape::many(
+        "address",
+        "Address",
+        &[
+            Shape::text("use", "code"),
+            Shape::text("postalCode", "string"),
+            Shape::one("period", "Period", PERIOD),
+        ],
+    ),
+    Shape::many("generalPractitioner", "Reference", REFERENCE),
+    Shape::one("managingOrganization", "Reference", REFERENCE),
+];
+
+/// The elements of resource type `t` that [`Shape`] checks.
+fn shapes(t: &str) -> &'static [Shape] {
+    match t {
+        "Encounter" => ENCOUNTER,
+        "ServiceRequest" => SERVICE_REQUEST,
+        "EpisodeOfCare" => EPISODE_OF_CARE,
+        "Patient" => PATIENT,
+        _ => &[],
+    }
 }
 
 /// What an extension's CodeableConcept says, read by [`extension_coding`].
@@ -1078,6 +1283,12 @@ impl<'a> Cx<'a> {
         if RESOURCE_TYPES.contains(&t) && self.modifier_extensions(r, "") {
             return Vec::new();
         }
+        let before = self.issues.len();
+        self.check_shapes(r, "", RESOURCE);
+        self.check_shapes(r, "", shapes(t));
+        if self.issues.len() > before {
+            return Vec::new();
+        }
         match t {
             "Encounter" => self.encounter(r),
             "ServiceRequest" => self.service_request(r),
@@ -1139,6 +1350,63 @@ impl<'a> Cx<'a> {
             _ => {}
         }
         found
+    }
+
+    /// Checks the elements of `v` (at `rel`) that `shapes` lists, and theirs, for their
+    /// JSON kind (see [`Shape`]). A `null` is let pass: it says nothing either way.
+    fn check_shapes(&mut self, v: &Value, rel: &str, shapes: &[Shape]) {
+        let join = |k: &str| {
+            if rel.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{rel}.{k}")
+            }
+        };
+        for shape in shapes {
+            let Some(x) = v.get(shape.name) else { continue };
+            let here = join(shape.name);
+            match (x, shape.many) {
+                (Value::Null, _) => {}
+                (Value::Array(items), true) => {
+                    for (i, item) in items.iter().enumerate() {
+                        self.check_shape(item, &format!("{here}[{i}]"), shape);
+                    }
+                }
+                (Value::Array(_), false) => self.issue(
+                    IssueCode::Structure,
+                    &here,
+                    format!(
+                        "{} is a single {} ({}), not an array",
+                        shape.name,
+                        shape.fhir_type,
+                        kind_wanted(shape)
+                    ),
+                ),
+                (one, _) => self.check_shape(one, &here, shape),
+            }
+        }
+    }
+
+    /// Checks one value of `shape` (an item, for a repeating element).
+    fn check_shape(&mut self, x: &Value, here: &str, shape: &Shape) {
+        match (shape.parts, x) {
+            (_, Value::Null) => {}
+            (Some(parts), Value::Object(_)) => self.check_shapes(x, here, parts),
+            (None, Value::String(_)) => {}
+            _ => {
+                let name = here.rsplit('.').next().unwrap_or(here);
+                self.issue(
+                    IssueCode::Structure,
+                    here,
+                    format!(
+                        "{name} must be a {} ({}), not {}",
+                        shape.fhir_type,
+                        kind_wanted(shape),
+                        json_kind_of(x)
+                    ),
+                );
+            }
+        }
     }
 
     // --- values ---------------------------------------------------------------------------
@@ -4134,5 +4402,79 @@ mod tests {
         assert!(nothing_recorded(&planned).contains("Encounter with status planned"));
         assert!(nothing_recorded(&json!({"resourceType": "Organization"}))
             .contains("read only for what other entries refer to"));
+    }
+
+    #[test]
+    fn elements_of_the_wrong_json_kind_are_refused_and_a_lone_value_is_read_as_one() {
+        let fin = fixture("encounter_finished.json");
+        // Each would otherwise be read as absent: a discharge recorded without its
+        // destination or its method, or a stay under another id.
+        for (path, value) in [
+            ("period", json!("2026-11-20")),
+            ("period.end", json!(20261127)),
+            ("hospitalization", json!([])),
+            ("hospitalization.dischargeDisposition", json!("19")),
+            ("serviceProvider", json!("RR8")),
+            ("meta.lastUpdated", json!(123)),
+            ("identifier", json!("RR8-SP-2026-118834")),
+        ] {
+            assert!(
+                translate(&with(fin.clone(), path, value.clone()), &ctx()).is_err(),
+                "{path} = {value}"
+            );
+        }
+        let mut bad = with(fin.clone(), "hospitalization", json!([]));
+        bad = with(bad, "period.end", json!(20261127));
+        bad["location"][1]["period"] = json!(["2026-11-21"]);
+        bad["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] = json!(21);
+        check_err(
+            &bad,
+            expect![[r#"
+                error structure @ Encounter.extension[0].valueCodeableConcept.coding[0].code: code must be a code (a JSON string), not a number (21)
+                error structure @ Encounter.period.end: end must be a dateTime (a JSON string), not a number (20261127)
+                error structure @ Encounter.location[1].period: period is a single Period (a JSON object), not an array
+                error structure @ Encounter.hospitalization: hospitalization is a single BackboneElement (a JSON object), not an array
+            "#]],
+        );
+        // An array of one written as its one value: read as FHIR JSON means it.
+        let lone = with(
+            with(
+                fin.clone(),
+                "identifier",
+                json!({"system": "https://fhir.leedsth.nhs.uk/Id/spell-number", "value": "RR8-SP-2026-118834"}),
+            ),
+            "location",
+            json!({"location": {"display": "Ward L27 (Elderly Care)"}, "status": "completed"}),
+        );
+        let (a, b) = (data(&fin), data(&lone));
+        assert_eq!(a, b);
+        let patient = with(
+            with(
+                fixture("patient.json"),
+                "name",
+                json!({"family": "Whitfield", "given": "Margaret"}),
+            ),
+            "address",
+            json!({"postalCode": "LS6 4AB"}),
+        );
+        let d = &data(&patient)[0];
+        assert_eq!(
+            (
+                d["given_name"].as_str(),
+                d["family_name"].as_str(),
+                d["postcode"].as_str()
+            ),
+            (Some("Margaret"), Some("Whitfield"), Some("LS6 4AB"))
+        );
+        check_err(
+            &with(
+                fixture("patient.json"),
+                "name",
+                json!([{"family": ["Whitfield"]}]),
+            ),
+            expect![[r#"
+                error structure @ Patient.name[0].family: family is a single string (a JSON string), not an array
+            "#]],
+        );
     }
 }
