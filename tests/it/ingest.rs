@@ -412,6 +412,10 @@ async fn errors_the_framework_answers_are_problem_details_too() {
         "https://handover.example.org/problems/method-not-allowed"
     );
     assert_eq!(allow.as_deref(), Some("POST"));
+    assert_eq!(
+        p["detail"],
+        "this resource does not take that method: the Allow header lists those it does"
+    );
     // OPTIONS names the methods a resource takes (RFC 9110 9.3.7); an unknown path is 404.
     for (path, methods) in [
         ("/v1/events", "POST"),

@@ -274,17 +274,11 @@ pub async fn framework_errors(
             StatusCode::NOT_FOUND => {
                 "no such resource: see /openapi.json for the API's paths".to_owned()
             }
+            // The router sets `Allow` after the layers, so this text cannot list the
+            // methods; the header does.
             StatusCode::METHOD_NOT_ALLOWED => {
-                let allow = parts
-                    .headers
-                    .get(header::ALLOW)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                if allow.is_empty() {
-                    "this resource does not take that method".to_owned()
-                } else {
-                    format!("this resource does not take that method (allowed: {allow})")
-                }
+                "this resource does not take that method: the Allow header lists those it does"
+                    .to_owned()
             }
             _ => reason.to_owned(),
         }
