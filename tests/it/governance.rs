@@ -494,6 +494,77 @@ async fn each_role_sees_the_fields_the_policy_gives_it() {
     .await
     .unwrap();
     assert_eq!(row["rows"][0]["ward"], "Ward 7");
+    // A broker sees why a discharge is delayed, as a code, but not that the reason is a
+    // safeguarding matter: that shows as `other`, everywhere a broker looks.
+    let broker_timeline_reasons = |j: &Value| -> Vec<Value> {
+        j["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "handover.discharge.delay-recorded.v1")
+            .map(|e| e["data"]["reason"].clone())
+            .collect()
+    };
+    assert_eq!(
+        broker_timeline_reasons(&broker),
+        vec![json!("awaiting-care-package")]
+    );
+    let safeguarding = ev(
+        "g12",
+        PAS,
+        "discharge.delay-recorded",
+        NHS,
+        "2026-11-06T10:00:00Z",
+        json!({"encounter_id":"E1","reason":"safeguarding","attributed_to":"joint"}),
+    );
+    assert_eq!(b.post_events(&safeguarding).await.status(), 202);
+    b.caught_up().await;
+    let read = |role: Role| {
+        let path = path.clone();
+        let b = &b;
+        async move {
+            get(b, &path, Some(&token(role)), Some("direct-care"))
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let (full, broker) = (read(Role::DischargeTeam).await, read(Role::Broker).await);
+    assert_eq!(
+        full["current_stay"]["latest_delay"]["reason"],
+        "safeguarding"
+    );
+    assert_eq!(broker["current_stay"]["latest_delay"]["reason"], "other");
+    assert_eq!(
+        broker["current_stay"]["latest_delay"]["attributed_to"],
+        "joint"
+    );
+    assert_eq!(
+        broker_timeline_reasons(&broker),
+        vec![json!("awaiting-care-package"), json!("other")]
+    );
+    assert!(!broker.to_string().contains("safeguarding"), "{broker}");
+    for (role, reason) in [
+        (Role::Broker, "other"),
+        (Role::DischargeTeam, "safeguarding"),
+    ] {
+        let rows: Value = get(
+            &b,
+            "/v1/worklists/discharge-delays",
+            Some(&token(role)),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(rows["rows"][0]["delay_reason"], reason, "{role:?}");
+        assert!(
+            role != Role::Broker || !rows.to_string().contains("safeguarding"),
+            "{rows}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 //! audit that must be durable before any person's data is returned. docs/governance.md
 //! explains the model; the tests named there prove it.
 
+use handover_events::catalogue::DelayReason;
 use handover_events::{AuditRecord, Event, EventType, FieldError};
 use handover_projections::journey::{source_org, Journey};
 use handover_projections::rows::{BrokerageRow, DelayRow};
@@ -114,6 +115,9 @@ pub fn minimise_journey(role: Role, organisation: &str, j: &mut Journey) {
         if let Some(d) = &mut s.latest_delay {
             d.note = None;
         }
+        if let Some(d) = &mut s.latest_delay {
+            d.reason = as_broker_sees(d.reason);
+        }
     }
     for r in &mut j.referrals {
         r.reason = None;
@@ -127,9 +131,21 @@ pub fn minimise_journey(role: Role, organisation: &str, j: &mut Journey) {
         p.status_reason = None;
     }
     for e in &mut j.timeline {
+        // A delay's reason is a code from the catalogue, what a broker needs to know
+        // (`awaiting-care-package`), as the stay's latest delay shows it.
+        let delay_reason = (e.event_type == EventType::DelayRecorded.as_str())
+            .then(|| e.data.get("reason").cloned())
+            .flatten()
+            .map(|r| match serde_json::from_value::<DelayReason>(r) {
+                Ok(d) => as_broker_sees(d).as_str(),
+                Err(_) => DelayReason::Other.as_str(),
+            });
         if let Some(obj) = e.data.as_object_mut() {
             for f in CLINICAL_DATA_FIELDS {
                 obj.remove(*f);
+            }
+            if let Some(r) = delay_reason {
+                obj.insert("reason".into(), r.into());
             }
             obj.remove("local_ids");
             obj.remove("local_id");
@@ -140,11 +156,30 @@ pub fn minimise_journey(role: Role, organisation: &str, j: &mut Journey) {
     }
 }
 
+/// A delay reason as a broker is shown it: `safeguarding` says there is a safeguarding
+/// matter, which is not a broker's to know (docs/governance.md), so it shows as `other`, the
+/// catalogue's code for a reason not listed. Leaving it out instead would say the same by
+/// its absence.
+fn as_broker_sees(reason: DelayReason) -> DelayReason {
+    match reason {
+        DelayReason::Safeguarding => DelayReason::Other,
+        r => r,
+    }
+}
+
 /// Removes what `caller` does not need from a delay-worklist row: for a broker, the ward
-/// and a local id their own council did not issue.
+/// and a local id their own council did not issue; a safeguarding delay reason shows as
+/// `other` (see [`as_broker_sees`]).
 pub fn minimise_delay_row(caller: &Caller, r: &mut DelayRow) {
     if caller.role == Role::Broker {
         r.ward = None;
+        if let Some(d) = r.delay_reason {
+            let shown = as_broker_sees(d);
+            if shown != d && r.waiting_for == d.as_str().replace('-', " ") {
+                r.waiting_for = shown.as_str().into();
+            }
+            r.delay_reason = Some(shown);
+        }
         r.person.local_id = r
             .person
             .local_id
