@@ -1531,6 +1531,32 @@ fn columns_named(
     out
 }
 
+/// For a JSON file: when no record has the key the mapping reads the NHS number from, and
+/// some record has a key the mapping does not read whose name says NHS number (`nhs_no`,
+/// `NHSNumber`), why the file is refused.
+fn renamed_nhs_number_key(mapping: &Mapping, rows: &[RowResult]) -> Option<String> {
+    let wanted = mapping.person.nhs_number.as_deref()?.trim();
+    let read = mapping.columns();
+    let mut other: Option<&str> = None;
+    for row in rows.iter().flatten() {
+        for (key, _) in &row.cells {
+            let key = key.trim();
+            if key.eq_ignore_ascii_case(wanted) {
+                return None;
+            }
+            let unmapped = !read.iter().any(|c| c.trim().eq_ignore_ascii_case(key));
+            if other.is_none() && unmapped && key.to_ascii_lowercase().contains("nhs") {
+                other = Some(key);
+            }
+        }
+    }
+    other.map(|o| {
+        format!(
+            "no record has the key {wanted:?}, which the mapping reads the NHS number from, and records have {o:?}: was the export changed? Read on, every row would be filed under its local id alone; map the key the export now uses"
+        )
+    })
+}
+
 /// Why a header that lacks mapped columns may: the export used another delimiter.
 fn delimiter_hint(header: &[String]) -> &'static str {
     match header {
@@ -1643,6 +1669,23 @@ pub async fn process_file(
             write_atomic(
                 &errors_path,
                 &errors_csv(&[(1, String::new(), e, String::new())]),
+            )
+            .await?;
+            tokio::fs::rename(path, free_name(&rejected_dir, &file_name)).await?;
+            metrics.update(&src.name, |c| c.files_rejected += 1);
+            return Ok(FileSummary::default());
+        }
+    }
+    // A JSON export has no header to check, and exporters leave out keys whose value is
+    // null, so a key no record has is not by itself a renamed one. A key that no record
+    // has for the NHS number, while records have another key that names an NHS number,
+    // is: read on, every row would be filed under its local id only.
+    if src.format == FileFormat::Json {
+        if let Some(e) = renamed_nhs_number_key(mapping, &rows) {
+            warn!(source = %src.name, file = %file_name, "file rejected: the NHS number's key is missing and another key looks like it");
+            write_atomic(
+                &errors_path,
+                &errors_csv(&[(0, String::new(), e, String::new())]),
             )
             .await?;
             tokio::fs::rename(path, free_name(&rejected_dir, &file_name)).await?;
@@ -2366,6 +2409,63 @@ mod tests {
             assert!(read_rows(FileFormat::Csv, ok.as_bytes()).is_ok(), "{ok}");
         }
         assert!(ends_inside_quotes(b"1,\"open\n2,x\n"));
+    }
+
+    #[tokio::test]
+    async fn a_json_export_whose_nhs_number_key_was_renamed_is_rejected_whole() {
+        let fixture = std::fs::read_to_string(format!(
+            "{}/../../tests/fixtures/filedrop/referrals_2026-11-24.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let drop = |name: &str, text: String| {
+            let name = name.to_owned();
+            async move {
+                let dir = tempfile::tempdir().unwrap();
+                let mut src = source_in(dir.path(), "referrals-assessments.toml");
+                src.format = FileFormat::Json;
+                let m = mapping("referrals-assessments.toml");
+                let path = dir.path().join(&name);
+                std::fs::write(&path, text).unwrap();
+                set_old(&path);
+                let sink = RecordingSink::new();
+                let summary = process_file(&src, &m, &path, &sink, 10, &FileDropMetrics::default())
+                    .await
+                    .unwrap();
+                let errors =
+                    std::fs::read_to_string(dir.path().join(format!("rejected/{name}.errors.csv")))
+                        .unwrap_or_default();
+                (summary, sink.events().len(), errors)
+            }
+        };
+        let (summary, published, errors) = drop(
+            "renamed.json",
+            fixture.replace("\"NHS No\"", "\"nhs_number\""),
+        )
+        .await;
+        assert_eq!((summary.rows, published), (0, 0));
+        assert!(
+            errors.contains("no record has the key \"\"NHS No\"\"")
+                && errors.contains("records have \"\"nhs_number\"\""),
+            "{errors}"
+        );
+        // Keys left out because their value is null are not a renamed key: an export whose
+        // records have no NHS number at all is read under the local ids.
+        let without: Vec<Value> = serde_json::from_str::<Vec<Value>>(&fixture)
+            .unwrap()
+            .into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("NHS No");
+                r
+            })
+            .collect();
+        let (summary, published, errors) =
+            drop("no-nhs.json", serde_json::to_string(&without).unwrap()).await;
+        assert!(summary.rows > 0 && published > 0, "{errors}");
+        assert_eq!(summary.rejected, 0, "{errors}");
+        // As given, the fixture is read as ever.
+        let (summary, published, _) = drop("ok.json", fixture.clone()).await;
+        assert!(summary.accepted > 0 && published > 0);
     }
 
     #[tokio::test]
