@@ -1532,8 +1532,8 @@ fn columns_named(
 }
 
 /// For a JSON file: when no record has the key the mapping reads the NHS number from, and
-/// some record has a key the mapping does not read whose name says NHS number (`nhs_no`,
-/// `NHSNumber`), why the file is refused.
+/// some record has a key the mapping does not read whose name says NHS number
+/// ([`names_an_nhs_number`]), why the file is refused.
 fn renamed_nhs_number_key(mapping: &Mapping, rows: &[RowResult]) -> Option<String> {
     let wanted = mapping.person.nhs_number.as_deref()?.trim();
     let read = mapping.columns();
@@ -1545,7 +1545,7 @@ fn renamed_nhs_number_key(mapping: &Mapping, rows: &[RowResult]) -> Option<Strin
                 return None;
             }
             let unmapped = !read.iter().any(|c| c.trim().eq_ignore_ascii_case(key));
-            if other.is_none() && unmapped && key.to_ascii_lowercase().contains("nhs") {
+            if other.is_none() && unmapped && names_an_nhs_number(key) {
                 other = Some(key);
             }
         }
@@ -1555,6 +1555,18 @@ fn renamed_nhs_number_key(mapping: &Mapping, rows: &[RowResult]) -> Option<Strin
             "no record has the key {wanted:?}, which the mapping reads the NHS number from, and records have {o:?}: was the export changed? Read on, every row would be filed under its local id alone; map the key the export now uses"
         )
     })
+}
+
+/// Whether a key's name says it holds an NHS number (`NHS No.`, `nhs_number`, `NHSNumber`,
+/// `client_nhs_no`, `NHS`), not something else about the NHS (`NHS Trust`).
+fn names_an_nhs_number(key: &str) -> bool {
+    let k: String = key
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(k.as_str(), "nhs" | "nhsid")
+        || ["nhsno", "nhsnum", "nhsnbr"].iter().any(|p| k.contains(p))
 }
 
 /// Why a header that lacks mapped columns may: the export used another delimiter.
@@ -2463,6 +2475,17 @@ mod tests {
             drop("no-nhs.json", serde_json::to_string(&without).unwrap()).await;
         assert!(summary.rows > 0 && published > 0, "{errors}");
         assert_eq!(summary.rejected, 0, "{errors}");
+        for (key, says) in [
+            ("NHS No.", true),
+            ("nhs_number", true),
+            ("NHSNumber", true),
+            ("client_nhs_no", true),
+            ("NHS", true),
+            ("NHS Trust", false),
+            ("nhs_trust_code", false),
+        ] {
+            assert_eq!(names_an_nhs_number(key), says, "{key}");
+        }
         // As given, the fixture is read as ever.
         let (summary, published, _) = drop("ok.json", fixture.clone()).await;
         assert!(summary.accepted > 0 && published > 0);

@@ -114,8 +114,6 @@ pub fn minimise_journey(role: Role, organisation: &str, j: &mut Journey) {
         s.ward = None;
         if let Some(d) = &mut s.latest_delay {
             d.note = None;
-        }
-        if let Some(d) = &mut s.latest_delay {
             d.reason = as_broker_sees(d.reason);
         }
     }
