@@ -1569,6 +1569,31 @@ fn names_an_nhs_number(key: &str) -> bool {
         || ["nhsno", "nhsnum", "nhsnbr"].iter().any(|p| k.contains(p))
 }
 
+/// A file refused whole: where it and its errors file go.
+struct WholeFile<'a> {
+    path: &'a Path,
+    errors_path: &'a Path,
+    rejected_dir: &'a Path,
+    file_name: &'a str,
+    source: &'a str,
+    metrics: &'a FileDropMetrics,
+}
+
+impl WholeFile<'_> {
+    /// Writes the errors file (one line: `line`, `reason`), moves the file to `rejected/`
+    /// and counts it; nothing of it was published.
+    async fn file(&self, line: u64, reason: String) -> Result<FileSummary, FileError> {
+        write_atomic(
+            self.errors_path,
+            &errors_csv(&[(line, String::new(), reason, String::new())]),
+        )
+        .await?;
+        tokio::fs::rename(self.path, free_name(self.rejected_dir, self.file_name)).await?;
+        self.metrics.update(self.source, |c| c.files_rejected += 1);
+        Ok(FileSummary::default())
+    }
+}
+
 /// Why a header that lacks mapped columns may: the export used another delimiter.
 fn delimiter_hint(header: &[String]) -> &'static str {
     match header {
@@ -1643,18 +1668,19 @@ pub async fn process_file(
     // Each errors file has a name of its own: an export that reuses one file name every
     // day keeps each day's errors.
     let errors_path = free_name(&rejected_dir, &format!("{file_name}.errors.csv"));
+    let reject = WholeFile {
+        path,
+        errors_path: &errors_path,
+        rejected_dir: &rejected_dir,
+        file_name: &file_name,
+        source: &src.name,
+        metrics,
+    };
     let rows = match read_rows(src.format, &bytes) {
         Ok(r) => r,
         Err(e) => {
             warn!(source = %src.name, file = %file_name, error = %e, "file rejected: not readable as rows");
-            write_atomic(
-                &errors_path,
-                &errors_csv(&[(0, String::new(), e.0, String::new())]),
-            )
-            .await?;
-            tokio::fs::rename(path, free_name(&rejected_dir, &file_name)).await?;
-            metrics.update(&src.name, |c| c.files_rejected += 1);
-            return Ok(FileSummary::default());
+            return reject.file(0, e.0).await;
         }
     };
     // A column the mapping reads for the person, the time, the type or the row key must be
@@ -1678,14 +1704,7 @@ pub async fn process_file(
                 )
             };
             warn!(source = %src.name, file = %file_name, "file rejected: mapped columns missing from the header, or named twice");
-            write_atomic(
-                &errors_path,
-                &errors_csv(&[(1, String::new(), e, String::new())]),
-            )
-            .await?;
-            tokio::fs::rename(path, free_name(&rejected_dir, &file_name)).await?;
-            metrics.update(&src.name, |c| c.files_rejected += 1);
-            return Ok(FileSummary::default());
+            return reject.file(1, e).await;
         }
     }
     // A JSON export has no header to check, and exporters leave out keys whose value is
@@ -1695,14 +1714,7 @@ pub async fn process_file(
     if src.format == FileFormat::Json {
         if let Some(e) = renamed_nhs_number_key(mapping, &rows) {
             warn!(source = %src.name, file = %file_name, "file rejected: the NHS number's key is missing and another key looks like it");
-            write_atomic(
-                &errors_path,
-                &errors_csv(&[(0, String::new(), e, String::new())]),
-            )
-            .await?;
-            tokio::fs::rename(path, free_name(&rejected_dir, &file_name)).await?;
-            metrics.update(&src.name, |c| c.files_rejected += 1);
-            return Ok(FileSummary::default());
+            return reject.file(0, e).await;
         }
     }
     let mut summary = FileSummary {
