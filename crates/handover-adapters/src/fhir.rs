@@ -651,12 +651,12 @@ fn kind_wanted(shape: &Shape) -> &'static str {
     }
 }
 
-/// What kind of JSON value `v` is, with a short primitive shown (`a number (5)`).
-fn json_kind_of(v: &Value) -> String {
-    match v {
-        Value::Number(_) | Value::Bool(_) => format!("{} ({v})", json_kind(v)),
-        Value::String(s) if s.len() <= 40 => format!("{} ({v})", json_kind(v)),
-        _ => json_kind(v).to_owned(),
+/// `a` or `an`, for a FHIR type's name (`an Identifier`, `a Period`).
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['A', 'E', 'I', 'O', 'U', 'a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }
 
@@ -1394,15 +1394,17 @@ impl<'a> Cx<'a> {
             (Some(parts), Value::Object(_)) => self.check_shapes(x, here, parts),
             (None, Value::String(_)) => {}
             _ => {
+                // The value itself is never quoted: it may be an NHS number.
                 let name = here.rsplit('.').next().unwrap_or(here);
                 self.issue(
                     IssueCode::Structure,
                     here,
                     format!(
-                        "{name} must be a {} ({}), not {}",
+                        "{name} must be {} {} ({}), not {}",
+                        article(shape.fhir_type),
                         shape.fhir_type,
                         kind_wanted(shape),
-                        json_kind_of(x)
+                        json_kind(x)
                     ),
                 );
             }
@@ -4430,11 +4432,27 @@ mod tests {
         check_err(
             &bad,
             expect![[r#"
-                error structure @ Encounter.extension[0].valueCodeableConcept.coding[0].code: code must be a code (a JSON string), not a number (21)
-                error structure @ Encounter.period.end: end must be a dateTime (a JSON string), not a number (20261127)
+                error structure @ Encounter.extension[0].valueCodeableConcept.coding[0].code: code must be a code (a JSON string), not a number
+                error structure @ Encounter.period.end: end must be a dateTime (a JSON string), not a number
                 error structure @ Encounter.location[1].period: period is a single Period (a JSON object), not an array
                 error structure @ Encounter.hospitalization: hospitalization is a single BackboneElement (a JSON object), not an array
             "#]],
+        );
+        // The value is never quoted back: it may be an NHS number.
+        let issues = translate(
+            &with(
+                fin.clone(),
+                "identifier",
+                json!([{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": 9434765919_u64}]),
+            ),
+            &ctx(),
+        )
+        .unwrap_err();
+        let text = render_issues(&issues);
+        assert!(
+            text.contains("value must be a string (a JSON string), not a number")
+                && !text.contains("9434765919"),
+            "{text}"
         );
         // An array of one written as its one value: read as FHIR JSON means it.
         let lone = with(
