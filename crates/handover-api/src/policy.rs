@@ -167,7 +167,7 @@ fn as_broker_sees(reason: DelayReason) -> DelayReason {
 
 /// Removes what `caller` does not need from a delay-worklist row: for a broker, the ward
 /// and a local id their own council did not issue; a safeguarding delay reason shows as
-/// `other` (see [`as_broker_sees`]).
+/// `other` (see `as_broker_sees`).
 pub fn minimise_delay_row(caller: &Caller, r: &mut DelayRow) {
     if caller.role == Role::Broker {
         r.ward = None;
