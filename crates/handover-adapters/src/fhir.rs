@@ -1474,7 +1474,8 @@ impl<'a> Cx<'a> {
                     IssueCode::Structure,
                     "status",
                     format!(
-                        "status must be a code (a JSON string such as \"in-progress\"), not {v}"
+                        "status must be a code (a JSON string such as \"in-progress\"), not {}",
+                        json_kind(v)
                     ),
                 );
                 None
@@ -4326,7 +4327,7 @@ mod tests {
         check_err(
             &with(fixture("encounter_in_progress.json"), "status", json!(5)),
             expect![[r#"
-                error structure @ Encounter.status: status must be a code (a JSON string such as "in-progress"), not 5
+                error structure @ Encounter.status: status must be a code (a JSON string such as "in-progress"), not a number
             "#]],
         );
         check_err(
