@@ -7,7 +7,7 @@
 use handover_events::catalogue::DelayReason;
 use handover_events::{AuditRecord, Event, EventType, FieldError};
 use handover_projections::journey::{source_org, Journey};
-use handover_projections::rows::{BrokerageRow, DelayRow};
+use handover_projections::rows::{self, BrokerageRow, DelayRow};
 
 use crate::auth::{Caller, Role};
 use crate::{ApiError, AppState};
@@ -173,8 +173,8 @@ pub fn minimise_delay_row(caller: &Caller, r: &mut DelayRow) {
         r.ward = None;
         if let Some(d) = r.delay_reason {
             let shown = as_broker_sees(d);
-            if shown != d && r.waiting_for == d.as_str().replace('-', " ") {
-                r.waiting_for = shown.as_str().into();
+            if shown != d && r.waiting_for == rows::waiting_for_delay(d) {
+                r.waiting_for = rows::waiting_for_delay(shown);
             }
             r.delay_reason = Some(shown);
         }

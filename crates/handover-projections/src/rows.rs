@@ -385,9 +385,14 @@ pub fn waiting_for(j: &Journey, stay: &Stay) -> String {
         };
     }
     match &stay.latest_delay {
-        Some(d) => d.reason.as_str().replace('-', " "),
+        Some(d) => waiting_for_delay(d.reason),
         None => "nothing recorded".into(),
     }
+}
+
+/// A row's `waiting_for` when the latest delay's reason says it (`awaiting care package`).
+pub fn waiting_for_delay(reason: DelayReason) -> String {
+    reason.as_str().replace('-', " ")
 }
 
 /// The delay row for the person's current stay, when in hospital with a DRD.
