@@ -1037,6 +1037,36 @@ async fn fhir_clients_choose_what_a_create_returns_and_in_which_format() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_that_would_record_more_events_than_a_request_may_is_413_too_costly() {
+    let b = Backbone::start().await;
+    let before = b.rt().log.last_sequence().await.unwrap();
+    let patient = fixture("patient.json");
+    let entries: Vec<Value> = (0..=handover_api::MAX_BATCH)
+        .map(|i| {
+            let mut p = patient.clone();
+            p["id"] = json!(format!("p-{i}"));
+            json!({"resource": p, "request": {"method": "PUT", "url": format!("Patient/p-{i}")}})
+        })
+        .collect();
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": entries});
+    let (status, ct, out) = post(&b, "/fhir/r4", Role::Admin, &batch).await;
+    assert_eq!(
+        (status, ct.as_str()),
+        (413, "application/fhir+json"),
+        "{out:#}"
+    );
+    assert_eq!(out["resourceType"], "OperationOutcome");
+    assert_eq!(out["issue"][0]["code"], "too-costly");
+    let diagnostics = out["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        diagnostics.contains(&format!("{} events", handover_api::MAX_BATCH + 1))
+            && diagnostics.contains("nothing was stored"),
+        "{diagnostics}"
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_bundle_stores_its_good_entries_and_answers_each_bad_one() {
     let b = Backbone::start().await;
     let good = fixture("encounter_in_progress.json");

@@ -579,6 +579,42 @@ async fn an_event_too_large_for_the_log_is_refused_for_good_and_nothing_of_its_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_more_events_than_a_request_may_hold_is_413_and_stores_nothing() {
+    let b = Backbone::start().await;
+    let before = b.rt().log.last_sequence().await.unwrap();
+    let limit = handover_api::MAX_BATCH;
+    let over: Vec<Value> = (0..=limit)
+        .map(|i| admitted(&format!("many-{i}")))
+        .collect();
+    let r = b.post_events(&Value::Array(over)).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert!(r.headers().get("retry-after").is_none());
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["type"],
+        "https://handover.example.org/problems/too-many-events"
+    );
+    assert_eq!(p["status"], 413);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{} events", limit + 1))
+            && detail.contains(&limit.to_string())
+            && detail.contains("nothing was stored"),
+        "{detail}"
+    );
+    assert_eq!(b.rt().log.last_sequence().await.unwrap(), before);
+    // The limit itself is one request.
+    let at: Vec<Value> = (0..limit).map(|i| admitted(&format!("many-{i}"))).collect();
+    let r = b.post_events(&Value::Array(at)).await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        b.rt().log.last_sequence().await.unwrap(),
+        before + limit as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_is_sent_and_not_kept_is_named_in_the_answer() {
     let b = Backbone::start().await;
     let mut sent = admitted("noted-1");

@@ -164,6 +164,8 @@ pub enum IssueCode {
     Forbidden,
     /// Temporary failure (the event log is unavailable): retry.
     Transient,
+    /// The request is more than Handover takes in one go (too many events): split it.
+    TooCostly,
     /// An unexpected internal error.
     Exception,
     /// For information.

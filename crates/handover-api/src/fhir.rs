@@ -124,6 +124,7 @@ impl From<ApiError> for FhirError {
                 (StatusCode::INTERNAL_SERVER_ERROR, IssueCode::Exception)
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, IssueCode::NotSupported),
+            ApiError::TooManyEvents { .. } => (StatusCode::PAYLOAD_TOO_LARGE, IssueCode::TooCostly),
             ApiError::InvalidEvents { .. }
             | ApiError::BadRequest(_)
             | ApiError::InvalidNhsNumber(_) => (StatusCode::BAD_REQUEST, IssueCode::Invalid),
@@ -403,9 +404,12 @@ async fn publish(
     }
     if events.len() > MAX_BATCH {
         return Err(FhirError::one(
-            StatusCode::BAD_REQUEST,
-            IssueCode::Invalid,
-            format!("a request may produce at most {MAX_BATCH} events"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueCode::TooCostly,
+            format!(
+                "this request would record {} events, more than the {MAX_BATCH} one request may; nothing was stored: send its resources in several requests",
+                events.len()
+            ),
         ));
     }
     let stored = st.sink.publish(events).await.map_err(|e| match e {

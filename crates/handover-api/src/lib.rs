@@ -305,9 +305,10 @@ async fn post_events(
         return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
     }
     if items.len() > MAX_BATCH {
-        return Err(ApiError::BadRequest(format!(
-            "a batch holds at most {MAX_BATCH} events"
-        )));
+        return Err(ApiError::TooManyEvents {
+            sent: items.len(),
+            limit: MAX_BATCH,
+        });
     }
     let total = items.len();
     let mut events = Vec::with_capacity(total);

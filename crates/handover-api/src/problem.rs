@@ -51,6 +51,14 @@ pub enum ApiError {
     /// The request itself is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// A batch holds more events than one request may (`413`): nothing was stored.
+    #[error("this batch holds {sent} events, more than the {limit} one request may hold; nothing was stored: send it as several batches")]
+    TooManyEvents {
+        /// Events in the batch.
+        sent: usize,
+        /// The most one request may hold.
+        limit: usize,
+    },
     /// The path's NHS number is not valid.
     #[error("{0}")]
     InvalidNhsNumber(String),
@@ -130,6 +138,11 @@ impl ApiError {
                 "Not permitted to publish these events",
             ),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            TooManyEvents { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-many-events",
+                "Batch too large",
+            ),
             InvalidNhsNumber(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid-nhs-number",
