@@ -6,8 +6,9 @@
 //! Use it to compare builds of the read path (chunks, compression, the typed decode) with
 //! less noise than the full benchmark's saturated journey phase.
 //!
-//! `cargo run --release -p handover --example journey_read -- [events] [people] [reads] [rounds]`
-//! (defaults 200,000 events, 20,000 people, 20,000 reads, 5 rounds).
+//! `cargo run --release -p handover --example journey_read -- [events] [people] [reads] [rounds] [cache MiB]`
+//! (defaults 200,000 events, 20,000 people, 20,000 reads, 5 rounds, and sled's page cache at
+//! `store.cache_mb`'s default).
 
 use std::time::Instant;
 
@@ -34,8 +35,9 @@ fn arg(i: usize, default: u64) -> u64 {
 async fn main() -> anyhow::Result<()> {
     let (events, people, reads, rounds) =
         (arg(1, 200_000), arg(2, 20_000), arg(3, 20_000), arg(4, 5));
+    let cache_mb = arg(5, handover::config::StoreConfig::default().cache_mb);
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path())?;
+    let store = Store::open_with(dir.path(), cache_mb * 1024 * 1024, false)?;
     let tree = store.tree("journeys")?;
     let key = PseudonymKey::new(b"journey-read-example-key".to_vec())?;
     let journeys = Journeys::new(key.clone());
@@ -74,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         stored += k.len() + v.len();
     }
     println!(
-        "projected {events} events over {people} people in {:.1} s; keys and values as stored: {:.1} MB",
+        "projected {events} events over {people} people in {:.1} s; keys and values as stored: {:.1} MB; page cache {cache_mb} MiB",
         took.as_secs_f64(),
         stored as f64 / 1e6
     );
