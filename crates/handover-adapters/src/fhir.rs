@@ -826,6 +826,7 @@ const PATIENT: &[Shape] = &[
         "HumanName",
         &[
             Shape::text("use", "code"),
+            Shape::text("text", "string"),
             Shape::text("family", "string"),
             Shape::texts("given", "string"),
             Shape::one("period", "Period", PERIOD),
@@ -2579,10 +2580,18 @@ impl<'a> Cx<'a> {
             fn text(v: &Value) -> Option<&str> {
                 v.as_str().map(str::trim).filter(|t| !t.is_empty())
             }
-            if let Some(g) = arr(n, "given").iter().find_map(text) {
+            let given = arr(n, "given").iter().find_map(text);
+            let family = n.get("family").and_then(text);
+            // A name sent as `text` alone (FHIR allows it; some EPRs send no parts) is
+            // split as a PAS writes it: `FAMILY, Given`, else `Given … Family`.
+            let (given, family) = match (given, family, n.get("text").and_then(text)) {
+                (None, None, Some(t)) => name_from_text(t),
+                _ => (given, family),
+            };
+            if let Some(g) = given {
                 d["given_name"] = g.into();
             }
-            if let Some(f) = n.get("family").and_then(text) {
+            if let Some(f) = family {
                 d["family_name"] = f.into();
             }
         }
@@ -2830,6 +2839,29 @@ pub fn admission_method(code: &str) -> &'static str {
         "82" | "83" => "maternity",
         "81" => "transfer",
         _ => "other",
+    }
+}
+
+/// The first given name and the family name of a HumanName written as one text:
+/// `SMITH, John Paul` (as PAS lists and NHS letters write it: the family name before the
+/// comma), else `Mrs Margaret Ann Whitfield` (a title first is passed over, the last word
+/// is the family name). One word alone is taken as the family name.
+fn name_from_text(text: &str) -> (Option<&str>, Option<&str>) {
+    const TITLES: &[&str] = &[
+        "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "lady", "lord", "rev",
+        "master",
+    ];
+    let is_title =
+        |w: &&str| TITLES.contains(&w.trim_end_matches('.').to_ascii_lowercase().as_str());
+    if let Some((family, rest)) = text.split_once(',') {
+        let given = rest.split_whitespace().find(|w| !is_title(w));
+        let family = family.trim();
+        return (given, (!family.is_empty()).then_some(family));
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.split_last() {
+        None => (None, None),
+        Some((family, rest)) => (rest.iter().find(|w| !is_title(w)).copied(), Some(family)),
     }
 }
 
@@ -4091,6 +4123,57 @@ mod tests {
             json!([{"url": "https://example.org/fhir/note", "valueString": "x"}]),
         );
         assert!(!data(&plain).is_empty());
+    }
+
+    #[test]
+    fn a_name_sent_as_text_alone_is_split_into_given_and_family() {
+        for (name, given, family) in [
+            (
+                json!({"use": "official", "text": "Margaret Ann Whitfield"}),
+                Some("Margaret"),
+                Some("Whitfield"),
+            ),
+            (
+                json!({"text": "  WHITFIELD, Margaret Ann "}),
+                Some("Margaret"),
+                Some("WHITFIELD"),
+            ),
+            (
+                json!({"text": "Mrs. Margaret Whitfield"}),
+                Some("Margaret"),
+                Some("Whitfield"),
+            ),
+            (
+                json!({"text": "Whitfield, Mrs Margaret"}),
+                Some("Margaret"),
+                Some("Whitfield"),
+            ),
+            (json!({"text": "Whitfield"}), None, Some("Whitfield")),
+            (json!({"text": "   "}), None, None),
+            // Parts win over the text whenever there are any.
+            (
+                json!({"text": "Peggy Whitfield", "given": ["Margaret"]}),
+                Some("Margaret"),
+                None,
+            ),
+        ] {
+            let p = with(fixture("patient.json"), "name", json!([name]));
+            let d = &data(&p)[0];
+            assert_eq!(d["given_name"].as_str(), given, "{name}");
+            assert_eq!(d["family_name"].as_str(), family, "{name}");
+        }
+        // A text of the wrong kind is refused at its path, as other elements are.
+        let p = with(
+            fixture("patient.json"),
+            "name",
+            json!([{"text": ["Margaret Whitfield"]}]),
+        );
+        let issues = translate(&p, &ctx()).unwrap_err();
+        assert_eq!(issues[0].code, IssueCode::Structure);
+        assert_eq!(
+            issues[0].expression.as_deref(),
+            Some("Patient.name[0].text")
+        );
     }
 
     #[test]
