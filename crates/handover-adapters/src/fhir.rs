@@ -2845,23 +2845,30 @@ pub fn admission_method(code: &str) -> &'static str {
 /// The first given name and the family name of a HumanName written as one text:
 /// `SMITH, John Paul` (as PAS lists and NHS letters write it: the family name before the
 /// comma), else `Mrs Margaret Ann Whitfield` (a title first is passed over, the last word
-/// is the family name). One word alone is taken as the family name.
+/// is the family name). One word alone is taken as the family name. What follows an
+/// opening bracket (`Whitfield (née Smith)`) and a word in quotes (a nickname: `Margaret
+/// "Peggy" Whitfield`) are no part of either.
 fn name_from_text(text: &str) -> (Option<&str>, Option<&str>) {
     const TITLES: &[&str] = &[
         "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "lady", "lord", "rev",
         "master",
     ];
-    let is_title =
-        |w: &&str| TITLES.contains(&w.trim_end_matches('.').to_ascii_lowercase().as_str());
+    let title = |w: &&str| TITLES.contains(&w.trim_end_matches('.').to_ascii_lowercase().as_str());
+    /// The words of `t` but those in quotes (a nickname).
+    fn words(t: &str) -> Vec<&str> {
+        t.split_whitespace()
+            .filter(|w| !w.starts_with(['"', '\'', '\u{201c}', '\u{2018}']))
+            .collect()
+    }
+    let text = text.split_once('(').map_or(text, |(before, _)| before);
     if let Some((family, rest)) = text.split_once(',') {
-        let given = rest.split_whitespace().find(|w| !is_title(w));
+        let given = words(rest).into_iter().find(|w| !title(w));
         let family = family.trim();
         return (given, (!family.is_empty()).then_some(family));
     }
-    let words: Vec<&str> = text.split_whitespace().collect();
-    match words.split_last() {
+    match words(text).split_last() {
         None => (None, None),
-        Some((family, rest)) => (rest.iter().find(|w| !is_title(w)).copied(), Some(family)),
+        Some((family, rest)) => (rest.iter().find(|w| !title(w)).copied(), Some(*family)),
     }
 }
 
@@ -4149,6 +4156,16 @@ mod tests {
                 Some("Whitfield"),
             ),
             (json!({"text": "Whitfield"}), None, Some("Whitfield")),
+            (
+                json!({"text": "Margaret \"Peggy\" Whitfield (née Smith)"}),
+                Some("Margaret"),
+                Some("Whitfield"),
+            ),
+            (
+                json!({"text": "Dr Margaret Whitfield \u{201c}Peggy\u{201d}"}),
+                Some("Margaret"),
+                Some("Whitfield"),
+            ),
             (json!({"text": "   "}), None, None),
             // Parts win over the text whenever there are any.
             (
