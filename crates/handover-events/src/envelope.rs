@@ -1135,4 +1135,19 @@ mod tests {
         assert!(fast_stored(&bytes).is_none());
         assert!(Event::from_stored(&bytes).is_err());
     }
+
+    #[test]
+    fn a_number_comes_back_from_the_log_as_it_went_in() {
+        // Found by the decoder fuzz's longer mode: without serde_json's exact float parsing
+        // this value came back from its stored JSON one unit in the last place off.
+        let mut v: Value = serde_json::from_str(include_str!(
+            "../../../schemas/examples/handover.care-package.requested.v1.json"
+        ))
+        .unwrap();
+        for hours in [1.015_400_214_791_051_9e-15, 37.5, 0.1 + 0.2, 12.3] {
+            v["data"]["hours_per_week"] = hours.into();
+            let e = Event::from_json(v.clone()).unwrap();
+            assert_eq!(Event::from_stored(&e.to_json_vec()).unwrap(), e, "{hours}");
+        }
+    }
 }
