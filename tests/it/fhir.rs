@@ -1164,3 +1164,57 @@ async fn an_empty_transaction_or_batch_is_answered_and_an_empty_message_is_refus
     assert_eq!(v["resourceType"], "OperationOutcome");
     assert_eq!(b.rt().log.last_sequence().await.unwrap(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_in_a_latin_charset_is_read_and_one_in_utf_16_is_415() {
+    let b = Backbone::start().await;
+    let send = |content_type: &'static str, body: Vec<u8>| {
+        b.http
+            .post(format!("{}/fhir/r4/Patient", b.base))
+            .bearer_auth(token(Role::Admin))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    // "Siân" in ISO-8859-1 (one byte, 0xE2, for the â), as a Windows engine labels it.
+    let mut p = fixture("patient.json");
+    p["name"] = json!([{"use": "official", "family": "Whitfield", "given": ["SIAN"]}]);
+    let latin1 = p
+        .to_string()
+        .replace("SIAN", "Si\u{E2}n")
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect::<Vec<u8>>();
+    let r = send("application/fhir+json; charset=ISO-8859-1", latin1.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    let j = journey(&b).await;
+    assert_eq!(j["identity"]["given_name"], "Si\u{E2}n", "{j:#}");
+
+    // The same bytes with no charset named: not UTF-8, said so.
+    let r = send("application/fhir+json", latin1).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    assert!(body["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("not UTF-8"));
+
+    // UTF-16, as a .NET client writing a string as Unicode sends it.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for u in p.to_string().encode_utf16() {
+        utf16.extend_from_slice(&u.to_le_bytes());
+    }
+    let r = send("application/fhir+json; charset=utf-16", utf16)
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["issue"][0]["code"], "not-supported");
+    assert!(body["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("charset=utf-16"));
+}

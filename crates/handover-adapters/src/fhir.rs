@@ -63,7 +63,7 @@ pub const GSS_SYSTEM: &str = "http://statistics.data.gov.uk/id/statistical-geogr
 /// UK Core admission method extension (NHS Data Dictionary admission method codes).
 pub const ADMISSION_METHOD_URL: &str =
     "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-AdmissionMethod";
-/// UK Core discharge method extension (codes 1–5).
+/// UK Core discharge method extension (codes 1–5; England's 6 and 7 are read as 2).
 pub const DISCHARGE_METHOD_URL: &str =
     "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-DischargeMethod";
 
@@ -528,6 +528,26 @@ fn translate_entry(
             return Err(vec![issue]);
         }
     }
+    // The entry's own modifiers (on the entry, its request), and those of a resource read
+    // for what other entries refer to (an Organization's code, a Location's name): each
+    // changes the meaning of what Handover would read, so is refused as on a mapped
+    // resource. A resource Handover passes over entirely may carry any.
+    let mut cx = Cx::new(ctx, Some(index), format!("Bundle.entry[{i}]"));
+    if let Some(obj) = entry.as_object() {
+        let around: serde_json::Map<String, Value> = obj
+            .iter()
+            .filter(|(k, _)| k.as_str() != "resource")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        cx.modifier_extensions(&Value::Object(around), "");
+    }
+    if REFERENCED_ONLY.contains(&rtype) {
+        cx.modifier_extensions(resource, "resource");
+        cx.implicit_rules(resource, "resource");
+    }
+    if !cx.issues.is_empty() {
+        return Err(cx.issues);
+    }
     if REFERENCED_ONLY.contains(&rtype) {
         return Ok(nothing());
     }
@@ -883,8 +903,18 @@ fn extension_coding<T>(
     let own_system = own_system.to_ascii_lowercase();
     // (system is the extension's own, or none; code; path)
     let mut codings = Vec::new();
-    for (i, ext) in arr(v, "extension").iter().enumerate() {
-        if str_at(ext, "url") != Some(url) {
+    // On the element itself, else on an Encounter's `hospitalization` (where Data
+    // Standards Wales and some EPRs put the admission and discharge methods).
+    let hospitalization = v.get("hospitalization").filter(|h| h.is_object());
+    let places = std::iter::once(("", v)).chain(hospitalization.map(|h| ("hospitalization.", h)));
+    let extensions = places.flat_map(|(prefix, holder)| {
+        arr(holder, "extension")
+            .iter()
+            .enumerate()
+            .map(move |(i, ext)| (format!("{prefix}extension[{i}]"), ext))
+    });
+    for (at, ext) in extensions {
+        if !str_at(ext, "url").is_some_and(|u| same_extension(u, url)) {
             continue;
         }
         let concept = ext.get("valueCodeableConcept").unwrap_or(&Value::Null);
@@ -895,7 +925,7 @@ fn extension_coding<T>(
             let own = str_at(c, "system")
                 .map(|s| s.to_ascii_lowercase().contains(&own_system))
                 .unwrap_or(true);
-            let path = format!("extension[{i}].valueCodeableConcept.coding[{j}].code");
+            let path = format!("{at}.valueCodeableConcept.coding[{j}].code");
             codings.push((own, code, path));
         }
     }
@@ -912,6 +942,70 @@ fn extension_coding<T>(
         .into_iter()
         .find(|(own, _, _)| *own)
         .map(|(_, code, path)| Coded::Unknown(code.to_owned(), path))
+}
+
+/// Whether an extension's `url` is UK Core's `canonical` one: the same, or the same
+/// extension under another base (a local mirror of the profiles, `http` for `https`) or
+/// as NHS England's earlier Care Connect profiles (STU3) named it,
+/// `Extension-CareConnect-<Name>-1`, which engines migrated to R4 still send.
+fn same_extension(url: &str, canonical: &str) -> bool {
+    if url == canonical {
+        return true;
+    }
+    let name = |u: &str| u.rsplit('/').next().unwrap_or(u).to_owned();
+    let (got, want) = (name(url), name(canonical));
+    if !url.contains("/StructureDefinition/") {
+        return false;
+    }
+    got == want
+        || want
+            .strip_prefix("Extension-UKCore-")
+            .is_some_and(|n| got == format!("Extension-CareConnect-{n}-1"))
+}
+
+/// The body of a request as UTF-8, given the `charset` its `Content-Type` named.
+///
+/// FHIR's JSON is UTF-8 (http.html#mime). A body declared as ISO-8859-1, Windows-1252 or
+/// US-ASCII (what some Windows integration engines label their output) is transcoded, as the
+/// HL7 v2 and file-drop intakes read Windows-1252; any other charset, or a body that is not
+/// UTF-8 when none was declared, is an error saying so: `(true, why)` when it is the
+/// charset that is not taken (a `415`), `(false, why)` when the bytes are not what it says
+/// (a `400`).
+pub fn utf8_body<'b>(
+    body: &'b [u8],
+    charset: Option<&str>,
+) -> Result<std::borrow::Cow<'b, [u8]>, (bool, String)> {
+    use std::borrow::Cow;
+    let charset = charset
+        .map(|c| c.trim().trim_matches('"').to_ascii_lowercase())
+        .filter(|c| !c.is_empty());
+    let utf16 = body.starts_with(b"\xFF\xFE") || body.starts_with(b"\xFE\xFF");
+    match charset.as_deref() {
+        None | Some("utf-8" | "utf8") => {
+            if utf16 {
+                return Err((true, "the body is UTF-16 (it starts with a UTF-16 byte order mark): FHIR JSON is UTF-8 (FHIR R4 http.html#mime)".to_owned()));
+            }
+            match std::str::from_utf8(body) {
+                Ok(_) => Ok(Cow::Borrowed(body)),
+                Err(e) => Err((false, format!(
+                    "the body is not UTF-8 (byte {} is not valid): FHIR JSON is UTF-8 (FHIR R4 http.html#mime); send it as UTF-8, or name its charset",
+                    e.valid_up_to()
+                ))),
+            }
+        }
+        Some(
+            "iso-8859-1" | "iso_8859-1" | "latin1" | "latin-1" | "l1" | "windows-1252" | "cp1252"
+            | "us-ascii" | "ascii",
+        ) => Ok(Cow::Owned(
+            body.iter()
+                .map(|&b| handover_hl7::windows_1252(b))
+                .collect::<String>()
+                .into_bytes(),
+        )),
+        Some(other) => Err((true, format!(
+            "charset={other} is not supported: FHIR JSON is UTF-8 (FHIR R4 http.html#mime); send the body as UTF-8"
+        ))),
+    }
 }
 
 /// A text for a CodeableConcept: `text`, else the first coding's display, else its code.
@@ -1067,10 +1161,15 @@ fn id_token_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// `Encounter.class` codes (HL7 v3 ActCode) of attendances that are not a hospital stay:
-/// an Encounter of one of these records nothing (`IMP`, `ACUTE`, `NONAC`, `SS` and `PRENC`
-/// are stays, as is an Encounter without a class).
-pub const NOT_INPATIENT_CLASSES: &[&str] = &["AMB", "EMER", "FLD", "HH", "VR", "OBSENC"];
+/// `Encounter.class` codes of attendances that are not a hospital stay: an Encounter of one
+/// of these records nothing. HL7 v3 ActCode `AMB`, `EMER`, `FLD`, `HH`, `VR`, `OBSENC`
+/// (`IMP`, `ACUTE`, `NONAC`, `SS` and `PRENC` are stays, as is an Encounter without a class);
+/// the HL7 v2 patient classes (table 0004) `O`, `P`, `R` that engines translating ADT carry
+/// over, as the HL7 v2 adapter ignores them ([`crate::hl7::NOT_STAY_CLASSES`]; `E` is kept
+/// there too); SNOMED CT 4525004 (emergency department patient visit).
+pub const NOT_INPATIENT_CLASSES: &[&str] = &[
+    "AMB", "EMER", "FLD", "HH", "VR", "OBSENC", "O", "P", "R", "4525004",
+];
 
 /// The code of `Encounter.class`: a Coding in R4; also read from an R5-style list of
 /// CodeableConcepts, or a CodeableConcept.
@@ -1145,6 +1244,12 @@ pub fn nothing_recorded(resource: &Value) -> String {
         return format!(
             "accepted: nothing to record (Handover records no event from a {t}: only Encounter, ServiceRequest, EpisodeOfCare and Patient are mapped)"
         );
+    }
+    if t == "ServiceRequest" && resource.get("doNotPerform") == Some(&Value::Bool(true)) {
+        return "accepted: nothing to record (the ServiceRequest has doNotPerform: true, a request that the service not be given, which is no referral)".to_owned();
+    }
+    if t == "Patient" && resource.get("active") == Some(&Value::Bool(false)) {
+        return "accepted: nothing to record (the Patient is inactive, active: false: a record no longer in use says nothing about the person; a replaced-by link to another NHS number records the change)".to_owned();
     }
     if t == "Encounter" {
         if let Some(class) = attendance_class(resource) {
@@ -1283,8 +1388,11 @@ impl<'a> Cx<'a> {
             return Vec::new();
         };
         self.rtype = t.to_owned();
-        if RESOURCE_TYPES.contains(&t) && self.modifier_extensions(r, "") {
-            return Vec::new();
+        if RESOURCE_TYPES.contains(&t) {
+            let modified = self.modifier_extensions(r, "");
+            if self.implicit_rules(r, "") || modified {
+                return Vec::new();
+            }
         }
         let before = self.issues.len();
         self.check_shapes(r, "", RESOURCE);
@@ -1353,6 +1461,27 @@ impl<'a> Cx<'a> {
             _ => {}
         }
         found
+    }
+
+    /// Refuses `implicitRules` on `v` (at `rel`): a modifier element (FHIR R4
+    /// resource.html#implicitRules) naming rules the content was made under, which "must be
+    /// understood" to read it safely; Handover knows none. Whether it was there.
+    fn implicit_rules(&mut self, v: &Value, rel: &str) -> bool {
+        let Some(rules) = v.get("implicitRules").filter(|r| !r.is_null()) else {
+            return false;
+        };
+        let url = rules.as_str().unwrap_or("(not a uri)").to_owned();
+        let at = if rel.is_empty() {
+            "implicitRules".to_owned()
+        } else {
+            format!("{rel}.implicitRules")
+        };
+        self.issue(
+            IssueCode::NotSupported,
+            &at,
+            format!("implicitRules {url} are not understood: content made under rules Handover does not know cannot be read safely (FHIR R4 resource.html#implicitRules)"),
+        );
+        true
     }
 
     /// Checks the elements of `v` (at `rel`) that `shapes` lists, and theirs, for their
@@ -1560,6 +1689,7 @@ impl<'a> Cx<'a> {
             }
         };
         let mut local = None;
+        let mut named = None;
         match reference.get("identifier") {
             None | Some(Value::Null) => {}
             Some(id) if !id.is_object() => {
@@ -1575,15 +1705,15 @@ impl<'a> Cx<'a> {
             }
             Some(id) => match (str_at(id, "system"), str_at(id, "value")) {
                 (Some(system), Some(v)) if is_nhs_number_system(system) => {
-                    return match NhsNumber::parse(v) {
-                        Ok(n) => Some(Who::Nhs(n)),
+                    match NhsNumber::parse(v) {
+                        Ok(n) => named = Some(n),
                         Err(e) => {
                             self.issue(
                                 IssueCode::Value,
                                 &format!("{field}.identifier.value"),
                                 format!("not a valid NHS number: {e}"),
                             );
-                            None
+                            return None;
                         }
                     }
                 }
@@ -1605,6 +1735,24 @@ impl<'a> Cx<'a> {
             },
         }
         let rf = str_at(reference, "reference");
+        if let Some(n) = named {
+            // The identifier names the person; a reference beside it must name the same one
+            // (FHIR R4 references.html: both identify the same resource), or which of the
+            // two is meant cannot be known.
+            let other = match self.referenced_nhs_number(r, rf) {
+                Some(Resolved::Found(Who::Nhs(m))) => Some(m),
+                _ => None,
+            };
+            if other.is_some_and(|m| m != n) {
+                self.issue(
+                    IssueCode::Invalid,
+                    field,
+                    format!("{field}.identifier and {field}.reference name different patients (two different NHS numbers): send one, or make them agree"),
+                );
+                return None;
+            }
+            return Some(Who::Nhs(n));
+        }
         // A conditional reference (FHIR R4 http.html#trules), as integration engines write
         // it when they hold no logical id: `Patient?identifier=<system>|<value>` names the
         // person as `identifier` does, whether or not the Patient is in the Bundle.
@@ -1624,6 +1772,12 @@ impl<'a> Cx<'a> {
                     };
                 }
                 local = Some(Who::Local { system, value });
+            }
+        }
+        // A reference to the Patient on PDS, whose logical id is the NHS number.
+        if local.is_none() {
+            if let Some(n) = rf.and_then(pds_nhs_number) {
+                return Some(Who::Nhs(n));
             }
         }
         // A Patient contained in the resource (`"reference": "#p1"`).
@@ -1673,6 +1827,30 @@ impl<'a> Cx<'a> {
                 None
             }
         }
+    }
+
+    /// The NHS number a Patient reference `rf` (in `r`) leads to, by any of the ways
+    /// [`Cx::person`] reads one: a conditional reference, a PDS address, a contained Patient
+    /// or one in the Bundle. `None` when it leads nowhere Handover can see.
+    fn referenced_nhs_number(&self, r: &Value, rf: Option<&str>) -> Option<Resolved> {
+        let rf = rf?;
+        if let Some((system, value)) = conditional_identifier(rf) {
+            return is_nhs_number_system(&system)
+                .then(|| NhsNumber::parse(&value).ok())
+                .flatten()
+                .map(|n| Resolved::Found(Who::Nhs(n)));
+        }
+        if let Some(n) = pds_nhs_number(rf) {
+            return Some(Resolved::Found(Who::Nhs(n)));
+        }
+        if let Some(id) = rf.strip_prefix('#') {
+            let p = arr(r, "contained").iter().find(|c| {
+                str_at(c, "id") == Some(id) && str_at(c, "resourceType") == Some("Patient")
+            })?;
+            return Some(self.patient_person(r, p));
+        }
+        let p = self.bundle?.resolve(rf)?;
+        (str_at(p, "resourceType") == Some("Patient")).then(|| self.patient_person(p, p))
     }
 
     /// The business id of a referenced resource: its identifier, or that of the resource
@@ -1940,6 +2118,10 @@ impl<'a> Cx<'a> {
                     match extension_coding(r, DISCHARGE_METHOD_URL, "UKCore-DischargeMethod", |c| {
                         match c.parse::<u8>() {
                             Ok(m @ 1..=5) => Some(Some(m)),
+                            // UK Core's England code system (1.1.0) splits the NHS Data
+                            // Dictionary's 2 into 6 (discharged themselves) and 7 (by a
+                            // relative or advocate): both are the catalogue's 2.
+                            Ok(6 | 7) => Some(Some(2)),
                             // NHS Data Dictionary 8 "not applicable" and 9 "not known": no method.
                             Ok(8 | 9) => Some(None),
                             _ => None,
@@ -1951,7 +2133,7 @@ impl<'a> Cx<'a> {
                                 IssueCode::CodeInvalid,
                                 &path,
                                 format!(
-                                "{c:?} is not a UK Core discharge method (1 to 5, or 8/9 for none)"
+                                "{c:?} is not a UK Core discharge method (1 to 7, or 8/9 for none)"
                             ),
                             );
                             None
@@ -2022,6 +2204,13 @@ impl<'a> Cx<'a> {
             let Some(code) = str_at(c, "code") else {
                 continue;
             };
+            let system = str_at(c, "system").unwrap_or("").to_ascii_lowercase();
+            if system.contains("wales") {
+                // Wales's discharge destination codes (in UK Core's value set beside
+                // England's) are two digits too, with other meanings (20 a care home, 55 a
+                // transfer within the health board): not read by England's table.
+                continue;
+            }
             if code.len() == 2 && code.bytes().all(|b| b.is_ascii_digit()) {
                 // 98 "not applicable" (the spell has not finished) and 99 "not known" are
                 // understood: the discharge is recorded without a destination, as the HL7 v2
@@ -2038,7 +2227,6 @@ impl<'a> Cx<'a> {
             {
                 return Some(d);
             }
-            let system = str_at(c, "system").unwrap_or("").to_ascii_lowercase();
             if system.is_empty()
                 || system.contains("dischargedestination")
                 || system.contains("discharge-destination")
@@ -2060,6 +2248,10 @@ impl<'a> Cx<'a> {
     // --- ServiceRequest ---------------------------------------------------------------------
 
     fn service_request(&mut self, r: &Value) -> Vec<Event> {
+        if r.get("doNotPerform") == Some(&Value::Bool(true)) {
+            // A request that the service NOT be given (a modifier element): no referral.
+            return Vec::new();
+        }
         let status = self.status(r);
         let referral_id = business_id(r)
             .or_else(|| str_at(r, "id"))
@@ -2478,7 +2670,72 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// The NHS numbers `Patient.link` names with `kind` (`replaced-by`, `replaces`): a link's
+    /// `other` by identifier, conditional or PDS reference, or a Patient of the Bundle.
+    fn linked_nhs_numbers(&self, r: &Value, kind: &str) -> Vec<NhsNumber> {
+        let mut out = Vec::new();
+        for link in arr(r, "link") {
+            if str_at(link, "type") != Some(kind) {
+                continue;
+            }
+            let Some(other) = link.get("other") else {
+                continue;
+            };
+            let by_identifier = other
+                .get("identifier")
+                .filter(|i| is_nhs_number_identifier(i))
+                .and_then(|i| str_at(i, "value"))
+                .and_then(|v| NhsNumber::parse(v).ok());
+            let n = by_identifier.or_else(|| {
+                match self.referenced_nhs_number(r, str_at(other, "reference")) {
+                    Some(Resolved::Found(Who::Nhs(n))) => Some(n),
+                    _ => None,
+                }
+            });
+            if let Some(n) = n.filter(|n| !out.contains(n)) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// A Patient record no longer in use (`active: false`): nothing about the person is
+    /// taken from it (FHIR R4: a Patient replaced by another "must no longer be used").
+    /// When it is `replaced-by` a Patient with another NHS number, its own number was
+    /// replaced by that one: `person.nhs-number-changed` under the new number.
+    fn inactive_patient(&mut self, r: &Value) -> Vec<Event> {
+        let source = self.patient_source(r, r);
+        let own = arr(r, "identifier")
+            .iter()
+            .filter(|i| is_nhs_number_identifier(i))
+            .filter_map(|i| str_at(i, "value"))
+            .find_map(|v| NhsNumber::parse(v).ok());
+        let Some(old) = own else {
+            return Vec::new();
+        };
+        let time = self.last_updated(r).unwrap_or(self.ctx.received_at);
+        let base = format!("{}/_nhs-number-changed", resource_stem(r));
+        let mut out = Vec::new();
+        for new in self.linked_nhs_numbers(r, "replaced-by") {
+            if new == old {
+                continue;
+            }
+            out.extend(self.event(
+                &base,
+                "person.nhs-number-changed",
+                time,
+                &source,
+                &Who::Nhs(new),
+                json!({ "previous_nhs_number": old.as_string() }),
+            ));
+        }
+        out
+    }
+
     fn patient(&mut self, r: &Value) -> Vec<Event> {
+        if r.get("active") == Some(&Value::Bool(false)) {
+            return self.inactive_patient(r);
+        }
         let source = self.patient_source(r, r);
         let mut nhs = None;
         let mut status = None;
@@ -2506,9 +2763,14 @@ impl<'a> Cx<'a> {
                 }
                 Some(_) if is_nhs_number_identifier(id) => {
                     match NhsNumber::parse(value) {
-                        Ok(n) => {
-                            nhs.get_or_insert(n);
-                        }
+                        Ok(n) => match &nhs {
+                            Some(first) if *first != n => self.issue(
+                                IssueCode::Invalid,
+                                &format!("identifier[{i}].value"),
+                                "the Patient has two different current NHS numbers: mark the superseded one `use: old`",
+                            ),
+                            _ => nhs = Some(n),
+                        },
                         Err(e) => self.issue(
                             IssueCode::Value,
                             &format!("identifier[{i}].value"),
@@ -2537,6 +2799,13 @@ impl<'a> Cx<'a> {
                 None => local_ids.push(json!({ "system": local_system(&source), "value": value })),
             }
         }
+        // A record this one replaces (`link` of type `replaces`, as PDS and EPRs show a
+        // merge from the surviving record): its NHS number is an old one of this person.
+        for n in self.linked_nhs_numbers(r, "replaces") {
+            if !previous.contains(&n) {
+                previous.push(n);
+            }
+        }
         if local_ids.is_empty() {
             // The Patient's logical id on the sender's server is a local identifier too
             // (unless it is the NHS number itself, as PDS gives it).
@@ -2563,11 +2832,16 @@ impl<'a> Cx<'a> {
         let current = |v: &&Value| {
             // `maiden` is a name used before marriage and `anonymous` not the person's: no
             // more their current name than an `old` one.
+            let bound = |k: &str| {
+                v.get("period")
+                    .and_then(|p| str_at(p, k))
+                    .and_then(|e| Date::parse(e.get(..10).unwrap_or(e)).ok())
+            };
+            // Not one whose period has ended, nor one that starts later (a move PDS
+            // already knows of: the address in use until then is the current one).
             !matches!(str_at(v, "use"), Some("old" | "maiden" | "anonymous"))
-                && v.get("period")
-                    .and_then(|p| str_at(p, "end"))
-                    .and_then(|e| Date::parse(e).ok())
-                    .is_none_or(|end| end.0 >= today)
+                && bound("end").is_none_or(|end| end.0 >= today)
+                && bound("start").is_none_or(|start| start.0 <= today)
         };
         let names: Vec<&Value> = arr(r, "name").iter().filter(current).collect();
         if let Some(n) = names
@@ -2692,10 +2966,30 @@ fn conditional_identifier(reference: &str) -> Option<(String, String)> {
     form_urlencoded::parse(query.as_bytes())
         .find(|(k, _)| k == "identifier")
         .and_then(|(_, token)| {
-            let (system, value) = token.split_once('|')?;
+            let (system, value) = token.split_once('|').unwrap_or(("", &token));
             let (system, value) = (system.trim(), value.trim());
-            (!system.is_empty() && !value.is_empty()).then(|| (system.to_owned(), value.to_owned()))
+            if system.is_empty() {
+                // A token without a system matches any (FHIR R4 search.html#token): taken
+                // as the NHS number when it is a valid one, which no other identifier of a
+                // Patient is likely to be.
+                return NhsNumber::parse(value)
+                    .is_ok()
+                    .then(|| (NHS_NUMBER_SYSTEM.to_owned(), value.to_owned()));
+            }
+            (!value.is_empty()).then(|| (system.to_owned(), value.to_owned()))
         })
+}
+
+/// The NHS number in a reference to a Patient on PDS (the Personal Demographics Service,
+/// whose Patient ids are NHS numbers): `https://api.service.nhs.uk/personal-demographics/
+/// FHIR/R4/Patient/<nhs number>` and the same on PDS's other environments.
+fn pds_nhs_number(reference: &str) -> Option<NhsNumber> {
+    let reference = without_version(reference);
+    let (base, id) = reference.rsplit_once("/Patient/")?;
+    if !base.contains("personal-demographics") {
+        return None;
+    }
+    NhsNumber::parse(id).ok()
 }
 
 fn is_nhs_number_identifier(id: &Value) -> bool {
@@ -3867,12 +4161,39 @@ mod tests {
             &with(
                 fixture("encounter_finished.json"),
                 "extension.1.valueCodeableConcept.coding",
-                json!([snomed("306689006"), {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", "code": "7"}]),
+                json!([snomed("306689006"), {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", "code": "0"}]),
             ),
             expect![[r#"
-                error code-invalid @ Encounter.extension[1].valueCodeableConcept.coding[1].code: "7" is not a UK Core discharge method (1 to 5, or 8/9 for none)
+                error code-invalid @ Encounter.extension[1].valueCodeableConcept.coding[1].code: "0" is not a UK Core discharge method (1 to 7, or 8/9 for none)
             "#]],
         );
+    }
+
+    #[test]
+    fn england_s_discharge_methods_6_and_7_are_the_catalogue_s_2() {
+        // UK Core's England code system (1.1.0) has no 2: it splits it into 6 (discharged
+        // themselves) and 7 (by a relative or advocate). Refusing them lost the discharge.
+        for code in ["6", "7"] {
+            let e = with(
+                fixture("encounter_finished.json"),
+                "extension.1.valueCodeableConcept.coding",
+                json!([{"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", "code": code}]),
+            );
+            assert_eq!(data(&e)[0]["method"], 2, "code {code}");
+        }
+        // The same extension on `hospitalization` (Data Standards Wales puts it there), and
+        // under Care Connect's (STU3) name.
+        let mut e = fixture("encounter_finished.json");
+        let ext = e["extension"][1].take();
+        e["extension"] = json!([]);
+        let mut ext = with(ext, "valueCodeableConcept.coding", json!([{"code": "4"}]));
+        e["hospitalization"]["extension"] = json!([ext.clone()]);
+        assert_eq!(data(&e)[0]["method"], 4);
+        ext["url"] = json!(
+            "https://fhir.hl7.org.uk/STU3/StructureDefinition/Extension-CareConnect-DischargeMethod-1"
+        );
+        e["hospitalization"]["extension"] = json!([ext]);
+        assert_eq!(data(&e)[0]["method"], 4);
     }
 
     /// A transaction Bundle of `patient` and `encounter`, at `fullUrl`s `patient_url` and
@@ -4597,5 +4918,212 @@ mod tests {
                 error structure @ Patient.name[0].family: family is a single string (a JSON string), not an array
             "#]],
         );
+    }
+
+    #[test]
+    fn a_referral_that_is_not_to_be_made_records_nothing() {
+        // doNotPerform is a modifier element: the request is that the service NOT be given.
+        let sr = with(fixture("service_request.json"), "doNotPerform", json!(true));
+        assert!(data(&sr).is_empty());
+        assert!(nothing_recorded(&sr).contains("doNotPerform"));
+        let sr = with(
+            fixture("service_request.json"),
+            "doNotPerform",
+            json!(false),
+        );
+        assert_eq!(data(&sr).len(), 1);
+    }
+
+    #[test]
+    fn an_inactive_patient_replaced_by_another_records_the_change_of_number_only() {
+        let old = with(fixture("patient.json"), "active", json!(false));
+        // No link: a record no longer in use says nothing.
+        assert!(data(&old).is_empty());
+        assert!(nothing_recorded(&old).contains("inactive"));
+        let replaced = with(
+            old,
+            "link",
+            json!([{"type": "replaced-by", "other": {"identifier": {"system": NHS_NUMBER_SYSTEM, "value": "9990000018"}}}]),
+        );
+        check(
+            &replaced,
+            expect![[r#"
+                handover.person.nhs-number-changed.v1 Patient/9f3c1a2e-5b7d-4e1f-8a2b-3c4d5e6f7a80/_nhs-number-changed#nhs-number-changed.7b6b22f413ab
+                  source=urn:ods:RR8:fhir subject=9990000018 time=2026-11-20T09:20:00Z
+                  data={"previous_nhs_number":"9434765919"}
+            "#]],
+        );
+        // The surviving record's `replaces` link: the other number is an old one of theirs.
+        let survivor = with(
+            fixture("patient.json"),
+            "link",
+            json!([{"type": "replaces", "other": {"reference": "https://api.service.nhs.uk/personal-demographics/FHIR/R4/Patient/9990000018"}}]),
+        );
+        let events = translate(&survivor, &ctx()).unwrap();
+        let changed: Vec<_> = events
+            .iter()
+            .filter(|e| e.event_type() == handover_events::EventType::NhsNumberChanged)
+            .collect();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].subject.unwrap().as_string(), "9434765919");
+        assert_eq!(
+            changed[0].data.to_json()["previous_nhs_number"],
+            "9990000018"
+        );
+    }
+
+    #[test]
+    fn a_subject_whose_identifier_and_reference_name_different_people_is_refused() {
+        let e = with(
+            fixture("encounter_in_progress.json"),
+            "subject",
+            json!({"reference": "#p1", "identifier": {"system": NHS_NUMBER_SYSTEM, "value": "9990000018"}}),
+        );
+        let agree = with(
+            e.clone(),
+            "contained",
+            json!([{"resourceType": "Patient", "id": "p1",
+                    "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "9990000018"}]}]),
+        );
+        assert!(!data(&agree).is_empty());
+        let differ = with(
+            e,
+            "contained",
+            json!([{"resourceType": "Patient", "id": "p1",
+                    "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"}]}]),
+        );
+        check_err(
+            &differ,
+            expect![[r#"
+                error invalid @ Encounter.subject: subject.identifier and subject.reference name different patients (two different NHS numbers): send one, or make them agree
+            "#]],
+        );
+        // A conditional reference without a system, and a PDS address, name the person.
+        for reference in [
+            "Patient?identifier=9990000018",
+            "https://api.service.nhs.uk/personal-demographics/FHIR/R4/Patient/9990000018",
+        ] {
+            let e = with(
+                fixture("encounter_in_progress.json"),
+                "subject",
+                json!({ "reference": reference }),
+            );
+            let events = translate(&e, &ctx()).unwrap();
+            assert!(!events.is_empty(), "{reference}");
+            assert!(events
+                .iter()
+                .all(|e| e.subject.unwrap().as_string() == "9990000018"));
+        }
+    }
+
+    #[test]
+    fn a_patient_with_two_different_current_nhs_numbers_is_refused() {
+        let p = with(
+            fixture("patient.json"),
+            "identifier",
+            json!([{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"},
+                   {"system": NHS_NUMBER_SYSTEM, "value": "9990000018"}]),
+        );
+        check_err(
+            &p,
+            expect![[r#"
+                error invalid @ Patient.identifier[1].value: the Patient has two different current NHS numbers: mark the superseded one `use: old`
+            "#]],
+        );
+        // The same number twice is one.
+        let p = with(
+            fixture("patient.json"),
+            "identifier",
+            json!([{"system": NHS_NUMBER_SYSTEM, "value": "9434765919"},
+                   {"system": LEGACY_NHS_NUMBER_SYSTEM, "value": "943 476 5919"}]),
+        );
+        assert_eq!(data(&p).len(), 1);
+    }
+
+    #[test]
+    fn outpatient_and_emergency_department_classes_are_attendances() {
+        for (system, code) in [
+            ("http://terminology.hl7.org/CodeSystem/v2-0004", "O"),
+            ("http://terminology.hl7.org/CodeSystem/v2-0004", "P"),
+            ("http://snomed.info/sct", "4525004"),
+        ] {
+            let e = with(
+                fixture("encounter_in_progress.json"),
+                "class",
+                json!({"system": system, "code": code}),
+            );
+            assert!(data(&e).is_empty(), "{code}");
+            assert!(nothing_recorded(&e).contains("is an attendance"), "{code}");
+        }
+    }
+
+    #[test]
+    fn wales_discharge_destinations_are_not_read_as_england_s() {
+        let e = with(
+            fixture("encounter_finished.json"),
+            "hospitalization.dischargeDisposition.coding",
+            json!([{"system": "https://fhir.nhs.wales/CodeSystem/DataStandardsWales-DischargeDestination", "code": "55"}]),
+        );
+        assert_eq!(data(&e)[0].get("destination"), None);
+    }
+
+    #[test]
+    fn an_address_that_starts_later_is_not_the_current_one() {
+        // The context's today is 2026-11-28.
+        let p = with(
+            fixture("patient.json"),
+            "address",
+            json!([
+                {"use": "home", "postalCode": "LS8 1AA", "period": {"start": "2027-01-01"}},
+                {"use": "home", "postalCode": "LS9 2BB", "period": {"start": "2019-05-01T00:00:00Z"}}
+            ]),
+        );
+        assert_eq!(data(&p)[0]["postcode"], "LS9 2BB");
+    }
+
+    #[test]
+    fn modifiers_around_a_bundle_entry_and_implicit_rules_are_refused() {
+        let bundle = fixture("bundle_transaction.json");
+        let mut b = bundle.clone();
+        b["entry"][0]["request"]["modifierExtension"] =
+            json!([{"url": "https://example.org/only-if", "valueBoolean": true}]);
+        let issues = translate_bundle(&b, &ctx()).map(|_| ()).unwrap_err();
+        assert_eq!(
+            issues[0].expression.as_deref(),
+            Some("Bundle.entry[0].request.modifierExtension[0]")
+        );
+        assert_eq!(issues[0].code, IssueCode::NotSupported);
+        let p = with(
+            fixture("patient.json"),
+            "implicitRules",
+            json!("https://example.org/rules"),
+        );
+        check_err(
+            &p,
+            expect![[r#"
+                error not-supported @ Patient.implicitRules: implicitRules https://example.org/rules are not understood: content made under rules Handover does not know cannot be read safely (FHIR R4 resource.html#implicitRules)
+            "#]],
+        );
+    }
+
+    #[test]
+    fn a_body_is_read_as_utf_8_or_the_latin_charset_it_names() {
+        let latin1 = b"{\"family\":\"Sm\xEFth\"}";
+        let body = utf8_body(latin1, Some("ISO-8859-1")).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "{\"family\":\"Sm\u{EF}th\"}"
+        );
+        assert!(matches!(utf8_body(latin1, None), Err((false, why)) if why.contains("not UTF-8")));
+        assert!(
+            matches!(utf8_body(b"\xFF\xFE{\x00", None), Err((true, why)) if why.contains("UTF-16"))
+        );
+        assert!(
+            matches!(utf8_body(b"{}", Some("\"utf-16\"")), Err((true, why)) if why.contains("charset=utf-16"))
+        );
+        assert!(matches!(
+            utf8_body(b"{}", Some("UTF-8")),
+            Ok(std::borrow::Cow::Borrowed(_))
+        ));
     }
 }

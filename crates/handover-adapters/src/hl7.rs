@@ -20,7 +20,7 @@
 //! logged); control characters in a message are dropped, never stored nor echoed.
 //!
 //! Messages on one connection are processed one at a time, in order. Event ids derive from
-//! MSH-10 and a digest of the message (MSH-7 left out), so a resent message produces
+//! MSH-10 and a digest of the message (MSH-7 and MSH-18 left out), so a resent message produces
 //! identical events that the log recognises as duplicates, and a different message under a
 //! reused control id does not.
 //! Logs carry the message control id, trigger and ACK code, never an identifier of a person.
@@ -245,7 +245,8 @@ impl ContentError {
 
 /// The ADT triggers mapped to events; every other ADT trigger is [`Translation::Ignored`].
 pub const SUPPORTED_TRIGGERS: &[&str] = &[
-    "A01", "A02", "A03", "A06", "A08", "A11", "A12", "A13", "A34", "A36", "A40", "A47",
+    "A01", "A02", "A03", "A06", "A08", "A11", "A12", "A13", "A28", "A31", "A34", "A36", "A40",
+    "A47",
 ];
 
 /// PV1-2 patient classes (HL7 table 0004) of visits that are not a hospital stay:
@@ -340,7 +341,13 @@ pub fn admission_method(pv1_4: &str) -> &'static str {
 /// The discharge destination for a PV1-37 value (`None` for `98`, not applicable, and `99`,
 /// not known: the NHS Data Dictionary's default codes say there is none to record).
 pub fn discharge_destination(pv1_37: &str) -> Option<&'static str> {
-    match pv1_37.trim() {
+    let code = pv1_37.trim();
+    // A PAS that pads its codes to three digits (`019`) means the two-digit code.
+    let code = match code.strip_prefix('0') {
+        Some(rest) if code.len() == 3 && rest.bytes().all(|b| b.is_ascii_digit()) => rest,
+        _ => code,
+    };
+    match code {
         "98" | "99" | "" => None,
         code => Some(table(DISCHARGE_DESTINATIONS, code).unwrap_or("other")),
     }
@@ -606,7 +613,8 @@ fn header(
 }
 
 /// The stem of the ids of a message's events: MSH-10, a dot and 12 hex digits of the SHA-256
-/// of the message's segments (MSH-7, the time it was sent, left out). A resent message, even
+/// of the message's segments (MSH-7, the time it was sent, and MSH-18, the character set,
+/// left out). A resent message, even
 /// one whose MSH-7 was regenerated, gives the same ids and is recognised as a duplicate; a
 /// different message under a reused control id (a counter reset after a PAS rebuild or
 /// failover, or a daily wrap) gives new ids and is not mistaken for one.
@@ -643,13 +651,15 @@ fn id_stem(msg: &Message, control_id: &str) -> String {
                 }
                 ends.push(buf.len());
             }
+            // MSH-18 (character set) is left out too: an interface engine that re-encodes
+            // a message on its way often adds or changes it, and the content is the same.
             let kept = (2..ends.len())
                 .rev()
-                .find(|&i| ends[i] > ends[i - 1])
+                .find(|&i| ends[i] > ends[i - 1] && i + 1 != 18)
                 .map_or(ends.len().min(2), |i| i + 1);
             let mut start = 0;
             for (i, &end) in ends.iter().enumerate().take(kept) {
-                if i + 1 != 7 {
+                if !matches!(i + 1, 7 | 18) {
                     h.update(&buf.as_bytes()[start..end]);
                 }
                 h.update([0x1f]);
@@ -975,7 +985,14 @@ fn identified_data(
     if person.local_ids.is_empty() && person.nhs.is_none() {
         return Ok(None);
     }
-    let status = val(pid, 32, 1, 1)
+    // PID-32 repeats (table 0445 codes beside the NHS status, `AL~01`): the first
+    // repetition that is an NHS number verification status.
+    let status = pid
+        .field(32)
+        .map(|f| f.repetitions())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| rep_val(r, 1, 1))
         .map(|s| {
             if s.len() == 1 {
                 format!("0{s}")
@@ -983,15 +1000,24 @@ fn identified_data(
                 s.to_owned()
             }
         })
-        .filter(|s| NHS_NUMBER_STATUSES.contains(&s.as_str()))
+        .find(|s| NHS_NUMBER_STATUSES.contains(&s.as_str()))
         .unwrap_or_else(|| if person.nhs.is_some() { "02" } else { "03" }.to_owned());
     let mut data = Map::new();
     data.insert("nhs_number_status".into(), status.into());
     data.insert("local_ids".into(), person.local_ids.clone().into());
-    if let Some(v) = val(pid, 5, 2, 1) {
+    // PID-5 repeats: the legal name (XPN-7 `L`), which HL7 puts first but not every
+    // sender does; else the first repetition with a name in it (not an empty one).
+    let names = pid.field(5).map(|f| f.repetitions()).unwrap_or_default();
+    let has_name = |r: &&Repetition| rep_val(r, 1, 1).is_some() || rep_val(r, 2, 1).is_some();
+    let name = names
+        .iter()
+        .filter(has_name)
+        .find(|r| rep_val(r, 7, 1).is_some_and(|t| t.eq_ignore_ascii_case("L")))
+        .or_else(|| names.iter().find(has_name));
+    if let Some(v) = name.and_then(|r| rep_val(r, 2, 1)) {
         data.insert("given_name".into(), v.into());
     }
-    if let Some(v) = val(pid, 5, 1, 1) {
+    if let Some(v) = name.and_then(|r| rep_val(r, 1, 1)) {
         data.insert("family_name".into(), v.into());
     }
     if let Some(d) = hl7_date(pid, 1, 7, true)? {
@@ -1112,7 +1138,10 @@ pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentE
         return Ok(Translation::Ignored { trigger });
     }
     let h = header(msg, cfg, ods, trigger)?;
-    let stay_trigger = !matches!(h.trigger.as_str(), "A08" | "A34" | "A36" | "A40" | "A47");
+    let stay_trigger = !matches!(
+        h.trigger.as_str(),
+        "A08" | "A28" | "A31" | "A34" | "A36" | "A40" | "A47"
+    );
     let class = msg
         .segment("PV1")
         .and_then(|pv1| val(pv1, 2, 1, 1))
@@ -1129,6 +1158,9 @@ pub fn translate(msg: &Message, cfg: &Hl7Config) -> Result<Translation, ContentE
         "A02" | "A12" => transferred(msg, &ctx)?,
         "A03" => discharged(msg, cfg, &ctx)?,
         "A08" => updated(msg, &ctx, a_stay)?,
+        // Add and update person (no visit): what PID says of the person, as an A08 does.
+        // A trace that finds the NHS number of someone admitted under their MRN comes so.
+        "A28" | "A31" => updated(msg, &ctx, false)?,
         "A11" => encounter_only(msg, &ctx, EventType::AdmissionCancelled)?,
         "A13" => encounter_only(msg, &ctx, EventType::DischargeCancelled)?,
         "A34" | "A36" | "A40" | "A47" => merged(msg, &ctx)?,
@@ -1233,11 +1265,26 @@ fn discharged(msg: &Message, cfg: &Hl7Config, ctx: &Ctx) -> Result<Vec<Event>, C
     let (_, person) = pid_person(msg, &ctx.h.ods)?;
     let pv1 = required_segment(msg, "PV1")?;
     let encounter = encounter_id(pv1)?;
-    let at = hl7_time(pv1, 1, 45)?.unwrap_or(ctx.h.time);
+    let given = hl7_time(pv1, 1, 45)?;
+    let at = given.unwrap_or(ctx.h.time);
+    if let (Some(out), Some(admitted)) = (given, hl7_time(pv1, 1, 44)?) {
+        // Compared by calendar day: a PV1-45 given as a date alone is that day's midnight,
+        // which is not before an admission earlier that day.
+        if out.london_date() < admitted.london_date() {
+            return Err(ContentError::ae(
+                ErrorCode::DataTypeError,
+                loc("PV1", 1, 45),
+                "PV1-45 (discharge date/time) is before PV1-44 (admit date/time): the stay would end before it began",
+            ));
+        }
+    }
     let mut data = json!({ "encounter_id": encounter, "discharged_at": at.to_rfc3339() });
     if let Some(obj) = data.as_object_mut() {
+        // 6 (discharged themselves) and 7 (by a relative or advocate) split the NHS Data
+        // Dictionary's 2 (the Mental Health Services Data Set, UK Core's England codes).
         if let Some(m) = val(pv1, 36, 1, 1)
             .and_then(|m| m.parse::<u8>().ok())
+            .map(|m| if matches!(m, 6 | 7) { 2 } else { m })
             .filter(|m| (1..=5).contains(m))
         {
             obj.insert("method".into(), m.into());

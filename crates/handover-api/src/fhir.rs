@@ -353,9 +353,24 @@ fn prelude(
             ),
         ));
     }
+    let charset = content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("charset").then_some(v)
+    });
+    let body = handover_adapters::fhir::utf8_body(body, charset).map_err(|(charset, why)| {
+        if charset {
+            FhirError::one(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                IssueCode::NotSupported,
+                why,
+            )
+        } else {
+            FhirError::one(StatusCode::BAD_REQUEST, IssueCode::Structure, why)
+        }
+    })?;
     // A UTF-8 byte order mark, which .NET and Windows tools write, is allowed before the
     // JSON (RFC 8259 lets a parser ignore it).
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         FhirError::one(
             StatusCode::BAD_REQUEST,

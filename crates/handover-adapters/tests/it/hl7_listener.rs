@@ -263,8 +263,11 @@ async fn many_concurrent_connections_and_metrics() {
         t.await.unwrap();
     }
     let mut c = Client::connect(addr).await;
-    let a28 = String::from_utf8(fixture("a28_v2.4.hl7")).unwrap();
-    assert_eq!(summary(&c.call(&a28).await), "AA RX1-MSG-000600");
+    // An A04 (a registration, not a stay): acknowledged, recorded as nothing.
+    let a04 = String::from_utf8(fixture("a28_v2.4.hl7"))
+        .unwrap()
+        .replace("A28", "A04");
+    assert_eq!(summary(&c.call(&a04).await), "AA RX1-MSG-000600");
     let m = r.metrics.snapshot();
     assert_eq!(
         (m.acks_aa, m.connections_total, m.events_published),
@@ -278,7 +281,7 @@ async fn many_concurrent_connections_and_metrics() {
     .await;
     let text = r.metrics.render_prometheus();
     assert!(
-        text.contains("handover_hl7_ignored_total{trigger=\"A28\"} 1\n"),
+        text.contains("handover_hl7_ignored_total{trigger=\"A04\"} 1\n"),
         "{text}"
     );
     assert!(

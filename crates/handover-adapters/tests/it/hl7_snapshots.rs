@@ -4,6 +4,7 @@
 use expect_test::{expect, Expect};
 use handover_adapters::hl7::{translate, Hl7Config, Translation};
 use handover_hl7::Message;
+use serde_json::json;
 
 use crate::support::{a01, fixture, join, msh, seg};
 
@@ -69,8 +70,8 @@ fn fixtures() {
     check(
         "a01_v2.4.hl7",
         expect![[r#"
-            {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","gp_practice":"B86001","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS1 1AA"},"id":"RX1-MSG-000101.c8345eacbacf:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.person.identified.v1"}
-            {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000101.c8345eacbacf","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"birth_date":"1945-03-12","family_name":"SMITH","given_name":"JANE","gp_practice":"B86001","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01","postcode":"LS1 1AA"},"id":"RX1-MSG-000101.b3c57331b194:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000101.b3c57331b194","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T09:45:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
     check(
         "a01_v2.3_custom_separators.hl7",
@@ -81,13 +82,13 @@ fn fixtures() {
     check(
         "a01_crlf_escapes.hl7",
         expect![[r#"
-            {"data":{"birth_date":"1960-02-29","family_name":"DUBOIS","given_name":"RENÉE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100300"}],"nhs_number_status":"01","postcode":"YO1 7HH"},"id":"RX1-MSG-000512.0b0e91ca9348:person","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.person.identified.v1"}
-            {"data":{"admission_method":"emergency","admitted_at":"2024-03-07T21:45:00Z","encounter_id":"RX1-ENC-0107","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000512.0b0e91ca9348","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.discharge.admitted.v1"}"#]],
+            {"data":{"birth_date":"1960-02-29","family_name":"DUBOIS","given_name":"RENÉE","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100300"}],"nhs_number_status":"01","postcode":"YO1 7HH"},"id":"RX1-MSG-000512.29049d280dba:person","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.person.identified.v1"}
+            {"data":{"admission_method":"emergency","admitted_at":"2024-03-07T21:45:00Z","encounter_id":"RX1-ENC-0107","site":"RX1CC","ward":"WARD7"},"id":"RX1-MSG-000512.29049d280dba","source":"urn:ods:RX1:pas","subject":"9990000026","time":"2024-03-07T22:00:00Z","type":"handover.discharge.admitted.v1"}"#]],
     );
     check(
         "a02_v2.5.1.hl7",
         expect![[
-            r#"{"data":{"at":"2024-03-03T14:00:00Z","encounter_id":"RX1-ENC-0042","previous_ward":"WARD7","ward":"WARD9"},"id":"RX1-MSG-000205.ad8f6b12786b","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-03T14:00:00Z","type":"handover.discharge.transferred.v1"}"#
+            r#"{"data":{"at":"2024-03-03T14:00:00Z","encounter_id":"RX1-ENC-0042","previous_ward":"WARD7","ward":"WARD9"},"id":"RX1-MSG-000205.cf2c75447922","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-03T14:00:00Z","type":"handover.discharge.transferred.v1"}"#
         ]],
     );
     check(
@@ -114,7 +115,12 @@ fn fixtures() {
             r#"{"data":{"encounter_id":"RX1-ENC-0042"},"id":"RX1-MSG-000351.d39cfd439be3","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-05T12:01:00Z","type":"handover.discharge.discharge-cancelled.v1"}"#
         ]],
     );
-    check("a28_v2.4.hl7", expect!["ignored A28"]);
+    check(
+        "a28_v2.4.hl7",
+        expect![[
+            r#"{"data":{"birth_date":"1990-11-15","family_name":"NGUYEN","given_name":"LINH","local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100400"}],"nhs_number_status":"01","postcode":"LS11 5PS"},"id":"RX1-MSG-000600.e3d8d16da625:person","source":"urn:ods:RX1:pas","subject":"9990000034","time":"2024-03-08T10:15:00Z","type":"handover.person.identified.v1"}"#
+        ]],
+    );
     check(
         "a40_v2.4.hl7",
         expect![[
@@ -410,7 +416,7 @@ fn every_fixture_translation_conforms() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 9, "every fixture but A28 yields events");
+    assert_eq!(checked, 10, "every fixture yields events");
 }
 
 /// The control id of each event built from `segments` (with `cfg`), digest and all.
@@ -789,4 +795,118 @@ fn control_characters_and_empty_segments_after_line_feeds() {
     expect![[r#"
         {"data":{"family_name":"SMITH","given_name":"JANE","local_ids":[],"nhs_number_status":"01"},"id":"H16.8ced4155e288:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}
         {"data":{"admission_method":"emergency","admitted_at":"2024-03-01T09:45:00Z","encounter_id":"RX1-ENC-0042","site":"RX1CC","ward":"WARD7"},"id":"H16.8ced4155e288","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.discharge.admitted.v1"}"#]].assert_eq(&render(lf.as_bytes(), &Hl7Config::default()));
+}
+
+#[test]
+fn a03_method_6_and_7_are_2_padded_destinations_are_read_and_a_discharge_before_admission_is_ae() {
+    let a03 = |method: &str, dest: &str, admit: &str| {
+        let mut m = a01("M3");
+        m[0] = msh("A03", "M3");
+        m[2] = seg("PID", &[(3, "9434765919^^^NHS")]);
+        m[3] = seg(
+            "PV1",
+            &[
+                (3, "WARD9"),
+                (19, "E1"),
+                (36, method),
+                (37, dest),
+                (44, admit),
+                (45, "20240705113000"),
+            ],
+        );
+        m
+    };
+    let data = |m: &[String]| -> serde_json::Value {
+        let msg = Message::parse(join(m).as_bytes()).unwrap();
+        match translate(&msg, &Hl7Config::default()).unwrap() {
+            Translation::Events(e) => e[0].data.to_json(),
+            other => panic!("{other:?}"),
+        }
+    };
+    for method in ["6", "7"] {
+        assert_eq!(data(&a03(method, "019", ""))["method"], 2);
+    }
+    assert_eq!(data(&a03("1", "019", ""))["destination"], "usual-residence");
+    // Admitted earlier the same day, with the discharge given as a date alone: not before.
+    let mut same_day = a03("1", "19", "20240705090000");
+    same_day[3] = same_day[3].replace("20240705113000", "20240705");
+    assert_eq!(
+        data(&same_day)["discharged_at"],
+        "2024-07-05T00:00:00+01:00"
+    );
+    check_msg(
+        &a03("1", "19", "20240801090000"),
+        expect!["AE 102 PV1[1]-45: PV1-45 (discharge date/time) is before PV1-44 (admit date/time): the stay would end before it began"],
+    );
+}
+
+#[test]
+fn the_legal_name_and_the_nhs_number_status_are_found_among_repetitions() {
+    let m = with(
+        a01("M9"),
+        "PID",
+        Some(seg(
+            "PID",
+            &[
+                (3, "9434765919^^^NHS^NH"),
+                (5, "~TESS^TESS^^^^^A~LEGAL^THERESA^^^^^L"),
+                (32, "AL~01"),
+            ],
+        )),
+    );
+    let msg = Message::parse(join(&m).as_bytes()).unwrap();
+    let Translation::Events(events) = translate(&msg, &Hl7Config::default()).unwrap() else {
+        panic!("events expected");
+    };
+    let person = events[0].data.to_json();
+    assert_eq!(
+        (
+            &person["family_name"],
+            &person["given_name"],
+            &person["nhs_number_status"]
+        ),
+        (&json!("LEGAL"), &json!("THERESA"), &json!("01"))
+    );
+}
+
+#[test]
+fn a31_after_a_trace_links_the_nhs_number_to_the_local_id() {
+    // A person admitted under their MRN alone, then traced on PDS: the A31 says both.
+    let m = vec![
+        msh("A31^ADT_A05", "M31"),
+        seg("EVN", &[(1, "A31"), (2, "20240301101500")]),
+        seg(
+            "PID",
+            &[
+                (1, "1"),
+                (3, "9434765919^^^NHS^NH~RX1-100001^^^RX1^MR"),
+                (32, "01"),
+            ],
+        ),
+        seg("PV1", &[(1, "1"), (2, "N")]),
+    ];
+    check_msg(
+        &m,
+        expect![[
+            r#"{"data":{"local_ids":[{"system":"urn:ods:RX1:mrn","value":"RX1-100001"}],"nhs_number_status":"01"},"id":"M31.de6134afd62b:person","source":"urn:ods:RX1:pas","subject":"9434765919","time":"2024-03-01T10:15:00Z","type":"handover.person.identified.v1"}"#
+        ]],
+    );
+}
+
+#[test]
+fn a_resend_that_an_engine_gave_a_character_set_is_a_duplicate() {
+    let plain = a01("M18");
+    let mut charset = plain.clone();
+    charset[0] = format!("{}||||||UNICODE UTF-8", charset[0]);
+    assert_eq!(ids(&plain), ids(&charset));
+    // MSH-18 and a field after it: still the same as without MSH-18.
+    let mut with_19 = plain.clone();
+    with_19[0] = format!("{}|||||||EN", with_19[0]);
+    let mut both = plain.clone();
+    both[0] = format!("{}||||||8859/1|EN", both[0]);
+    assert_eq!(ids(&with_19), ids(&both));
+    // Other content still tells messages apart.
+    let mut other = plain.clone();
+    other[0] = format!("{}|||||GBR", other[0]);
+    assert_ne!(ids(&plain), ids(&other));
 }
