@@ -1100,3 +1100,68 @@ async fn erasure_removes_a_person_from_the_stream_and_every_read_model_and_a_reb
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_viewed_my_record_includes_reads_under_a_number_merged_into_mine() {
+    let b = loaded().await;
+    let new = crate::support::nhs_numbers(943_476_600, 1).remove(0);
+    let read = |nhs: String| {
+        let b = &b;
+        async move {
+            let r = get(
+                b,
+                &format!("/v1/persons/{nhs}/journey"),
+                Some(&token(Role::DischargeTeam)),
+                Some("direct-care"),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let audit = |nhs: String| {
+        let b = &b;
+        async move {
+            let r = get(
+                b,
+                &format!("/v1/audit?nhs_number={nhs}"),
+                Some(&token(Role::Auditor)),
+                None,
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    // Read under the number the person had, then the trust replaces it.
+    read(NHS.to_string()).await;
+    let change = json!([ev(
+        "g-merge",
+        PAS,
+        "person.nhs-number-changed",
+        &new,
+        "2026-11-06T09:00:00Z",
+        json!({"previous_nhs_number": NHS})
+    )]);
+    assert_eq!(b.post_events(&change).await.status(), 202);
+    b.caught_up().await;
+    read(new.clone()).await;
+    let journeys = |a: &Value| -> Vec<String> {
+        a["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "journey")
+            .map(|r| r["nhs_number"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Under the new number: both reads, in the order they were made.
+    assert_eq!(
+        journeys(&audit(new.clone()).await),
+        [NHS.to_string(), new.clone()]
+    );
+    // Under the old one, which finds the same person: the same two.
+    assert_eq!(
+        journeys(&audit(NHS.to_string()).await),
+        [NHS.to_string(), new.clone()]
+    );
+}

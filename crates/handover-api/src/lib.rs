@@ -549,10 +549,42 @@ async fn get_audit(
             })?,
         None => 1000,
     };
+    // "Who viewed my record" covers the person under every identifier they had: NHS
+    // numbers merged into theirs and local ids linked to it (the journey knows them; a read
+    // under an old number found the same journey). Not under the identifiers alone: a
+    // person known by an old number only is found through it.
+    let also = match &nhs {
+        Some(n) => match st.journeys.get(&st.journey_tree, n) {
+            Ok(Some(j)) => {
+                let mut also: Vec<handover_events::PersonRef> = Vec::new();
+                for other in j
+                    .nhs_number
+                    .iter()
+                    .chain(&j.identity.previous_nhs_numbers)
+                    .filter_map(|p| NhsNumber::parse(p).ok())
+                    .filter(|p| p != n)
+                {
+                    also.push(handover_events::PersonRef::Nhs(other));
+                }
+                also.extend(
+                    j.identity
+                        .local_ids
+                        .iter()
+                        .cloned()
+                        .map(handover_events::PersonRef::Local),
+                );
+                also
+            }
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(ApiError::Internal(e.to_string())),
+        },
+        None => Vec::new(),
+    };
     let records = st
         .audit
         .query(&handover_events::AuditQuery {
             nhs_number: nhs,
+            also,
             user,
             limit,
         })

@@ -41,6 +41,10 @@ pub struct AuditRecord {
 pub struct AuditQuery {
     /// Only accesses to this person.
     pub nhs_number: Option<crate::NhsNumber>,
+    /// The same person's other identifiers (NHS numbers merged into `nhs_number`, linked
+    /// local ids): accesses made under them are theirs too, and are included. Only with
+    /// `nhs_number`.
+    pub also: Vec<crate::PersonRef>,
     /// Only accesses by this user.
     pub user: Option<String>,
     /// At most this many, newest last.

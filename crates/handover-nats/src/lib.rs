@@ -1047,22 +1047,47 @@ impl AuditLog {
         &self,
         q: &handover_events::AuditQuery,
     ) -> Result<Vec<handover_events::AuditRecord>, handover_events::AuditError> {
-        let err = |e: String| handover_events::AuditError(e);
-        let person = q
-            .nhs_number
-            .as_ref()
-            .map(|n| self.person_key(n))
-            .unwrap_or_else(|| "*".into());
         let user = q
             .user
             .as_deref()
             .map(|u| self.user_key(u))
             .unwrap_or_else(|| "*".into());
-        let filter = if person == "*" && user == "*" {
-            "audit.>".to_string()
-        } else {
-            format!("audit.{person}.{user}")
+        let limit = q.limit.max(1);
+        let Some(n) = &q.nhs_number else {
+            let filter = if user == "*" {
+                "audit.>".to_string()
+            } else {
+                format!("audit.*.{user}")
+            };
+            let found = self.scan(filter, limit).await?;
+            return Ok(found.into_iter().map(|(_, r)| r).collect());
         };
+        // The person under each of their identifiers: one filter each (nats-server 2.9
+        // takes one filter per consumer), merged in the order they were stored.
+        let mut keys = vec![self.person_key(n)];
+        for other in &q.also {
+            let key = self.key.person_key(other);
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+        let mut all = Vec::new();
+        for key in keys {
+            all.extend(self.scan(format!("audit.{key}.{user}"), limit).await?);
+        }
+        all.sort_by_key(|(seq, _)| *seq);
+        all.dedup_by_key(|(seq, _)| *seq);
+        let skip = all.len().saturating_sub(limit);
+        Ok(all.into_iter().skip(skip).map(|(_, r)| r).collect())
+    }
+
+    /// The newest `limit` records under `filter`, with their stream sequences, oldest first.
+    async fn scan(
+        &self,
+        filter: String,
+        limit: usize,
+    ) -> Result<Vec<(u64, handover_events::AuditRecord)>, handover_events::AuditError> {
+        let err = |e: String| handover_events::AuditError(e);
         let stream = self
             .js
             .get_stream(&self.stream)
@@ -1079,7 +1104,6 @@ impl AuditLog {
             .await
             .map_err(|e| err(e.to_string()))?;
         let mut out = std::collections::VecDeque::new();
-        let limit = q.limit.max(1);
         loop {
             let mut batch = consumer
                 .fetch()
@@ -1092,9 +1116,13 @@ impl AuditLog {
             while let Some(m) = batch.next().await {
                 let m = m.map_err(|e| err(e.to_string()))?;
                 got += 1;
-                pending = m.info().map(|i| i.pending).unwrap_or(0);
+                let (seq, left) = m
+                    .info()
+                    .map(|i| (i.stream_sequence, i.pending))
+                    .unwrap_or((0, 0));
+                pending = left;
                 if let Ok(r) = serde_json::from_slice(&m.payload) {
-                    out.push_back(r);
+                    out.push_back((seq, r));
                     if out.len() > limit {
                         out.pop_front();
                     }

@@ -1,7 +1,7 @@
 //! The journey projection over the store: people keyed by pseudonymous person key, with
 //! aliases for linked local ids and merged NHS numbers.
 //!
-//! Keys in the `journey` tree (layout version 12; the keys are as in 9):
+//! Keys in the `journey` tree (layout version 13; the keys are as in 9):
 //! - `p/<person-key>`: the person's `Record`: a version byte (4), then three
 //!   length-prefixed parts — the `Head` (JSON: their folded journey without its timeline,
 //!   a digest of every event applied for de-duplication by `source`+`id`, the latest
@@ -110,7 +110,9 @@ pub const NAME: &str = "journey";
 ///   against the council of its latest referral, as on the worklist (the first before).
 /// - 12: a package a council's own system requested, without a referral, is on that
 ///   council's brokerage queue even when the person's stay names another council.
-pub const JOURNEY_VERSION: u32 = 12;
+/// - 13: a stay's measure facts say whether it was admitted as a transfer from another
+///   provider, which is not a readmission.
+pub const JOURNEY_VERSION: u32 = 13;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,8 @@
 //! - **discharged to usual residence**: share of discharges in the period whose
 //!   destination is `usual-residence`.
 //! - **readmissions within 30 days**: of discharges in the period, excluding deaths, the
-//!   share followed by another admission of the same person within 30 days of discharge.
+//!   share followed by another admission of the same person within 30 days of discharge
+//!   (an admission as a transfer from another provider is not one).
 //! - **91-day outcome after reablement** (ASCOF 2B style), reported in the period in which
 //!   it becomes known: people discharged on pathway 1 with a reablement package that started
 //!   between the day before and 14 days after discharge, whose 91st day after discharge
@@ -326,12 +327,18 @@ pub fn flow(
                     .or_default()
                     .push(days);
             }
+            // A transfer to another provider is the same care going on, not a readmission
+            // (NHS readmission measures link such spells into one).
             let readmitted_within = |days: i64| {
-                person.stays[i + 1..].iter().any(|n| {
-                    n.admitted.is_some_and(|a| {
-                        a > discharged - Duration::days(1) && a <= discharged + Duration::days(days)
+                person.stays[i + 1..]
+                    .iter()
+                    .filter(|n| !n.transfer)
+                    .any(|n| {
+                        n.admitted.is_some_and(|a| {
+                            a > discharged - Duration::days(1)
+                                && a <= discharged + Duration::days(days)
+                        })
                     })
-                })
             };
             if s.destination != Some(Destination::Died) {
                 readmit_den += 1;

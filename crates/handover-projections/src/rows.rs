@@ -224,6 +224,10 @@ pub struct StayFact {
     /// Latest delay attribution.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attributed_to: Option<Attribution>,
+    /// Admitted as a transfer from another provider (`admission_method` `transfer`): the
+    /// same episode of care continuing elsewhere, not a readmission.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transfer: bool,
 }
 
 /// What the measures need of one care package.
@@ -544,6 +548,8 @@ pub fn person_facts(j: &Journey) -> PersonFacts {
             pathway: s.pathway,
             destination: s.destination,
             attributed_to: s.latest_delay.as_ref().map(|d| d.attributed_to),
+            transfer: s.admission_method
+                == Some(handover_events::catalogue::AdmissionMethod::Transfer),
         })
         .collect();
     stays.sort_by_key(|s| s.admitted);

@@ -974,3 +974,38 @@ fn a_person_with_thousands_of_stays_has_each_known_stay_counted_once() {
     assert_eq!(row.encounter_id, "NOW");
     assert_eq!(row.waiting_for, "nothing recorded");
 }
+
+#[test]
+fn a_transfer_to_another_provider_is_not_a_readmission() {
+    let transferred_in = |n: usize, enc: &str, at: &str| {
+        ev(
+            n,
+            "discharge.admitted",
+            at,
+            json!({"encounter_id": enc, "site": "RX1CC", "admitted_at": at, "admission_method": "transfer"}),
+        )
+    };
+    let first = |n| admitted(n, "E1", "2026-09-01T09:00:00Z");
+    let out = |n| discharged(n, "E1", "2026-09-06T11:00:00Z", "other", 2);
+    let transfer = journey(&[
+        first(1),
+        out(2),
+        transferred_in(3, "E2", "2026-09-06T12:00:00Z"),
+    ]);
+    let m = flow(
+        [person_facts(&transfer)],
+        &period("2026-09-01", "2026-09-30"),
+        d("2026-09-30"),
+    );
+    assert_eq!(m.admissions, 2);
+    assert_eq!(m.readmitted_within_30_days.denominator, 1);
+    assert_eq!(m.readmitted_within_30_days.numerator, 0);
+    // The same second stay admitted as an emergency is a readmission.
+    let emergency = journey(&[first(1), out(2), admitted(3, "E2", "2026-09-06T12:00:00Z")]);
+    let m = flow(
+        [person_facts(&emergency)],
+        &period("2026-09-01", "2026-09-30"),
+        d("2026-09-30"),
+    );
+    assert_eq!(m.readmitted_within_30_days.numerator, 1);
+}
