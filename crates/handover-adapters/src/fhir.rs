@@ -2714,22 +2714,36 @@ impl<'a> Cx<'a> {
             return Vec::new();
         };
         let time = self.last_updated(r).unwrap_or(self.ctx.received_at);
-        let base = format!("{}/_nhs-number-changed", resource_stem(r));
         let mut out = Vec::new();
         for new in self.linked_nhs_numbers(r, "replaced-by") {
-            if new == old {
-                continue;
-            }
-            out.extend(self.event(
-                &base,
-                "person.nhs-number-changed",
-                time,
-                &source,
-                &Who::Nhs(new),
-                json!({ "previous_nhs_number": old.as_string() }),
-            ));
+            out.extend(self.number_changed(r, time, &source, new, old));
         }
         out
+    }
+
+    /// `person.nhs-number-changed` for Patient `r`: `old` replaced by `current` (none when
+    /// they are the same). The id names the Patient, not its version, and its digest the
+    /// two numbers, so later versions that still say so record it once.
+    fn number_changed(
+        &mut self,
+        r: &Value,
+        time: Timestamp,
+        source: &str,
+        current: NhsNumber,
+        old: NhsNumber,
+    ) -> Option<Event> {
+        if current == old {
+            return None;
+        }
+        let base = format!("{}/_nhs-number-changed", resource_stem(r));
+        self.event(
+            &base,
+            "person.nhs-number-changed",
+            time,
+            source,
+            &Who::Nhs(current),
+            json!({ "previous_nhs_number": old.as_string() }),
+        )
     }
 
     fn patient(&mut self, r: &Value) -> Vec<Event> {
@@ -2935,19 +2949,10 @@ impl<'a> Cx<'a> {
             .into_iter()
             .collect();
         // A current NHS number beside an old one: the old is replaced by it (a merge, as
-        // HL7 A40 says). The id names the Patient, not its version, and its digest the two
-        // numbers, so later versions that still list the old number record it once.
-        if let Who::Nhs(current) = &who {
-            for old in previous.iter().filter(|o| *o != current) {
-                let base = format!("{}/_nhs-number-changed", resource_stem(r));
-                out.extend(self.event(
-                    &base,
-                    "person.nhs-number-changed",
-                    time,
-                    &source,
-                    &who,
-                    json!({ "previous_nhs_number": old.as_string() }),
-                ));
+        // HL7 A40 says).
+        if let Who::Nhs(current) = who {
+            for old in previous {
+                out.extend(self.number_changed(r, time, &source, current, old));
             }
         }
         out
